@@ -1,0 +1,54 @@
+"""The `harness` command line. Each sub-command lives in harness/commands/<name>.py with register(app)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from plugins.errors import HarnessError
+
+__all__ = ["app", "main"]
+
+#: sub-command modules, in the order `harness --help` lists them
+COMMANDS = ("run", "validate", "ls", "status", "worker", "report", "scans", "models", "fid", "bench")
+
+app = typer.Typer(
+    name="harness",
+    help="Benchmark and ablate Mamba diffusion models: scan orders, backbones, interpolants and what they cost.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name in COMMANDS:
+    importlib.import_module(f"harness.commands.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a user's mistake prints one line and exits 2; our bugs keep their traceback."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        app(args=argv, standalone_mode=False)
+    except HarnessError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors come through here with standalone_mode=False
+        import click
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""`harness report` (to be filled in by its issue)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Adds nothing yet."""

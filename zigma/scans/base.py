@@ -1,0 +1,90 @@
+"""The scan interface: a scheme gives, for a token grid and a depth, the token order(s) of every layer.
+
+Tokens are indexed frame-major, row-major: token (f, r, c) <-> f*H*W + r*W + c.
+An *order* is a LongTensor `order` of length L = T*H*W where `order[s]` is the token visited at step s.
+Its inverse `inv` satisfies inv[order[s]] = s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Grid", "LayerScan", "ScanScheme", "inverse"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Token grid: `t` frames (1 for images) of `h` x `w` tokens."""
+
+    h: int
+    w: int
+    t: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.h, self.w, self.t) < 1:
+            raise ValueError(f"grid sizes must be >= 1, got t={self.t}, h={self.h}, w={self.w}")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.t * self.h * self.w
+
+    @property
+    def is_video(self) -> bool:
+        return self.t > 1
+
+
+def inverse(order: torch.Tensor) -> torch.Tensor:
+    """Inverse permutation: inverse(order)[order[s]] = s."""
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel(), dtype=order.dtype, device=order.device)
+    return inv
+
+
+@dataclass(frozen=True)
+class LayerScan:
+    """What one layer scans.
+
+    orders: one (L,) order per scan *direction* run inside the layer: 1 for a unidirectional layer,
+        2 for a bidirectional (Vim v2) layer, K for a parallel-K layer. Each direction has its own
+        SSM parameters in the mixer; outputs are combined (sum) in token space.
+    segments: the ordered sequence is split into `segments` equal, independent sequences
+        (e.g. a factorized video spatial layer: segments = T, one per frame; temporal layer: segments = H*W).
+    kind: a short label for pictures and tables ('s' spatial, 't' temporal, 'st' whole sequence).
+    """
+
+    orders: tuple[torch.Tensor, ...]
+    segments: int = 1
+    kind: str = "st"
+    inverses: tuple[torch.Tensor, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.orders:
+            raise ValueError("a LayerScan needs at least one order")
+        n = self.orders[0].numel()
+        if n % self.segments:
+            raise ValueError(f"{n} tokens do not split into {self.segments} segments")
+        if not self.inverses:
+            object.__setattr__(self, "inverses", tuple(inverse(o) for o in self.orders))
+
+    @property
+    def num_directions(self) -> int:
+        return len(self.orders)
+
+
+class ScanScheme:
+    """Base class of scan schemes. Subclasses set `name` and implement `layer_scans`."""
+
+    name: str = "scan"
+    #: number of scan directions every layer runs (1 unidirectional, 2 bidirectional, K parallel)
+    directions: int = 1
+    #: "image" (any grid, frames scanned frame-major), "video" (needs t > 1) or "any"
+    modality: str = "any"
+
+    def layer_scans(self, grid: Grid, depth: int) -> list[LayerScan]:
+        """Return `depth` LayerScans, one per layer."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
