@@ -1,0 +1,490 @@
+"""Study files: YAML -> preset merged -> frozen, validated schema -> the list of trials.
+
+A study names a base trial configuration and the axes to sweep:
+
+    name: scan_ablation
+    base:                      # one TrialConfig; every key has a default
+      dataset: {name: fashion-mnist, resolution: 32}
+      backbone: {name: zigma, size: S, patch_size: 2}
+      scan: zigzag-8
+      train: {steps: 4000, batch_size: 128}
+    axes:                      # a mapping (one grid) or a list of mappings (union of grids: conditional ablations)
+      scan.name: [sweep-1, zigzag-1, zigzag-8]
+    seeds: [0, 1, 2]           # every combination runs once per seed
+    presets:
+      smoke: {base: {dataset: {name: digits}, train: {steps: 50}}, seeds: [0]}
+
+Every error names the file and the dotted key and suggests near matches.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from plugins.errors import ConfigError, HarnessError, suggest
+
+__all__ = [
+    "Study", "TrialConfig", "TrialSpec", "load_study", "parse_study", "expand_trials", "resolve_trial",
+    "validate_study", "format_validation_error",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _WithOptions(BaseModel):
+    """A component reference: `name` plus that component's own options (validated against its plugin)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class DatasetConfig(_WithOptions):
+    name: str = "digits"                      # registry key of a dataset plugin
+
+
+class BackboneConfig(_WithOptions):
+    name: str = "zigma"                       # zigma | vim | dit | a plugin's
+    size: str = "tiny"                        # a preset of zigma.backbones.SIZES
+    patch_size: int = Field(2, ge=1)
+    pos_embed: Literal["none", "sincos", "learned"] = "learned"
+    mixer_backend: Literal["auto", "fused", "reference"] = "auto"
+
+
+class ScanConfig(_Strict):
+    name: str = "zigzag-8"                    # registry key of a scan scheme
+    seed: int | None = None                   # for random scans; None -> the trial seed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class InterpolantConfig(_Strict):
+    path: str = "linear"                      # linear | gvp | vp (registry key)
+    prediction: Literal["velocity", "noise", "score"] = "velocity"
+    loss_weight: Literal["none", "velocity", "likelihood"] = "none"
+    time_sampler: Literal["uniform", "logit-normal"] = "uniform"
+    train_eps: float | None = None            # None -> the official trimming rule for path x prediction
+    sample_eps: float | None = None
+
+
+class SamplerConfig(_WithOptions):
+    name: str = "euler"                       # euler | heun | dopri5 | euler-maruyama | sde-heun
+    cfg_scale: float = Field(1.0, ge=0.0)     # classifier-free guidance; 1.0 = off
+
+
+class ConditioningConfig(_Strict):
+    kind: Literal["none", "class", "text"] = "none"
+    label_dropout: float = Field(0.1, ge=0.0, le=1.0)   # probability of the null label/caption (enables CFG)
+    text_encoder: str = "token-embedding"
+    text_encoder_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    ema_decay: float = Field(0.9999, ge=0.0, lt=1.0)
+    ema_warmup: bool = True                   # decay ramps as min(decay, (1+n)/(10+n)); False = official (from step 0)
+    grad_clip: float | None = Field(2.0, gt=0)  # applied BEFORE the optimiser step (the official code clips after it)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"   # auto: bf16 autocast on CUDA, fp32 on CPU
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(25, ge=1)
+    num_workers: int = Field(0, ge=0)
+    compile: bool = False
+    max_memory_gb: float | None = Field(None, gt=0)  # a trial above this peak memory fails with the reason
+
+
+class EvalConfig(_Strict):
+    num_samples: int = Field(1000, ge=1)
+    batch_size: int = Field(100, ge=1)
+    metrics: tuple[str, ...] = ("fd-effnet",)
+    metric_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    every: int | None = Field(None, ge=1)     # intermediate evaluation (and pruning) every N steps
+    intermediate_samples: int = Field(200, ge=1)
+    cost: bool = True                         # params, GFLOPs, throughput, latency, peak memory
+    cost_iters: int = Field(5, ge=1)
+    grid_samples: int = Field(64, ge=0)       # sample grid logged as an image
+
+
+class TrialConfig(_Strict):
+    """Everything one trial needs. Every field has a commented default."""
+
+    dataset: DatasetConfig = DatasetConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    scan: ScanConfig = ScanConfig()
+    interpolant: InterpolantConfig = InterpolantConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    conditioning: ConditioningConfig = ConditioningConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+class Constraint(_Strict):
+    metric: str
+    max: float                                # feasible when metric <= max (Optuna: value - max <= 0)
+
+
+class Objective(_Strict):
+    metric: str = "fd-effnet"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    constraints: tuple[Constraint, ...] = ()
+    prune: bool = False                       # median pruning on the intermediate metric (needs eval.every)
+
+
+class SearchParam(_Strict):
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchParam:
+        ranged = self.low is not None and self.high is not None
+        if ranged == (self.choices is not None):
+            raise ValueError("give either low and high, or choices")
+        if ranged and self.low >= self.high:  # type: ignore[operator]
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class Search(_Strict):
+    space: dict[str, SearchParam]
+    n_trials: int = Field(20, ge=1)
+    sampler: Literal["tpe", "random", "gp"] = "tpe"
+
+
+class Study(_Strict):
+    name: str
+    description: str = ""
+    base: TrialConfig = TrialConfig()
+    axes: tuple[dict[str, tuple[Any, ...]], ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    search: Search | None = None
+    objective: Objective = Objective()
+    baseline: dict[str, Any] | None = None    # the axis values reports compare against, e.g. {scan.name: sweep-1}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("use letters, digits, '-', '_' and '.' only")
+        return v
+
+    @field_validator("axes", mode="before")
+    @classmethod
+    def _axes_blocks(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("give at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError("seeds repeat")
+        return v
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# errors
+
+
+def _loc(parts: Iterable[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out or "(top level)"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at `loc` (for 'did you mean')."""
+    cur: Any = model
+    for p in loc:
+        if isinstance(p, int) or not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+            return []
+        field = cur.model_fields.get(p)
+        if field is None:
+            return []
+        cur = field.annotation
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return list(cur.model_fields)
+    return []
+
+
+def format_validation_error(source: str, err: ValidationError, model: type[BaseModel] = None, prefix=()) -> str:
+    """One line: 'FILE: dotted.key: message' for the first error, plus how many more."""
+    errors = err.errors()
+    e = errors[0]
+    loc = tuple(prefix) + tuple(e["loc"])
+    if e["type"] == "extra_forbidden":
+        parent = tuple(e["loc"][:-1])
+        known = _fields_at(model, parent) if model is not None else []
+        msg = suggest(str(e["loc"][-1]), known, what="key") if known else f"unknown key {e['loc'][-1]!r}."
+    else:
+        msg = e["msg"]
+        if e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {_loc(loc)}: {msg}{more}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "axes":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_study(raw: Any, *, source: str = "<study>", preset: str | None = None) -> Study:
+    """Validate an already-parsed YAML document (with `presets` applied) into a Study."""
+    if raw is None:
+        raise ConfigError(f"{source}: the file is empty; a study needs at least `name:`")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a study file is a YAML mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    presets = raw.pop("presets", {}) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{source}: presets: expected a mapping of preset name -> overrides")
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"{source}: presets: " + suggest(preset, presets, what="preset"))
+        if not isinstance(presets[preset], dict):
+            raise ConfigError(f"{source}: presets.{preset}: expected a mapping of overrides")
+        raw = _deep_merge(raw, presets[preset])
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err, Study)) from None
+    object.__setattr__(study, "_source", source)
+    object.__setattr__(study, "_preset", preset)
+    object.__setattr__(study, "_presets", tuple(presets))
+    return study
+
+
+def load_study(path: str | Path, *, preset: str | None = None) -> Study:
+    """Read, merge the preset, validate. Raises ConfigError naming the file and key."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such study file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read the study file ({exc.__class__.__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
+    return parse_study(raw, source=source, preset=preset)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# trials
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: its axis values (dotted key -> value), seed and the resolved configuration."""
+
+    params: dict[str, Any]
+    seed: int
+    config: TrialConfig
+
+    @property
+    def key(self) -> str:
+        """Stable identifier of (params, seed), used to run each combination exactly once."""
+        blob = json.dumps({"params": self.params, "seed": self.seed}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        vals = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{vals or 'base'} seed={self.seed}"
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if isinstance(nxt, str):  # `scan: zigzag-8` shorthand
+            nxt = {"name": nxt}
+        if not isinstance(nxt, dict):
+            nxt = {}
+        cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def _check_axis_key(source: str, where: str, key: str) -> None:
+    parts = key.split(".")
+    model: Any = TrialConfig
+    for i, p in enumerate(parts):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ConfigError(f"{source}: {where}: {key!r} goes below a value")
+        if p not in model.model_fields:
+            extra_ok = model.model_config.get("extra") == "allow" and i == len(parts) - 1
+            if extra_ok:
+                return  # a component option, checked against the plugin later
+            raise ConfigError(f"{source}: {where}: " + suggest(
+                ".".join(parts[: i + 1]), [".".join(parts[:i] + [f]) for f in model.model_fields], what="axis key"))
+        model = model.model_fields[p].annotation
+
+
+def _config_with(base: TrialConfig, params: dict[str, Any], source: str, where: str) -> TrialConfig:
+    raw = base.model_dump(mode="python", exclude_unset=False)
+    for k, v in params.items():
+        _set_dotted(raw, k, v)
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err, TrialConfig, prefix=(where,))) from None
+
+
+def expand_trials(study: Study) -> list[TrialSpec]:
+    """Axes blocks -> cartesian products (union over blocks, duplicates dropped) x seeds."""
+    source = getattr(study, "_source", "<study>")
+    combos: list[tuple[dict[str, Any], str]] = []
+    for b, block in enumerate(study.axes or ({},)):
+        for key, values in block.items():
+            _check_axis_key(source, f"axes[{b}].{key}", key)
+            if not values:
+                raise ConfigError(f"{source}: axes[{b}].{key}: give at least one value")
+        keys = list(block)
+        for i, vals in enumerate(itertools.product(*(block[k] for k in keys))):
+            combos.append((dict(zip(keys, vals)), f"axes[{b}]"))
+    trials, seen = [], set()
+    for params, where in combos:
+        config = _config_with(study.base, params, source, where)
+        for seed in study.seeds:
+            spec = TrialSpec(params=params, seed=seed, config=config)
+            if spec.key not in seen:
+                seen.add(spec.key)
+                trials.append(spec)
+    return trials
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# plugin resolution (what `harness validate` checks before any GPU work)
+
+
+def _where(params: dict[str, Any], key: str, default: str) -> str:
+    return f"axes: {key}={params[key]!r}" if key in params else default
+
+
+def _check_options(source: str, where: str, entry: Any, options: dict[str, Any]) -> None:
+    model = getattr(entry, "options", None)
+    if model is None:
+        if options:
+            raise ConfigError(f"{source}: {where}: {entry.name!r} takes no options, got {sorted(options)}")
+        return
+    try:
+        model.model_validate(options)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err, model, prefix=(where,))) from None
+
+
+def resolve_trial(spec: TrialSpec, registries: Any, *, source: str = "<study>") -> dict[str, Any]:
+    """Look up every plugin a trial names and validate its options. Returns kind -> entry."""
+    c, p = spec.config, spec.params
+
+    def get(kind: str, name: str, key: str) -> Any:
+        try:
+            return registries[kind].get(name)
+        except HarnessError as exc:
+            raise ConfigError(f"{source}: {_where(p, key, 'base.' + key)}: {exc}") from None
+
+    out = {
+        "dataset": get("datasets", c.dataset.name, "dataset.name"),
+        "backbone": get("backbones", c.backbone.name, "backbone.name"),
+        "interpolant": get("interpolants", c.interpolant.path, "interpolant.path"),
+        "sampler": get("samplers", c.sampler.name, "sampler.name"),
+        "metrics": [get("metrics", m, "eval.metrics") for m in c.eval.metrics],
+    }
+    _check_options(source, _where(p, "dataset.name", "base.dataset"), out["dataset"], c.dataset.options)
+    bb_opts = c.backbone.options
+    _check_options(source, _where(p, "backbone.name", "base.backbone"), out["backbone"], bb_opts)
+    sampler_opts = c.sampler.options
+    _check_options(source, _where(p, "sampler.name", "base.sampler"), out["sampler"], sampler_opts)
+    if getattr(out["backbone"], "uses_scan", True):
+        out["scan"] = get("scans", c.scan.name, "scan.name")
+    else:
+        out["scan"] = None
+    if c.conditioning.kind == "text":
+        out["text_encoder"] = get("text-encoders", c.conditioning.text_encoder, "conditioning.text_encoder")
+        _check_options(source, "base.conditioning.text_encoder_options", out["text_encoder"],
+                       c.conditioning.text_encoder_options)
+    for m, entry in zip(c.eval.metrics, out["metrics"]):
+        _check_options(source, f"base.eval.metric_options.{m}", entry, c.eval.metric_options.get(m, {}))
+    for m in c.eval.metric_options:
+        if m not in c.eval.metrics:
+            raise ConfigError(f"{source}: base.eval.metric_options.{m}: "
+                              + suggest(m, c.eval.metrics, what="metric (not in eval.metrics)"))
+    return out
+
+
+def validate_study(study: Study, registries: Any) -> list[TrialSpec]:
+    """Expand and resolve every trial; checks objective and baseline keys. Raises ConfigError."""
+    source = getattr(study, "_source", "<study>")
+    trials = expand_trials(study)
+    for spec in trials:
+        resolve_trial(spec, registries, source=source)
+    known_metrics = set(study.base.eval.metrics) | {m for s in trials for m in s.config.eval.metrics}
+    cost_metrics = {"train_loss", "params_m", "gflops", "train_images_per_s", "sample_ms_per_image",
+                    "peak_memory_gb", "nfe"}
+    if study.objective.metric not in known_metrics | cost_metrics:
+        raise ConfigError(f"{source}: objective.metric: " + suggest(
+            study.objective.metric, sorted(known_metrics | cost_metrics), what="metric"))
+    for i, con in enumerate(study.objective.constraints):
+        if con.metric not in known_metrics | cost_metrics:
+            raise ConfigError(f"{source}: objective.constraints[{i}].metric: " + suggest(
+                con.metric, sorted(known_metrics | cost_metrics), what="metric"))
+    if study.baseline:
+        axis_keys = {k for block in study.axes for k in block}
+        for k in study.baseline:
+            if k not in axis_keys:
+                raise ConfigError(f"{source}: baseline.{k}: " + suggest(k, axis_keys, what="axis key"))
+    if study.search is not None:
+        for k in study.search.space:
+            _check_axis_key(source, f"search.space.{k}", k)
+    return trials
