@@ -25,7 +25,7 @@ import itertools
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -329,6 +329,7 @@ class TrialSpec:
     params: dict[str, Any]
     seed: int
     config: TrialConfig
+    origin: dict[str, str] = field(default_factory=dict, compare=False)  # axis key -> 'axes[b].key[i]'
 
     @property
     def key(self) -> str:
@@ -371,33 +372,40 @@ def _check_axis_key(source: str, where: str, key: str) -> None:
         model = model.model_fields[p].annotation
 
 
-def _config_with(base: TrialConfig, params: dict[str, Any], source: str, where: str) -> TrialConfig:
+def _config_with(base: TrialConfig, params: dict[str, Any], origin: dict[str, str], source: str) -> TrialConfig:
     raw = base.model_dump(mode="python", exclude_unset=False)
     for k, v in params.items():
         _set_dotted(raw, k, v)
     try:
         return TrialConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(source, err, TrialConfig, prefix=(where,))) from None
+        e = err.errors()[0]
+        dotted = ".".join(str(x) for x in e["loc"])
+        for key, where in origin.items():
+            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+                got = f" (got {params[key]!r})"
+                raise ConfigError(f"{source}: {where}: {e['msg']}{got}") from None
+        raise ConfigError(format_validation_error(source, err, TrialConfig, prefix=("base",))) from None
 
 
 def expand_trials(study: Study) -> list[TrialSpec]:
     """Axes blocks -> cartesian products (union over blocks, duplicates dropped) x seeds."""
     source = getattr(study, "_source", "<study>")
-    combos: list[tuple[dict[str, Any], str]] = []
+    combos: list[tuple[dict[str, Any], dict[str, str]]] = []
     for b, block in enumerate(study.axes or ({},)):
         for key, values in block.items():
             _check_axis_key(source, f"axes[{b}].{key}", key)
             if not values:
                 raise ConfigError(f"{source}: axes[{b}].{key}: give at least one value")
         keys = list(block)
-        for i, vals in enumerate(itertools.product(*(block[k] for k in keys))):
-            combos.append((dict(zip(keys, vals)), f"axes[{b}]"))
+        for idx in itertools.product(*(range(len(block[k])) for k in keys)):
+            params = {k: block[k][i] for k, i in zip(keys, idx)}
+            combos.append((params, {k: f"axes[{b}].{k}[{i}]" for k, i in zip(keys, idx)}))
     trials, seen = [], set()
-    for params, where in combos:
-        config = _config_with(study.base, params, source, where)
+    for params, origin in combos:
+        config = _config_with(study.base, params, origin, source)
         for seed in study.seeds:
-            spec = TrialSpec(params=params, seed=seed, config=config)
+            spec = TrialSpec(params=params, seed=seed, config=config, origin=origin)
             if spec.key not in seen:
                 seen.add(spec.key)
                 trials.append(spec)
@@ -408,8 +416,8 @@ def expand_trials(study: Study) -> list[TrialSpec]:
 # plugin resolution (what `harness validate` checks before any GPU work)
 
 
-def _where(params: dict[str, Any], key: str, default: str) -> str:
-    return f"axes: {key}={params[key]!r}" if key in params else default
+def _where(spec: TrialSpec, key: str, default: str) -> str:
+    return spec.origin.get(key, default)
 
 
 def _check_options(source: str, where: str, entry: Any, options: dict[str, Any]) -> None:
@@ -426,7 +434,7 @@ def _check_options(source: str, where: str, entry: Any, options: dict[str, Any])
 
 def resolve_trial(spec: TrialSpec, registries: Any, *, source: str = "<study>") -> dict[str, Any]:
     """Look up every plugin a trial names and validate its options. Returns kind -> entry."""
-    c, p = spec.config, spec.params
+    c, p = spec.config, spec
 
     def get(kind: str, name: str, key: str) -> Any:
         try:

@@ -1,0 +1,78 @@
+"""Deep validation behind `harness validate`: load each dataset once and build each distinct model on `meta`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from plugins.errors import ConfigError, HarnessError
+
+__all__ = ["check_buildable", "model_signature"]
+
+
+def model_signature(config: Any) -> tuple:
+    """What determines a model's structure (trials that differ only in seed/lr share one build)."""
+    c = config
+    return (c.dataset.model_dump_json(), c.backbone.model_dump_json(), c.scan.name, c.conditioning.kind,
+            c.conditioning.text_encoder)
+
+
+def check_buildable(study: Any, trials: list, registries: Any) -> int:
+    """Load every distinct dataset and build every distinct model (meta device). Returns the number built."""
+    from harness.study import resolve_trial
+
+    source = getattr(study, "_source", "<study>")
+    datasets: dict[str, Any] = {}
+    built: set[tuple] = set()
+    for spec in trials:
+        sig = model_signature(spec.config)
+        if sig in built:
+            continue
+        entries = resolve_trial(spec, registries, source=source)
+        c = spec.config
+        dkey = c.dataset.model_dump_json()
+        if dkey not in datasets:
+            entry = entries["dataset"]
+            options = entry.options.model_validate(c.dataset.options) if entry.options else None
+            try:
+                datasets[dkey] = entry.load(options)
+            except HarnessError as exc:
+                raise ConfigError(f"{source}: dataset {c.dataset.name!r}: {exc}") from None
+        info = datasets[dkey].info
+        try:
+            build_model(c, entries, info, seed=spec.seed, device=torch.device("meta"))
+        except HarnessError as exc:
+            raise ConfigError(f"{source}: {spec.label}: {exc}") from None
+        except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
+            raise ConfigError(f"{source}: {spec.label}: cannot build backbone {c.backbone.name!r}: {exc}") from None
+        built.add(sig)
+    return len(built)
+
+
+def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, device: torch.device,
+                dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The one place a trial's backbone is built from its config (used by validate and by trials)."""
+    c = config
+    scan = None
+    if entries.get("scan") is not None:
+        scan_seed = c.scan.seed if c.scan.seed is not None else seed
+        scan = entries["scan"].build(seed=scan_seed)
+        modality = getattr(entries["scan"], "modality", "any")
+        if modality == "video" and info.frames is None:
+            raise ConfigError(f"scan {c.scan.name!r} needs video data; dataset {info.name!r} is images")
+    num_classes = info.num_classes if c.conditioning.kind == "class" else None
+    if c.conditioning.kind == "class" and not num_classes:
+        raise ConfigError(f"conditioning.kind=class but dataset {info.name!r} has no labels")
+    context_dim = None
+    if c.conditioning.kind == "text":
+        if not info.captions:
+            raise ConfigError(f"conditioning.kind=text but dataset {info.name!r} has no captions")
+        context_dim = c.conditioning.text_encoder_options.get("dim")
+    options = dict(c.backbone.options)
+    entry = entries["backbone"]
+    if entry.options is not None:
+        options = entry.options.model_validate(options).model_dump()
+    return entry.build(size=c.backbone.size, input_shape=info.shape, patch_size=c.backbone.patch_size, scan=scan,
+                       num_classes=num_classes, context_dim=context_dim, pos_embed=c.backbone.pos_embed,
+                       mixer_backend=c.backbone.mixer_backend, device=device, dtype=dtype, **options)
