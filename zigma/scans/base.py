@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Grid", "LayerScan", "ScanScheme", "inverse"]
+__all__ = ["Grid", "LayerScan", "ScanScheme", "inverse", "relative_order", "frame_major"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,18 @@ def inverse(order: torch.Tensor) -> torch.Tensor:
     inv = torch.empty_like(order)
     inv[order] = torch.arange(order.numel(), dtype=order.dtype, device=order.device)
     return inv
+
+
+def relative_order(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """(L,) index taking a sequence in `src` order to `dst` order: x_dst = x_src[:, relative_order(src, dst)]."""
+    return inverse(src)[dst]
+
+
+def frame_major(path: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """(H*W,) per-frame path -> (T*H*W,) order scanning frame 0 with it, then frame 1, ..."""
+    hw = grid.h * grid.w
+    assert path.numel() == hw, f"path of {path.numel()} tokens for a {grid.h}x{grid.w} frame"
+    return (torch.arange(grid.t, dtype=torch.int64)[:, None] * hw + path[None]).reshape(-1)
 
 
 @dataclass(frozen=True)
