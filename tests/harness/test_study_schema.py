@@ -1,0 +1,45 @@
+"""Study files load into a frozen schema and expand into trials."""
+
+import pytest
+from pydantic import ValidationError
+
+from harness.study import expand_trials, parse_study
+
+
+def test_axes_blocks_expand_as_a_union_of_cartesian_products_times_seeds():
+    study = parse_study({
+        "name": "s",
+        "axes": [{"backbone.name": ["zigma", "vim"], "scan.name": ["zigzag-8", "sweep-1"]},
+                 {"backbone.name": ["dit"]}],
+        "seeds": [0, 1],
+    })
+    trials = expand_trials(study)
+    assert len(trials) == (4 + 1) * 2
+    assert len({t.key for t in trials}) == len(trials)
+    dit = [t for t in trials if t.config.backbone.name == "dit"]
+    assert len(dit) == 2 and all(t.params == {"backbone.name": "dit"} for t in dit)
+
+
+def test_preset_is_deep_merged_over_the_file():
+    raw = {"name": "s", "base": {"train": {"steps": 1000, "lr": 0.001}},
+           "presets": {"smoke": {"base": {"train": {"steps": 5}}}}}
+    study = parse_study(raw, preset="smoke")
+    assert study.base.train.steps == 5 and study.base.train.lr == 0.001
+    assert parse_study(raw).base.train.steps == 1000
+
+
+def test_the_schema_is_frozen():
+    study = parse_study({"name": "s"})
+    with pytest.raises(ValidationError):
+        study.base.train.steps = 3  # type: ignore[misc]
+
+
+def test_component_shorthand_and_options_are_kept():
+    study = parse_study({"name": "s", "base": {"scan": "sweep-2", "dataset": {"name": "digits", "resolution": 16}}})
+    assert study.base.scan.name == "sweep-2"
+    assert study.base.dataset.options == {"resolution": 16}
+
+
+def test_trial_keys_are_stable_across_loads():
+    raw = {"name": "s", "axes": {"scan.name": ["a", "b"]}, "seeds": [3]}
+    assert [t.key for t in expand_trials(parse_study(raw))] == [t.key for t in expand_trials(parse_study(raw))]
