@@ -1,0 +1,79 @@
+"""Optional fused kernels (mamba-ssm + causal-conv1d): imported quietly, selected loudly."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+__all__ = ["INSTALL_HINT", "FusedUnavailableError", "fused_available", "fused_kernels", "mamba_forward", "ssm_branch"]
+
+INSTALL_HINT = "pip install 'zigma-harness[cuda]'"
+
+
+class FusedUnavailableError(RuntimeError):
+    """backend='fused' was asked for where mamba-ssm / causal-conv1d cannot be imported."""
+
+
+@functools.cache
+def _import() -> tuple[dict | None, str]:
+    """Try the imports once: ({name: kernel}, '') or (None, why)."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
+    except (ImportError, OSError) as err:  # OSError: a CUDA build whose shared libraries do not load
+        return None, f"{type(err).__name__}: {err}"
+    kernels = {"mamba_inner_fn": mamba_inner_fn, "selective_scan_fn": selective_scan_fn,
+               "causal_conv1d_fn": causal_conv1d_fn}
+    return kernels, ""
+
+
+def fused_available() -> bool:
+    """Whether mamba-ssm's fused kernels (and causal-conv1d) are importable here."""
+    return _import()[0] is not None
+
+
+def fused_kernels() -> dict:
+    """{'mamba_inner_fn', 'selective_scan_fn', 'causal_conv1d_fn'}, or FusedUnavailableError naming the fix."""
+    kernels, why = _import()
+    if kernels is None:
+        raise FusedUnavailableError(
+            "mixer backend 'fused' needs the packages mamba-ssm and causal-conv1d (CUDA builds), which cannot be "
+            f"imported here ({why}). Install them with `{INSTALL_HINT}` (needs a CUDA toolchain), "
+            "or use backend 'reference' (pure PyTorch, any device) or 'auto'."
+        )
+    return kernels
+
+
+def mamba_forward(mixer, x):
+    """One direction, fully fused (mamba_inner_fn), exactly as mamba_ssm.Mamba: x (B, L, D) -> (B, L, D)."""
+    kernels = fused_kernels()
+    length = x.shape[1]
+    xz = rearrange(mixer.in_proj.weight @ rearrange(x, "b l d -> d (b l)"), "d (b l) -> b d l", l=length)
+    if mixer.in_proj.bias is not None:
+        xz = xz + rearrange(mixer.in_proj.bias.to(dtype=xz.dtype), "d -> d 1")
+    return kernels["mamba_inner_fn"](
+        xz, mixer.conv1d.weight, mixer.conv1d.bias, mixer.x_proj.weight, mixer.dt_proj.weight,
+        mixer.out_proj.weight, mixer.out_proj.bias, -torch.exp(mixer.A_log.float()), None, None,
+        mixer.D.float(), delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True,
+    )  # (B, L, D)
+
+
+def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D):
+    """One direction with causal_conv1d_fn + selective_scan_fn: xz (B, L, 2 * d_inner) -> (B, L, d_inner)."""
+    kernels = fused_kernels()
+    length = xz.shape[1]
+    x, z = rearrange(xz, "b l d -> b d l").chunk(2, dim=1)  # (B, d_inner, L) each
+    x = kernels["causal_conv1d_fn"](x.contiguous(), rearrange(conv1d.weight, "d 1 w -> d w"), conv1d.bias,
+                                    activation="silu")  # (B, d_inner, L)
+    d_state = A_log.shape[1]
+    x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj.weight)  # (B*L, dt_rank + 2 * d_state)
+    dt, B, C = torch.split(x_dbl, [dt_proj.in_features, d_state, d_state], dim=-1)
+    dt = rearrange(dt_proj.weight @ dt.t(), "d (b l) -> b d l", l=length)
+    B = rearrange(B, "(b l) n -> b n l", l=length).contiguous()
+    C = rearrange(C, "(b l) n -> b n l", l=length).contiguous()
+    y = kernels["selective_scan_fn"](x, dt, -torch.exp(A_log.float()), B, C, D.float(), z=z,
+                                     delta_bias=dt_proj.bias.float(), delta_softplus=True)  # (B, d_inner, L)
+    return rearrange(y, "b d l -> b l d")

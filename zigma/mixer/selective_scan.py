@@ -1,0 +1,126 @@
+"""Selective scan (Mamba-1 SSM) in pure PyTorch: a parallel reference and a step-by-step loop.
+
+Both follow `mamba_ssm.selective_scan_fn`'s signature and layout:
+u, delta, z: (B, D, L); A: (D, N); B, C: (B, N, L); D, delta_bias: (D,).
+    h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t         (per channel d, state n)
+    y_t = <C_t, h_t> + D * u_t,       out = y * silu(z)
+
+The reference runs the linear recurrence h_t = a_t h_{t-1} + b_t as a work-efficient (Brent-Kung) parallel
+scan: log2(L) levels, each a handful of vectorized ops over the whole sequence, with a hand-written backward
+(the adjoint is the same recurrence run in reverse). Decays a_t = exp(delta_t * A) are computed from
+non-positive exponents only (delta >= 0, A < 0 for every Mamba layer), and the scan only multiplies and
+adds them, so nothing can overflow at any length or step size: a decay that underflows to 0 is the
+correct limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["selective_scan_bld", "selective_scan_naive", "selective_scan_ref"]
+
+
+def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Inclusive scan h_t = a_t * h_{t-1} + b_t (h_{-1} = 0) along dim 1: a, b (M, L, F) -> h (M, L, F)."""
+    n = b.shape[1]
+    if n == 1:
+        return b.clone()
+    m = n // 2
+    a_odd = a[:, 1 : 2 * m : 2]
+    # combine the pairs (2i, 2i+1): a product of two decays and the pair's own sum
+    b_pair = torch.addcmul(b[:, 1 : 2 * m : 2], a_odd, b[:, 0 : 2 * m : 2])
+    h_odd = _scan(a_odd * a[:, 0 : 2 * m : 2], b_pair) if m > 1 else b_pair
+    h = torch.empty_like(b)
+    h[:, 1 : 2 * m : 2] = h_odd
+    h[:, 0] = b[:, 0]
+    if n > 2:  # even positions 2i (i >= 1) extend the prefix ending at 2i - 1
+        torch.addcmul(b[:, 2::2], a[:, 2::2], h_odd[:, : (n - 1) // 2], out=h[:, 2::2])
+    return h
+
+
+class _LinearScan(torch.autograd.Function):
+    """h = scan(a, b) with the adjoint scan as backward: g_t = dh_t + a_{t+1} g_{t+1}."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        h = _scan(a, b)
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, dh: torch.Tensor):
+        a, h = ctx.saved_tensors
+        a_next = torch.empty_like(a)  # reversed time: a_next[s] = a[L - s] multiplies g_{L-s}
+        a_next[:, 0] = 0
+        a_next[:, 1:] = a[:, 1:].flip(1)
+        g = _scan(a_next, dh.flip(1)).flip(1)
+        da = torch.zeros_like(a)
+        torch.mul(g[:, 1:], h[:, :-1], out=da[:, 1:])
+        return da, g
+
+
+def _ssm(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Parallel SSM: u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D) with y_t = <C_t, h_t>."""
+    n, L, d = u.shape
+    s = A.shape[1]
+    u, dt, B, C = u.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
+    decay = torch.exp(dt.unsqueeze(-1) * A)  # (N, L, D, S), exponents <= 0
+    drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (N, L, D, S)
+    h = _LinearScan.apply(decay.view(n, L, d * s), drive.view(n, L, d * s)).view(n, L, d, s)
+    return torch.matmul(h, C.unsqueeze(-1)).squeeze(-1)  # (N, L, D)
+
+
+def _ssm_loop(u, dt, A, B, C):
+    """Step-by-step SSM, same shapes as `_ssm`: one small update per token."""
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # (N, D, S)
+    ys = []
+    for t in range(u.shape[1]):
+        step = dt[:, t].unsqueeze(-1)  # (N, D, 1)
+        h = torch.exp(step * A) * h + step * u[:, t].unsqueeze(-1) * B[:, t].unsqueeze(1)
+        ys.append((h * C[:, t].unsqueeze(1)).sum(-1))  # (N, D)
+    return torch.stack(ys, dim=1)  # (N, L, D)
+
+
+def selective_scan_bld(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *, naive=False):
+    """Selective scan in token-major layout: u, delta, z (B, L, D); A (D, N); B, C (B, L, N) -> (B, L, D)."""
+    assert A.dim() == 2 and B.dim() == 3 and C.dim() == 3, "A (D, N) and input-dependent B, C (B, L, N) only"
+    dtype_in = u.dtype
+    with _no_autocast(u.device):
+        dtype = torch.promote_types(u.dtype, torch.float32)  # fp32 state, fp64 stays fp64
+        u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
+        if delta_bias is not None:
+            delta = delta + delta_bias.to(dtype)
+        if delta_softplus:
+            delta = F.softplus(delta)
+        y = (_ssm_loop if naive else _ssm)(u, delta, A, B, C)  # (B, L, D)
+        if D is not None:
+            y = y + u * D.to(dtype)
+        if z is not None:
+            y = y * F.silu(z.to(dtype))
+        return y.to(dtype_in)
+
+
+def _no_autocast(device: torch.device):
+    """Autocast off for the scan's own arithmetic (the meta device has no autocast)."""
+    return contextlib.nullcontext() if device.type == "meta" else torch.autocast(device.type, enabled=False)
+
+
+def _channel_major(fn, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """Run a token-major scan on mamba-ssm's channel-major (B, D, L) tensors."""
+    t = (lambda x: None if x is None else x.transpose(1, 2))
+    return t(fn(t(u), t(delta), A, t(B), t(C), D, t(z), delta_bias, delta_softplus))
+
+
+def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Parallel selective scan: u, delta, z (B, D, L); A (D, N); B, C (B, N, L); D, delta_bias (D,) -> (B, D, L)."""
+    return _channel_major(selective_scan_bld, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def selective_scan_naive(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Step-by-step loop over L (the textbook recurrence), same shapes as `selective_scan_ref`."""
+    fn = functools.partial(selective_scan_bld, naive=True)
+    return _channel_major(fn, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
