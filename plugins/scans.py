@@ -32,7 +32,7 @@ def _entries():
             yield ScanEntry(name, f"layer i scans path i mod {k}: {what}",
                             build=lambda seed, p=paths, k=k, n=name: zs.LayerCycle(p, k, name=n))
     for k in _KS:
-        yield ScanEntry(f"random-{k}", f"layer i scans random permutation i mod {k}, drawn from the trial seed",
+        yield ScanEntry(f"random-{k}", f"layer i scans random permutation i mod {k}, drawn from the seed",
                         build=lambda seed, k=k: zs.RandomCycle(k, seed=seed, name=f"random-{k}"))
     for k in _KS[1:]:
         yield ScanEntry(f"parallel-{k}", f"the first {k} zigzag paths inside every layer (Parallel Mamba)",

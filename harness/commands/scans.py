@@ -1,4 +1,4 @@
-"""`harness scans show|table`: draw a scan scheme's layer orders, and compare every scheme's measured properties."""
+"""`harness scans show|table`: draw a scheme's layer orders; measure and compare every registered scheme."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def parse_grid(text: str, frames: int = 1) -> Grid:
     """'16x16' (H x W tokens) and a frame count -> Grid."""
     match = _GRID.match(text)
     if not match or min(int(match[1]), int(match[2]), frames) < 1:
-        raise typer.BadParameter(f"expected HxW with positive sizes (e.g. 16x16), got {text!r}", param_hint="--grid")
+        raise HarnessError(f"--grid: expected HxW with positive sizes (e.g. 16x16), got {text!r}")
     return Grid(int(match[1]), int(match[2]), frames)
 
 
@@ -62,7 +62,8 @@ def _draw(ax, scan: LayerScan, direction: int, grid: Grid) -> None:
     across = inside & (np.diff(f) != 0)        # steps between frames are drawn as arcs over the frame gap
     flat = inside & ~across
     ax.quiver(x[:-1][flat], y[:-1][flat], np.diff(x)[flat], np.diff(y)[flat], step[flat], cmap="viridis",
-              clim=(0, len(order)), angles="xy", scale_units="xy", scale=1, width=0.006, headwidth=4, zorder=2)
+              clim=(0, len(order)), angles="xy", scale_units="xy", scale=1, width=0.006, headwidth=4,
+              zorder=2)
     cmap = matplotlib.colormaps["viridis"]
     alpha = 1.0 if across.sum() <= 4 * grid.t else 0.3
     for s in step[across]:
@@ -115,7 +116,8 @@ def show(name: str = typer.Argument(..., help="Registered scan name (see `harnes
     out = out or Path(f"scan-{name}-{g.h}x{g.w}" + (f"x{g.t}" if g.is_video else "") + ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    Console().print(f"wrote {out} ({len(panels)} panels)", highlight=False)
+    plural = "s" * (len(panels) != 1)
+    Console().print(f"wrote {out} ({len(panels)} panel{plural})", highlight=False, soft_wrap=True)
 
 
 @scans_app.command("table")
@@ -145,9 +147,12 @@ def table(grid: str = typer.Option("16x16", "--grid", help="Token grid HxW."),
         out.add_row(*names, "/".join(map(str, per_layer)), str(distinct_orders(scans)),
                     f"{continuity(scans, g):.3f}", "/".join(map(str, segments)))
     console = Console()
+    if not console.is_terminal:   # piped or logged: print the whole table, not squeezed into 80 columns
+        console = Console(width=max(console.width, 120))
     console.print(out)
-    console.print("distinct: different orders over all layers and directions; continuity: fraction of consecutive steps (inside a segment) that move to a grid 4-neighbour "
-                  "(6-neighbour across frames).", highlight=False)
+    console.print("distinct: different orders over all layers and directions; continuity: fraction of "
+                  "consecutive steps (inside a segment) that move to a grid 4-neighbour (6-neighbour across "
+                  "frames).", highlight=False)
     if skipped:
         console.print(f"video scans left out (give --frames T > 1): {', '.join(skipped)}", highlight=False)
 

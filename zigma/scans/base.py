@@ -43,7 +43,7 @@ def inverse(order: torch.Tensor) -> torch.Tensor:
 
 
 def relative_order(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """(L,) index taking a sequence in `src` order to `dst` order: x_dst = x_src[:, relative_order(src, dst)]."""
+    """(L,) index taking a sequence in `src` order to `dst` order: x_dst = x_src[:, index]."""
     return inverse(src)[dst]
 
 

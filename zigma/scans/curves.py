@@ -1,9 +1,9 @@
 """2-D paths on an H x W token grid: zigzag (ZigMa's snakes), JPEG anti-diagonals and spirals.
 
-A *path family* is a function `(h, w) -> tuple of 8 (h*w,) int64 paths`, path[s] = token r*w + c visited at step s.
-The 8 members are the images of one base curve under the symmetries of the rectangle, in ZigMa's order:
-variant k starts from corner k // 2 in (top-left, top-right, bottom-left, bottom-right) and is transposed when k is
-odd (a row-snake becomes a column-snake). Results are cached; callers must not modify them in place.
+A *path family* is a function `(h, w) -> tuple of 8 (h*w,) int64 paths`; path[s] = token r*w + c seen at
+step s. The 8 members are the images of one base curve under the rectangle's symmetries, in ZigMa's order:
+variant k starts from corner k // 2 in (top-left, top-right, bottom-left, bottom-right) and is transposed when
+k is odd (a row-snake becomes a column-snake). Results are cached; callers must not modify them in place.
 """
 
 from __future__ import annotations
@@ -63,21 +63,21 @@ def _spiral_in(h: int, w: int) -> Cells:
 
 @lru_cache(maxsize=256)
 def zigzag_paths(h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """ZigMa's 8 snakes: 0 row-snake from top-left, 1 column-snake from top-left, 2/3 top-right, 4/5 bottom-left,
-    6/7 bottom-right. Every step moves to a 4-neighbour."""
+    """ZigMa's 8 snakes: 0 row-snake from top-left, 1 column-snake from top-left, 2/3 top-right,
+    4/5 bottom-left, 6/7 bottom-right. Every step moves to a 4-neighbour."""
     return dihedral_variants(_row_snake, h, w)
 
 
 @lru_cache(maxsize=256)
 def jpeg_paths(h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """JPEG anti-diagonal zigzags: 4 start corners x first step along the row (even k) or the column (odd k)."""
+    """JPEG anti-diagonal zigzags: 4 start corners x first step along the row (even k) or column (odd k)."""
     return dihedral_variants(_jpeg, h, w)
 
 
 @lru_cache(maxsize=256)
 def spiral_paths(h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """Centre-out spirals and their outside-in reversals: (S0, rev S0, S1, rev S1, ...) where S0..S3 are centre-out
-    spirals of both chiralities ending at the top-left or bottom-right corner. Every step moves to a 4-neighbour."""
+    """Centre-out spirals and their outside-in reversals: (S0, rev S0, S1, rev S1, ...), S0..S3 centre-out
+    spirals of both chiralities ending at the top-left or bottom-right corner; steps are to 4-neighbours."""
     inward = dihedral_variants(_spiral_in, h, w)
     out = []
     for k in (0, 1, 6, 7):

@@ -1,13 +1,13 @@
 """Generalized Hilbert curves on any H x W grid, and the order the official ZigMa code actually scans.
 
-The curve fills a block recursively: a block much longer than wide is cut into two halves along its length; otherwise
-it is cut Hilbert-style into three parts (up the first half, across the top, back down the second half). Each part
-starts next to where the previous one ended. A block covering `la` cells along its travel axis and `lb` across can be
-filled from one corner to the next corner along the travel axis, every step a 4-neighbour, exactly when `la` is even
-or `lb` is odd (grid colouring); the cuts keep that true for every part, and the top level picks a travel axis that
-satisfies it, so every step of every curve is a 4-neighbour. On 2^n x 2^n grids the curve is the Hilbert curve.
-The base curve travels along the rows where parity allows, so its transposed variants (odd k) travel down the
-columns and differ from it on non-square grids too.
+The curve fills a block recursively: a block much longer than wide is cut into two halves along its length;
+otherwise it is cut Hilbert-style into three parts (up the first half, across the top, back down the second
+half). Each part starts next to where the previous one ended. A block of `la` cells along its travel axis and
+`lb` across can be filled from one corner to the next corner along the travel axis, every step a 4-neighbour,
+exactly when `la` is even or `lb` is odd (grid colouring); the cuts keep that true for every part, and the top
+level picks a travel axis that satisfies it, so every step of every curve is a 4-neighbour. On 2^n x 2^n grids
+the curve is the Hilbert curve. The base curve travels along the rows where parity allows, so its transposed
+variants (odd k) travel down the columns and differ from it on non-square grids too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ Vec = tuple[int, int]
 
 
 def _fill(cells: list[tuple[int, int]], r: int, c: int, ua: Vec, la: int, ub: Vec, lb: int) -> None:
-    """Append the la x lb block at (r, c), travelling along unit vector ua, across along ub; it ends at (la-1)*ua."""
+    """Append the la x lb block at (r, c): travel along unit vector ua, across along ub; ends at (la-1)*ua."""
     if lb == 1:
         cells.extend((r + i * ua[0], c + i * ua[1]) for i in range(la))
         return
@@ -56,12 +56,12 @@ def _gilbert(h: int, w: int) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=256)
 def hilbert_paths(h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """The 8 symmetric images of the generalized Hilbert curve (same variant order as zigzag_paths); with one odd
+    """The 8 symmetric images of the generalized Hilbert curve (variant order of zigzag_paths); with one odd
     and one even side only 4 differ (a curve between adjacent corners must travel along the even side)."""
     return dihedral_variants(_gilbert, h, w)
 
 
 @lru_cache(maxsize=256)
 def hilbert_as_released_paths(h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """The official code's 'hilbert' orders: each curve's rank map (token -> step) used as a path (step -> token)."""
+    """The official code's 'hilbert' orders: each rank map (token -> step) used as a path (step -> token)."""
     return tuple(inverse(p) for p in hilbert_paths(h, w))

@@ -1,7 +1,7 @@
 """Scan schemes for token grids scanned as one sequence (images; videos frame-major over the whole sequence).
 
-On a video grid every 2-D path is applied to each frame in turn (`frame_major`), so the layer still scans the whole
-T*H*W sequence as one; random orders are permutations of the whole sequence.
+On a video grid every 2-D path is applied to each frame in turn (`frame_major`), so the layer still scans the
+whole T*H*W sequence as one; random orders are permutations of the whole sequence.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def _family_orders(paths: PathFamily, k: int, grid: Grid) -> list[torch.Tensor]:
     """The first k paths of a family on grid's frames, as fresh (T*H*W,) orders."""
     family = paths(grid.h, grid.w)
     if not 1 <= k <= len(family):
-        raise ValueError(f"{getattr(paths, '__name__', 'path family')} has {len(family)} paths, asked for {k}")
+        what = getattr(paths, "__name__", "path family")
+        raise ValueError(f"{what} has {len(family)} paths, asked for {k}")
     return [frame_major(p, grid) for p in family[:k]]
 
 
@@ -32,7 +33,7 @@ def _check_depth(depth: int) -> None:
 
 
 class Sweep(ScanScheme):
-    """Raster order in every layer; `directions=2` also runs the reversed raster in every layer (Vim v2, Sweep-2)."""
+    """Raster order in every layer; `directions=2` also runs the reversed raster in every layer (Vim v2)."""
 
     def __init__(self, directions: int = 1, *, name: str = "sweep") -> None:
         if directions not in (1, 2):
@@ -48,7 +49,7 @@ class Sweep(ScanScheme):
 
 
 class LayerCycle(ScanScheme):
-    """One direction per layer; layer i scans with path i mod k of a path family (ZigMa's layerwise switching)."""
+    """One direction per layer; layer i scans path i mod k of a path family (ZigMa's layerwise switching)."""
 
     def __init__(self, paths: PathFamily, k: int, *, name: str) -> None:
         self.paths, self.k, self.name = paths, k, name

@@ -22,7 +22,7 @@ def neighbour_steps(order: torch.Tensor, grid: Grid, segments: int = 1) -> tuple
 
 
 def continuity(scans: Sequence[LayerScan] | LayerScan, grid: Grid) -> float:
-    """Fraction of consecutive steps, over every order of every layer, that move to a grid neighbour (1.0 if none)."""
+    """Fraction of steps, over all orders of all layers, that go to a grid neighbour (1.0 if none)."""
     scans = [scans] if isinstance(scans, LayerScan) else scans
     near = total = 0
     for scan in scans:

@@ -1,5 +1,5 @@
-"""Video scan schemes on a T x H x W grid (tokens frame-major): ZigMa's factorized spatial/temporal layers and a
-continuous 3-D snake."""
+"""Video scan schemes on a T x H x W grid (tokens frame-major): ZigMa's factorized spatial/temporal layers
+and a continuous 3-D snake."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def spatial_order(path: torch.Tensor, grid: Grid) -> LayerScan:
 
 
 def temporal_order(grid: Grid, *, reverse: bool) -> LayerScan:
-    """Each location scanned across frames (forward or reversed time): order (T*H*W,) in H*W segments of T, kind 't'."""
+    """Each location scanned across frames, forward or reversed: (T*H*W,) order, H*W segments, kind 't'."""
     hw = grid.h * grid.w
     frames = torch.arange(grid.t, dtype=torch.int64)
     if reverse:
@@ -34,11 +34,11 @@ def temporal_order(grid: Grid, *, reverse: bool) -> LayerScan:
 
 
 class Factorized(ScanScheme):
-    """ZigMa's factorized video scan: layer i is spatial or temporal by `pattern[i mod len(pattern)]` ('s'/'t').
+    """ZigMa's factorized video scan: layer i is spatial or temporal as `pattern[i mod len(pattern)]` says.
 
-    The j-th spatial layer scans every frame with zigzag path j mod 8; the j-th temporal layer scans every location
-    forward in time when j is even, backward when odd. Inverses are the true inverses (the official temporal inverse
-    writes frame f's output into frame T-1-f).
+    The j-th spatial layer scans every frame with zigzag path j mod 8; the j-th temporal layer scans every
+    location forward in time when j is even, backward when odd. Inverses are the true inverses (the official
+    temporal inverse writes frame f's output into frame T-1-f).
     """
 
     modality = "video"
@@ -70,8 +70,8 @@ def snake_3d(path: torch.Tensor, grid: Grid) -> torch.Tensor:
 
 
 class Snake3d(ScanScheme):
-    """One continuous snake through T x H x W (ZigMa's "3D Zigzag" baseline): layer i snakes through each frame with
-    zigzag path i mod k, reversing direction every frame, so every step moves to a 6-neighbour."""
+    """One continuous snake through T x H x W (ZigMa's "3D Zigzag" baseline): layer i snakes through frames
+    with zigzag path i mod k, reversing direction every frame, so every step moves to a 6-neighbour."""
 
     modality = "video"
 
