@@ -13,6 +13,8 @@ from plugins.errors import HarnessError
 from plugins.registry import load_registries
 from zigma.scans import Grid, LayerScan, continuity, distinct_orders
 
+__all__ = ["scan_figure", "parse_grid", "register"]
+
 scans_app = typer.Typer(help="Look at scan orders: draw one scheme's paths, or tabulate every scheme.",
                         no_args_is_help=True)
 
@@ -85,6 +87,31 @@ def _layers_text(layers: list[int]) -> str:
     return text + (", ..." if len(layers) > 6 else "")
 
 
+def scan_figure(name: str, grid: Grid, depth: int, seed: int = 0):
+    """A matplotlib Figure with one panel per distinct order of scan `name` (video frames side by side)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    scans = _layer_scans(name, grid, depth, seed)
+    panels = _distinct(scans)
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    cell = min(0.45, 6.0 / max(grid.t * (grid.w + 1), grid.h))
+    width, height = max(2.5, grid.t * (grid.w + 1) * cell), max(2.0, grid.h * cell) + 0.6
+    fig = Figure(figsize=(cols * width, rows * height))
+    FigureCanvasAgg(fig)
+    for i, (scan, k, layers) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        _draw(ax, scan, k, grid)
+        dir_text = f" · dir {k}" if scan.num_directions > 1 else ""
+        ax.set_title(f"layers {_layers_text(layers)}{dir_text} · {scan.kind}", fontsize=8)
+    frames_text = f"x{grid.t} frames" if grid.is_video else ""
+    fig.suptitle(f"{name} on {grid.h}x{grid.w}{frames_text}: {len(panels)} distinct orders, "
+                 f"continuity {continuity(scans, grid):.3f}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 @scans_app.command("show")
 def show(name: str = typer.Argument(..., help="Registered scan name (see `harness ls scans`)."),
          grid: str = typer.Option("8x8", "--grid", help="Token grid HxW."),
@@ -93,31 +120,13 @@ def show(name: str = typer.Argument(..., help="Registered scan name (see `harnes
          seed: int = typer.Option(0, "--seed", help="Seed for seeded schemes (random-K)."),
          out: Path = typer.Option(None, "--out", help="PNG path (default: scan-NAME-HxW[xT].png).")) -> None:
     """Draw every distinct order of a scheme (one panel each; video frames side by side) to a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     g = parse_grid(grid, frames)
-    scans = _layer_scans(name, g, depth, seed)
-    panels = _distinct(scans)
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    cell = min(0.45, 6.0 / max(g.t * (g.w + 1), g.h))
-    fig = Figure(figsize=(cols * max(2.5, g.t * (g.w + 1) * cell), rows * (max(2.0, g.h * cell) + 0.6)))
-    FigureCanvasAgg(fig)
-    for i, (scan, k, layers) in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        _draw(ax, scan, k, g)
-        dir_text = f" · dir {k}" if scan.num_directions > 1 else ""
-        ax.set_title(f"layers {_layers_text(layers)}{dir_text} · {scan.kind}", fontsize=8)
-    frames_text = f"x{g.t} frames" if g.is_video else ""
-    fig.suptitle(f"{name} on {g.h}x{g.w}{frames_text}: {len(panels)} distinct orders, "
-                 f"continuity {continuity(scans, g):.3f}", fontsize=10)
-    fig.tight_layout()
+    fig = scan_figure(name, g, depth, seed)
     out = out or Path(f"scan-{name}-{g.h}x{g.w}" + (f"x{g.t}" if g.is_video else "") + ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plural = "s" * (len(panels) != 1)
-    Console().print(f"wrote {out} ({len(panels)} panel{plural})", highlight=False, soft_wrap=True)
+    n = len(fig.axes)
+    Console().print(f"wrote {out} ({n} panel{'s' * (n != 1)})", highlight=False, soft_wrap=True)
 
 
 @scans_app.command("table")

@@ -142,3 +142,10 @@ def test_the_plugin_guide_shows_the_example_module_verbatim():
     guide = (ROOT / "docs" / "adding-a-scan-plugin.md").read_text()
     block = re.search(r"```python\n(.*?)```", guide, re.S)[1]
     assert block == (EXAMPLE / "block_raster_scan.py").read_text()
+
+
+def test_scan_figure_gives_reports_one_axis_per_distinct_order():
+    from harness.commands.scans import scan_figure
+
+    fig = scan_figure("spiral-2", Grid(5, 5), 4, 0)
+    assert len(fig.axes) == 2
