@@ -1,8 +1,61 @@
-"""Built-in plugin: backbones (thin adapters around zigma; filled in by its issue)."""
+"""Built-in plugin: the zigma, vim and dit backbones (thin adapters around zigma.backbones)."""
 
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from zigma import backbones as zb
+from zigma.mixer import FusedUnavailableError
+
+from .errors import MissingDependencyError
 from .hookspecs import hookimpl
+from .specs import BackboneEntry
+
+__all__ = ["DitOptions", "VimOptions", "ZigmaOptions"]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temporal_pos_embed: bool = False          # video: add a learned zero-init per-frame embedding
+
+
+class ZigmaOptions(_Options):
+    mlp_ratio: float = Field(0.0, ge=0.0)     # 0 = no MLP sub-block (the paper's block)
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)   # stochastic depth, max rate (official 0.1); needs a generator
+    permute_mode: Literal["relative", "around"] = "relative"   # one relative gather between layers, or
+    #                                           permute + un-permute around every mixer (the released code)
+    d_state: int = Field(16, ge=1)            # SSM state size N
+    expand: int = Field(2, ge=1)              # d_inner = expand * width
+
+
+class VimOptions(ZigmaOptions):
+    pass
+
+
+class DitOptions(_Options):
+    mlp_ratio: float = Field(4.0, gt=0.0)
+
+
+def _guarded(build):
+    """Turn a missing fused kernel into the harness's MissingDependencyError."""
+    def wrapper(**kwargs):
+        try:
+            return build(**kwargs)
+        except FusedUnavailableError as exc:
+            raise MissingDependencyError(str(exc)) from None
+    wrapper.__doc__ = build.__doc__
+    return wrapper
 
 
 @hookimpl
 def register_backbones(register):
-    """Registers nothing yet."""
+    """Registers zigma, vim and dit."""
+    register(BackboneEntry("zigma", "ZigMa: adaLN blocks around a Mamba mixer, layer i scanning the scan's order i",
+                           build=_guarded(zb.build_zigma), options=ZigmaOptions))
+    register(BackboneEntry("vim", "Vim-style bidirectional Mamba (raster + reversed) in every layer, ZigMa shell",
+                           build=_guarded(zb.build_vim), options=VimOptions, uses_scan=False))
+    register(BackboneEntry("dit", "DiT: adaLN-Zero self-attention + MLP blocks (scaled_dot_product_attention)",
+                           build=zb.build_dit, options=DitOptions, uses_scan=False))
