@@ -1,0 +1,435 @@
+"""Training-step time, sampling time and peak memory of ZigMa, Vim and DiT side by side, in one process.
+
+    python -m benchmarks.bench --device cuda --out bench-out/          # the full GPU run (see benchmarks/README.md)
+    python -m benchmarks.bench --device cpu --size tiny --tokens 16,64 --batch-tokens 256 --out /tmp/b
+
+Per (variant, tokens) point: the model at a SIZES preset (mamba row for zigma/vim, attention row for dit: the
+parameter counts match within ~10%), class-conditional, on latents (channels, 2*side, 2*side) patchified into
+side*side tokens, batch = max(1, batch_tokens // tokens) so every point sees the same tokens a step.
+- train: one flow-matching step (forward, MSE loss, backward, AdamW step; bf16 autocast on CUDA), median of N;
+- sample: one forward at the same batch under inference_mode (one NFE); sample_ms_per_image = forward * nfe / batch;
+- peak memory since a reset before the model is built (see measure.py), for training and for sampling.
+A point that runs out of memory is recorded as status "oom" and the run goes on; a variant that cannot run here
+(fused mixer without mamba-ssm or CUDA) is "skipped" with the reason. Results are written after every point.
+
+Variants (`VARIANTS`): ZigMa with zigzag-8 and one relative permutation between layers (ours), with permute +
+un-permute around every mixer (the official code), with no permutation at all (sweep-1: the scan-order
+overhead), with the fused vs the reference mixer (at a smaller batch, since the reference scan holds
+(tokens, d_inner, d_state) fp32 tensors), and torch.compile of everything but the mixers (--compile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from zigma.backbones import SIZES, build_dit, build_vim, build_zigma, flops
+from zigma.mixer import FusedUnavailableError, MambaMixer, fused_available
+from zigma.scans import LayerCycle, Sweep, zigzag_paths
+
+from .analysis import goal_ratios, plot, summary_lines
+from .measure import PeakMemory, Timing, is_oom, synchronize, time_calls
+from .micro import mixer_vs_linear, permute_cost
+
+__all__ = ["Variant", "VARIANTS", "Config", "make_config", "run", "write", "main"]
+
+BACKBONES = ("zigma", "vim", "dit")
+BUILDERS = {"zigma": build_zigma, "vim": build_vim, "dit": build_dit}
+SCANS = {"zigzag-8": lambda: LayerCycle(zigzag_paths, 8, name="zigzag-8"), "sweep-1": lambda: Sweep(1, name="sweep-1")}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One line of the comparison: a backbone and how it is run."""
+
+    backbone: str                  # zigma | vim | dit
+    description: str
+    scan: str | None = None        # SCANS key (zigma only; vim is sweep-2, dit has no scan)
+    permute_mode: str | None = None  # zigma: 'relative' (ours) | 'around' (official)
+    mixer_backend: str | None = None  # None: fused on CUDA, reference on CPU; or 'fused' | 'reference'
+    compiled: bool = False         # torch.compile of everything but the Mamba mixers (with --compile)
+    small_batch: bool = False      # run at Config.small_batch_tokens, tokens <= Config.small_max_tokens
+
+
+VARIANTS: dict[str, Variant] = {
+    "zigzag-8": Variant("zigma", "ZigMa, zigzag-8, one relative permutation between layers (ours)",
+                        "zigzag-8", "relative"),
+    "attention": Variant("dit", "DiT, SDPA self-attention + MLP"),
+    "no-scan": Variant("zigma", "ZigMa, sweep-1: raster order in every layer, no permutation at all",
+                       "sweep-1", "relative"),
+    "zigzag-8-around": Variant("zigma", "ZigMa, zigzag-8, permute + un-permute around every mixer (official)",
+                               "zigzag-8", "around"),
+    "sweep-2": Variant("vim", "Vim-style: raster + reversed raster in every layer (bidirectional)"),
+    "zigzag-8-fused": Variant("zigma", "zigzag-8 with the fused mamba-ssm mixer, at the small batch",
+                              "zigzag-8", "relative", "fused", small_batch=True),
+    "zigzag-8-reference": Variant("zigma", "zigzag-8 with the pure-PyTorch reference mixer, at the small batch",
+                                  "zigzag-8", "relative", "reference", small_batch=True),
+    "zigzag-8-compiled": Variant("zigma", "zigzag-8, torch.compile of all but the mixers",
+                                 "zigzag-8", "relative", compiled=True),
+    "attention-compiled": Variant("dit", "DiT, torch.compile of the whole model", compiled=True),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to measure and how (defaults: the GPU run of benchmarks/README.md)."""
+
+    tokens: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)  # tokens a sample (square grids)
+    variants: tuple[str, ...] = ()        # VARIANTS keys, in run order
+    batch_tokens: int = 65536             # tokens a step: batch = max(1, batch_tokens // tokens)
+    small_batch_tokens: int = 4096        # ... for the fused-vs-reference pair and the mixer check
+    small_max_tokens: int = 4096          # largest tokens for the pair and the mixer check
+    size: str = "B"                       # SIZES key (mamba row for zigma/vim, attention row for dit)
+    patch_size: int = 2
+    channels: int = 4                     # latent channels (SD VAE)
+    num_classes: int = 1000
+    device: str = "cuda"
+    dtype: str = "bf16"                   # autocast dtype on CUDA (CPU runs in fp32)
+    warmup: int = 2                       # untimed calls before each timing
+    iters: int = 8                        # timed calls (median reported)
+    nfe: int = 50                         # function evaluations a sample, for sample_ms_per_image
+    lr: float = 1e-4
+    compile_backend: str = "inductor"
+    mixer_check: bool = True              # reference mixer vs an nn.Linear stack of its size (issue 11 CPU goal)
+    permute_check: bool = True            # cost of one token permutation (gather) forward + backward
+    time_budget_s: float | None = None    # points that would start after this are skipped
+    seed: int = 0
+    threads: int | None = None            # torch.set_num_threads on CPU
+    extra: dict = field(default_factory=dict)  # free-form notes recorded in the output
+
+
+def _split(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def make_config(*, tokens: str | None = None, backbones: str | None = None, variants: str | None = None,
+                compile: bool = False, **options) -> Config:
+    """Config from command-line strings ('256,1024', 'zigma,dit'); ValueError names the bad value."""
+    if tokens is not None:
+        options["tokens"] = tuple(int(t) for t in _split(tokens))
+    picked_backbones = _split(backbones) if backbones else list(BACKBONES)
+    for b in picked_backbones:
+        if b not in BACKBONES:
+            raise ValueError(f"unknown backbone {b!r}; available: {', '.join(BACKBONES)}")
+    if variants:
+        names = _split(variants)
+        for name in names:
+            if name not in VARIANTS:
+                import difflib
+                near = difflib.get_close_matches(name, VARIANTS, n=1)
+                hint = f" Did you mean {near[0]!r}?" if near else ""
+                raise ValueError(f"unknown variant {name!r}.{hint} Available: {', '.join(VARIANTS)}")
+    else:
+        names = [n for n, v in VARIANTS.items() if not v.compiled or compile]
+    names = [n for n in names if VARIANTS[n].backbone in picked_backbones]
+    if not names:
+        raise ValueError(f"no variant left for backbones {', '.join(picked_backbones)}")
+    cfg = Config(variants=tuple(names), **options)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    if not cfg.tokens or any(t < 1 or round(t ** 0.5) ** 2 != t for t in cfg.tokens):
+        raise ValueError(f"tokens must be perfect squares (square grids), got {cfg.tokens}")
+    if cfg.size not in SIZES:
+        raise ValueError(f"unknown size {cfg.size!r}; available: {', '.join(SIZES)}")
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {cfg.dtype!r}; available: {', '.join(DTYPES)}")
+    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"device must be cpu or cuda[:i], got {cfg.device!r}")
+    if min(cfg.batch_tokens, cfg.small_batch_tokens, cfg.iters, cfg.nfe) < 1 or cfg.warmup < 0:
+        raise ValueError("batch tokens, iters and nfe must be >= 1 and warmup >= 0")
+
+
+# ----------------------------------------------------------------------------------------------- one point
+def _batch(cfg: Config, variant: Variant, tokens: int) -> int:
+    total = cfg.small_batch_tokens if variant.small_batch else cfg.batch_tokens
+    return max(1, total // tokens)
+
+
+def _backend(variant: Variant, device: torch.device) -> str:
+    return variant.mixer_backend or ("fused" if device.type == "cuda" else "reference")
+
+
+def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> torch.nn.Module:
+    """The variant's model for `tokens` tokens, fp32 weights on `device`."""
+    side = round(tokens ** 0.5)
+    shape = (cfg.channels, side * cfg.patch_size, side * cfg.patch_size)
+    kw = dict(size=cfg.size, input_shape=shape, patch_size=cfg.patch_size, num_classes=cfg.num_classes,
+              pos_embed="sincos", device=device,  # sincos: parameter count independent of tokens
+              generator=torch.Generator(device).manual_seed(cfg.seed))
+    if variant.backbone == "dit":
+        return build_dit(**kw)
+    kw["mixer_backend"] = _backend(variant, device)
+    if variant.backbone == "vim":
+        return build_vim(**kw)
+    return build_zigma(scan=SCANS[variant.scan](), permute_mode=variant.permute_mode, **kw)
+
+
+def _compile(model: torch.nn.Module, backend: str) -> torch.nn.Module:
+    """torch.compile of the model with every MambaMixer left eager (its kernels are already fused)."""
+    for m in model.modules():
+        if isinstance(m, MambaMixer):
+            m.forward = torch.compiler.disable(m.forward)
+    return torch.compile(model, backend=backend)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def measure_point(variant: Variant, tokens: int, cfg: Config, device: torch.device, dtype: torch.dtype,
+                  memory: PeakMemory) -> dict:
+    """Build, train-step, sample and meter one (variant, tokens) point -> the measured fields of its row."""
+    batch = _batch(cfg, variant, tokens)
+    memory.reset()
+    model = _build(variant, tokens, cfg, device)
+    out = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    mixers = [m for m in model.modules() if isinstance(m, MambaMixer)]
+    g = torch.Generator(device).manual_seed(cfg.seed + 1)
+    x1 = torch.randn(batch, *model.input_shape, generator=g, device=device)        # "data"
+    x0 = torch.randn(batch, *model.input_shape, generator=g, device=device)        # noise
+    t = torch.rand(batch, generator=g, device=device)
+    y = torch.randint(0, cfg.num_classes, (batch,), generator=g, device=device)
+    xt = t.view(-1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1)) * x0                  # linear path
+    ut = x1 - x0                                                                  # its velocity
+    out["mixer_backend"] = mixers[0].backend_used(xt) if mixers else None
+    try:
+        with _autocast(device, dtype):
+            out["gflops"] = 2 * flops(model, xt[:1], t[:1], y=y[:1]) / 1e9  # forward, 2 FLOPs a MAC, per image
+    except Exception as err:  # noqa: BLE001 - a counting failure must not lose the timing
+        out["gflops"], out["gflops_error"] = None, f"{type(err).__name__}: {err}"
+    net = _compile(model, cfg.compile_backend) if variant.compiled else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0,
+                            fused=device.type == "cuda")
+
+    def train_step() -> None:
+        with _autocast(device, dtype):
+            pred = net(xt, t, y=y)                                                # (N, C, H, W)
+        loss = F.mse_loss(pred.float(), ut)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    warmup = cfg.warmup + (2 if variant.compiled else 0)
+    model.train()
+    train = time_calls(train_step, device=device, warmup=warmup, iters=cfg.iters)
+    out["peak_memory_gb"] = memory.read()
+    del opt
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    memory.reset()
+
+    def sample_forward() -> None:
+        with torch.inference_mode(), _autocast(device, dtype):
+            net(xt, t, y=y)
+
+    fwd = time_calls(sample_forward, device=device, warmup=warmup, iters=cfg.iters)
+    out["sample_peak_memory_gb"] = memory.read()
+    out.update(_timing_fields(train, fwd, batch, tokens, cfg.nfe))
+    return out
+
+
+def _timing_fields(train: Timing, fwd: Timing, batch: int, tokens: int, nfe: int) -> dict:
+    q1, q3 = train.quartiles
+    return {
+        "step_ms": train.median, "step_ms_q1": q1, "step_ms_q3": q3,
+        "train_images_per_s": 1000.0 * batch / train.median,
+        "train_tokens_per_s": 1000.0 * batch * tokens / train.median,
+        "forward_ms": fwd.median, "nfe": nfe, "sample_ms_per_image": fwd.median * nfe / batch,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "fused_available": fused_available()}
+    for pkg in ("mamba_ssm", "causal_conv1d", "triton"):
+        try:
+            out[pkg] = __import__(pkg).__version__
+        except Exception:  # noqa: BLE001 - absent or broken: recorded as None
+            out[pkg] = None
+    return out
+
+
+def _cleanup(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _points(cfg: Config) -> list[tuple[str, int]]:
+    return [(name, n) for name in cfg.variants for n in cfg.tokens
+            if not (VARIANTS[name].small_batch and n > cfg.small_max_tokens)]
+
+
+def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
+        log: Callable[[str], None] = print) -> dict:
+    """Measure every (variant, tokens) point of cfg -> the results document (see benchmarks/README.md)."""
+    _check(cfg)
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda but torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype = DTYPES[cfg.dtype] if device.type == "cuda" else torch.float32
+    dev_name = device_name(device)
+    memory = PeakMemory(device)
+    doc = {"device": dev_name, "versions": _versions(), "config": dataclasses.asdict(cfg),
+           "precision": f"autocast {dtype}".replace("torch.", "") if dtype != torch.float32 else "fp32",
+           "memory_method": memory.method, "variants": {n: VARIANTS[n].description for n in cfg.variants},
+           "rows": [], "mixer_vs_linear": [], "permute": [], "ratios": {}, "wall_s": 0.0}
+    if device.type == "cuda" and not fused_available():
+        log("WARNING: mamba-ssm/causal-conv1d not importable: every fused-mixer point will be skipped")
+    start = time.perf_counter()
+    for name, tokens in _points(cfg):
+        variant = VARIANTS[name]
+        row = {"backbone": variant.backbone, "variant": name, "tokens": tokens, "grid": f"{round(tokens ** .5)}"
+               f"x{round(tokens ** .5)}", "batch": _batch(cfg, variant, tokens), "size": cfg.size,
+               "dtype": doc["precision"], "device": dev_name, "scan": variant.scan or
+               ("sweep-2" if variant.backbone == "vim" else None), "permute_mode": variant.permute_mode,
+               "compiled": variant.compiled, "status": "ok"}
+        row["batch_tokens"] = row["batch"] * tokens
+        row.update(_attempt(variant, tokens, cfg, device, dtype, memory, start))
+        doc["rows"].append(row)
+        log(_row_line(row))
+        doc["wall_s"] = time.perf_counter() - start
+        if on_update:
+            on_update(doc)
+    for section, fn in (("mixer_vs_linear", mixer_vs_linear), ("permute", permute_cost)):
+        if not getattr(cfg, "mixer_check" if section == "mixer_vs_linear" else "permute_check"):
+            continue
+        try:
+            doc[section] = fn(cfg, device, dtype, SIZES[cfg.size]["mamba"].width)
+        except Exception as err:  # noqa: BLE001 - the main rows are already measured; keep them
+            doc[section] = [{"status": "error", "reason": f"{type(err).__name__}: {err}"}]
+            traceback.print_exc()
+        _cleanup(device)
+    doc["ratios"] = goal_ratios(doc)
+    doc["wall_s"] = time.perf_counter() - start
+    if on_update:
+        on_update(doc)
+    return doc
+
+
+def _attempt(variant: Variant, tokens: int, cfg: Config, device, dtype, memory, start: float) -> dict:
+    """measure_point, turning out-of-memory, a missing kernel or an over-budget start into a recorded status."""
+    if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+        return {"status": "skipped", "reason": f"time budget of {cfg.time_budget_s:.0f} s spent"}
+    if _backend(variant, device) == "fused" and device.type != "cuda":
+        return {"status": "skipped", "reason": "the fused mixer runs on CUDA only"}
+    failure = None
+    try:
+        return measure_point(variant, tokens, cfg, device, dtype, memory)
+    except FusedUnavailableError as err:
+        failure = {"status": "skipped", "reason": str(err)}
+    except Exception as err:  # noqa: BLE001 - one failing point must not end a batched GPU run
+        if is_oom(err):
+            failure = {"status": "oom", "reason": str(err).splitlines()[0][:300]}
+        else:
+            traceback.print_exc()
+            failure = {"status": "error", "reason": f"{type(err).__name__}: {str(err)[:300]}"}
+    finally:
+        if variant.compiled:
+            torch._dynamo.reset()
+        _cleanup(device)
+    failure["peak_memory_gb"] = memory.read() if failure["status"] == "oom" else None
+    return failure
+
+
+def _row_line(row: dict) -> str:
+    head = f"{row['backbone']:>5} {row['variant']:<20} {row['tokens']:>6} tok  batch {row['batch']:>4}"
+    if row["status"] != "ok":
+        return f"{head}  {row['status'].upper()}: {row.get('reason', '')[:120]}"
+    return (f"{head}  step {row['step_ms']:9.2f} ms  {row['train_images_per_s']:9.1f} img/s  "
+            f"fwd {row['forward_ms']:8.2f} ms  peak {row['peak_memory_gb']:6.2f} GB  "
+            f"{row['params_m']:6.1f} M params  [{row['mixer_backend'] or '-'}]")
+
+
+# --------------------------------------------------------------------------------------------- outputs
+def output_paths(out: str | Path, plot_path: str | Path | None = None) -> tuple[Path, Path]:
+    """--out FILE.json or a folder (-> FOLDER/bench.json); the plot beside the JSON unless --plot is given."""
+    out = Path(out)
+    json_path = out if out.suffix == ".json" else out / "bench.json"
+    return json_path, Path(plot_path) if plot_path else json_path.with_suffix(".png")
+
+
+def write(doc: dict, json_path: Path, plot_path: Path | None = None) -> None:
+    """Write the results document (atomically) and, when asked, the plot."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    tmp.replace(json_path)
+    if plot_path is not None:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot(doc, plot_path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", default=",".join(map(str, d.tokens)), help="tokens a sample, comma separated")
+    p.add_argument("--backbones", default=",".join(BACKBONES))
+    p.add_argument("--variants", default=None, help=f"comma separated, of: {', '.join(VARIANTS)}")
+    p.add_argument("--batch-tokens", type=int, default=d.batch_tokens)
+    p.add_argument("--small-batch-tokens", type=int, default=d.small_batch_tokens)
+    p.add_argument("--small-max-tokens", type=int, default=d.small_max_tokens)
+    p.add_argument("--size", default=d.size, choices=list(SIZES))
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--dtype", default=d.dtype, choices=list(DTYPES))
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--iters", type=int, default=d.iters)
+    p.add_argument("--nfe", type=int, default=d.nfe)
+    p.add_argument("--compile", action="store_true", help="also run the torch.compile variants")
+    p.add_argument("--compile-backend", default=d.compile_backend, help="torch.compile backend (inductor)")
+    p.add_argument("--no-mixer-check", dest="mixer_check", action="store_false")
+    p.add_argument("--no-permute-check", dest="permute_check", action="store_false")
+    p.add_argument("--time-budget-s", type=float, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="bench-out", help="a folder (-> bench.json, bench.png) or FILE.json")
+    p.add_argument("--plot", default=None, help="the plot's path (default: beside the JSON)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    out, plot_path = args.pop("out"), args.pop("plot")
+    try:
+        cfg = make_config(**args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    json_path, plot_path = output_paths(out, plot_path)
+    print(f"bench: {len(_points(cfg))} points -> {json_path}", flush=True)
+    doc = run(cfg, on_update=lambda d: write(d, json_path), log=lambda s: print(s, flush=True))
+    write(doc, json_path, plot_path)
+    print("\n".join(summary_lines(doc)))
+    print(f"wrote {json_path} and {plot_path} ({doc['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Two small measurements beside the model rows.
+
+- `permute_cost`: one token permutation of the residual stream (N, L, D), forward and forward + backward, as
+  `index_select` (what the backbones use: its backward is a zero-fill + `index_add_`) and as a gather whose
+  backward is the gather by the inverse permutation (`PermuteTokens`). The relative form pays depth + 1 of
+  these a step, the official one 2 * depth.
+- `mixer_vs_linear`: the Mamba mixer (reference backend, and fused where it runs) against a stack of
+  nn.Linear(D, D) with the same parameter count, forward + backward on the same tokens (issue 11's CPU goal:
+  the reference mixer within 3x of the Linear stack).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zigma.mixer import MambaMixer, fused_available
+from zigma.scans import inverse, relative_order, zigzag_paths
+
+from .measure import time_calls
+
+__all__ = ["PermuteTokens", "permute_cost", "mixer_vs_linear"]
+
+
+class PermuteTokens(torch.autograd.Function):
+    """x (N, L, D) -> x[:, idx]; backward gathers the gradient by `inv` (no zero-fill, no atomics)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inv)
+        return x.index_select(1, idx)                                     # (N, L, D)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inv,) = ctx.saved_tensors
+        return grad.index_select(1, inv), None, None                      # (N, L, D)
+
+
+def _fwd_bwd(op, x: torch.Tensor, grad: torch.Tensor):
+    def call() -> None:
+        x.grad = None
+        op(x).backward(grad)
+    return call
+
+
+def permute_cost(cfg, device: torch.device, dtype: torch.dtype, width: int) -> list[dict]:
+    """Per tokens: ms of one permutation of the (batch, tokens, width) stream, fp32 and the autocast dtype."""
+    rows = []
+    dtypes = [torch.float32] + ([dtype] if dtype != torch.float32 else [])
+    for tokens in cfg.tokens:
+        side = round(tokens ** 0.5)
+        batch = max(1, cfg.batch_tokens // tokens)
+        paths = zigzag_paths(side, side)
+        idx = relative_order(paths[0], paths[1]).to(device)               # row snake -> column snake
+        inv = inverse(idx)
+        for dt in dtypes:
+            g = torch.Generator(device).manual_seed(cfg.seed)
+            x = torch.randn(batch, tokens, width, generator=g, device=device).to(dt).requires_grad_()
+            grad = torch.randn(x.shape, generator=g, device=device).to(dt)
+            ops = {"index_select": lambda v: v.index_select(1, idx),
+                   "gather-inverse": lambda v: PermuteTokens.apply(v, idx, inv)}
+            for method, op in ops.items():
+                with torch.no_grad():
+                    fwd = time_calls(lambda op=op: op(x), device=device, warmup=cfg.warmup, iters=cfg.iters)
+                both = time_calls(_fwd_bwd(op, x, grad), device=device, warmup=cfg.warmup, iters=cfg.iters)
+                moved = 2 * x.numel() * x.element_size()                  # one read + one write
+                rows.append({"tokens": tokens, "batch": batch, "width": width, "dtype": str(dt).replace("torch.", ""),
+                             "method": method, "fwd_ms": fwd.median, "fwd_bwd_ms": both.median,
+                             "fwd_gb_per_s": moved / fwd.median / 1e6, "status": "ok"})
+            del x, grad
+    return rows
+
+
+def _linear_stack(width: int, params: int, device) -> nn.Sequential:
+    """nn.Linear(width, width) layers whose parameter count is closest to `params`."""
+    k = max(1, round(params / (width * width + width)))
+    return nn.Sequential(*(nn.Linear(width, width, device=device) for _ in range(k)))
+
+
+def mixer_vs_linear(cfg, device: torch.device, dtype: torch.dtype, width: int) -> list[dict]:
+    """Per tokens <= cfg.small_max_tokens: mixer vs Linear-stack forward + backward ms and their ratio."""
+    rows = []
+    backends = ["reference"] + (["fused"] if device.type == "cuda" and fused_available() else [])
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    for tokens in [n for n in cfg.tokens if n <= cfg.small_max_tokens]:
+        batch = max(1, cfg.small_batch_tokens // tokens)
+        g = torch.Generator(device).manual_seed(cfg.seed)
+        x = torch.randn(batch, tokens, width, generator=g, device=device).requires_grad_()
+        for backend in backends:
+            mixer = MambaMixer(width, backend=backend, device=device, generator=g)
+            n_params = sum(p.numel() for p in mixer.parameters())
+            stack = _linear_stack(width, n_params, device)
+            times = {}
+            for name, net in (("mixer", mixer), ("linear", stack)):
+                def call(net=net) -> None:
+                    x.grad = None
+                    with autocast:
+                        out = net(x)                                      # (B, L, D)
+                    out.float().sum().backward()
+                times[name] = time_calls(call, device=device, warmup=cfg.warmup, iters=cfg.iters).median
+            rows.append({"tokens": tokens, "batch": batch, "width": width, "backend": backend,
+                         "mixer_params": n_params, "linear_layers": len(stack),
+                         "linear_params": sum(p.numel() for p in stack.parameters()),
+                         "mixer_ms": times["mixer"], "linear_ms": times["linear"],
+                         "ratio": times["mixer"] / times["linear"], "status": "ok"})
+            del mixer, stack
+    return rows
