@@ -27,6 +27,25 @@ for _name in COMMANDS:
     importlib.import_module(f"harness.commands.{_name}").register(app)
 
 
+def _usage_error(exc: Exception) -> int | None:
+    """Show a click/typer usage error as one line and return its exit code; None for anything else."""
+    classes = []
+    for modname in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            classes.append(importlib.import_module(modname))
+        except ImportError:
+            continue
+    for mod in classes:
+        if isinstance(exc, mod.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, mod.Abort):
+            return 1
+        if isinstance(exc, getattr(mod, "Exit", ())):
+            return exc.exit_code
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a user's mistake prints one line and exits 2; our bugs keep their traceback."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -40,14 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click's usage errors come through here with standalone_mode=False
-        import click
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except Exception as exc:  # usage errors come through here with standalone_mode=False
+        handled = _usage_error(exc)
+        if handled is None:
+            raise
+        sys.exit(handled)
     if isinstance(rc, int) and rc != 0:
         sys.exit(rc)
 
