@@ -1,0 +1,178 @@
+"""Report figures as deterministic PNG bytes (matplotlib Agg; no dates or software tag in the files).
+
+Benchmark results file (written by `harness bench`, read here), JSON:
+    {"rows": [{"backbone": "zigma", "tokens": 256, "train_images_per_s": 812.0, "step_ms": 39.4,
+               "peak_memory_gb": 1.2, "device": "NVIDIA H100 80GB HBM3", ...}, ...]}
+`tokens` is the sequence length (patches x frames); a row may give `train_images_per_s` or `step_ms` or both, and
+`peak_memory_gb` may be absent. Any other keys (resolution, batch_size, dtype, scan) are kept but not plotted.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
+
+from .tables import MetricInfo, Table
+
+__all__ = ["STYLE", "bench_plot", "frame_strip", "history_plot", "pareto_front", "pareto_plot", "png_bytes"]
+
+DPI = 110
+STYLE = {
+    "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+    "legend.fontsize": 8, "legend.frameon": False, "figure.dpi": DPI, "savefig.dpi": DPI,
+    "path.simplify": False, "svg.hashsalt": "zigma-harness",
+}
+_METADATA = {"Software": None}
+
+
+def png_bytes(draw: Callable[[], Any]) -> bytes:
+    """Run draw() (which makes one figure) under the report style; return its PNG without metadata."""
+    with matplotlib.rc_context(STYLE):
+        fig = draw()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata=_METADATA, bbox_inches="tight", pad_inches=0.1)
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def _colors(n: int) -> list:
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricInfo, n_seeds: dict[str, int]) -> bytes:
+    """Mean over seeds vs training step per variant (band: min-max over seeds); curves: variant -> seeds."""
+
+    def draw():
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for color, (variant, seeds) in zip(_colors(len(curves)), curves.items()):
+            steps = sorted({s for pts in seeds for s, _ in pts})
+            by_step = [[v for pts in seeds for s, v in pts if s == st] for st in steps]
+            mean = [sum(v) / len(v) for v in by_step]
+            ax.plot(steps, mean, color=color, lw=1.4, label=f"{variant} (n={n_seeds.get(variant, len(seeds))})")
+            if len(seeds) > 1:
+                ax.fill_between(steps, [min(v) for v in by_step], [max(v) for v in by_step], color=color,
+                                alpha=0.15, lw=0)
+        if info.name in ("train_loss",) and all(v > 0 for s in curves.values() for p in s for _, v in p):
+            ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"{info.title} {info.arrow}")
+        ax.set_title(f"{info.title} vs training step (mean over seeds; band: min–max)")
+        ax.legend(loc="best")
+        return fig
+
+    return png_bytes(draw)
+
+
+def bench_plot(rows: list[dict[str, Any]]) -> bytes:
+    """Throughput and peak memory vs token count, log-log, one line per (backbone, device)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r.get("backbone", "?")), str(r.get("device", ""))), []).append(r)
+    devices = sorted({d for _, d in groups})
+
+    def thr(r: dict[str, Any]) -> float | None:
+        if r.get("train_images_per_s") is not None:
+            return float(r["train_images_per_s"])
+        return None
+
+    def draw():
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+        use_ms = not any(thr(r) is not None for r in rows)
+        for color, ((bb, dev), rs) in zip(_colors(len(groups)), sorted(groups.items())):
+            rs = sorted(rs, key=lambda r: float(r["tokens"]))
+            label = bb if len(devices) == 1 else f"{bb} · {dev}"
+            x = [float(r["tokens"]) for r in rs]
+            y = [float(r["step_ms"]) if use_ms else thr(r) for r in rs]
+            pts = [(a, b) for a, b in zip(x, y) if b is not None and b > 0]
+            if pts:
+                a1.plot(*zip(*pts), marker="o", ms=3.5, color=color, label=label)
+            mem = [(a, float(r["peak_memory_gb"])) for a, r in zip(x, rs) if r.get("peak_memory_gb")]
+            if mem:
+                a2.plot(*zip(*mem), marker="s", ms=3.5, color=color, label=label)
+        a1.set_ylabel("train step time (ms) ↓" if use_ms else "train throughput (img/s) ↑")
+        a1.set_title("Throughput vs sequence length")
+        a2.set_ylabel("peak memory (GB) ↓")
+        a2.set_title("Peak memory vs sequence length")
+        for ax in (a1, a2):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("tokens per sample (log)")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="best")
+        fig.suptitle("Device: " + ", ".join(devices), fontsize=8, y=0.02, va="bottom")
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        return fig
+
+    return png_bytes(draw)
+
+
+def pareto_front(points: list[tuple[float, float]], *, x_higher: bool, y_higher: bool) -> list[int]:
+    """Indices of the non-dominated points (ties kept)."""
+    def better_eq(a: float, b: float, higher: bool) -> bool:
+        return a >= b if higher else a <= b
+
+    out = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(better_eq(x2, x, x_higher) and better_eq(y2, y, y_higher) and (x2, y2) != (x, y)
+                        for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            out.append(i)
+    return out
+
+
+def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[bytes, list[str]]:
+    """Variant means (error bars: std over seeds) of quality vs cost; the non-dominated ones joined and named."""
+    rows = [r for r in table.rows if math.isfinite(r.cells[quality.name].mean) and math.isfinite(r.cells[cost.name].mean)]
+    pts = [(r.cells[cost.name].mean, r.cells[quality.name].mean) for r in rows]
+    front = pareto_front(pts, x_higher=cost.higher_is_better, y_higher=quality.higher_is_better)
+
+    def draw():
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for i, r in enumerate(rows):
+            cx, cy = r.cells[cost.name], r.cells[quality.name]
+            on = i in front
+            ax.errorbar(cx.mean, cy.mean, xerr=_err(cx.std), yerr=_err(cy.std), fmt="o",
+                        ms=6 if on else 4, color="#c0392b" if on else "#7f8c8d", mfc="#c0392b" if on else "white",
+                        capsize=2, lw=0.8, zorder=3 if on else 2)
+            ax.annotate(r.label, (cx.mean, cy.mean), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        fr = sorted(pts[i] for i in front)
+        if len(fr) > 1:
+            ax.plot(*zip(*fr), color="#c0392b", lw=1, ls="--", zorder=1, label="Pareto front")
+            ax.legend(loc="best")
+        ax.set_xlabel(f"{cost.title} ({cost.unit}) {cost.arrow}")
+        ax.set_ylabel(f"{quality.title} {quality.arrow}")
+        ax.set_title(f"Quality vs cost: {quality.title} against {cost.title.lower()}")
+        return fig
+
+    return png_bytes(draw), [rows[i].label for i in front]
+
+
+def _err(std: float) -> float | None:
+    return std if math.isfinite(std) else None
+
+
+def frame_strip(path: Path, max_frames: int = 8) -> bytes:
+    """An animated GIF of sample videos -> one PNG with its first frames side by side."""
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as im:
+        frames = [f.convert("RGB") for _, f in zip(range(max_frames), ImageSequence.Iterator(im))]
+    w, h = frames[0].size
+    strip = Image.new("RGB", (w * len(frames) + 2 * (len(frames) - 1), h), "white")
+    for i, f in enumerate(frames):
+        strip.paste(f, (i * (w + 2), 0))
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

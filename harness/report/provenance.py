@@ -1,0 +1,113 @@
+"""The report's provenance header and its honest notes, gathered from every trial's provenance and metric meta."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .data import StudyData
+from .tables import Table
+
+__all__ = ["notes", "provenance"]
+
+#: what each quality metric is, and what it is not
+METRIC_NOTES = {
+    "fd-effnet": "FD-EffNetLite0 is the Fréchet distance between EfficientNet-Lite0 features of generated and "
+                 "reference images. It is not FID (Inception-V3 features): its values are not comparable with FID "
+                 "numbers in papers, only with each other at the same sample count and reference set.",
+    "fid": "FID uses Inception-V3 features. At fewer than 50k samples it is biased upward, so compare only runs "
+           "with equal sample counts and reference statistics.",
+    "kid": "KID is an unbiased estimate (polynomial-kernel MMD) but has high variance at small sample counts.",
+    "frame-fd": "Frame FD is a per-frame Fréchet distance on video samples; it ignores temporal consistency.",
+    "cond-accuracy": "Cond. accuracy is the accuracy of a pretrained classifier on class-conditional samples.",
+}
+
+
+def _vals(values: Any) -> list[str]:
+    return sorted({str(v) for v in values if v not in (None, "")})
+
+
+def _get(doc: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if k in doc:
+            return doc[k]
+    return None
+
+
+def provenance(study: StudyData) -> dict[str, Any]:
+    """One study's provenance, each field the sorted set of values over its completed trials."""
+    docs = list(study.provenance.values())
+    versions: dict[str, set[str]] = {}
+    for d in docs:
+        for pkg, ver in (_get(d, "versions", "packages") or {}).items():
+            versions.setdefault(pkg, set()).add(str(ver))
+    device = []
+    for d in docs:
+        dev = _get(d, "device", "devices")
+        if isinstance(dev, dict):
+            dev = dev.get("name") or dev.get("type")
+        device.extend(dev if isinstance(dev, list) else [dev])
+    metrics: dict[str, dict[str, list[str]]] = {}
+    for doc in study.metrics_meta.values():
+        for metric, meta in sorted(doc.items()):
+            if not isinstance(meta, dict):
+                continue
+            for k, v in meta.items():
+                metrics.setdefault(metric, {}).setdefault(k.removeprefix("meta."), set()).add(str(v))  # type: ignore[arg-type]
+    status = study.trials["status"].value_counts().to_dict() if len(study.trials) else {}
+    return {
+        "study": study.name,
+        "description": study.description,
+        "preset": study.preset or "",
+        "git_sha": _vals(_get(d, "git_sha", "git") for d in docs),
+        "git_dirty": _vals(_get(d, "git_dirty") for d in docs),
+        "devices": _vals(device),
+        "precision": _vals(_get(d, "precision", "precision_flags") for d in docs if
+                           not isinstance(_get(d, "precision", "precision_flags"), dict)),
+        "mixer_backend": _vals(_get(d, "mixer_backend") for d in docs),
+        "versions": {k: sorted(v) for k, v in sorted(versions.items())},
+        "metrics": {m: {k: sorted(v) for k, v in sorted(f.items())} for m, f in sorted(metrics.items())},
+        "seeds": [int(s) for s in study.seeds] if study.seeds else sorted({int(s) for s in study.trials["seed"].dropna()}),
+        "objective": f"{study.objective} ({study.objective_direction})",
+        "baseline": study.baseline or {},
+        "trials": {k: int(v) for k, v in sorted(status.items())},
+    }
+
+
+def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, Any]]) -> list[str]:
+    """Plain statements a reader needs to read the numbers right."""
+    out = [("Each cell is the mean ± sample standard deviation (ddof=1) over the completed seeds of a variant; "
+            "the seed count is in the n column. Δ is the difference of means against the baseline row; '~' marks "
+            "|Δ| ≤ 2·SE (SE of the difference of two means), i.e. not distinguishable from seed noise. With one "
+            "seed the noise cannot be estimated and no '~' is given.")]
+    names = [m.name for t in tables[:1] for m in t.metrics]
+    out += [METRIC_NOTES[m] for m in names if m in METRIC_NOTES]
+    for p in provs:
+        for m, f in p["metrics"].items():
+            n = f.get("num_samples", [])
+            if n:
+                out.append(f"{p['study']}: {m} computed from {', '.join(n)} generated samples"
+                           + (f" against reference statistics {', '.join(h[:12] for h in f['reference_hash'])}."
+                              if f.get("reference_hash") else "."))
+    if len(provs) > 1:
+        for m in sorted({m for p in provs for m in p["metrics"]}):
+            protos = {p["study"]: (tuple(p["metrics"].get(m, {}).get("num_samples", [])),
+                                   tuple(p["metrics"].get(m, {}).get("reference_hash", []))) for p in provs}
+            if len(set(protos.values())) > 1:
+                out.append(f"Caution: the studies computed {m} with different sample counts or reference "
+                           "statistics; their values are not directly comparable.")
+    devices = sorted({d for p in provs for d in p["devices"]})
+    if any(m.kind == "cost" for t in tables for m in t.metrics):
+        out.append("Cost columns (throughput, latency, memory) were measured on "
+                   + (", ".join(devices) if devices else "an unrecorded device")
+                   + "; compare them only within one device.")
+    for p in provs:
+        failed = sum(v for k, v in p["trials"].items() if k not in ("completed", "missing"))
+        missing = p["trials"].get("missing", 0)
+        if failed:
+            out.append(f"{p['study']}: {failed} trial(s) did not complete and are left out of the means "
+                       "(listed with their reasons below).")
+        if missing:
+            out.append(f"{p['study']}: {missing} trial(s) of the study have no recorded run; the study is unfinished.")
+        if len(p["git_sha"]) > 1:
+            out.append(f"{p['study']}: trials ran from {len(p['git_sha'])} different git commits.")
+    return out

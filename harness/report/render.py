@@ -1,0 +1,332 @@
+"""build_report: studies -> reports/<name>/ with index.html (self-contained), README.md, PNGs, results.csv,
+summary.json. Deterministic given the data: only the one 'Generated' line differs between two builds
+(SOURCE_DATE_EPOCH fixes it too)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from . import plots
+from .data import StudyData, load_study_data
+from .provenance import notes, provenance
+from .scans import scan_pictures
+from .tables import MetricInfo, Table, build_tables, failed_trials, fmt, metric_infos
+
+__all__ = ["GENERATED_PREFIX", "build_report"]
+
+#: the one line of index.html / README.md / summary.json that differs between two builds of the same data
+GENERATED_PREFIX = "Generated "
+_OURS = re.compile(r"^(curve-|pareto|bench|samples-|scan-).*\.png$")
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Figure:
+    file: str
+    title: str
+    caption: str
+    png: bytes
+    section: str  # 'curves' | 'cost' | 'samples' | 'scans'
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "x"
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe and stable: NaN -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, str):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _timestamp() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch else dt.datetime.now(dt.UTC)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _label(study: StudyData, variant: str, multi: bool) -> str:
+    return f"{study.name}: {variant}" if multi else variant
+
+
+def _curve_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
+    metrics: dict[str, dict[str, list]] = {}
+    n: dict[str, int] = {}
+    for s in studies:
+        for _, t in s.trials.iterrows():
+            if t["status"] != "completed" or not t["run_id"]:
+                continue
+            label = _label(s, t["variant"], multi)
+            n[label] = n.get(label, 0) + 1
+            for m, pts in sorted(s.histories.get(t["run_id"], {}).items()):
+                metrics.setdefault(m, {}).setdefault(label, []).append(pts)
+    order = ["train_loss"] + sorted(m for m in metrics if m != "train_loss")
+    infos = {i.name: i for i in metric_infos([m for m in order if m in metrics and m != "train_loss"])}
+    out = []
+    for m in order:
+        if m not in metrics:
+            continue
+        info = infos.get(m) or MetricInfo(m, "Train loss" if m == "train_loss" else m, "", False, "quality")
+        png = plots.history_plot(metrics[m], info, n)
+        out.append(Figure(f"curve-{_slug(m)}.png", f"{info.title} vs training step",
+                          f"{info.title} per logged step, mean over seeds with the min–max band.", png, "curves"))
+    return out
+
+
+def _pareto(tables: list[Table]) -> tuple[Figure | None, dict[str, Any]]:
+    if not tables:
+        return None, {}
+    rows, seen = [], set()
+    for t in tables:
+        for r in t.rows:
+            if r.label not in seen:
+                seen.add(r.label)
+                rows.append(r)
+    metrics = tables[0].metrics
+    quality = next((m for m in metrics if m.kind == "quality"), None)
+    finite = lambda m: sum(math.isfinite(r.cells[m.name].mean) for r in rows)
+    costs = [m for name in ("sample_ms_per_image", "train_images_per_s", "peak_memory_gb", "gflops", "params_m")
+             for m in metrics if m.name == name and finite(m) > 1
+             and len({r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)}) > 1]
+    if quality is None or not costs or finite(quality) < 2:
+        return None, {}
+    cost = costs[0]
+    merged = Table("all", [], metrics, rows, "")
+    png, front = plots.pareto_plot(merged, quality, cost)
+    fig = Figure("pareto.png", f"Quality vs cost: {quality.title} against {cost.title.lower()}",
+                 f"Variant means with ±1 std error bars; filled red points are Pareto-optimal "
+                 f"({quality.arrow} {quality.title}, {cost.arrow} {cost.title.lower()}).", png, "cost")
+    return fig, {"quality": quality.name, "cost": cost.name, "front": front}
+
+
+def _bench(paths: list[Path]) -> tuple[Figure | None, list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        doc = json.loads(Path(p).read_text())
+        rows += [r for r in doc.get("rows", []) if r.get("tokens")]
+    if not rows:
+        return None, []
+    rows.sort(key=lambda r: (str(r.get("backbone")), str(r.get("device")), float(r["tokens"])))
+    png = plots.bench_plot(rows)
+    return Figure("bench.png", "Throughput and peak memory vs sequence length",
+                  "Training throughput and peak memory against tokens per sample (log-log), one line per backbone, "
+                  "from the benchmark results file.", png, "cost"), rows
+
+
+def _sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
+    out, used = [], set()
+    for s in studies:
+        for _, t in s.trials.iterrows():
+            label = _label(s, t["variant"], multi)
+            if t["status"] != "completed" or label in used or t["trial_key"] not in s.samples:
+                continue
+            used.add(label)
+            path = s.samples[t["trial_key"]]
+            video = path.suffix == ".gif"
+            png = plots.frame_strip(path) if video else path.read_bytes()
+            name = f"samples-{_slug(label)}.png"
+            while any(f.file == name for f in out):
+                name = name[:-4] + "-x.png"
+            out.append(Figure(name, label, f"{'Frames of sample videos' if video else 'Samples'} from seed "
+                              f"{t['seed']} (EMA weights).", png, "samples"))
+    return out
+
+
+def _scan_figures(studies: list[StudyData]) -> list[Figure]:
+    names = []
+    for s in studies:
+        if "scan.name" in s.trials.columns or "axis.scan.name" in s.trials.columns:
+            col = "axis.scan.name" if "axis.scan.name" in s.trials.columns else "scan.name"
+            for n in s.trials[col].dropna().astype(str):
+                if n not in names:
+                    names.append(n)
+    return [Figure(f"scan-{_slug(n)}.png", n, f"Token paths of scan '{n}' (from the scan library).", png, "scans")
+            for n, png in scan_pictures(names)]
+
+
+def _constant(table: Table, name: str) -> bool:
+    cells = [r.cells[name] for r in table.rows if r.cells[name].n]
+    return len(table.rows) > 1 and bool(cells) and len({c.mean for c in cells}) == 1 and \
+        all(not math.isfinite(c.std) or c.std == 0 for c in cells)
+
+
+def _display(table: Table, kind: str) -> dict[str, Any]:
+    """Header and cells (text, css class, sort value) of one table's quality or cost columns.
+
+    Cost columns equal for every variant (params of a scan ablation, say) move to one 'same for all' line,
+    and cost deltas are relative only."""
+    metrics = [m for m in table.metrics if m.kind == kind]
+    same = [m for m in metrics if kind == "cost" and _constant(table, m.name)]
+    metrics = [m for m in metrics if m not in same]
+    constants = "; ".join(
+        f"{m.title} {fmt(next(r.cells[m.name].mean for r in table.rows if r.cells[m.name].n), table.decimals[m.name])}"
+        + (f" {m.unit}" if m.unit else "") for m in same)
+    if not metrics:
+        return {"head": [], "rows": [], "constants": constants} if constants else {}
+    keys = list(table.keys)
+    head = [(k, "key") for k in keys] if keys else [("variant", "key")]
+    head.append(("n", "num"))
+    for m in metrics:
+        head += [(m.header, "num"), (f"Δ {m.title}" + (" (%)" if kind == "cost" else ""), "num delta")]
+    rows = []
+    for r in table.rows:
+        cells = [(str(r.values[k]) + (" (baseline)" if r.baseline and i == len(keys) - 1 else ""), "key",
+                  str(r.values[k])) for i, k in enumerate(keys)] if keys else [("base", "key", "base")]
+        cells.append((f"{r.n_seeds}" + (f" (+{r.n_failed} failed)" if r.n_failed else ""), "num", r.n_seeds))
+        for m in metrics:
+            c, d = r.cells[m.name], table.decimals[m.name]
+            text = fmt(c.mean, d) + (f" ± {fmt(c.std, d)}" if math.isfinite(c.std) else "")
+            cells.append((text, "num best" if c.best else "num", c.mean if math.isfinite(c.mean) else ""))
+            if r.baseline:
+                cells.append(("baseline", "num muted", 0))
+            elif not math.isfinite(c.delta):
+                cells.append(("–", "num muted", ""))
+            else:
+                rel = fmt(100 * c.rel, 1, sign=True) + "%" if math.isfinite(c.rel) else ""
+                text = rel if kind == "cost" and rel else fmt(c.delta, d, sign=True) + (f" ({rel})" if rel else "")
+                cls = "noise" if c.noise else {True: "better", False: "worse", None: ""}[c.better]
+                cells.append((("~ " if c.noise else "") + text, f"num {cls}".strip(), c.delta))
+        rows.append({"cells": cells, "baseline": r.baseline})
+    return {"head": head, "rows": rows, "constants": constants, **_stacked(head, rows)}
+
+
+def _stacked(head: list[tuple[str, str]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The HTML layout: each Δ set small under its value, so a table fits the page."""
+    keep = [i for i, (_, cls) in enumerate(head) if "delta" not in cls]
+    out = []
+    for row in rows:
+        cells = []
+        for i in keep:
+            text, cls, key = row["cells"][i]
+            sub = row["cells"][i + 1] if i + 1 < len(head) and "delta" in head[i + 1][1] else None
+            sub = None if row["baseline"] else sub
+            cells.append((text, cls, key, sub[0] if sub else "", sub[1].replace("num", "").strip() if sub else ""))
+        out.append({"cells": cells, "baseline": row["baseline"]})
+    return {"html_head": [head[i] for i in keep], "html_rows": out}
+
+
+def _markdown(disp: dict[str, Any]) -> str:
+    cols = [h for h, _ in disp["head"]]
+    body = [[f"**{t}**" if "best" in cls else t for t, cls, _ in row["cells"]] for row in disp["rows"]]
+    align = ["left" if cls == "key" else "right" for _, cls in disp["head"]]
+    return pd.DataFrame(body, columns=cols).to_markdown(index=False, colalign=align)
+
+
+def _raw_trials(studies: list[StudyData], tables: list[Table], multi: bool) -> dict[str, Any]:
+    """Every trial (the per-seed numbers behind the tables), for the collapsed block."""
+    metrics = tables[0].metrics if tables else []
+    dec = tables[0].decimals if tables else {}
+    head = (["study"] if multi else []) + ["variant", "seed", "status"] + [m.header for m in metrics] + ["MLflow run"]
+    rows = []
+    for s in studies:
+        for _, t in s.trials.iterrows():
+            vals = [fmt(float(t[f"metrics.{m.name}"]), dec[m.name]) if f"metrics.{m.name}" in t.index and
+                    t[f"metrics.{m.name}"] == t[f"metrics.{m.name}"] and t[f"metrics.{m.name}"] is not None
+                    else "–" for m in metrics]
+            rows.append(([s.name] if multi else []) + [t["variant"], str(t["seed"]), t["status"], *vals,
+                                                       (t["run_id"] or "")[:12]])
+    return {"head": head, "rows": rows, "markdown": pd.DataFrame(rows, columns=head).to_markdown(index=False)
+            if rows else ""}
+
+
+def _results_frame(studies: list[StudyData]) -> pd.DataFrame:
+    frame = pd.concat([s.trials for s in studies], ignore_index=True)
+    first = ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id"]
+    groups = [sorted(c for c in frame.columns if c.startswith(p)) for p in ("axis.", "metrics.", "params.")]
+    axis = [c for s in studies for c in s.trials.columns if c.startswith("axis.")]
+    return frame[first + list(dict.fromkeys(axis)) + groups[1] + groups[2]]
+
+
+def build_report(studies: str | Path | list[str | Path], out_dir: str | Path | None = None, *,
+                 tracking_uri: str | None = None, runs_dir: str | Path = "runs",
+                 bench: list[str | Path] | None = None) -> Path:
+    """Load the studies (folders or names under runs_dir) and write the report; returns its folder."""
+    items = [studies] if isinstance(studies, str | Path) else list(studies)
+    with tempfile.TemporaryDirectory(prefix="harness-report-") as tmp:
+        data = [load_study_data(s, runs_dir=runs_dir, tracking_uri=tracking_uri, cache_dir=Path(tmp) / str(i))
+                for i, s in enumerate(items)]
+        multi = len(data) > 1
+        name = "_vs_".join(d.name for d in data)
+        out = Path(out_dir) if out_dir is not None else Path("reports") / name
+        bench_paths = [Path(b) for b in bench or []]
+        bench_paths += [d.folder / "bench.json" for d in data if d.folder and (d.folder / "bench.json").exists()]
+        tables = build_tables(data)
+        provs = [provenance(d) for d in data]
+        pareto_fig, pareto = _pareto(tables)
+        bench_fig, bench_rows = _bench(bench_paths)
+        figures = _curve_figures(data, multi) + [f for f in (pareto_fig, bench_fig) if f] \
+            + _sample_figures(data, multi) + _scan_figures(data)
+        results = _results_frame(data)
+    _write(out, name, data, tables, provs, figures, pareto, bench_rows, results, multi)
+    return out
+
+
+def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], provs: list[dict[str, Any]],
+           figures: list[Figure], pareto: dict[str, Any], bench_rows: list[dict[str, Any]], results: pd.DataFrame,
+           multi: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.is_file() and _OURS.match(old.name):
+            old.unlink()
+    for f in figures:
+        (out / f.file).write_bytes(f.png)
+    stamp = _timestamp()
+    views = [{"title": t.title, "baseline": t.baseline_label,
+              "quality": _display(t, "quality"), "cost": _display(t, "cost")} for t in tables]
+    for v in views:
+        for kind in ("quality", "cost"):
+            if v[kind] and v[kind]["rows"]:
+                v[kind]["markdown"] = _markdown(v[kind])
+    failed = failed_trials(data)
+    raw = _raw_trials(data, tables, multi)
+    ctx = {
+        "name": name, "title": ("Comparison: " + " vs ".join(d.name for d in data)) if multi else f"Study: {name}",
+        "studies": data, "provs": provs, "views": views, "figures": figures, "failed": failed,
+        "notes": notes(data, tables, provs), "generated": GENERATED_PREFIX + stamp, "pareto": pareto,
+        "sections": {s: [f for f in figures if f.section == s] for s in ("curves", "cost", "samples", "scans")},
+        "metrics": tables[0].metrics if tables else [], "multi": multi, "raw": raw,
+    }
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             autoescape=jinja2.select_autoescape(["html"]))
+    (out / "index.html").write_text(env.get_template("index.html.j2").render(**ctx), encoding="utf-8")
+    (out / "README.md").write_text(env.get_template("README.md.j2").render(**ctx), encoding="utf-8")
+    results.to_csv(out / "results.csv", index=False, lineterminator="\n")
+    summary = {
+        "generated": stamp, "name": name, "provenance": provs,
+        "metrics": [{"name": m.name, "title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better,
+                     "kind": m.kind} for m in ctx["metrics"]],
+        "tables": [{"title": t.title, "keys": t.keys, "baseline": t.baseline_label, "rows": [
+            {"variant": r.label, "values": r.values, "n_seeds": r.n_seeds, "n_failed": r.n_failed,
+             "baseline": r.baseline, "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta,
+                                                     "rel_delta": c.rel, "within_noise": c.noise, "best": c.best}
+                                                 for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
+        "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figures],
+        "notes": ctx["notes"],
+    }
+    (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+

@@ -1,0 +1,267 @@
+"""Comparison tables: mean ± std over seeds per variant, delta vs the baseline, better-direction arrows.
+
+A variant's cell holds the mean and sample standard deviation (ddof=1) over its completed seeds. The delta is
+mean(variant) - mean(baseline); it is marked '~' (within seed noise) when |delta| <= 2 * SE with
+SE = sqrt(s_v^2 / n_v + s_b^2 / n_b), which needs at least two seeds on both sides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .data import StudyData, short_key, variant_label
+
+__all__ = ["Cell", "MetricInfo", "Row", "Table", "build_tables", "failed_trials", "fmt", "metric_infos"]
+
+#: cost metrics the runner logs: (title, unit, higher is better)
+COST = {
+    "params_m": ("Params", "M", False),
+    "gflops": ("GFLOPs", "per image", False),
+    "train_images_per_s": ("Train throughput", "img/s", True),
+    "sample_ms_per_image": ("Sampling latency", "ms/img", False),
+    "nfe": ("NFE", "evals", False),
+    "peak_memory_gb": ("Peak memory", "GB", False),
+    "train_seconds": ("Train time", "s", False),
+}
+#: quality metrics when the metric registry is unavailable: (title, higher is better)
+KNOWN_QUALITY = {"fd-effnet": ("FD-EffNetLite0", False), "fid": ("FID", False), "kid": ("KID", False),
+                 "frame-fd": ("Frame FD", False), "cond-accuracy": ("Cond. accuracy", True),
+                 "final_train_loss": ("Final train loss", False)}
+NOISE_SIGMAS = 2.0
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    kind: str  # 'quality' | 'cost'
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def header(self) -> str:
+        unit = f" ({self.unit})" if self.unit else ""
+        return f"{self.title}{unit} {self.arrow}"
+
+
+@dataclass
+class Cell:
+    mean: float
+    std: float          # NaN with one seed
+    n: int
+    delta: float = math.nan
+    rel: float = math.nan          # delta / |baseline mean|
+    noise: bool | None = None      # True: |delta| within seed noise; None: cannot tell (n < 2)
+    best: bool = False
+    better: bool | None = None     # the delta's sign in the metric's better direction
+
+
+@dataclass
+class Row:
+    values: dict[str, Any]         # axis key (or 'study') -> value
+    label: str
+    n_seeds: int
+    n_failed: int
+    cells: dict[str, Cell] = field(default_factory=dict)
+    baseline: bool = False
+
+
+@dataclass
+class Table:
+    title: str
+    keys: list[str]
+    metrics: list[MetricInfo]
+    rows: list[Row]
+    baseline_label: str
+    decimals: dict[str, int] = field(default_factory=dict)
+
+
+def _registry_metrics() -> dict[str, Any]:
+    try:
+        from plugins.registry import load_registries
+
+        return {r.entry.name: r.entry for r in load_registries().metrics}
+    except Exception:  # noqa: BLE001 - the arrows fall back to the known table when plugins cannot load
+        return {}
+
+
+def metric_infos(names: list[str]) -> list[MetricInfo]:
+    """Metric names -> titles, units and directions (eval metrics from the registry's higher_is_better)."""
+    registry = _registry_metrics() if any(n not in COST for n in names) else {}
+    out = []
+    for n in names:
+        if n in COST:
+            title, unit, hib = COST[n]
+            out.append(MetricInfo(n, title, unit, hib, "cost"))
+        elif n in registry:
+            e = registry[n]
+            out.append(MetricInfo(n, e.label or KNOWN_QUALITY.get(n, (n,))[0], "", bool(e.higher_is_better),
+                                  "quality"))
+        else:
+            title, hib = KNOWN_QUALITY.get(n, (n, False))
+            out.append(MetricInfo(n, title, "", hib, "quality"))
+    return out
+
+
+def _decimals(values: list[float]) -> int:
+    """About three significant digits for the column's typical magnitude."""
+    finite = sorted(abs(v) for v in values if math.isfinite(v) and v != 0)
+    if not finite:
+        return 2
+    mid = finite[len(finite) // 2]
+    return max(0, min(6, 2 - math.floor(math.log10(mid))))
+
+
+def fmt(x: float, d: int, *, sign: bool = False) -> str:
+    """Stable float text; '−' (U+2212) for negatives, '+' when sign=True, '–' for missing."""
+    if x is None or not math.isfinite(x):
+        return "–"
+    s = f"{abs(x):.{d}f}"
+    if float(s) == 0:
+        return f"{0:.{d}f}"
+    return ("−" if x < 0 else ("+" if sign else "")) + s
+
+
+def _cell(vals: list[float]) -> Cell:
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    n = len(vals)
+    if n == 0:
+        return Cell(math.nan, math.nan, 0)
+    mean = math.fsum(vals) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else math.nan
+    return Cell(mean, std, n)
+
+
+def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order: dict[str, list[Any]],
+          sort_keys: list[str]) -> list[Row]:
+    rows: dict[tuple, Row] = {}
+    for _, t in frame.iterrows():
+        vals = {k: t[f"axis.{k}"] if k != "study" else t["study"] for k in keys}
+        ident = tuple(repr(vals[k]) for k in keys)
+        row = rows.get(ident)
+        if row is None:
+            row = rows[ident] = Row(vals, variant_label({k: v for k, v in vals.items() if k != "study"}), 0, 0)
+            row.cells = {m.name: [] for m in metrics}  # type: ignore[assignment]
+        if t["status"] != "completed":
+            row.n_failed += 1
+            continue
+        row.n_seeds += 1
+        for m in metrics:
+            v = t.get(f"metrics.{m.name}")
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                row.cells[m.name].append(float(v))  # type: ignore[union-attr]
+    for row in rows.values():
+        row.cells = {name: _cell(vals) for name, vals in row.cells.items()}  # type: ignore[arg-type]
+
+    def key(r: Row) -> tuple:
+        return tuple((0, order[k].index(r.values[k]), "") if r.values[k] in order.get(k, []) else
+                     (1, 0, str(r.values[k])) for k in sort_keys)
+
+    return sorted(rows.values(), key=key)
+
+
+def _pick_baseline(rows: list[Row], baseline: dict[str, Any] | None) -> Row:
+    if baseline:
+        for r in rows:
+            if all(r.values.get(k) == v for k, v in baseline.items() if k in r.values) and \
+                    any(k in r.values for k in baseline):
+                return r
+    return rows[0]
+
+
+def _compare(rows: list[Row], metrics: list[MetricInfo], base: Row) -> None:
+    base.baseline = True
+    for m in metrics:
+        b = base.cells[m.name]
+        finite = [r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)]
+        best = (max if m.higher_is_better else min)(finite) if len(set(finite)) > 1 else None
+        for r in rows:
+            c = r.cells[m.name]
+            c.best = best is not None and c.mean == best
+            if r is base or not (math.isfinite(c.mean) and math.isfinite(b.mean)):
+                continue
+            c.delta = c.mean - b.mean
+            c.rel = c.delta / abs(b.mean) if b.mean != 0 else math.nan
+            c.better = None if c.delta == 0 else ((c.delta > 0) == m.higher_is_better)
+            if c.n > 1 and b.n > 1:
+                se = math.sqrt(c.std ** 2 / c.n + b.std ** 2 / b.n)
+                c.noise = abs(c.delta) <= NOISE_SIGMAS * se
+
+
+def _metric_names(studies: list[StudyData], frame: pd.DataFrame) -> list[str]:
+    present = {c[8:] for c in frame.columns if c.startswith("metrics.") and frame[c].notna().any()}
+    names = []
+    for s in studies:
+        for m in [s.objective, *s.eval_metrics]:
+            if m in present and m not in names and m not in COST:
+                names.append(m)
+    names += [m for m in sorted(present) if m in KNOWN_QUALITY and m not in names]
+    names += [m for m in COST if m in present and m not in names]
+    return names
+
+
+def build_tables(studies: list[StudyData]) -> list[Table]:
+    """One table per axes block (one study), or one side-by-side table over several studies."""
+    frame = pd.concat([s.trials for s in studies], ignore_index=True) if studies else pd.DataFrame()
+    metrics = metric_infos(_metric_names(studies, frame))
+    order = {"study": [s.name for s in studies]}
+    for s in studies:
+        for k, vals in s.axis_values.items():
+            order.setdefault(k, [])
+            order[k] += [v for v in vals if v not in order[k]]
+    tables = []
+    if len(studies) > 1:
+        keys = ["study"] + list(dict.fromkeys(k for s in studies for b in s.blocks for k in b))
+        groups = [("Side by side: " + " vs ".join(order["study"]), keys, frame, keys[1:] + ["study"])]
+    else:
+        s = studies[0]
+        groups = []
+        for b in s.blocks or [[]]:
+            sub = frame[frame.apply(lambda t, b=b: _in_block(t, b, s.axis_values, s.search), axis=1)] \
+                if len(frame) else frame
+            title = "Axis: " + " × ".join(short_key(k) for k in b) if b else "Base configuration"
+            groups.append((title, list(b), sub, list(b)))
+    for title, keys, sub, sort_keys in groups:
+        rows = _rows(sub, keys, metrics, order, sort_keys)
+        if not rows:
+            continue
+        base = _pick_baseline(rows, studies[0].baseline)
+        _compare(rows, metrics, base)
+        if studies[0].search and studies[0].objective in {m.name for m in metrics}:
+            om = next(m for m in metrics if m.name == studies[0].objective)
+            sign = -1 if om.higher_is_better else 1
+            rows.sort(key=lambda r: (not math.isfinite(r.cells[om.name].mean), sign * r.cells[om.name].mean
+                                     if math.isfinite(r.cells[om.name].mean) else 0))
+        dec = {m.name: _decimals([r.cells[m.name].mean for r in rows]) for m in metrics}
+        tables.append(Table(title, keys, metrics, rows, base.label, dec))
+    return tables
+
+
+def _in_block(t: pd.Series, block: list[str], values: dict[str, list[Any]], search: bool) -> bool:
+    present = {c[5:] for c in t.index if c.startswith("axis.") and _isset(t[c])}
+    if present != set(block):
+        return False
+    return search or all(t[f"axis.{k}"] in values.get(k, [t[f"axis.{k}"]]) for k in block)
+
+
+def _isset(v: Any) -> bool:
+    return not (v is None or (isinstance(v, float) and math.isnan(v)))
+
+
+def failed_trials(studies: list[StudyData]) -> list[dict[str, Any]]:
+    """Every trial that did not complete, with its reason, in table order."""
+    out = []
+    for s in studies:
+        for _, t in s.trials.iterrows():
+            if t["status"] != "completed":
+                out.append({"study": s.name, "variant": t["variant"], "seed": t["seed"], "status": t["status"],
+                            "reason": t["failure"] or "(no reason recorded)", "run_id": t["run_id"] or ""})
+    return out
