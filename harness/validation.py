@@ -51,8 +51,9 @@ def check_buildable(study: Any, trials: list, registries: Any) -> int:
 
 
 def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, device: torch.device,
-                dtype: torch.dtype | None = None) -> torch.nn.Module:
-    """The one place a trial's backbone is built from its config (used by validate and by trials)."""
+                dtype: torch.dtype | None = None, context_dim: int | None = None) -> torch.nn.Module:
+    """The one place a trial's backbone is built from its config (used by validate and by trials).
+    context_dim: the built text encoder's width (trials pass it; validate reads text_encoder_options.dim)."""
     c = config
     scan = None
     if entries.get("scan") is not None:
@@ -64,11 +65,10 @@ def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, d
     num_classes = info.num_classes if c.conditioning.kind == "class" else None
     if c.conditioning.kind == "class" and not num_classes:
         raise ConfigError(f"conditioning.kind=class but dataset {info.name!r} has no labels")
-    context_dim = None
     if c.conditioning.kind == "text":
         if not info.captions:
             raise ConfigError(f"conditioning.kind=text but dataset {info.name!r} has no captions")
-        context_dim = c.conditioning.text_encoder_options.get("dim")
+        context_dim = context_dim or c.conditioning.text_encoder_options.get("dim")
     options = dict(c.backbone.options)
     entry = entries["backbone"]
     if entry.options is not None:

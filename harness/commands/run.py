@@ -1,7 +1,207 @@
-"""`harness run` (to be filled in by its issue)."""
+"""`harness run STUDY.yaml`: validate, enqueue, run the trials (in this process or one worker per GPU), report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from plugins.errors import HarnessError
+
+
+def _dry_run(study, specs) -> None:
+    console = Console()
+    table = Table(title=f"{study.name}: {len(specs)} trial(s)" + (f" (preset {study._preset})"
+                                                                  if getattr(study, "_preset", None) else ""),
+                  title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("key", style="cyan")
+    keys = list(dict.fromkeys(k for s in specs for k in s.params))
+    for k in keys:
+        table.add_column(k, style="bold")
+    table.add_column("seed", justify="right")
+    table.add_column("steps", justify="right")
+    table.add_column("dataset")
+    table.add_column("backbone")
+    for i, s in enumerate(specs):
+        c = s.config
+        table.add_row(str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed), str(c.train.steps),
+                      c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+    console.print(table)
+    if study.search is not None:
+        console.print(f"search: {study.search.n_trials} trial(s) sampled by {study.search.sampler} over "
+                      + ", ".join(study.search.space), highlight=False)
+
+
+def parse_gpus(gpus: str) -> list[str]:
+    """'0,1,3' or 'all' -> CUDA device ids, checked against the visible devices."""
+    import torch
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise HarnessError("--gpus: no CUDA device is visible (drop --gpus to run on CPU)")
+    if gpus.strip() == "all":
+        return [str(i) for i in range(count)]
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    if not ids or len(set(ids)) != len(ids):
+        raise HarnessError(f"--gpus: give distinct device ids like 0,1,2 or 'all', got {gpus!r}")
+    for g in ids:
+        if not g.isdigit() or int(g) >= count:
+            raise HarnessError(f"--gpus: device {g!r} does not exist ({count} visible: 0..{count - 1})")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:  # ids index the already-visible devices
+        order = [v.strip() for v in visible.split(",")]
+        ids = [order[int(g)] for g in ids]
+    return ids
+
+
+def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, folder: Path, storage: str | None,
+                  tracking_uri: str, quiet: bool, say) -> list[int]:
+    """Start `harness worker` processes (one per env) and wait for all; returns their exit codes.
+
+    SIGINT/SIGTERM are passed on to the workers, which re-queue their running trial and stop."""
+    procs = []
+    for i, (name, extra) in enumerate(zip(names, envs)):
+        cmd = [sys.executable, "-m", "harness.cli", "worker", "--study", study, "--out", str(folder.parent),
+               "--storage", storage or str(folder), "--tracking-uri", tracking_uri, "--quiet",
+               "--prefix", f"[{name}] ", "--worker-index", str(i)]
+        procs.append(subprocess.Popen(cmd, env={**os.environ, **extra}))
+    say(f"started {len(procs)} worker(s): " + ", ".join(f"{n} (pid {p.pid})" for n, p in zip(names, procs)))
+
+    def forward(signum, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return [p.returncode for p in procs]
+
+
+def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study file."),
+        preset: str = typer.Option(None, "--preset", "-p", help="Apply this preset of the study file (e.g. smoke)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved trials and exit."),
+        out: Path = typer.Option(Path("runs"), "--out", help="Studies are written to OUT/<study name>/."),
+        storage: str = typer.Option(None, "--storage", help="Optuna storage: a journal file (default "
+                                    "OUT/<study>/optuna.journal) or a URL such as postgresql+psycopg://host/db."),
+        tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite "
+                                         "under the study folder)."),
+        gpus: str = typer.Option(None, "--gpus", help="One worker process per GPU, e.g. 0,1,2,3 or all."),
+        workers: int = typer.Option(0, "--workers", min=0, help="Worker processes on CPU (0: run in this process)."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue failed trials again."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial instead of progress bars."),
+        no_report: bool = typer.Option(False, "--no-report", help="Do not write the report at the end.")) -> None:
+    """Run a study: every trial once, resumable; rerunning the same command continues where it stopped."""
+    from harness.study import load_study, validate_study
+    from harness.validation import check_buildable
+    from plugins.registry import load_registries
+
+    registries = load_registries()
+    study = load_study(study_file, preset=preset)
+    specs = validate_study(study, registries)
+    if dry_run:
+        _dry_run(study, specs)
+        return
+    if gpus and workers:
+        raise HarnessError("give either --gpus (one worker per GPU) or --workers (CPU worker processes)")
+    check_buildable(study, specs, registries)
+    gpu_ids = parse_gpus(gpus) if gpus else []
+
+    from harness import runner
+    from harness.progress import LineProgress
+
+    folder = (out / study.name).resolve()
+    yaml_text = study_file.read_text()
+    session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri, create=True)
+    line = LineProgress(total=lambda: runner.counts(session))
+    runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
+    _write_study_yaml(folder / "study.yaml", yaml_text, preset)
+
+    rcs: list[int] = []
+    try:
+        for _round in range(3):  # a worker that died leaves RUNNING trials: re-queued, run in the next round
+            if gpu_ids or workers:
+                names = [f"gpu{g}" for g in gpu_ids] or [f"w{i}" for i in range(workers)]
+                threads = str(max(1, (os.cpu_count() or 1) // len(names)))
+                envs = ([{"CUDA_VISIBLE_DEVICES": g} for g in gpu_ids] or
+                        [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+                         for _ in names])
+                rcs = spawn_workers(names=names, envs=envs, study=study.name, folder=folder, storage=storage,
+                                    tracking_uri=session.tracker.uri, quiet=quiet, say=line.say)
+                if any(rc in (130, -signal.SIGINT) for rc in rcs):
+                    raise KeyboardInterrupt
+            else:
+                _run_here(session, registries, quiet=quiet, line=line)
+            from harness import queue
+            if runner.counts(session)["pending"] == 0 or not queue.recover_stale(session.optuna):
+                break
+    except KeyboardInterrupt:
+        _close_runs(session, "KILLED")
+        raise
+    _close_runs(session, "FINISHED")
+    _finish(session, quiet=quiet, no_report=no_report, say=line.say, rcs=rcs)
+
+
+def _close_runs(session, status: str) -> None:
+    """No MLflow run of this study stays RUNNING unless its trial is running on a live worker."""
+    running = session.optuna.get_trials(deepcopy=False)
+    live = {t.user_attrs.get("mlflow_run_id") for t in running if t.state.name == "RUNNING"}
+    session.tracker.end_orphans(session.parent_run_id, live, "interrupted (runner stopped)")
+    session.tracker.end_study(session.parent_run_id, status)
+
+
+def _run_here(session, registries, *, quiet: bool, line) -> None:
+    from harness import runner
+    from harness.progress import RichProgress
+    from harness.trial import default_device
+
+    device = default_device()
+    if quiet or not sys.stderr.isatty():
+        runner.run_worker(session, registries, device=device, hooks=line.hooks())
+        return
+    with RichProgress(lambda: runner.counts(session)) as bars:
+        runner.run_worker(session, registries, device=device, hooks=bars.hooks())
+
+
+def _write_study_yaml(path: Path, text: str, preset: str | None) -> None:
+    """The study file as run, with the preset recorded as a top-level `preset:` key."""
+    import yaml
+    if preset is None:
+        path.write_text(text)
+        return
+    raw = yaml.safe_load(text)
+    raw["preset"] = preset
+    path.write_text(f"# written by `harness run --preset {preset}`\n" + yaml.safe_dump(raw, sort_keys=False))
+
+
+def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> None:
+    from harness import runner
+    from harness.commands.status import print_status
+
+    print_status(session, brief=quiet)
+    if not no_report and runner.counts(session)["done"]:
+        try:
+            from harness.report import build_report
+        except ImportError:
+            say("report: harness.report is not available; skipped")
+        else:
+            say(f"report: {build_report(session.folder, tracking_uri=session.tracker.uri)}")
+    bad = [rc for rc in rcs if rc not in (0, None)]
+    if bad:
+        raise HarnessError(f"{len(bad)} worker process(es) exited with an error (codes {bad}); "
+                           "rerun the same command to continue")
 
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    app.command("run")(run)

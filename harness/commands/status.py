@@ -1,7 +1,71 @@
-"""`harness status` (to be filled in by its issue)."""
+"""`harness status STUDY_OR_DIR`: trials done / running / failed (with reason) / pending, from the storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+_STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITING": "dim", "PRUNED": "magenta"}
+_NAME = {"COMPLETE": "done", "FAIL": "failed", "RUNNING": "running", "WAITING": "pending", "PRUNED": "pruned"}
+
+
+def print_status(session, *, brief: bool = False, console: Console | None = None) -> None:
+    """A table of the trial standing for each combination, then the counts."""
+    from harness import queue, runner
+
+    console = console or Console()
+    trials = session.optuna.get_trials(deepcopy=False)
+    current = queue.latest_by_key(trials)
+    c = runner.counts(session)
+    if not brief:
+        metric = session.study.objective.metric
+        table = Table(title=f"{session.study.name} ({session.folder})", title_justify="left")
+        for col in ("#", "key", "trial", "state", "attempts", metric, "failure / worker"):
+            table.add_column(col, overflow="fold")
+        order = list(session.specs) or [t.user_attrs.get("trial_key") for t in trials]
+        rank = {k: i for i, k in enumerate(order)}
+        for key, t in sorted(current.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[1].number)):
+            state = t.state.name
+            w = t.user_attrs.get("worker", {})
+            detail = t.user_attrs.get("failure", "") if state in ("FAIL", "PRUNED") else (
+                f"{w.get('host')}:{w.get('pid')}" if state == "RUNNING" and w else "")
+            value = f"{t.value:.4g}" if t.value is not None else ""
+            table.add_row(str(t.number), key, t.user_attrs.get("label", ""),
+                          f"[{_STYLE[state]}]{_NAME[state]}[/{_STYLE[state]}]",
+                          str(len(t.user_attrs.get("attempts", [])) + 1), value, detail)
+        console.print(table)
+    console.print(f"{session.study.name}: {c['done']} done, {c['running']} running, {c['failed']} failed, "
+                  f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})", highlight=False)
+
+
+def status(study: str = typer.Argument(..., metavar="STUDY_OR_DIR", help="A study file, a study folder "
+                                       "(runs/<name>) or a study name."),
+           storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default: the folder's "
+                                       "optuna.journal)."),
+           out: Path = typer.Option(Path("runs"), "--out", help="Where study folders are.")) -> None:
+    """Show the trials of a study from its Optuna storage."""
+    from harness import runner
+    from harness.commands.worker import load_from_storage
+    from harness.study import load_study
+    from plugins.errors import HarnessError
+
+    p = Path(study)
+    if p.is_file():
+        name, folder = load_study(p).name, out / load_study(p).name
+    elif p.is_dir():
+        name, folder = p.resolve().name, p
+    else:
+        name, folder = study, out / study
+    if storage is None and not (folder / "optuna.journal").exists():
+        raise HarnessError(f"{folder}: no optuna.journal here (give --storage for a database)")
+    schema, _ = load_from_storage(storage or str(folder), name, folder.parent)
+    session = runner.open_session(schema, folder=folder, storage=storage or str(folder),
+                                  tracking_uri=None, track=False)
+    print_status(session)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    app.command("status")(status)

@@ -1,7 +1,75 @@
-"""`harness worker` (to be filled in by its issue)."""
+"""`harness worker --storage URL --study NAME`: join a running study (from this or another machine)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
 
 import typer
 
+from plugins.errors import HarnessError
+
+
+def load_from_storage(storage: str, name: str, out: Path | None):
+    """(Study schema, study folder) of a study, from the YAML text and preset kept in its Optuna user attrs."""
+    import optuna
+    import yaml
+
+    from harness import queue
+    from harness.study import parse_study
+
+    store = queue.open_storage(storage, Path(out or ".") / name)
+    try:
+        attrs = optuna.load_study(study_name=name, storage=store).user_attrs
+    except KeyError:
+        raise HarnessError(f"no study {name!r} in {queue.storage_label(storage)}; start it with "
+                           "`harness run STUDY.yaml --storage ...`") from None
+    if "study_yaml" not in attrs:
+        raise HarnessError(f"study {name!r} in {queue.storage_label(storage)} was not created by `harness run`")
+    study = parse_study(yaml.safe_load(attrs["study_yaml"]), source=f"{name} (study file kept in the storage)",
+                        preset=attrs.get("preset"))
+    folder = (Path(out) / name) if out is not None else Path(attrs.get("out_dir") or Path("runs") / name)
+    return study, folder
+
+
+def worker(storage: str = typer.Option(..., "--storage", help="The study's Optuna storage (URL or journal path)."),
+           study: str = typer.Option(..., "--study", help="The study name."),
+           out: Path = typer.Option(None, "--out", help="Write trial folders to OUT/<study> (default: the "
+                                    "coordinator's folder, kept in the storage)."),
+           tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the "
+                                            "coordinator's)."),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial."),
+           prefix: str = typer.Option("", "--prefix", hidden=True),
+           worker_index: int = typer.Option(0, "--worker-index", hidden=True),
+           max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after this many trials.")) -> None:
+    """Claim and run trials of a study until its queue is empty."""
+    from harness import runner
+    from harness.progress import LineProgress, RichProgress
+    from harness.study import validate_study
+    from harness.trial import default_device
+    from plugins.registry import load_registries
+
+    schema, folder = load_from_storage(storage, study, out)
+    registries = load_registries()
+    validate_study(schema, registries)
+    session = runner.open_session(schema, folder=folder, storage=storage, tracking_uri=tracking_uri,
+                                  worker_index=worker_index)
+    if not session.parent_run_id:
+        raise HarnessError(f"study {study!r} has no MLflow parent run yet; start it with `harness run` first")
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    device = default_device()
+    line = LineProgress(prefix=prefix, total=lambda: runner.counts(session))
+    if quiet:
+        n = runner.run_worker(session, registries, device=device, hooks=line.hooks(), max_trials=max_trials)
+    else:
+        with RichProgress(lambda: runner.counts(session)) as bars:
+            n = runner.run_worker(session, registries, device=device, hooks=bars.hooks(), max_trials=max_trials)
+    line.say(f"worker done: {n} trial(s) on {device}")
+
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    app.command("worker")(worker)

@@ -1,0 +1,93 @@
+"""Progress for `harness run` / `harness worker`: rich bars on a terminal, one line per event in quiet mode."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from optuna.trial import FrozenTrial
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from harness.runner import WorkerHooks
+from harness.study import TrialSpec
+from harness.trial import TrialHooks
+
+__all__ = ["LineProgress", "RichProgress"]
+
+
+class LineProgress:
+    """One line per trial start and end (CI logs, worker processes); `prefix` tells workers apart."""
+
+    def __init__(self, prefix: str = "", total: Callable[[], dict[str, int]] | None = None) -> None:
+        self.prefix, self.total, self._t0 = prefix, total, 0.0
+
+    def say(self, msg: str) -> None:
+        print(f"{self.prefix}{msg}", flush=True)
+
+    def hooks(self) -> WorkerHooks:
+        def started(frozen: FrozenTrial, spec: TrialSpec) -> None:
+            self._t0 = time.perf_counter()
+            attempt = len(frozen.user_attrs.get("attempts", [])) + 1
+            self.say(f"trial {frozen.number} [{spec.key}] {spec.label}: started"
+                     + (f" (attempt {attempt})" if attempt > 1 else ""))
+
+        def finished(spec: TrialSpec, status: str, detail: str) -> None:
+            counts = self.total() if self.total else None
+            done = f" [{counts['done']}/{counts['total']} done]" if counts else ""
+            self.say(f"[{spec.key}] {spec.label}: {status} {detail} ({time.perf_counter() - self._t0:.1f} s){done}")
+
+        return WorkerHooks(started=started, finished=finished, trial=TrialHooks)
+
+
+class RichProgress:
+    """A study bar (trials done of total) and a bar for the running trial's phase (train, sample, metrics)."""
+
+    def __init__(self, total: Callable[[], dict[str, int]]) -> None:
+        self.total = total
+        self.console = Console(file=sys.stderr)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
+                                 transient=False)
+        c = total()
+        self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
+        self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def say(self, msg: str) -> None:
+        self.progress.console.print(msg, highlight=False)
+
+    def refresh(self) -> None:
+        c = self.total()
+        self.progress.update(self.study_task, total=c["total"], completed=c["done"] + c["failed"] + c["pruned"],
+                             info=f"{c['done']} done, {c['failed']} failed, {c['running']} running")
+
+    def hooks(self) -> WorkerHooks:
+        p, task = self.progress, self.trial_task
+
+        def started(frozen: FrozenTrial, spec: TrialSpec) -> None:
+            p.update(task, description=spec.label, visible=True)
+            self.refresh()
+
+        def finished(spec: TrialSpec, status: str, detail: str) -> None:
+            colour = {"completed": "green", "failed": "red"}.get(status, "yellow")
+            self.say(f"[{colour}]{status}[/{colour}] {spec.label} [{spec.key}] {detail}")
+            self.refresh()
+
+        def trial_hooks() -> TrialHooks:
+            def phase(name: str, total: int | None) -> None:
+                p.update(task, total=total, completed=0, info=name)
+
+            def advance(completed: int, info: str) -> None:
+                p.update(task, completed=completed, info=info)
+
+            return TrialHooks(phase=phase, advance=advance)
+
+        return WorkerHooks(started=started, finished=finished, trial=trial_hooks)

@@ -1,0 +1,349 @@
+"""A study becomes an Optuna study; workers claim its trials, run them and record them in Optuna and MLflow.
+
+Ablation grids (every TrialSpec of `expand_trials`) are enqueued once by the coordinator (`harness run`), so any
+number of workers, on this machine or others (`harness worker`), run each combination exactly once. Search spaces
+(`study.search`) are sampled by TPE, random or GP samplers up to `n_trials`. See harness/queue.py for claiming
+and re-queueing, harness/trial.py for what one trial does.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from harness import queue
+from harness.study import Study, TrialConfig, TrialSpec, _config_with, expand_trials
+from harness.tracking import Tracker, default_tracking_uri, flatten
+from harness.trial import TrialFailed, TrialHooks, run_trial
+from plugins.errors import HarnessError
+
+__all__ = ["Session", "open_session", "prepare", "run_worker", "counts", "MAX_AUTO_ATTEMPTS"]
+
+MAX_AUTO_ATTEMPTS = 3      # a trial whose worker keeps dying is not re-queued forever
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@dataclass
+class Session:
+    """One process's view of a study: schema, Optuna study, tracker and folder."""
+
+    study: Study
+    optuna: optuna.Study
+    tracker: Tracker | None          # None for read-only views (`harness status`)
+    folder: Path
+    parent_run_id: str
+    specs: dict[str, TrialSpec] = field(default_factory=dict)    # grid: trial_key -> spec
+
+    @property
+    def is_search(self) -> bool:
+        return self.study.search is not None
+
+
+def _sampler(study: Study, worker_index: int) -> optuna.samplers.BaseSampler:
+    """The search sampler, seeded per worker so concurrent workers do not propose the same point."""
+    seed = study.seeds[0] * 1000 + worker_index
+    kind = study.search.sampler if study.search is not None else "tpe"
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise HarnessError(f"unknown search sampler {kind!r}")
+
+
+def _pruner(study: Study) -> optuna.pruners.BasePruner:
+    if study.objective.prune:
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def open_session(study: Study, *, folder: Path, storage: str | None, tracking_uri: str | None,
+                 worker_index: int = 0, create: bool = False, track: bool = True) -> Session:
+    """Open (or with create=True, create) the Optuna study and (track=True) the MLflow experiment of `study`."""
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    store = queue.open_storage(storage, folder)
+    kwargs = dict(study_name=study.name, storage=store, sampler=_sampler(study, worker_index), pruner=_pruner(study))
+    if create:
+        osd = optuna.create_study(direction=study.objective.direction, load_if_exists=True, **kwargs)
+        if osd.direction.name.lower() != study.objective.direction:
+            raise HarnessError(f"study {study.name!r} exists in {queue.storage_label(storage)} with direction "
+                               f"{osd.direction.name.lower()}; objective.direction is {study.objective.direction}")
+    else:
+        try:
+            osd = optuna.load_study(**kwargs)
+        except KeyError:
+            raise HarnessError(f"no study {study.name!r} in {queue.storage_label(storage)}; start it with "
+                               "`harness run STUDY.yaml --storage ...` first") from None
+    uri = tracking_uri or osd.user_attrs.get("tracking_uri") or default_tracking_uri(folder)
+    tracker = Tracker(uri, study.name, artifact_root=folder / "mlartifacts" if uri.startswith("sqlite") else None) \
+        if track else None
+    parent = osd.user_attrs.get("mlflow_parent_run_id", "")
+    session = Session(study, osd, tracker, folder, parent)
+    if not session.is_search:
+        session.specs = {s.key: s for s in expand_trials(study)}
+    return session
+
+
+def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_failed: bool = False,
+            say: Callable[[str], None] = print) -> None:
+    """Coordinator work before workers start: study attrs, parent run, dead workers, the queue, retries."""
+    osd, study = session.optuna, session.study
+    stored = osd.user_attrs.get("study_yaml")
+    if stored is not None and (stored != yaml_text or osd.user_attrs.get("preset") != preset):
+        say(f"note: the study file (or preset) changed since {study.name!r} started; finished trials are kept "
+            "(trials are matched by axis values and seed)")
+    for k, v in (("study_yaml", yaml_text), ("preset", preset), ("out_dir", str(session.folder)),
+                 ("tracking_uri", session.tracker.uri)):
+        if osd.user_attrs.get(k) != v:
+            osd.set_user_attr(k, v)
+    session.parent_run_id = session.tracker.start_study(
+        study=study.name, preset=preset, run_id=osd.user_attrs.get("mlflow_parent_run_id"),
+        params={"study": study.name, "preset": preset or "", "objective": study.objective.metric})
+    osd.set_user_attr("mlflow_parent_run_id", session.parent_run_id)
+    recovered = queue.recover_stale(osd)
+    if recovered:
+        say(f"re-queued {len(recovered)} trial(s) whose worker died: {recovered}")
+    live = {t.user_attrs.get("mlflow_run_id") for t in osd.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    ended = session.tracker.end_orphans(session.parent_run_id, live, "interrupted (runner stopped)")
+    if ended:
+        say(f"ended {ended} MLflow run(s) left running by an interrupted runner")
+    if not session.is_search:
+        seed_rank = {s: i for i, s in enumerate(study.seeds)}
+        specs = sorted(session.specs.values(), key=lambda s: seed_rank[s.seed])  # every variant's first seed first
+        added = queue.enqueue(osd, specs)
+        if added:
+            say(f"queued {added} trial(s)")
+    if retry_failed:
+        say(f"re-queued {queue.retry_failed(osd)} failed trial(s)")
+
+
+def counts(session: Session) -> dict[str, int]:
+    """done / failed / pruned / running / pending of the trials that stand for each key (or search budget)."""
+    trials = session.optuna.get_trials(deepcopy=False)
+    current = list(queue.latest_by_key(trials).values())
+    out = {"done": 0, "failed": 0, "pruned": 0, "running": 0, "pending": 0}
+    names = {TrialState.COMPLETE: "done", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned",
+             TrialState.RUNNING: "running", TrialState.WAITING: "pending"}
+    for t in current:
+        out[names[t.state]] += 1
+    if session.is_search:
+        out["pending"] += max(0, session.study.search.n_trials - len(current))
+    else:
+        out["pending"] += len(set(session.specs) - {t.user_attrs.get("trial_key") for t in current})
+    out["total"] = sum(out.values())
+    return out
+
+
+# -- search trials ----------------------------------------------------------------------------------------------
+def _annotation(key: str) -> Any:
+    model: Any = TrialConfig
+    for part in key.split("."):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return float
+        model = fields[part].annotation
+    return model
+
+
+def _primitive(v: Any) -> Any:
+    return v if v is None or isinstance(v, bool | int | float | str) else json.dumps(v)
+
+
+def _suggest(trial: optuna.Trial, study: Study) -> dict[str, Any]:
+    """Sample the search space (and the axes of a single block, as categorical choices)."""
+    params: dict[str, Any] = {}
+    if len(study.axes) > 1:
+        raise HarnessError(f"{getattr(study, '_source', study.name)}: search: a search study takes one axes block")
+    for key, values in (study.axes[0] if study.axes else {}).items():
+        enc = [_primitive(v) for v in values]
+        params[key] = values[enc.index(trial.suggest_categorical(key, enc))]
+    for key, p in study.search.space.items():
+        if p.choices is not None:
+            enc = [_primitive(v) for v in p.choices]
+            params[key] = p.choices[enc.index(trial.suggest_categorical(key, enc))]
+        elif _annotation(key) is int:
+            params[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[key] = trial.suggest_float(key, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def _spec_for(session: Session, trial: optuna.Trial, frozen: FrozenTrial) -> TrialSpec:
+    if not session.is_search:
+        key = frozen.user_attrs.get("trial_key")
+        if key not in session.specs:
+            raise TrialFailed(f"trial {key} is not in the study file any more")
+        return session.specs[key]
+    params = _suggest(trial, session.study)
+    source = getattr(session.study, "_source", "<study>")
+    config = _config_with(session.study.base, params, {k: f"search.space.{k}" for k in params}, source)
+    spec = TrialSpec(params=params, seed=session.study.seeds[0], config=config)
+    for k, v in queue.identity(spec).items():
+        trial.set_user_attr(k, v)
+    return spec
+
+
+# -- the worker loop --------------------------------------------------------------------------------------------
+@dataclass
+class WorkerHooks:
+    """How a worker shows progress: trial start/end lines and in-trial phases."""
+
+    started: Callable[[FrozenTrial, TrialSpec], None] = lambda t, s: None
+    finished: Callable[[TrialSpec, str, str], None] = lambda s, status, detail: None
+    trial: Callable[[], TrialHooks] = TrialHooks
+
+
+def _next_trial(session: Session) -> FrozenTrial | None:
+    osd = session.optuna
+    queue.recover_stale(osd)
+    frozen = queue.claim(osd)
+    if frozen is not None or not session.is_search:
+        return frozen
+    trials = osd.get_trials(deepcopy=False)
+    gone = queue.superseded(trials)
+    if sum(1 for t in trials if t.number not in gone) >= session.study.search.n_trials:
+        return None
+    trial = osd.ask()
+    osd._storage.set_trial_user_attr(trial._trial_id, "worker", queue.worker_stamp())  # noqa: SLF001
+    return osd._storage.get_trial(trial._trial_id)  # noqa: SLF001
+
+
+def run_worker(session: Session, registries: Any, *, device: torch.device, hooks: WorkerHooks | None = None,
+               max_trials: int | None = None) -> int:
+    """Claim and run trials until none is left (or max_trials ran); returns how many this worker ran."""
+    hooks = hooks or WorkerHooks()
+    ran = 0
+    while max_trials is None or ran < max_trials:
+        frozen = _next_trial(session)
+        if frozen is None:
+            break
+        if frozen.user_attrs.get("attempts") and len(frozen.user_attrs["attempts"]) > MAX_AUTO_ATTEMPTS \
+                and not frozen.user_attrs["attempts"][-1]["reason"].startswith("--retry-failed"):
+            _tell_failed(session, frozen, f"gave up after {MAX_AUTO_ATTEMPTS} interrupted attempts")
+            continue
+        run_one(session, registries, frozen, device=device, hooks=hooks)
+        ran += 1
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return ran
+
+
+def _tell_failed(session: Session, frozen: FrozenTrial, reason: str) -> None:
+    osd = session.optuna
+    try:
+        osd._storage.set_trial_user_attr(frozen._trial_id, "failure", reason)  # noqa: SLF001
+        osd.tell(frozen.number, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        pass
+
+
+def _duplicate_of(session: Session, frozen: FrozenTrial, key: str) -> int | None:
+    for t in session.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.number != frozen.number and t.user_attrs.get("trial_key") == key and "duplicate_of" not in t.user_attrs:
+            return t.number
+    return None
+
+
+def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: torch.device,
+            hooks: WorkerHooks) -> str:
+    """Run one claimed trial to COMPLETE, FAIL or PRUNED in Optuna and MLflow; returns that status."""
+    osd, tracker = session.optuna, session.tracker
+    trial = optuna.Trial(osd, frozen._trial_id)  # noqa: SLF001
+    try:
+        spec = _spec_for(session, trial, frozen)
+    except (TrialFailed, HarnessError) as exc:
+        _tell_failed(session, frozen, str(exc))
+        return "failed"
+    if not session.is_search and (dup := _duplicate_of(session, frozen, spec.key)) is not None:
+        trial.set_user_attr("duplicate_of", dup)                 # two coordinators enqueued the same key
+        _tell_failed(session, frozen, f"duplicate of trial {dup}")
+        return "duplicate"
+    hooks.started(frozen, spec)
+    params = flatten(spec.config.model_dump(mode="json"))
+    params.update({f"axis.{k}": str(v) for k, v in spec.params.items()})
+    params["seed"] = str(spec.seed)
+    run_id = tracker.start_trial(parent_id=session.parent_run_id, key=spec.key, label=spec.label, params=params,
+                                 run_id=frozen.user_attrs.get("mlflow_run_id"))
+    trial.set_user_attr("mlflow_run_id", run_id)
+    trial_dir = session.folder / "trials" / spec.key
+    th = hooks.trial()
+    th.log = lambda metrics, step: tracker.log_metrics(run_id, metrics, step)
+    metric = session.study.objective.metric
+
+    def report(values: dict[str, float], step: int) -> None:
+        if metric in values and math.isfinite(values[metric]):
+            trial.report(values[metric], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}: {metric}={values[metric]:.4g}")
+
+    th.report = report
+    artifacts = [trial_dir / f for f in ("config.json", "provenance.json")]
+    try:
+        with queue.heartbeat(osd, frozen._trial_id):  # noqa: SLF001
+            result = run_trial(spec, registries, trial_dir=trial_dir, device=device,
+                               cache_dir=Path(os.environ.get("ZIGMA_HARNESS_CACHE", session.folder.parent / ".cache")),
+                               hooks=th, source=getattr(session.study, "_source", "<study>"))
+    except optuna.TrialPruned as exc:
+        tracker.log_artifacts(run_id, artifacts)
+        tracker.end_trial(run_id, status="pruned", failure=str(exc))
+        trial.set_user_attr("failure", str(exc))
+        osd.tell(trial, state=TrialState.PRUNED)
+        hooks.finished(spec, "pruned", str(exc))
+        return "pruned"
+    except KeyboardInterrupt:
+        queue.fail_and_requeue(osd, osd._storage.get_trial(frozen._trial_id), "interrupted")  # noqa: SLF001
+        tracker.end_trial(run_id, status="interrupted", failure="interrupted")
+        hooks.finished(spec, "interrupted", "re-queued")
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a trial is recorded and the study goes on
+        reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
+        reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        (trial_dir / "error.txt").write_text(f"{reason}\n\n{traceback.format_exc()}")
+        tracker.log_artifacts(run_id, [*artifacts, trial_dir / "error.txt"])
+        tracker.end_trial(run_id, status="failed", failure=reason)
+        _tell_failed(session, frozen, reason)
+        hooks.finished(spec, "failed", reason)
+        return "failed"
+    metrics = result["metrics"]
+    tracker.log_metrics(run_id, metrics, spec.config.train.steps)
+    tracker.log_artifacts(run_id, [*artifacts, *(trial_dir / f for f in (
+        "samples.png", "metrics_meta.json", "results.json"))])
+    value = metrics.get(metric, float("nan"))
+    if not math.isfinite(value):
+        reason = f"objective metric {metric!r} is {value} (results: {sorted(metrics)})"
+        tracker.end_trial(run_id, status="failed", failure=reason)
+        _tell_failed(session, frozen, reason)
+        hooks.finished(spec, "failed", reason)
+        return "failed"
+    for k, v in metrics.items():
+        trial.set_user_attr(k, v)
+    trial.set_user_attr("resumed_from_step", result["resumed_from_step"])
+    for c in session.study.objective.constraints:
+        v = metrics.get(c.metric, float("nan"))
+        trial.set_constraint(c.metric, v - c.max if math.isfinite(v) else float("inf"))
+    tracker.end_trial(run_id, status="completed")
+    try:
+        osd.tell(trial, value)
+    except UpdateFinishedTrialError:
+        hooks.finished(spec, "completed", "(already ended by another worker)")
+        return "completed"
+    hooks.finished(spec, "completed", f"{metric}={value:.4g}")
+    return "completed"

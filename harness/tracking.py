@@ -1,0 +1,144 @@
+"""MLflow: one parent run per study, one child run per trial (the layout in docs/ARCHITECTURE.md).
+
+The default store is SQLite under the study folder (an absolute URI, telemetry off) with artifacts beside it;
+any tracking URI (an `mlflow server`, PostgreSQL) is accepted. Runs are addressed by id through MlflowClient,
+so a resumed trial continues its own child run and no run is left RUNNING after an interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker", "default_tracking_uri", "flatten"]
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+_BATCH_PARAMS, _BATCH_METRICS = 100, 1000
+
+
+def default_tracking_uri(study_dir: Path) -> str:
+    """sqlite:////abs/path/mlflow.db (absolute: a relative URI would follow the working directory)."""
+    return f"sqlite:///{(Path(study_dir).resolve() / 'mlflow.db')}"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {'train.lr': '0.0001', ...} (values as strings, the way MLflow stores params)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+class Tracker:
+    """MLflow client bound to one experiment (= the study name)."""
+
+    def __init__(self, uri: str, experiment: str, *, artifact_root: Path | None = None) -> None:
+        from mlflow.tracking import MlflowClient  # mlflow sets its loggers up on import; quieten them after
+
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except Exception:  # another process created it first  # noqa: BLE001
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+
+    # -- runs ----------------------------------------------------------------------------------------------------
+    def _exists(self, run_id: str | None) -> bool:
+        if not run_id:
+            return False
+        try:
+            return self.client.get_run(run_id).info.experiment_id == self.experiment_id
+        except Exception:  # noqa: BLE001 - mlflow raises MlflowException (RESOURCE_DOES_NOT_EXIST)
+            return False
+
+    def start_study(self, *, study: str, preset: str | None, run_id: str | None = None,
+                    params: dict[str, Any] | None = None) -> str:
+        """The study's parent run: resumed (set RUNNING) when `run_id` exists, else created."""
+        if self._exists(run_id):
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id  # type: ignore[return-value]
+        run = self.client.create_run(self.experiment_id, run_name=study, tags={
+            "harness.kind": "study", "harness.study": study, "harness.preset": preset or ""})
+        self._log_params(run.info.run_id, flatten(params or {}))
+        return run.info.run_id
+
+    def end_study(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def start_trial(self, *, parent_id: str, key: str, label: str, params: dict[str, str],
+                    run_id: str | None = None) -> str:
+        """A trial's child run; an interrupted attempt's run (`run_id`) is resumed instead of duplicated."""
+        if self._exists(run_id):
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "harness.status", "running")
+            return run_id  # type: ignore[return-value]
+        run = self.client.create_run(self.experiment_id, run_name=label, tags={
+            "mlflow.parentRunId": parent_id, "harness.kind": "trial", "harness.trial_key": key,
+            "harness.label": label, "harness.status": "running"})
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if isinstance(v, int | float) and not isinstance(v, bool)]
+        for i in range(0, len(items), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=items[i:i + _BATCH_METRICS])
+
+    def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
+        for p in paths:
+            if Path(p).exists():
+                self.client.log_artifact(run_id, str(p))
+
+    def end_trial(self, run_id: str, *, status: str, failure: str | None = None) -> None:
+        """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED)."""
+        mlflow_status = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
+                         "interrupted": "KILLED"}[status]
+        tags = {"harness.status": "failed" if status == "interrupted" else status}
+        if failure:
+            tags["harness.failure"] = failure[:5000]
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+        self.client.set_terminated(run_id, mlflow_status)
+
+    def running_children(self, parent_id: str) -> list[Any]:
+        """Child runs of `parent_id` still marked RUNNING."""
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and "
+                                                "attributes.status = 'RUNNING'", max_results=10000)
+
+    def end_orphans(self, parent_id: str, live: set[str], reason: str) -> int:
+        """End as KILLED every RUNNING child run of `parent_id` whose id is not in `live`; returns how many."""
+        n = 0
+        for run in self.running_children(parent_id):
+            if run.info.run_id not in live:
+                self.end_trial(run.info.run_id, status="interrupted", failure=reason)
+                n += 1
+        return n
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+        items = [Param(k, v if len(v) <= 6000 else v[:5997] + "...") for k, v in sorted(params.items())]
+        for i in range(0, len(items), _BATCH_PARAMS):
+            self.client.log_batch(run_id, params=items[i:i + _BATCH_PARAMS])
+

@@ -1,0 +1,305 @@
+"""The training loop of one trial: AdamW, autocast, EMA, clipping before the step, resumable checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from torch import nn
+
+from harness.study import TrainConfig
+
+__all__ = ["TrialFailed", "BatchStream", "ema_decay", "update_ema", "autocast_dtype", "lr_at", "TrainState",
+           "train", "memory_gb", "seed_for"]
+
+
+class TrialFailed(Exception):
+    """A trial ended without a result: non-finite loss, out of memory, a memory limit. `step` where it happened."""
+
+    def __init__(self, reason: str, *, step: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.step = reason, step
+
+
+def seed_for(seed: int, *purpose: int) -> int:
+    """A 63-bit seed derived from (trial seed, purpose, index): independent streams, stable across versions."""
+    out = seed & 0x7FFFFFFF
+    for p in purpose:
+        out = (out * 0x9E3779B1 + (p & 0xFFFFFFFF) + 0x7F4A7C15) % (2**63 - 25)
+    return out
+
+
+class BatchStream:
+    """Endless batches of dataset indices, reshuffled every epoch from (seed, epoch); resumable at (epoch, batch)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, *, epoch: int = 0, batch: int = 0) -> None:
+        if n < 1:
+            raise ValueError("the training set is empty")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.batch = epoch, batch
+        self.per_epoch = max(1, n // batch_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed_for(self.seed, 1, epoch))
+        perm = torch.randperm(self.n, generator=g)
+        if self.n < self.batch_size:  # tiny sets: repeat the permutation to fill one batch
+            perm = perm.repeat(math.ceil(self.batch_size / self.n))
+        return perm
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, batch = self.epoch, self.batch
+        while True:
+            order = self._order(epoch)
+            for b in range(batch, self.per_epoch):
+                yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+            epoch, batch = epoch + 1, 0
+
+    @staticmethod
+    def advance(epoch: int, batch: int, per_epoch: int) -> tuple[int, int]:
+        """The position after consuming one batch at (epoch, batch)."""
+        return (epoch + 1, 0) if batch + 1 >= per_epoch else (epoch, batch + 1)
+
+
+def ema_decay(decay: float, n: int, warmup: bool) -> float:
+    """EMA decay for update n (0-based): min(decay, (1 + n) / (10 + n)) with warm-up, else `decay`."""
+    return min(decay, (1 + n) / (10 + n)) if warmup else decay
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
+    e_params = [p for p in ema.parameters()]
+    m_params = [p.detach().to(p_e.dtype) for p, p_e in zip(model.parameters(), e_params)]
+    if e_params:
+        torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
+    for b_e, b_m in zip(ema.buffers(), model.buffers()):
+        b_e.copy_(b_m)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """None for fp32; 'auto' is bf16 on CUDA and fp32 on CPU. Every string switch ends in a raise."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("train.precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+        return torch.float16
+    raise ValueError(f"unknown precision {precision!r}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over `warmup_steps`, then constant (the official schedule is constant)."""
+    if cfg.warmup_steps <= 0:
+        return cfg.lr
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak CUDA allocator memory on CUDA; current process RSS on CPU (GiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return psutil.Process(os.getpid()).memory_info().rss / 2**30
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides weights: progress, data position and timing."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    train_seconds: float = 0.0
+    timed_images: int = 0
+    timed_seconds: float = 0.0
+    last_loss: float = float("nan")
+    peak_memory_gb: float = 0.0
+    resumed_from: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], gens: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    for k, g in gens.items():
+        g.set_state(state[k])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, *, net, ema, opt, scaler, state: TrainState, gens, config_hash: str) -> None:
+    """Atomic write (tmp file + rename) so a kill never leaves a torn checkpoint."""
+    blob = {"version": 1, "config_hash": config_hash, "net": net.state_dict(), "ema": ema.state_dict(),
+            "opt": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "state": state.__dict__, "rng": _rng_state(gens)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, *, net, ema, opt, scaler, gens, config_hash: str) -> TrainState | None:
+    """Restore everything from `path`; None when absent or written for another configuration."""
+    if not path.exists():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if blob.get("config_hash") != config_hash:
+        return None
+    net.load_state_dict(blob["net"])
+    ema.load_state_dict(blob["ema"])
+    opt.load_state_dict(blob["opt"])
+    if scaler is not None and blob["scaler"] is not None:
+        scaler.load_state_dict(blob["scaler"])
+    _set_rng_state(blob["rng"], gens)
+    state = TrainState(**blob["state"])
+    state.resumed_from = state.step
+    return state
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], Iterator[dict]],
+          per_epoch: int, condition: Callable[[dict, torch.Generator], dict], cfg: TrainConfig, seed: int,
+          device: torch.device, ckpt: Path, config_hash: str,
+          log: Callable[[dict[str, float], int], None] = lambda m, s: None,
+          evaluate: Callable[[nn.Module, int], None] | None = None, eval_every: int | None = None,
+          progress: Callable[[int, float], None] = lambda s, l: None,
+          extra_generators: dict[str, torch.Generator] | None = None) -> tuple[nn.Module, TrainState]:
+    """Train `net` for cfg.steps from its last checkpoint. Returns (EMA copy, state).
+
+    loader_for(epoch, batch) yields batches from that data position; condition(batch, gen) -> model kwargs
+    (label dropout drawn from gen). extra_generators (e.g. stochastic depth) are checkpointed too. Raises TrialFailed on non-finite loss or when the memory limit is exceeded.
+    """
+    net.to(device).train()
+    ema = copy.deepcopy(net).requires_grad_(False).eval()
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    amp = autocast_dtype(device, cfg.precision)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    gens = {"noise": torch.Generator(device=device).manual_seed(seed_for(seed, 2)),
+            "dropout": torch.Generator().manual_seed(seed_for(seed, 3)), **(extra_generators or {})}
+    state = load_checkpoint(ckpt, net=net, ema=ema, opt=opt, scaler=scaler, gens=gens,
+                            config_hash=config_hash) or TrainState()
+    model = torch.compile(net) if cfg.compile else net
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    warmup = min(5, max(cfg.steps // 10, 1))   # steps excluded from the throughput figure
+    batches = loader_for(state.epoch, state.batch)
+    loss_sum = torch.zeros((), device=device)
+    bad_step = torch.full((), -1, device=device, dtype=torch.long)
+    window, clock = 0, _Stopwatch(device)
+    t_start = time.perf_counter()
+
+    def check(step: int) -> None:
+        if (b := int(bad_step.item())) >= 0:
+            raise TrialFailed(f"non-finite training loss at step {b}", step=b)
+        state.peak_memory_gb = max(state.peak_memory_gb, memory_gb(device))
+        if cfg.max_memory_gb is not None and state.peak_memory_gb > cfg.max_memory_gb:
+            raise TrialFailed(f"peak memory {state.peak_memory_gb:.3f} GB exceeded train.max_memory_gb="
+                              f"{cfg.max_memory_gb} at step {step}", step=step)
+
+    while state.step < cfg.steps:
+        step = state.step
+        if step - state.resumed_from == warmup:
+            clock.start()
+        batch = next(batches)
+        x1 = batch["x"].to(device, non_blocking=True)
+        kwargs = condition(batch, gens["dropout"])
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = transport.loss(lambda xt, t: model(xt, t, **kwargs), x1, generator=gens["noise"]).mean()
+        bad_step = torch.where((~torch.isfinite(loss.detach())) & (bad_step < 0), step, bad_step)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if cfg.grad_clip is not None:  # before the step (the official code clips after it: no effect)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        update_ema(ema, net, ema_decay(cfg.ema_decay, step, cfg.ema_warmup))
+        loss_sum += loss.detach().float()
+        window += 1
+        clock.images += cfg.batch_size if clock.running else 0
+        state.step = step + 1
+        state.epoch, state.batch = BatchStream.advance(state.epoch, state.batch, per_epoch)
+        last = state.step == cfg.steps
+        if state.step % cfg.log_every == 0 or last:
+            check(step)
+            state.last_loss = loss_sum.item() / window
+            log({"train_loss": state.last_loss, "lr": lr}, state.step)
+            loss_sum.zero_()
+            window = 0
+        progress(state.step, state.last_loss)
+        if eval_every and state.step % eval_every == 0 and not last and evaluate is not None:
+            check(step)
+            with clock.paused():
+                evaluate(ema, state.step)
+        if state.step % cfg.checkpoint_every == 0 or last:
+            check(step)
+            with clock.paused():
+                state.timed_images, state.timed_seconds = clock.add_to(state.timed_images, state.timed_seconds)
+                state.train_seconds += time.perf_counter() - t_start
+                t_start = time.perf_counter()
+                save_checkpoint(ckpt, net=net, ema=ema, opt=opt, scaler=scaler, state=state, gens=gens,
+                                config_hash=config_hash)
+    state.peak_memory_gb = max(state.peak_memory_gb, memory_gb(device))
+    return ema, state
+
+
+class _Stopwatch:
+    """Training time and images, device-synchronized, paused around evaluation and checkpoint writes."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.running, self.images, self.seconds, self._t = device, False, 0, 0.0, 0.0
+
+    def start(self) -> None:
+        _sync(self.device)
+        self.running, self._t = True, time.perf_counter()
+
+    def _stop(self) -> None:
+        if self.running:
+            _sync(self.device)
+            self.seconds += time.perf_counter() - self._t
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self._stop()
+        try:
+            yield
+        finally:
+            if self.running:
+                self._t = time.perf_counter()
+
+    def add_to(self, images: int, seconds: float) -> tuple[int, float]:
+        """Move what was measured so far into the totals (called while paused)."""
+        out = images + self.images, seconds + self.seconds
+        self.images, self.seconds = 0, 0.0
+        return out
