@@ -43,11 +43,15 @@ from .analysis import goal_ratios, plot, summary_lines
 from .measure import PeakMemory, Timing, is_oom, synchronize, time_calls
 from .micro import mixer_vs_linear, permute_cost
 
-__all__ = ["Variant", "VARIANTS", "Config", "make_config", "run", "write", "main"]
+__all__ = ["Variant", "VARIANTS", "Config", "make_config", "points", "run", "write", "output_paths",
+           "summary_lines", "main"]
 
 BACKBONES = ("zigma", "vim", "dit")
 BUILDERS = {"zigma": build_zigma, "vim": build_vim, "dit": build_dit}
 SCANS = {"zigzag-8": lambda: LayerCycle(zigzag_paths, 8, name="zigzag-8"), "sweep-1": lambda: Sweep(1, name="sweep-1")}
+#: every measured field of a row (None where the point did not run)
+MEASURED = ("step_ms", "step_ms_q1", "step_ms_q3", "train_images_per_s", "train_tokens_per_s", "forward_ms", "nfe",
+            "sample_ms_per_image", "peak_memory_gb", "sample_peak_memory_gb", "params_m", "gflops", "mixer_backend")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -151,6 +155,8 @@ def _check(cfg: Config) -> None:
         raise ValueError(f"unknown dtype {cfg.dtype!r}; available: {', '.join(DTYPES)}")
     if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device must be cpu or cuda[:i], got {cfg.device!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA device here (use --device cpu)")
     if min(cfg.batch_tokens, cfg.small_batch_tokens, cfg.iters, cfg.nfe) < 1 or cfg.warmup < 0:
         raise ValueError("batch tokens, iters and nfe must be >= 1 and warmup >= 0")
 
@@ -272,13 +278,15 @@ def _versions() -> dict:
     return out
 
 
-def _cleanup(device: torch.device) -> None:
-    gc.collect()
+def _cleanup(device: torch.device, *, collect: bool = True) -> None:
+    """Free what the last point left (a full gc pass only where it matters: it costs ~1 s on a busy CPU)."""
+    if collect or device.type == "cuda":
+        gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
 
-def _points(cfg: Config) -> list[tuple[str, int]]:
+def points(cfg: Config) -> list[tuple[str, int]]:
     return [(name, n) for name in cfg.variants for n in cfg.tokens
             if not (VARIANTS[name].small_batch and n > cfg.small_max_tokens)]
 
@@ -289,8 +297,6 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
     _check(cfg)
     device = torch.device(cfg.device)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda but torch sees no CUDA device")
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     elif cfg.threads:
@@ -305,13 +311,13 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
     if device.type == "cuda" and not fused_available():
         log("WARNING: mamba-ssm/causal-conv1d not importable: every fused-mixer point will be skipped")
     start = time.perf_counter()
-    for name, tokens in _points(cfg):
+    for name, tokens in points(cfg):
         variant = VARIANTS[name]
         row = {"backbone": variant.backbone, "variant": name, "tokens": tokens, "grid": f"{round(tokens ** .5)}"
                f"x{round(tokens ** .5)}", "batch": _batch(cfg, variant, tokens), "size": cfg.size,
                "dtype": doc["precision"], "device": dev_name, "scan": variant.scan or
                ("sweep-2" if variant.backbone == "vim" else None), "permute_mode": variant.permute_mode,
-               "compiled": variant.compiled, "status": "ok"}
+               "compiled": variant.compiled, "status": "ok", "reason": None, **dict.fromkeys(MEASURED)}
         row["batch_tokens"] = row["batch"] * tokens
         row.update(_attempt(variant, tokens, cfg, device, dtype, memory, start))
         doc["rows"].append(row)
@@ -341,7 +347,7 @@ def _attempt(variant: Variant, tokens: int, cfg: Config, device, dtype, memory, 
         return {"status": "skipped", "reason": f"time budget of {cfg.time_budget_s:.0f} s spent"}
     if _backend(variant, device) == "fused" and device.type != "cuda":
         return {"status": "skipped", "reason": "the fused mixer runs on CUDA only"}
-    failure = None
+    failure: dict | None = None
     try:
         return measure_point(variant, tokens, cfg, device, dtype, memory)
     except FusedUnavailableError as err:
@@ -355,7 +361,7 @@ def _attempt(variant: Variant, tokens: int, cfg: Config, device, dtype, memory, 
     finally:
         if variant.compiled:
             torch._dynamo.reset()
-        _cleanup(device)
+        _cleanup(device, collect=failure is not None or variant.compiled)
     failure["peak_memory_gb"] = memory.read() if failure["status"] == "oom" else None
     return failure
 
@@ -411,19 +417,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="bench-out", help="a folder (-> bench.json, bench.png) or FILE.json")
     p.add_argument("--plot", default=None, help="the plot's path (default: beside the JSON)")
+    p.add_argument("--list", dest="list_variants", action="store_true", help="name every variant and exit")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     out, plot_path = args.pop("out"), args.pop("plot")
+    if args.pop("list_variants"):
+        for name, v in VARIANTS.items():
+            print(f"{name:<20} {v.backbone:<6} {v.description}")
+        return 0
     try:
         cfg = make_config(**args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     json_path, plot_path = output_paths(out, plot_path)
-    print(f"bench: {len(_points(cfg))} points -> {json_path}", flush=True)
+    print(f"bench: {len(points(cfg))} points -> {json_path}", flush=True)
     doc = run(cfg, on_update=lambda d: write(d, json_path), log=lambda s: print(s, flush=True))
     write(doc, json_path, plot_path)
     print("\n".join(summary_lines(doc)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import resource
 import statistics
 import time
@@ -112,7 +111,6 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             return
         if self.method == "VmHWM-since-reset":
-            gc.collect()
             _malloc_trim()
             _CLEAR_REFS.write_text("5")
             self._base_kb = _status_kb("VmRSS") or 0

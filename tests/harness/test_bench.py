@@ -1,0 +1,181 @@
+"""The benchmark at tiny size on CPU: JSON the report can read, recorded skips / OOMs, ratios, no harness imports.
+
+No timing is asserted (style rule 20): only that every number is measured, finite and positive.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import benchmarks.bench as bench
+from benchmarks.analysis import goal_ratios
+from benchmarks.micro import PermuteTokens
+from zigma.mixer import fused_available
+
+TINY = dict(size="tiny", device="cpu", batch_tokens=32, small_batch_tokens=16, small_max_tokens=16, warmup=0,
+            iters=1, nfe=2, threads=1)
+REPORT_KEYS = ("backbone", "variant", "tokens", "step_ms", "train_images_per_s", "sample_ms_per_image",
+               "peak_memory_gb", "params_m", "device", "status")
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    """One tiny run of every non-compiled variant at 16 tokens, written as the script writes it."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bench") / "out"
+    rc = bench.main(["--device", "cpu", "--size", "tiny", "--tokens", "16", "--batch-tokens", "32",
+                     "--small-batch-tokens", "16", "--small-max-tokens", "16", "--warmup", "0", "--iters", "1",
+                     "--nfe", "2", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    return json.loads((out / "bench.json").read_text()), out
+
+
+def test_the_run_writes_json_with_a_row_per_variant_and_tokens(result):
+    doc, _ = result
+    assert {r["variant"] for r in doc["rows"]} == {n for n, v in bench.VARIANTS.items() if not v.compiled}
+    for row in doc["rows"]:
+        assert set(REPORT_KEYS) <= set(row), set(REPORT_KEYS) - set(row)
+        assert row["device"] == doc["device"] and row["tokens"] == 16
+
+
+def test_every_measured_row_has_finite_positive_times_memory_and_params(result):
+    doc, _ = result
+    ok = [r for r in doc["rows"] if r["status"] == "ok"]
+    assert {r["backbone"] for r in ok} == {"zigma", "vim", "dit"}
+    for r in ok:
+        for key in ("step_ms", "train_images_per_s", "forward_ms", "sample_ms_per_image", "params_m", "gflops"):
+            assert math.isfinite(r[key]) and r[key] > 0, (r["variant"], key, r[key])
+        assert r["peak_memory_gb"] >= 0 and r["batch"] == (1 if bench.VARIANTS[r["variant"]].small_batch else 2)
+        assert r["sample_ms_per_image"] == pytest.approx(r["forward_ms"] * 2 / r["batch"])
+
+
+def test_the_plot_is_written_beside_the_json(result):
+    _, out = result
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(fused_available(), reason="mamba-ssm is installed here")
+def test_fused_points_are_skipped_with_the_reason_when_mamba_ssm_is_absent(result):
+    doc, _ = result
+    fused = [r for r in doc["rows"] if r["variant"] == "zigzag-8-fused"]
+    assert fused and all(r["status"] == "skipped" and r["reason"] for r in fused)
+    assert all(r["mixer_backend"] == "reference" for r in doc["rows"] if r["backbone"] != "dit" and r["status"] == "ok")
+
+
+def test_a_missing_mamba_ssm_is_a_recorded_skip_not_a_crash(monkeypatch):
+    from zigma.mixer import FusedUnavailableError
+
+    def no_kernels(*args, **kwargs):
+        raise FusedUnavailableError("mixer backend 'fused' needs the packages mamba-ssm and causal-conv1d")
+
+    monkeypatch.setattr(bench, "measure_point", no_kernels)
+    cfg = bench.make_config(tokens="16", variants="zigzag-8", mixer_check=False, permute_check=False, **TINY)
+    doc = bench.run(cfg, log=lambda s: None)
+    assert doc["rows"][0]["status"] == "skipped" and "mamba-ssm" in doc["rows"][0]["reason"]
+
+
+def test_the_report_plots_the_rows_including_skipped_ones(result):
+    from harness.report.plots import bench_plot
+
+    assert bench_plot(result[0]["rows"])[:4] == b"\x89PNG"
+
+
+def test_an_out_of_memory_point_is_recorded_and_the_run_goes_on(monkeypatch):
+    real = bench.measure_point
+
+    def flaky(variant, tokens, *args):
+        if tokens == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(variant, tokens, *args)
+
+    monkeypatch.setattr(bench, "measure_point", flaky)
+    cfg = bench.make_config(tokens="4,16", variants="attention", mixer_check=False, permute_check=False, **TINY)
+    rows = bench.run(cfg, log=lambda s: None)["rows"]
+    assert [r["status"] for r in rows] == ["oom", "ok"]
+    assert "out of memory" in rows[0]["reason"] and rows[0]["step_ms"] is None and rows[1]["step_ms"] > 0
+
+
+def test_a_spent_time_budget_skips_the_remaining_points():
+    cfg = bench.make_config(tokens="4,16", variants="zigzag-8,attention", time_budget_s=-1.0, mixer_check=False,
+                            permute_check=False, **TINY)
+    rows = bench.run(cfg, log=lambda s: None)["rows"]
+    assert len(rows) == 4 and all(r["status"] == "skipped" and "budget" in r["reason"] for r in rows)
+
+
+def test_an_unknown_variant_is_refused_with_a_near_match():
+    with pytest.raises(ValueError, match="Did you mean 'zigzag-8-around'"):
+        bench.make_config(variants="zigzag-8-arround")
+
+
+def test_goal_ratios_compare_variants_measured_at_the_same_tokens():
+    row = lambda v, n, ms, img, mem: dict(variant=v, tokens=n, status="ok", step_ms=ms, train_images_per_s=img,  # noqa: E731
+                                          peak_memory_gb=mem, sample_ms_per_image=ms, params_m=100.0)
+    rows = [row("zigzag-8", 1024, 102.0, 40.0, 3.0), row("no-scan", 1024, 100.0, 41.0, 3.0),
+            row("attention", 1024, 80.0, 50.0, 6.0), row("zigzag-8-around", 1024, 110.0, 37.0, 3.0),
+            row("attention", 4096, 80.0, 50.0, 6.0)]
+    ratios = goal_ratios({"rows": rows, "device": "NVIDIA H100"})
+    assert ratios["zigma_over_dit_throughput"] == {1024: pytest.approx(0.8)}
+    assert ratios["zigma_over_dit_peak_memory"] == {1024: pytest.approx(0.5)}
+    assert ratios["scan_overhead_pct"] == {1024: pytest.approx(2.0)}
+    assert ratios["relative_speedup_over_around"] == {1024: pytest.approx(110 / 102)}
+    goal = next(g for g in ratios["goals"] if g["key"] == "zigma_over_dit_throughput" and g["tokens"] == 1024)
+    assert goal["met"] is False and goal["value"] == pytest.approx(0.8)
+
+
+def test_the_gather_with_an_inverse_backward_equals_index_select_on_values_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(37, generator=g)
+    x = torch.randn(3, 37, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 37, 5, generator=g, dtype=torch.float64)
+    ours = PermuteTokens.apply(x, idx, torch.argsort(idx))
+    (grad,) = torch.autograd.grad((ours * w).sum(), x)
+    ref = x.index_select(1, idx)
+    (grad_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.equal(ours, ref) and torch.equal(grad, grad_ref)
+
+
+def test_the_mixer_check_compares_against_a_linear_stack_of_about_its_size(result):
+    doc, _ = result
+    (row,) = doc["mixer_vs_linear"]
+    assert abs(row["linear_params"] - row["mixer_params"]) <= 65 * 64 / 2 + 1   # within half a Linear(64, 64)
+    assert row["ratio"] == pytest.approx(row["mixer_ms"] / row["linear_ms"])
+
+
+def test_harness_bench_writes_the_json_through_the_cli(tmp_path):
+    from harness.cli import app
+
+    out = tmp_path / "b.json"
+    res = CliRunner().invoke(app, ["bench", "--device", "cpu", "--size", "tiny", "--tokens", "16", "--variants",
+                                   "attention", "--batch-tokens", "16", "--warmup", "0", "--iters", "1",
+                                   "--no-mixer-check", "--no-permute-check", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["rows"][0]["status"] == "ok" and out.with_suffix(".png").exists()
+
+
+def test_the_bench_imports_only_zigma_torch_numpy_and_matplotlib():
+    code = "import sys, benchmarks.bench; print(' '.join(sorted(sys.modules)))"
+    loaded = {m.split(".")[0] for m in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                      check=True, timeout=120).stdout.split()}
+    assert not loaded & {"plugins", "harness", "pydantic", "optuna", "mlflow", "yaml", "typer", "pluggy"}
+
+
+@pytest.mark.slow  # dynamo tracing: ~10-25 s on a busy 2-core CPU
+def test_the_compiled_variant_runs_with_the_mixers_left_eager(monkeypatch):
+    compiled = []
+    real_disable = torch.compiler.disable
+
+    def spy(fn, *args, **kwargs):
+        compiled.append(getattr(fn, "__self__", None))
+        return real_disable(fn, *args, **kwargs)
+
+    monkeypatch.setattr(torch.compiler, "disable", spy)
+    cfg = bench.make_config(tokens="4", variants="zigzag-8-compiled", compile_backend="eager", mixer_check=False,
+                            permute_check=False, **TINY)
+    (row,) = bench.run(cfg, log=lambda s: None)["rows"]
+    assert row["status"] == "ok" and row["compiled"] and row["step_ms"] > 0
+    assert len(compiled) == 4 and all(type(m).__name__ == "MambaMixer" for m in compiled)
