@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["SEED_STRIDE", "sample_seeds", "stream_seed", "per_sample_normal", "PerSampleNoise"]
+__all__ = ["SEED_STRIDE", "PerSampleNoise", "per_sample_normal", "sample_seeds", "stream_seed"]
 
 SEED_STRIDE = 1_000_003          # a prime larger than any number of samples drawn from one seed
 _MASK = 2**64 - 1

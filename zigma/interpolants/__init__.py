@@ -18,8 +18,7 @@ from .samplers import LAST_STEPS, Dopri5, Euler, EulerMaruyama, Heun, SampleResu
 from .transport import LOSS_WEIGHTS, PREDICTIONS, TIME_SAMPLERS, Transport
 
 __all__ = [
-    "Path", "LinearPath", "GVPPath", "VPPath", "PATHS", "DIFFUSION_FORMS",
-    "Transport", "PREDICTIONS", "LOSS_WEIGHTS", "TIME_SAMPLERS",
-    "SampleResult", "Euler", "Heun", "Dopri5", "EulerMaruyama", "SDEHeun", "LAST_STEPS", "cfg_model_fn",
-    "log_likelihood", "LikelihoodResult", "GaussianData",
+    "DIFFUSION_FORMS", "LAST_STEPS", "LOSS_WEIGHTS", "PATHS", "PREDICTIONS", "TIME_SAMPLERS", "Dopri5",
+    "Euler", "EulerMaruyama", "GVPPath", "GaussianData", "Heun", "LikelihoodResult", "LinearPath", "Path",
+    "SDEHeun", "SampleResult", "Transport", "VPPath", "cfg_model_fn", "log_likelihood",
 ]

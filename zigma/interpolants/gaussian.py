@@ -28,34 +28,42 @@ class GaussianData:
 
     def _coeffs(self, path: Path, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         t = t.reshape(-1, 1, 1).to(self.cov)                                   # (N, 1, 1)
-        return path.alpha(t), path.sigma(t), path.d_alpha(t), path.sigma_d_sigma(t)
+        a = path.alpha(t)
+        return a, path.sigma(t), path.d_alpha(t), path.sigma_d_sigma(t)
+
+    def _fields(self, path: Path, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Mean a m (N, D), Sigma_t (N, D, D), drift matrix A_t (N, D, D) and a' m (N, D)."""
+        a, s, da, sds = self._coeffs(path, t)
+        eye = torch.eye(self.dim, dtype=self.cov.dtype, device=self.cov.device)
+        cov_t = a**2 * self.cov + s**2 * eye
+        cross = a * da * self.cov + sds * eye                                  # (N, D, D) Cov(ut, xt)
+        drift = torch.linalg.solve(cov_t, cross, left=False)                   # cross @ inv(cov_t)
+        return a[:, :, 0] * self.mean, cov_t, drift, da[:, :, 0] * self.mean
+
+    @staticmethod
+    def _times(t: Tensor, x: Tensor) -> Tensor:
+        """(N,) or () times -> (N,), or (1,) when all are equal (one solve broadcast over the batch)."""
+        t = t.reshape(-1)
+        return t[:1] if bool((t == t[0]).all()) else t.expand(x.shape[0])
 
     def marginal(self, path: Path, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean (N, D) and covariance (N, D, D) of xt at times t (N,)."""
-        a, s, _, _ = self._coeffs(path, t)
-        eye = torch.eye(self.dim, dtype=self.cov.dtype, device=self.cov.device)
-        return a[:, :, 0] * self.mean, a**2 * self.cov + s**2 * eye
+        mean, cov_t, _, _ = self._fields(path, t)
+        return mean, cov_t
 
     def drift_matrix(self, path: Path, t: Tensor) -> Tensor:
         """A_t = (a a' S + s s' I) Sigma_t^{-1} (N, D, D): v*(x, t) = a' m + A_t (x - a m)."""
-        a, s, da, sds = self._coeffs(path, t)
-        eye = torch.eye(self.dim, dtype=self.cov.dtype, device=self.cov.device)
-        _, cov_t = self.marginal(path, t)
-        cross = a * da * self.cov + sds * eye                                  # (N, D, D) Cov(ut, xt)
-        return torch.linalg.solve(cov_t, cross, left=False)                    # cross @ inv(cov_t)
+        return self._fields(path, t)[2]
 
     def velocity(self, path: Path, x: Tensor, t: Tensor) -> Tensor:
         """v*(x, t) = E[ut | xt = x] (N, D)."""
-        t = t.expand(x.shape[0]) if t.dim() == 0 else t
-        a, _, da, _ = self._coeffs(path, t)
-        mu = a[:, :, 0] * self.mean                                            # (N, D)
-        return (da[:, :, 0] * self.mean + (self.drift_matrix(path, t) @ (x - mu).unsqueeze(-1))[..., 0]).to(x)
+        mean, _, drift, d_mean = self._fields(path, self._times(t, x))
+        return (d_mean + ((x - mean).unsqueeze(1) @ drift.transpose(1, 2))[:, 0]).to(x)
 
     def score(self, path: Path, x: Tensor, t: Tensor) -> Tensor:
         """grad log p_t(x) = -Sigma_t^{-1} (x - a m) (N, D)."""
-        t = t.expand(x.shape[0]) if t.dim() == 0 else t
-        mu, cov_t = self.marginal(path, t)
-        return -torch.linalg.solve(cov_t, (x - mu).unsqueeze(-1))[..., 0].to(x)
+        mean, cov_t, _, _ = self._fields(path, self._times(t, x))
+        return -torch.linalg.solve(cov_t, (x - mean).unsqueeze(-1))[..., 0].to(x)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log N(x; m, S) (N,)."""

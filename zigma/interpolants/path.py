@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["Path", "LinearPath", "GVPPath", "VPPath", "PATHS", "DIFFUSION_FORMS", "expand_t"]
+__all__ = ["DIFFUSION_FORMS", "PATHS", "GVPPath", "LinearPath", "Path", "VPPath", "expand_t"]
 
 #: SDE diffusion coefficient forms w_t (registry keys of the `diffusion_form` option).
 DIFFUSION_FORMS: tuple[str, ...] = ("constant", "sbdm", "sigma", "linear", "decreasing", "increasing-decreasing")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import Tensor
@@ -20,7 +21,7 @@ from ..random import PerSampleNoise
 from .path import DIFFUSION_FORMS, expand_t
 from .transport import Transport
 
-__all__ = ["SampleResult", "Euler", "Heun", "Dopri5", "EulerMaruyama", "SDEHeun", "cfg_model_fn", "LAST_STEPS"]
+__all__ = ["LAST_STEPS", "Dopri5", "Euler", "EulerMaruyama", "Heun", "SDEHeun", "SampleResult", "cfg_model_fn"]
 
 #: How an SDE run ends (SiT's `last_step`): 'mean' = one noiseless step of the SDE drift, 'euler' = one ODE step,
 #: 'tweedie' = E[x1 | xt], 'none' = stop at t1 = 1 - sample_eps.
@@ -31,7 +32,7 @@ ModelFn = Callable[[Tensor, Tensor], Tensor]
 
 @dataclass(frozen=True)
 class SampleResult:
-    """x1: samples (N, ...); nfe: model_fn calls; trajectory: (steps + 1, N, ...) states when asked for."""
+    """x1: samples (N, ...); nfe: model_fn calls; trajectory: (S, N, ...) every state from x0 on, when asked for."""
 
     x1: Tensor
     nfe: int
@@ -82,7 +83,7 @@ class _FixedStepODE:
 
         ts = _grid(*transport.sample_interval(), self.steps)
         x, traj = x0, [x0]
-        for t, t_next in zip(ts[:-1], ts[1:]):
+        for t, t_next in pairwise(ts):
             x = self._step(v, x, t, t_next - t)
             if return_trajectory:
                 traj.append(x)
@@ -187,8 +188,10 @@ class _SDE:
             raise ValueError(f"need one seed per sample: {len(seeds)} seeds for {x0.shape[0]} samples")
         t0, t1 = transport.sample_interval(sde=True, diffusion_form=self.diffusion_form,
                                            last_step_size=self.last_step_size)
-        if self.diffusion_form == "sbdm" and t0 == 0.0 and transport.path.name in ("linear", "gvp"):
-            raise ValueError("the 'sbdm' diffusion is infinite at t=0 on this path; give the transport sample_eps > 0")
+        w0 = transport.path.diffusion(torch.tensor(t0, dtype=torch.float64), self.diffusion_form, self.diffusion_norm)
+        if not torch.isfinite(w0):
+            raise ValueError(f"the {self.diffusion_form!r} diffusion is infinite at t0={t0} on the "
+                             f"{transport.path.name!r} path; give the transport sample_eps > 0")
         fn, noise = _Counted(model_fn), PerSampleNoise(seeds, stream=1)
 
         def w(x: Tensor, t: float) -> Tensor:
@@ -202,7 +205,7 @@ class _SDE:
 
         x, traj = x0, [x0]
         ts = _grid(t0, t1, self.steps)
-        for t, t_next in zip(ts[:-1], ts[1:]):
+        for t, t_next in pairwise(ts):
             x = self._step(drift, w, noise, x, t, t_next - t)
             if return_trajectory:
                 traj.append(x)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .path import Path, VPPath, expand_t
 
-__all__ = ["Transport", "PREDICTIONS", "LOSS_WEIGHTS", "TIME_SAMPLERS"]
+__all__ = ["LOSS_WEIGHTS", "PREDICTIONS", "TIME_SAMPLERS", "Transport"]
 
 PREDICTIONS: tuple[str, ...] = ("velocity", "noise", "score")
 LOSS_WEIGHTS: tuple[str, ...] = ("none", "velocity", "likelihood")
