@@ -1,8 +1,78 @@
-"""Built-in plugin: metrics (thin adapters around zigma; filled in by its issue)."""
+"""Built-in plugin: metrics. Maths in zigma.metrics; extractors, caching and metric classes in plugins/_metrics."""
 
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from ._metrics.cond_accuracy import CondAccuracy, CondAccuracyOptions
+from ._metrics.features import EffNetLite0
+from ._metrics.frechet import EffNetOptions, FeatureMetricOptions, FrechetMetric, KIDMetric, KIDOptions
+from .errors import MissingDependencyError
 from .hookspecs import hookimpl
+from .specs import MetricEntry
+
+
+class FIDOptions(FeatureMetricOptions):
+    weights_path: str | None = None    # inception-2015-12-05.pt (else $ZIGMA_HARNESS_INCEPTION_WEIGHTS)
+    batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _weights_exist(self) -> FIDOptions:
+        """Missing weights fail at `harness validate`, before any training (no network, clean-fid untouched)."""
+        from ._metrics.inception import resolve_weights
+
+        try:
+            resolve_weights(self.weights_path)
+        except MissingDependencyError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+def build_fd_effnet(**options) -> FrechetMetric:
+    o = EffNetOptions(**options)
+    return FrechetMetric("fd-effnet", EffNetLite0(o.input_size), o, label="FD-EffNetLite0")
+
+
+def build_kid(**options) -> KIDMetric:
+    o = KIDOptions(**options)
+    return KIDMetric("kid", EffNetLite0(o.input_size), o, label="KID-EffNetLite0")
+
+
+def build_frame_fd(**options) -> FrechetMetric:
+    o = EffNetOptions(**options)
+    return FrechetMetric("frame-fd", EffNetLite0(o.input_size), o, label="FD-EffNetLite0 per frame", per_frame=True)
+
+
+def build_fid(**options) -> FrechetMetric:
+    """Fails here — at validation, before clean-fid or the network is touched — when the weights are absent."""
+    from ._metrics.inception import CleanInception, resolve_weights
+
+    o = FIDOptions(**options)
+    return FrechetMetric("fid", CleanInception(resolve_weights(o.weights_path)), o, label="FID (clean-fid)")
+
+
+def build_cond_accuracy(**options) -> CondAccuracy:
+    return CondAccuracy(CondAccuracyOptions(**options))
 
 
 @hookimpl
 def register_metrics(register):
-    """Registers nothing yet."""
+    """fd-effnet, kid, fid, frame-fd, cond-accuracy."""
+    register(MetricEntry(
+        name="fd-effnet", label="FD-EffNetLite0", modality="image", build=build_fd_effnet, options=EffNetOptions,
+        description="Fréchet distance on ImageNet EfficientNet-Lite0 pooled features (offline; not FID)"))
+    register(MetricEntry(
+        name="kid", label="KID-EffNetLite0", modality="image", build=build_kid, options=KIDOptions,
+        description="kernel (poly-3 MMD^2) distance on the same EfficientNet-Lite0 features"))
+    register(MetricEntry(
+        name="fid", label="FID", modality="image", build=build_fid, options=FIDOptions,
+        description="clean-fid Inception FID; needs inception-2015-12-05.pt (weights_path or "
+                    "ZIGMA_HARNESS_INCEPTION_WEIGHTS)"))
+    register(MetricEntry(
+        name="frame-fd", label="FD-EffNetLite0 per frame", modality="video", build=build_frame_fd,
+        options=EffNetOptions, description="fd-effnet over all frames of generated vs real videos"))
+    register(MetricEntry(
+        name="cond-accuracy", label="cond. accuracy", modality="image", higher_is_better=True,
+        build=build_cond_accuracy, options=CondAccuracyOptions,
+        description="fraction of samples whose colour, shape and position (classifier on real data) match "
+                    "their conditioning"))

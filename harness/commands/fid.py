@@ -1,7 +1,41 @@
-"""`harness fid` (to be filled in by its issue)."""
+"""`harness fid prefetch [--dest PATH]`: fetch clean-fid's Inception weights on a machine with internet access."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from plugins._metrics import inception
+
+__all__ = ["register", "fid_app"]
+
+fid_app = typer.Typer(help="Inception FID weights: fetch them once, then point the `fid` metric at them.",
+                      no_args_is_help=True)
+
+
+@fid_app.command("prefetch")
+def prefetch(
+    dest: Path = typer.Option(inception.DEFAULT_DEST, "--dest", help="where to write inception-2015-12-05.pt"),
+    force: bool = typer.Option(False, "--force", help="download again even if the file exists"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be downloaded, touch nothing"),
+) -> None:
+    """Download the Inception weights for the `fid` metric (about 95 MB) and print how to use them."""
+    dest = dest.expanduser()
+    if dest.is_dir():
+        dest = dest / inception.WEIGHTS_NAME
+    if dry_run:
+        typer.echo(f"would download {inception.WEIGHTS_URL}\n          to {dest}")
+    elif dest.is_file() and not force:
+        typer.echo(f"{dest} already exists (use --force to download again)")
+    else:
+        typer.echo(f"downloading {inception.WEIGHTS_URL} ...")
+        inception.download_weights(dest)
+        typer.echo(f"saved {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+    typer.echo(f"use it with:  export {inception.ENV_VAR}={dest}\n"
+               f"or in a study:  eval: {{metric_options: {{fid: {{weights_path: {dest}}}}}}}\n"
+               f"(offline machines: copy the file over and do the same)")
+
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet."""
+    app.add_typer(fid_app, name="fid")

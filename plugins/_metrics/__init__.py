@@ -1,0 +1,1 @@
+"""Private helpers of the metrics plugin: feature extractors, reference cache, metric classes, cost."""
