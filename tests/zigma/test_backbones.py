@@ -246,3 +246,13 @@ def test_every_size_has_a_row_per_family_that_the_blocks_can_split():
         assert all(r.width % 4 == 0 for r in rows.values()), f"{size}: 2-D sin-cos needs width % 4 == 0"
     m = build_vim(size="tiny", input_shape=(4, 8, 8), patch_size=2, device="meta")
     assert len(m.blocks) == SIZES["tiny"]["mamba"].depth
+
+
+def test_counting_one_block_times_depth_equals_counting_every_block():
+    from zigma.scans import Parallel
+    models = [build_zigma(size="tiny", input_shape=(2, 3, 8, 8), patch_size=2, scan=Parallel(zigzag_paths, 4, name="p"),
+                          context_dim=8, mlp_ratio=2.0),
+              build_dit(size="tiny", input_shape=(3, 8, 8), patch_size=1, context_dim=8)]
+    for m in models:
+        x, ctx = torch.randn(2, *m.input_shape), torch.randn(2, 3, 8)
+        assert flops(m, x, context=ctx, identical_blocks=True) == flops(m, x, context=ctx)

@@ -1,4 +1,4 @@
-"""Model sizes: the one table that size names (`tiny`, `S`, `B`, `L`, `XL`) are read from.
+"""Model sizes: the one table that size names (`tiny`, `XS`, `S`, `B`, `L`, `XL`) are read from.
 
 Each size has a row per block family, because a Mamba block (mixer + adaLN, no MLP) holds about half the
 parameters of a DiT block (attention + MLP + adaLN): the released ZigMa sizes use twice DiT's depth.
@@ -6,7 +6,7 @@ parameters of a DiT block (attention + MLP + adaLN): the released ZigMa sizes us
 - mamba (zigma, vim): ZigMa's factory presets S 368x24, B 768x24, L 1024x48 (model_zigma.py); XL is ours
   (DiT-XL's width, twice its depth). `heads` x `head_dim` is the text cross-attention (8 x 64 in ZigMa).
 - attention (dit): DiT's S/B/L/XL (width x depth, heads); head_dim = width / heads.
-- tiny: ours, for CPU tests.
+- tiny: ours, for CPU tests. XS: ours, for small GPU studies (about 7 M parameters in either family).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Size:
 
 SIZES: dict[str, dict[str, Size]] = {
     "tiny": {"mamba": Size(64, 4, 4, 16), "attention": Size(64, 2, 4, 16)},
+    "XS": {"mamba": Size(256, 12, 4, 64), "attention": Size(256, 6, 4, 64)},
     "S": {"mamba": Size(368, 24, 8, 64), "attention": Size(384, 12, 6, 64)},
     "B": {"mamba": Size(768, 24, 8, 64), "attention": Size(768, 12, 12, 64)},
     "L": {"mamba": Size(1024, 48, 8, 64), "attention": Size(1024, 24, 16, 64)},
