@@ -9,20 +9,23 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import time
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from zigma.mixer import MambaMixer, selective_scan_naive, selective_scan_ref
 
 
 def scan_inputs(batch, width, d_state, length, generator):
     """Mixer-like scan inputs (fp32, requires_grad): dt ~ softplus(N(-4, 1)) as at init, A = -[1..N]."""
-    r = lambda *s: torch.randn(*s, generator=generator)  # noqa: E731
+    def r(*shape):
+        return torch.randn(*shape, generator=generator)
+
     t = {"u": r(batch, width, length), "delta": r(batch, width, length) - 4.0,
          "A": -torch.arange(1, d_state + 1.0).expand(width, d_state).contiguous(),
          "B": r(batch, d_state, length), "C": r(batch, d_state, length), "D": torch.ones(width),
@@ -64,8 +67,8 @@ def bench_scan(args, g):
     rows = []
     for length in args.tokens:
         inputs = scan_inputs(args.batch, 2 * args.d_model, args.d_state, length, g)
-        ref = lambda: selective_scan_ref(**inputs, delta_softplus=True)  # noqa: E731
-        loop = lambda: selective_scan_naive(**inputs, delta_softplus=True)  # noqa: E731
+        ref = functools.partial(selective_scan_ref, **inputs, delta_softplus=True)
+        loop = functools.partial(selective_scan_naive, **inputs, delta_softplus=True)
         leaves = list(inputs.values())
         runs = {"ref fwd": timer(ref, leaves, False), "ref fwd+bwd": timer(ref, leaves, True),
                 "loop fwd": timer(loop, leaves, False), "loop fwd+bwd": timer(loop, leaves, True)}
@@ -85,10 +88,9 @@ def bench_mixer(args, g):
             batch = max(1, args.batch_tokens // length)
             x = torch.randn(batch, length, d_model, generator=g, requires_grad=True)
             leaves = [x, *mixer.parameters(), *stack.parameters()]
-            runs = {"mixer fwd": timer(lambda: mixer(x), leaves, False),
-                    "mixer fwd+bwd": timer(lambda: mixer(x), leaves, True),
-                    "linear fwd": timer(lambda: stack(x), leaves, False),
-                    "linear fwd+bwd": timer(lambda: stack(x), leaves, True)}
+            run_mixer, run_stack = functools.partial(mixer, x), functools.partial(stack, x)
+            runs = {"mixer fwd": timer(run_mixer, leaves, False), "mixer fwd+bwd": timer(run_mixer, leaves, True),
+                    "linear fwd": timer(run_stack, leaves, False), "linear fwd+bwd": timer(run_stack, leaves, True)}
             t = best_of(runs, args.repeats)
             rows.append({"d_model": d_model, "tokens": length, "batch": batch, "params": params,
                          "linear params": sum(p.numel() for p in stack.parameters()),
@@ -100,7 +102,9 @@ def bench_mixer(args, g):
 
 def table(rows, columns):
     """A markdown table of the chosen columns (floats with 1-2 decimals)."""
-    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) and v < 10 else f"{v:.1f}" if isinstance(v, float) else str(v)  # noqa: E731
+    def fmt(v):
+        return (f"{v:.2f}" if v < 10 else f"{v:.1f}") if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)

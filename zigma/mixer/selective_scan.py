@@ -24,54 +24,87 @@ import torch.nn.functional as F
 __all__ = ["selective_scan_bld", "selective_scan_naive", "selective_scan_ref"]
 
 
-def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Inclusive scan h_t = a_t * h_{t-1} + b_t (h_{-1} = 0) along dim 1: a, b (M, L, F) -> h (M, L, F)."""
+def _scan(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Inclusive scan h_t = a_t * h_{t-1} + b_t (h_{-1} = 0) along dim 1: a, b (M, L, F) -> h (M, L, F).
+
+    Brent-Kung: fold pairs (2i, 2i+1) into one element, scan the half-length problem straight into the odd
+    slots of `out`, then extend to the even slots. `out` may be `b` itself (an in-place scan).
+    """
     n = b.shape[1]
+    h = torch.empty_like(b) if out is None else out
     if n == 1:
-        return b.clone()
+        return h.copy_(b)
     m = n // 2
     a_odd = a[:, 1 : 2 * m : 2]
-    # combine the pairs (2i, 2i+1): a product of two decays and the pair's own sum
-    b_pair = torch.addcmul(b[:, 1 : 2 * m : 2], a_odd, b[:, 0 : 2 * m : 2])
-    h_odd = _scan(a_odd * a[:, 0 : 2 * m : 2], b_pair) if m > 1 else b_pair
-    h = torch.empty_like(b)
-    h[:, 1 : 2 * m : 2] = h_odd
+    h_odd = h[:, 1 : 2 * m : 2]
+    torch.addcmul(b[:, 1 : 2 * m : 2], a_odd, b[:, 0 : 2 * m : 2], out=h_odd)  # each pair's own sum
+    if m > 1:
+        _scan(a_odd * a[:, 0 : 2 * m : 2], h_odd, out=h_odd)
     h[:, 0] = b[:, 0]
     if n > 2:  # even positions 2i (i >= 1) extend the prefix ending at 2i - 1
-        torch.addcmul(b[:, 2::2], a[:, 2::2], h_odd[:, : (n - 1) // 2], out=h[:, 2::2])
+        torch.addcmul(b[:, 2::2], a[:, 2::2], h[:, 1 : n - 1 : 2], out=h[:, 2::2])
     return h
 
 
-class _LinearScan(torch.autograd.Function):
-    """h = scan(a, b) with the adjoint scan as backward: g_t = dh_t + a_{t+1} g_{t+1}."""
+def _scan_reverse(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Reverse scan g_t = b_t + a_{t+1} * g_{t+1} (g_{L-1} = b_{L-1}) along dim 1 of (M, L, F) tensors."""
+    n = b.shape[1]
+    g = torch.empty_like(b) if out is None else out
+    if n == 1:
+        return g.copy_(b)
+    m, ne = n // 2, (n + 1) // 2  # full pairs (2i, 2i+1), even positions
+    g_even = g[:, 0::2]  # (M, ne, F): each pair folded onto its first element
+    torch.addcmul(b[:, 0 : 2 * m : 2], a[:, 1 : 2 * m : 2], b[:, 1 : 2 * m : 2], out=g_even[:, :m])
+    if ne > m:
+        g_even[:, m] = b[:, n - 1]
+    if ne > 1:
+        a_even = torch.empty_like(g_even)  # a_even[j] = a_{2j} a_{2j-1} carries pair j into pair j-1; [0] unused
+        torch.mul(a[:, 2::2], a[:, 1 : 2 * ne - 1 : 2], out=a_even[:, 1:])
+        _scan_reverse(a_even, g_even, out=g_even)
+    torch.addcmul(b[:, 1 : 2 * ne - 1 : 2], a[:, 2::2], g_even[:, 1:], out=g[:, 1 : 2 * ne - 1 : 2])
+    if ne == m:
+        g[:, n - 1] = b[:, n - 1]
+    return g
+
+
+class _SelectiveSSM(torch.autograd.Function):
+    """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, with a hand-written adjoint.
+
+    u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D). Saves the decays and states (N, L, D, S).
+    """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        h = _scan(a, b)
-        ctx.save_for_backward(a, h)
-        return h
+    def forward(ctx, u, dt, A, B, C):
+        n, L, d = u.shape
+        s = A.shape[1]
+        decay = torch.mul(dt.unsqueeze(-1), A).exp_()  # (N, L, D, S), exponents <= 0
+        drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (N, L, D, S)
+        h = _scan(decay.view(n, L, d * s), drive.view(n, L, d * s), out=drive.view(n, L, d * s)).view(n, L, d, s)
+        ctx.save_for_backward(u, dt, A, B, C, decay, h)
+        return torch.matmul(h, C.unsqueeze(-1)).squeeze(-1)  # (N, L, D)
 
     @staticmethod
-    def backward(ctx, dh: torch.Tensor):
-        a, h = ctx.saved_tensors
-        a_next = torch.empty_like(a)  # reversed time: a_next[s] = a[L - s] multiplies g_{L-s}
-        a_next[:, 0] = 0
-        a_next[:, 1:] = a[:, 1:].flip(1)
-        g = _scan(a_next, dh.flip(1)).flip(1)
-        da = torch.zeros_like(a)
-        torch.mul(g[:, 1:], h[:, :-1], out=da[:, 1:])
-        return da, g
+    def backward(ctx, dy):
+        u, dt, A, B, C, decay, h = ctx.saved_tensors
+        n, L, d, s = h.shape
+        dy = dy.contiguous()
+        dC = torch.matmul(dy.unsqueeze(-2), h).squeeze(-2)  # (N, L, S)
+        dh = dy.unsqueeze(-1) * C.unsqueeze(2)  # (N, L, D, S): direct gradient of each state
+        g = _scan_reverse(decay.view(n, L, d * s), dh.view(n, L, d * s), out=dh.view(n, L, d * s))  # in place
+        g = g.view(n, L, d, s)  # total gradient of each state
+        ddrive = torch.matmul(g, B.unsqueeze(-1)).squeeze(-1)  # (N, L, D) = d(dt * u)
+        dB = torch.matmul((dt * u).unsqueeze(-2), g).squeeze(-2)  # (N, L, S)
+        g[:, 1:].mul_(h[:, :-1])  # d(decay_t) = g_t h_{t-1}
+        g[:, 0].zero_()
+        g.mul_(decay)  # d(dt_t A) = d(decay_t) * decay_t
+        dA = torch.matmul(dt.reshape(n * L, d).t().unsqueeze(1), g.reshape(n * L, d, s).transpose(0, 1))
+        ddt = g.mul_(A).sum(-1) + ddrive * u  # (N, L, D)
+        return ddrive * dt, ddt, dA.squeeze(1), dB, dC
 
 
-def _ssm(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+def _ssm(u, dt, A, B, C):
     """Parallel SSM: u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D) with y_t = <C_t, h_t>."""
-    n, L, d = u.shape
-    s = A.shape[1]
-    u, dt, B, C = u.contiguous(), dt.contiguous(), B.contiguous(), C.contiguous()
-    decay = torch.exp(dt.unsqueeze(-1) * A)  # (N, L, D, S), exponents <= 0
-    drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (N, L, D, S)
-    h = _LinearScan.apply(decay.view(n, L, d * s), drive.view(n, L, d * s)).view(n, L, d, s)
-    return torch.matmul(h, C.unsqueeze(-1)).squeeze(-1)  # (N, L, D)
+    return _SelectiveSSM.apply(u.contiguous(), dt.contiguous(), A.contiguous(), B.contiguous(), C.contiguous())
 
 
 def _ssm_loop(u, dt, A, B, C):
