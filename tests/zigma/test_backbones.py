@@ -256,3 +256,20 @@ def test_counting_one_block_times_depth_equals_counting_every_block():
     for m in models:
         x, ctx = torch.randn(2, *m.input_shape), torch.randn(2, 3, 8)
         assert flops(m, x, context=ctx, identical_blocks=True) == flops(m, x, context=ctx)
+
+
+def test_sincos_embedding_encodes_column_then_row_and_learned_ones_start_at_zero():
+    from zigma.backbones.layers import PositionalEmbedding, sincos_2d
+    pe = sincos_2d(8, 3, 4).view(3, 4, 8)                                  # (h, w, D)
+    assert torch.equal(pe[0, :, :4], pe[2, :, :4]) and torch.equal(pe[:, 1, 4:], pe[:, 3, 4:])
+    assert not torch.equal(pe[0, 0], pe[0, 1]) and not torch.equal(pe[0, 0], pe[1, 0])
+    learned = PositionalEmbedding("learned", 8, (2, 3, 4), temporal=True)
+    assert learned.pos.shape == (1, 24, 8) and learned.temporal.shape == (1, 2, 1, 8)
+    assert sum(p.abs().sum() for p in learned.parameters()) == 0, "learned embeddings are zero-initialized"
+
+
+def test_video_model_with_temporal_embedding_adds_one_vector_per_frame():
+    kw = {"size": "tiny", "input_shape": (2, 3, 8, 8), "patch_size": 4, "scan": _scan("video"), "pos_embed": "sincos"}
+    plain, temporal = build_zigma(**kw), build_zigma(temporal_pos_embed=True, **kw)
+    assert temporal.num_params() - plain.num_params() == 2 * SIZES["tiny"]["mamba"].width
+    assert temporal(torch.randn(2, 2, 3, 8, 8), torch.rand(2)).shape == (2, 2, 3, 8, 8)
