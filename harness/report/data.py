@@ -30,6 +30,7 @@ __all__ = ["StudyData", "load_study_data", "short_key", "variant_label"]
 
 #: metric histories fetched per run (plus every eval metric of the study)
 HISTORY_METRICS = ("train_loss",)
+_NOT_METRICS = {"seed", "resumed_from_step", "trial_key", "label", "params", "status", "failure"}
 _STATUS_FROM_MLFLOW = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running",
                        "SCHEDULED": "running"}
 
@@ -269,8 +270,8 @@ def _flat_metrics(results: Any) -> dict[str, float]:
     if not isinstance(results, dict):
         return {}
     src = results.get("metrics") if isinstance(results.get("metrics"), dict) else results
-    return {k: float(v) for k, v in src.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and not k.startswith("meta.")}
+    return {k: float(v) for k, v in src.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            and not k.startswith("meta.") and k not in _NOT_METRICS}
 
 
 def _rows_from_folders(data: StudyData, seen: set[str], specs: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ Benchmark results file (written by `harness bench`, read here), JSON:
     {"rows": [{"backbone": "zigma", "tokens": 256, "train_images_per_s": 812.0, "step_ms": 39.4,
                "peak_memory_gb": 1.2, "device": "NVIDIA H100 80GB HBM3", ...}, ...]}
 `tokens` is the sequence length (patches x frames); a row may give `train_images_per_s` or `step_ms` or both, and
-`peak_memory_gb` may be absent. Any other keys (resolution, batch_size, dtype, scan) are kept but not plotted.
+`peak_memory_gb` may be absent. One line per `variant` (else per `backbone`) and device; rows whose `status` is
+not "ok" are left out. Other keys (grid, batch, dtype, scan) are kept in summary.json but not plotted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .tables import MetricInfo, Table
 
@@ -63,8 +64,11 @@ def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricI
             if len(seeds) > 1:
                 ax.fill_between(steps, [min(v) for v in by_step], [max(v) for v in by_step], color=color,
                                 alpha=0.15, lw=0)
-        if info.name in ("train_loss",) and all(v > 0 for s in curves.values() for p in s for _, v in p):
+        values = [v for s in curves.values() for p in s for _, v in p]
+        if info.name == "train_loss" and min(values) > 0 and max(values) / min(values) > 10:
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{info.title} {info.arrow}")
         ax.set_title(f"{info.title} vs training step (mean over seeds; band: min–max)")
@@ -78,7 +82,9 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
     """Throughput and peak memory vs token count, log-log, one line per (backbone, device)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((str(r.get("backbone", "?")), str(r.get("device", ""))), []).append(r)
+        if r.get("status", "ok") == "ok":
+            name = r.get("variant") or r.get("backbone", "?")
+            groups.setdefault((str(name), str(r.get("device", ""))), []).append(r)
     devices = sorted({d for _, d in groups})
 
     def thr(r: dict[str, Any]) -> float | None:
@@ -87,8 +93,8 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
         return None
 
     def draw():
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.6, 3.6))
-        use_ms = not any(thr(r) is not None for r in rows)
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.4, 3.8))
+        use_ms = not any(thr(r) is not None for rs in groups.values() for r in rs)
         for color, ((bb, dev), rs) in zip(_colors(len(groups)), sorted(groups.items())):
             rs = sorted(rs, key=lambda r: float(r["tokens"]))
             label = bb if len(devices) == 1 else f"{bb} · {dev}"
@@ -107,6 +113,8 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
         for ax in (a1, a2):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("tokens per sample (log)")
             if ax.get_legend_handles_labels()[0]:

@@ -33,6 +33,11 @@ def _get(doc: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def _shas(shas: list[str]) -> list[str]:
+    """The full SHA when all trials ran from one commit, 12-character prefixes when from several."""
+    return shas if len(shas) < 2 else [s[:12] for s in shas]
+
+
 def provenance(study: StudyData) -> dict[str, Any]:
     """One study's provenance, each field the sorted set of values over its completed trials."""
     docs = list(study.provenance.values())
@@ -58,7 +63,7 @@ def provenance(study: StudyData) -> dict[str, Any]:
         "study": study.name,
         "description": study.description,
         "preset": study.preset or "",
-        "git_sha": _vals(_get(d, "git_sha", "git") for d in docs),
+        "git_sha": _shas(_vals(_get(d, "git_sha", "git") for d in docs)),
         "git_dirty": _vals(_get(d, "git_dirty") for d in docs),
         "devices": _vals(device),
         "precision": _vals(_get(d, "precision", "precision_flags") for d in docs if

@@ -232,7 +232,18 @@ def _markdown(disp: dict[str, Any]) -> str:
     cols = [h for h, _ in disp["head"]]
     body = [[f"**{t}**" if "best" in cls else t for t, cls, _ in row["cells"]] for row in disp["rows"]]
     align = ["left" if cls == "key" else "right" for _, cls in disp["head"]]
-    return pd.DataFrame(body, columns=cols).to_markdown(index=False, colalign=align)
+    return pd.DataFrame(body, columns=cols).to_markdown(index=False, colalign=align, disable_numparse=True)
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _seed(v: Any) -> str:
+    return str(int(v)) if isinstance(v, int | float) and math.isfinite(v) and float(v).is_integer() else str(v)
 
 
 def _raw_trials(studies: list[StudyData], tables: list[Table], multi: bool) -> dict[str, Any]:
@@ -243,13 +254,12 @@ def _raw_trials(studies: list[StudyData], tables: list[Table], multi: bool) -> d
     rows = []
     for s in studies:
         for _, t in s.trials.iterrows():
-            vals = [fmt(float(t[f"metrics.{m.name}"]), dec[m.name]) if f"metrics.{m.name}" in t.index and
-                    t[f"metrics.{m.name}"] == t[f"metrics.{m.name}"] and t[f"metrics.{m.name}"] is not None
-                    else "–" for m in metrics]
-            rows.append(([s.name] if multi else []) + [t["variant"], str(t["seed"]), t["status"], *vals,
+            vals = [fmt(_number(t.get(f"metrics.{m.name}")), dec[m.name]) for m in metrics]
+            rows.append(([s.name] if multi else []) + [t["variant"], _seed(t["seed"]), t["status"], *vals,
                                                        (t["run_id"] or "")[:12]])
-    return {"head": head, "rows": rows, "markdown": pd.DataFrame(rows, columns=head).to_markdown(index=False)
-            if rows else ""}
+    align = ["left" if h in ("study", "variant", "status", "MLflow run") else "right" for h in head]
+    markdown = pd.DataFrame(rows, columns=head).to_markdown(index=False, colalign=align, disable_numparse=True)
+    return {"head": head, "rows": rows, "markdown": markdown if rows else ""}
 
 
 def _results_frame(studies: list[StudyData]) -> pd.DataFrame:
