@@ -68,11 +68,18 @@ def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, d
     if c.conditioning.kind == "text":
         if not info.captions:
             raise ConfigError(f"conditioning.kind=text but dataset {info.name!r} has no captions")
-        context_dim = context_dim or c.conditioning.text_encoder_options.get("dim")
+        if context_dim is None:
+            text_entry = entries["text_encoder"]
+            opts = c.conditioning.text_encoder_options
+            context_dim = (text_entry.options.model_validate(opts).dim if text_entry.options is not None
+                           else opts.get("dim"))
     options = dict(c.backbone.options)
     entry = entries["backbone"]
     if entry.options is not None:
         options = entry.options.model_validate(options).model_dump()
+    # parameter init drawn from a generator seeded by the trial seed: the same seed builds the same weights
+    generator = torch.Generator().manual_seed(seed) if torch.device(device).type == "cpu" else None
+    extra = {"generator": generator} if generator is not None else {}
     return entry.build(size=c.backbone.size, input_shape=info.shape, patch_size=c.backbone.patch_size, scan=scan,
                        num_classes=num_classes, context_dim=context_dim, pos_embed=c.backbone.pos_embed,
-                       mixer_backend=c.backbone.mixer_backend, device=device, dtype=dtype, **options)
+                       mixer_backend=c.backbone.mixer_backend, device=device, dtype=dtype, **extra, **options)
