@@ -67,39 +67,93 @@ def _scan_reverse(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = N
     return g
 
 
+def _chunk_len(n: int, length: int, d: int, s: int, device: torch.device) -> int:
+    """Tokens per chunk: one chunk's (N, T, D, S) tensors stay in cache on CPU, bounded in memory on GPU."""
+    target = 2**18 if device.type == "cpu" else 2**26  # elements of one (N, T, D, S) tensor
+    return max(16, min(length, target // (n * d * s)))
+
+
+def _chunk_states(u_dt, dt, A, B, start):
+    """Decays and states of one chunk: u_dt, dt (N, T, D); B (N, T, S); start (N, D, S) -> 2 x (N, T, D, S)."""
+    decay = torch.mul(dt.unsqueeze(-1), A).exp_()  # exponents <= 0
+    h = u_dt.unsqueeze(-1) * B.unsqueeze(2)  # the drive dt u B, scanned in place into the states
+    h[:, 0].addcmul_(decay[:, 0], start)  # the state carried in from the previous chunk
+    n, t, d, s = h.shape
+    _scan(decay.view(n, t, d * s), h.view(n, t, d * s), out=h.view(n, t, d * s))
+    return decay, h
+
+
+def _to_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
+    """(N, L, F) -> (L/T, N, T, F), contiguous, zero-padded to whole chunks (dt = 0 carries the state unchanged)."""
+    n, length, f = x.shape
+    nc = -(-length // T)
+    if nc * T != length:
+        x = torch.nn.functional.pad(x, (0, 0, 0, nc * T - length))
+    return x.view(n, nc, T, f).transpose(0, 1).contiguous()
+
+
+def _from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(L/T, N, T, F) -> (N, L, F)."""
+    nc, n, T, f = x.shape
+    return x.transpose(0, 1).reshape(n, nc * T, f)[:, :length]
+
+
 class _SelectiveSSM(torch.autograd.Function):
     """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, with a hand-written adjoint.
 
-    u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D). Saves the decays and states (N, L, D, S).
+    u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D). The sequence runs in chunks whose (N, T, D, S)
+    decays and states are never stored: only each chunk's starting state is saved, and backward recomputes
+    a chunk's states from it before running the adjoint scan over that chunk.
     """
 
     @staticmethod
     def forward(ctx, u, dt, A, B, C):
-        n, L, d = u.shape
-        s = A.shape[1]
-        decay = torch.mul(dt.unsqueeze(-1), A).exp_()  # (N, L, D, S), exponents <= 0
-        drive = (dt * u).unsqueeze(-1) * B.unsqueeze(2)  # (N, L, D, S)
-        h = _scan(decay.view(n, L, d * s), drive.view(n, L, d * s), out=drive.view(n, L, d * s)).view(n, L, d, s)
-        ctx.save_for_backward(u, dt, A, B, C, decay, h)
-        return torch.matmul(h, C.unsqueeze(-1)).squeeze(-1)  # (N, L, D)
+        n, length, d = u.shape
+        T = _chunk_len(n, length, d, A.shape[1], u.device)
+        u_dt, dt_c, B_c, C_c = (_to_chunks(x, T) for x in (u * dt, dt, B, C))  # (nc, N, T, .)
+        y = torch.empty_like(u_dt)
+        starts = u.new_zeros(u_dt.shape[0], n, d, A.shape[1])  # state entering each chunk
+        for c in range(u_dt.shape[0]):
+            _, h = _chunk_states(u_dt[c], dt_c[c], A, B_c[c], starts[c])
+            torch.matmul(h, C_c[c].unsqueeze(-1), out=y[c].unsqueeze(-1))
+            if c + 1 < starts.shape[0]:
+                starts[c + 1] = h[:, -1]
+        ctx.save_for_backward(u, dt, A, B, C, starts)
+        ctx.chunk = T
+        return _from_chunks(y, length)
 
     @staticmethod
     def backward(ctx, dy):
-        u, dt, A, B, C, decay, h = ctx.saved_tensors
-        n, L, d, s = h.shape
-        dy = dy.contiguous()
-        dC = torch.matmul(dy.unsqueeze(-2), h).squeeze(-2)  # (N, L, S)
-        dh = dy.unsqueeze(-1) * C.unsqueeze(2)  # (N, L, D, S): direct gradient of each state
-        g = _scan_reverse(decay.view(n, L, d * s), dh.view(n, L, d * s), out=dh.view(n, L, d * s))  # in place
-        g = g.view(n, L, d, s)  # total gradient of each state
-        ddrive = torch.matmul(g, B.unsqueeze(-1)).squeeze(-1)  # (N, L, D) = d(dt * u)
-        dB = torch.matmul((dt * u).unsqueeze(-2), g).squeeze(-2)  # (N, L, S)
-        g[:, 1:].mul_(h[:, :-1])  # d(decay_t) = g_t h_{t-1}
-        g[:, 0].zero_()
-        g.mul_(decay)  # d(dt_t A) = d(decay_t) * decay_t
-        dA = torch.matmul(dt.reshape(n * L, d).t().unsqueeze(1), g.reshape(n * L, d, s).transpose(0, 1))
-        ddt = g.mul_(A).sum(-1) + ddrive * u  # (N, L, D)
-        return ddrive * dt, ddt, dA.squeeze(1), dB, dC
+        with _no_autocast(dy.device):
+            return _SelectiveSSM._backward(ctx, dy)
+
+    @staticmethod
+    def _backward(ctx, dy):
+        u, dt, A, B, C, starts = ctx.saved_tensors
+        n, length, d = u.shape
+        T = ctx.chunk
+        u_dt, dt_c, B_c, C_c, dy_c = (_to_chunks(x, T) for x in (u * dt, dt, B, C, dy))  # (nc, N, T, .)
+        du_dt, ddt, dB, dC = (torch.empty_like(x) for x in (u_dt, u_dt, B_c, C_c))
+        dA = torch.zeros_like(A)
+        carry = None  # a_{t+1} g_{t+1} flowing back from the chunk after this one
+        for c in reversed(range(u_dt.shape[0])):
+            decay, h = _chunk_states(u_dt[c], dt_c[c], A, B_c[c], starts[c])
+            torch.matmul(dy_c[c].unsqueeze(-2), h, out=dC[c].unsqueeze(-2))
+            g = dy_c[c].unsqueeze(-1) * C_c[c].unsqueeze(2)  # direct gradient of each state
+            if carry is not None:
+                g[:, -1].add_(carry)
+            flat = (n, T, d * A.shape[1])
+            _scan_reverse(decay.view(flat), g.view(flat), out=g.view(flat))  # total gradient of each state
+            carry = decay[:, 0] * g[:, 0]
+            torch.matmul(g, B_c[c].unsqueeze(-1), out=du_dt[c].unsqueeze(-1))
+            torch.matmul(u_dt[c].unsqueeze(-2), g, out=dB[c].unsqueeze(-2))
+            g[:, 1:].mul_(h[:, :-1])  # d(decay_t) = g_t h_{t-1}
+            g[:, 0].mul_(starts[c])
+            g.mul_(decay)  # d(dt_t A) = d(decay_t) decay_t
+            torch.sum(g * A, dim=-1, out=ddt[c])
+            dA.add_(g.mul_(dt_c[c].unsqueeze(-1)).sum((0, 1)))
+        du_dt, ddt, dB, dC = (_from_chunks(x, length) for x in (du_dt, ddt, dB, dC))
+        return du_dt * dt, ddt.addcmul_(du_dt, u), dA, dB, dC
 
 
 def _ssm(u, dt, A, B, C):
