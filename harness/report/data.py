@@ -1,7 +1,7 @@
 """Load a finished study (runs/<study>/ or a tracking URI) into one tidy table: one row per trial.
 
 Columns of `StudyData.trials` (MLflow's own `search_runs` frame uses the same prefixes):
-`study, trial_key, label, variant, seed, status, failure, run_id`, then `axis.<key>` (typed axis values),
+`study, trial_key, label, variant, seed, status, failure, run_id, started, ended`, then `axis.<key>` (typed axis values),
 `metrics.<name>` (final values) and `params.<key>` (every logged parameter, as logged).
 
 What is read, in the layout of docs/ARCHITECTURE.md ("Study output folder and tracking layout"):
@@ -13,6 +13,7 @@ the run's artifacts as a fallback. `provenance.json` is read for `git_sha`, `ver
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -238,6 +239,7 @@ def _row_from_run(data: StudyData, key: str, run, client, tmp: Path) -> dict[str
     status = tags.get("harness.status") or _STATUS_FROM_MLFLOW.get(run.info.status, run.info.status.lower())
     row: dict[str, Any] = {"trial_key": key, "label": tags.get("harness.label", ""), "seed": seed,
                            "status": status, "failure": tags.get("harness.failure", ""), "run_id": run.info.run_id}
+    row["started"], row["ended"] = _iso(run.info.start_time), _iso(run.info.end_time)
     row.update({f"axis.{k}": v for k, v in axes.items()})
     row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
     row.update({f"params.{k}": v for k, v in params.items()})
@@ -263,6 +265,13 @@ def _row_from_run(data: StudyData, key: str, run, client, tmp: Path) -> dict[str
                 hist[m] = pts
     data.histories[run.info.run_id] = hist
     return row
+
+
+def _iso(ms: int | None) -> str:
+    """MLflow milliseconds -> '2024-05-01 12:30 UTC' ('' when unset)."""
+    if not ms:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _flat_metrics(results: Any) -> dict[str, float]:
@@ -315,7 +324,7 @@ def _frame(data: StudyData, rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.setdefault("label", "")
         if not row["label"]:
             row["label"] = f"{variant_label(ordered)} seed={row['seed']}"
-    first = ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id"]
+    first = ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id", "started", "ended"]
     cols = set().union(*(r.keys() for r in rows)) if rows else set(first)
     axis_cols = [f"axis.{k}" for b in data.blocks for k in b if f"axis.{k}" in cols]
     axis_cols = list(dict.fromkeys(axis_cols + sorted(c for c in cols if c.startswith("axis."))))

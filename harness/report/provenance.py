@@ -16,8 +16,10 @@ METRIC_NOTES = {
                  "numbers in papers, only with each other at the same sample count and reference set.",
     "fid": "FID uses Inception-V3 features. At fewer than 50k samples it is biased upward, so compare only runs "
            "with equal sample counts and reference statistics.",
-    "kid": "KID is an unbiased estimate (polynomial-kernel MMD) but has high variance at small sample counts.",
-    "frame-fd": "Frame FD is a per-frame Fréchet distance on video samples; it ignores temporal consistency.",
+    "kid": "KID here is the kernel (polynomial MMD²) distance on the same EfficientNet-Lite0 features, not Inception "
+           "KID. It is unbiased but has high variance at small sample counts.",
+    "frame-fd": "Frame FD is FD-EffNetLite0 over all frames of the videos: it scores single frames and is blind to "
+                "temporal consistency.",
     "cond-accuracy": "Cond. accuracy is the accuracy of a pretrained classifier on class-conditional samples.",
 }
 
@@ -75,7 +77,18 @@ def provenance(study: StudyData) -> dict[str, Any]:
         "objective": f"{study.objective} ({study.objective_direction})",
         "baseline": study.baseline or {},
         "trials": {k: int(v) for k, v in sorted(status.items())},
+        "ran": _span(study),
     }
+
+
+def _span(study: StudyData) -> str:
+    """'first start – last end' of the study's runs (UTC), '' when unrecorded."""
+    t = study.trials
+    starts = sorted(s for s in t.get("started", []) if isinstance(s, str) and s)
+    ends = sorted(s for s in t.get("ended", []) if isinstance(s, str) and s)
+    if not starts:
+        return ""
+    return f"{starts[0]} – {ends[-1] if ends else 'running'}"
 
 
 def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, Any]]) -> list[str]:
@@ -84,8 +97,11 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
             "the seed count is in the n column. Δ is the difference of means against the baseline row; '~' marks "
             "|Δ| ≤ 2·SE (SE of the difference of two means), i.e. not distinguishable from seed noise. With one "
             "seed the noise cannot be estimated and no '~' is given.")]
-    names = [m.name for t in tables[:1] for m in t.metrics]
-    out += [METRIC_NOTES[m] for m in names if m in METRIC_NOTES]
+    for m in (m for t in tables[:1] for m in t.metrics if m.kind == "quality"):
+        if m.name in METRIC_NOTES:
+            out.append(METRIC_NOTES[m.name])
+        elif m.description:
+            out.append(f"{m.title} ({m.name}): {m.description}.")
     for p in provs:
         for m, f in p["metrics"].items():
             n = f.get("num_samples", [])

@@ -4,25 +4,22 @@ summary.json. Deterministic given the data: only the one 'Generated' line differ
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
 
-from . import plots
 from .data import StudyData, load_study_data
+from .figures import Figure, figures
 from .provenance import notes, provenance
-from .scans import scan_pictures
-from .tables import MetricInfo, Table, build_tables, failed_trials, fmt, metric_infos
+from .tables import Table, build_tables, failed_trials, fmt
 
 __all__ = ["GENERATED_PREFIX", "build_report"]
 
@@ -30,23 +27,6 @@ __all__ = ["GENERATED_PREFIX", "build_report"]
 GENERATED_PREFIX = "Generated "
 _OURS = re.compile(r"^(curve-|pareto|bench|samples-|scan-).*\.png$")
 _TEMPLATES = Path(__file__).parent / "templates"
-
-
-@dataclass
-class Figure:
-    file: str
-    title: str
-    caption: str
-    png: bytes
-    section: str  # 'curves' | 'cost' | 'samples' | 'scans'
-
-    @property
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "x"
 
 
 def _clean(obj: Any) -> Any:
@@ -66,105 +46,6 @@ def _timestamp() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch else dt.datetime.now(dt.UTC)
     return when.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _label(study: StudyData, variant: str, multi: bool) -> str:
-    return f"{study.name}: {variant}" if multi else variant
-
-
-def _curve_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
-    metrics: dict[str, dict[str, list]] = {}
-    n: dict[str, int] = {}
-    for s in studies:
-        for _, t in s.trials.iterrows():
-            if t["status"] != "completed" or not t["run_id"]:
-                continue
-            label = _label(s, t["variant"], multi)
-            n[label] = n.get(label, 0) + 1
-            for m, pts in sorted(s.histories.get(t["run_id"], {}).items()):
-                metrics.setdefault(m, {}).setdefault(label, []).append(pts)
-    order = ["train_loss"] + sorted(m for m in metrics if m != "train_loss")
-    infos = {i.name: i for i in metric_infos([m for m in order if m in metrics and m != "train_loss"])}
-    out = []
-    for m in order:
-        if m not in metrics:
-            continue
-        info = infos.get(m) or MetricInfo(m, "Train loss" if m == "train_loss" else m, "", False, "quality")
-        png = plots.history_plot(metrics[m], info, n)
-        out.append(Figure(f"curve-{_slug(m)}.png", f"{info.title} vs training step",
-                          f"{info.title} per logged step, mean over seeds with the min–max band.", png, "curves"))
-    return out
-
-
-def _pareto(tables: list[Table]) -> tuple[Figure | None, dict[str, Any]]:
-    if not tables:
-        return None, {}
-    rows, seen = [], set()
-    for t in tables:
-        for r in t.rows:
-            if r.label not in seen:
-                seen.add(r.label)
-                rows.append(r)
-    metrics = tables[0].metrics
-    quality = next((m for m in metrics if m.kind == "quality"), None)
-    finite = lambda m: sum(math.isfinite(r.cells[m.name].mean) for r in rows)
-    costs = [m for name in ("sample_ms_per_image", "train_images_per_s", "peak_memory_gb", "gflops", "params_m")
-             for m in metrics if m.name == name and finite(m) > 1
-             and len({r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)}) > 1]
-    if quality is None or not costs or finite(quality) < 2:
-        return None, {}
-    cost = costs[0]
-    merged = Table("all", [], metrics, rows, "")
-    png, front = plots.pareto_plot(merged, quality, cost)
-    fig = Figure("pareto.png", f"Quality vs cost: {quality.title} against {cost.title.lower()}",
-                 f"Variant means with ±1 std error bars; filled red points are Pareto-optimal "
-                 f"({quality.arrow} {quality.title}, {cost.arrow} {cost.title.lower()}).", png, "cost")
-    return fig, {"quality": quality.name, "cost": cost.name, "front": front}
-
-
-def _bench(paths: list[Path]) -> tuple[Figure | None, list[dict[str, Any]]]:
-    rows: list[dict[str, Any]] = []
-    for p in paths:
-        doc = json.loads(Path(p).read_text())
-        rows += [r for r in doc.get("rows", []) if r.get("tokens")]
-    if not rows:
-        return None, []
-    rows.sort(key=lambda r: (str(r.get("backbone")), str(r.get("device")), float(r["tokens"])))
-    png = plots.bench_plot(rows)
-    return Figure("bench.png", "Throughput and peak memory vs sequence length",
-                  "Training throughput and peak memory against tokens per sample (log-log), one line per backbone, "
-                  "from the benchmark results file.", png, "cost"), rows
-
-
-def _sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
-    out, used = [], set()
-    for s in studies:
-        for _, t in s.trials.iterrows():
-            label = _label(s, t["variant"], multi)
-            if t["status"] != "completed" or label in used or t["trial_key"] not in s.samples:
-                continue
-            used.add(label)
-            path = s.samples[t["trial_key"]]
-            video = path.suffix == ".gif"
-            png = plots.frame_strip(path) if video else path.read_bytes()
-            name = f"samples-{_slug(label)}.png"
-            while any(f.file == name for f in out):
-                name = name[:-4] + "-x.png"
-            out.append(Figure(name, label, f"{'Frames of sample videos' if video else 'Samples'} from seed "
-                              f"{t['seed']} (EMA weights).", png, "samples"))
-    return out
-
-
-def _scan_figures(studies: list[StudyData]) -> list[Figure]:
-    names = []
-    for s in studies:
-        if "scan.name" in s.trials.columns or "axis.scan.name" in s.trials.columns:
-            col = "axis.scan.name" if "axis.scan.name" in s.trials.columns else "scan.name"
-            for n in s.trials[col].dropna().astype(str):
-                if n not in names:
-                    names.append(n)
-    return [Figure(f"scan-{_slug(n)}.png", n, f"Token paths of scan '{n}' (from the scan library).", png, "scans")
-            for n, png in scan_pictures(names)]
 
 
 def _constant(table: Table, name: str) -> bool:
@@ -264,7 +145,7 @@ def _raw_trials(studies: list[StudyData], tables: list[Table], multi: bool) -> d
 
 def _results_frame(studies: list[StudyData]) -> pd.DataFrame:
     frame = pd.concat([s.trials for s in studies], ignore_index=True)
-    first = ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id"]
+    first = ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id", "started", "ended"]
     groups = [sorted(c for c in frame.columns if c.startswith(p)) for p in ("axis.", "metrics.", "params.")]
     axis = [c for s in studies for c in s.trials.columns if c.startswith("axis.")]
     return frame[first + list(dict.fromkeys(axis)) + groups[1] + groups[2]]
@@ -285,23 +166,20 @@ def build_report(studies: str | Path | list[str | Path], out_dir: str | Path | N
         bench_paths += [d.folder / "bench.json" for d in data if d.folder and (d.folder / "bench.json").exists()]
         tables = build_tables(data)
         provs = [provenance(d) for d in data]
-        pareto_fig, pareto = _pareto(tables)
-        bench_fig, bench_rows = _bench(bench_paths)
-        figures = _curve_figures(data, multi) + [f for f in (pareto_fig, bench_fig) if f] \
-            + _sample_figures(data, multi) + _scan_figures(data)
+        figs, pareto, bench_rows = figures(data, tables, bench_paths)
         results = _results_frame(data)
-    _write(out, name, data, tables, provs, figures, pareto, bench_rows, results, multi)
+    _write(out, name, data, tables, provs, figs, pareto, bench_rows, results, multi)
     return out
 
 
 def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], provs: list[dict[str, Any]],
-           figures: list[Figure], pareto: dict[str, Any], bench_rows: list[dict[str, Any]], results: pd.DataFrame,
+           figs: list[Figure], pareto: dict[str, Any], bench_rows: list[dict[str, Any]], results: pd.DataFrame,
            multi: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
         if old.is_file() and _OURS.match(old.name):
             old.unlink()
-    for f in figures:
+    for f in figs:
         (out / f.file).write_bytes(f.png)
     stamp = _timestamp()
     views = [{"title": t.title, "baseline": t.baseline_label,
@@ -314,9 +192,9 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
     raw = _raw_trials(data, tables, multi)
     ctx = {
         "name": name, "title": ("Comparison: " + " vs ".join(d.name for d in data)) if multi else f"Study: {name}",
-        "studies": data, "provs": provs, "views": views, "figures": figures, "failed": failed,
+        "studies": data, "provs": provs, "views": views, "figures": figs, "failed": failed,
         "notes": notes(data, tables, provs), "generated": GENERATED_PREFIX + stamp, "pareto": pareto,
-        "sections": {s: [f for f in figures if f.section == s] for s in ("curves", "cost", "samples", "scans")},
+        "sections": {s: [f for f in figs if f.section == s] for s in ("curves", "cost", "samples", "scans")},
         "metrics": tables[0].metrics if tables else [], "multi": multi, "raw": raw,
     }
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
@@ -330,11 +208,12 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "metrics": [{"name": m.name, "title": m.title, "unit": m.unit, "higher_is_better": m.higher_is_better,
                      "kind": m.kind} for m in ctx["metrics"]],
         "tables": [{"title": t.title, "keys": t.keys, "baseline": t.baseline_label, "rows": [
-            {"variant": r.label, "values": r.values, "n_seeds": r.n_seeds, "n_failed": r.n_failed,
+            {"variant": r.label.split(": ", 1)[-1] if "study" in r.values else r.label, "label": r.label,
+             "values": r.values, "n_seeds": r.n_seeds, "n_failed": r.n_failed,
              "baseline": r.baseline, "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta,
                                                      "rel_delta": c.rel, "within_noise": c.noise, "best": c.best}
                                                  for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
-        "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figures],
+        "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figs],
         "notes": ctx["notes"],
     }
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2, sort_keys=True, ensure_ascii=False) + "\n",

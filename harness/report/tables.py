@@ -41,6 +41,7 @@ class MetricInfo:
     unit: str
     higher_is_better: bool
     kind: str  # 'quality' | 'cost'
+    description: str = ""
 
     @property
     def arrow(self) -> str:
@@ -67,7 +68,7 @@ class Cell:
 @dataclass
 class Row:
     values: dict[str, Any]         # axis key (or 'study') -> value
-    label: str
+    label: str                     # the variant, prefixed 'study: ' when several studies are compared
     n_seeds: int
     n_failed: int
     cells: dict[str, Cell] = field(default_factory=dict)
@@ -104,7 +105,7 @@ def metric_infos(names: list[str]) -> list[MetricInfo]:
         elif n in registry:
             e = registry[n]
             out.append(MetricInfo(n, e.label or KNOWN_QUALITY.get(n, (n,))[0], "", bool(e.higher_is_better),
-                                  "quality"))
+                                  "quality", e.description))
         else:
             title, hib = KNOWN_QUALITY.get(n, (n, False))
             out.append(MetricInfo(n, title, "", hib, "quality"))
@@ -148,7 +149,8 @@ def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order
         ident = tuple(repr(vals[k]) for k in keys)
         row = rows.get(ident)
         if row is None:
-            row = rows[ident] = Row(vals, variant_label({k: v for k, v in vals.items() if k != "study"}), 0, 0)
+            variant = variant_label({k: v for k, v in vals.items() if k != "study"})
+            row = rows[ident] = Row(vals, f"{vals['study']}: {variant}" if "study" in vals else variant, 0, 0)
             row.cells = {m.name: [] for m in metrics}  # type: ignore[assignment]
         if t["status"] != "completed":
             row.n_failed += 1

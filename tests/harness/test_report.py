@@ -130,7 +130,8 @@ def test_results_csv_has_one_tidy_row_per_trial(report):
 
     frame = pd.read_csv(report / "results.csv")
     assert len(frame) == 6
-    assert list(frame.columns[:8]) == ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id"]
+    assert list(frame.columns[:10]) == ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id",
+                                        "started", "ended"]
     assert {"axis.scan.name", "metrics.fd-effnet", "params.train.lr"} <= set(frame.columns)
     assert sorted(frame["status"]) == ["completed"] * 5 + ["failed"]
 
@@ -190,7 +191,7 @@ def test_two_studies_are_compared_side_by_side_in_reports_a_vs_b(study, tmp_path
     out = build_report([study, "toy_scans_b"])
     assert out == Path("reports/toy_scans_vs_toy_scans_b")
     table = json.loads((out / "summary.json").read_text())["tables"][0]
-    assert table["keys"] == ["study", "scan.name"] and table["baseline"] == "sweep-1"
+    assert table["keys"] == ["study", "scan.name"] and table["baseline"] == "toy_scans: sweep-1"
     assert [(r["values"]["study"], r["variant"]) for r in table["rows"]][:2] == [
         ("toy_scans", "sweep-1"), ("toy_scans_b", "sweep-1")]
 

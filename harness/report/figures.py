@@ -1,0 +1,146 @@
+"""The report's figures: training curves, the quality/cost Pareto front, the benchmark plot, sample grids and
+scan paths, each as PNG bytes with a file name, title and caption."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import plots
+from .data import StudyData
+from .scans import scan_pictures
+from .tables import MetricInfo, Table, metric_infos
+
+__all__ = ["Figure", "figures"]
+
+
+@dataclass
+class Figure:
+    file: str
+    title: str
+    caption: str
+    png: bytes
+    section: str  # 'curves' | 'cost' | 'samples' | 'scans'
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "x"
+
+
+def _label(study: StudyData, variant: str, multi: bool) -> str:
+    return f"{study.name}: {variant}" if multi else variant
+
+
+def curve_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
+    metrics: dict[str, dict[str, list]] = {}
+    n: dict[str, int] = {}
+    for s in studies:
+        for _, t in s.trials.iterrows():
+            if t["status"] != "completed" or not t["run_id"]:
+                continue
+            label = _label(s, t["variant"], multi)
+            n[label] = n.get(label, 0) + 1
+            for m, pts in sorted(s.histories.get(t["run_id"], {}).items()):
+                metrics.setdefault(m, {}).setdefault(label, []).append(pts)
+    order = ["train_loss"] + sorted(m for m in metrics if m != "train_loss")
+    infos = {i.name: i for i in metric_infos([m for m in order if m in metrics and m != "train_loss"])}
+    out = []
+    for m in order:
+        if m not in metrics:
+            continue
+        info = infos.get(m) or MetricInfo(m, "Train loss" if m == "train_loss" else m, "", False, "quality")
+        png = plots.history_plot(metrics[m], info, n)
+        out.append(Figure(f"curve-{_slug(m)}.png", f"{info.title} vs training step",
+                          f"{info.title} per logged step, mean over seeds with the min–max band.", png, "curves"))
+    return out
+
+
+def pareto(tables: list[Table]) -> tuple[Figure | None, dict[str, Any]]:
+    if not tables:
+        return None, {}
+    rows, seen = [], set()
+    for t in tables:
+        for r in t.rows:
+            if r.label not in seen:
+                seen.add(r.label)
+                rows.append(r)
+    metrics = tables[0].metrics
+    quality = next((m for m in metrics if m.kind == "quality"), None)
+    finite = lambda m: sum(math.isfinite(r.cells[m.name].mean) for r in rows)
+    costs = [m for name in ("sample_ms_per_image", "train_images_per_s", "peak_memory_gb", "gflops", "params_m")
+             for m in metrics if m.name == name and finite(m) > 1
+             and len({r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)}) > 1]
+    if quality is None or not costs or finite(quality) < 2:
+        return None, {}
+    cost = costs[0]
+    merged = Table("all", [], metrics, rows, "")
+    png, front = plots.pareto_plot(merged, quality, cost)
+    fig = Figure("pareto.png", f"Quality vs cost: {quality.title} against {cost.title.lower()}",
+                 f"Variant means with ±1 std error bars; filled red points are Pareto-optimal "
+                 f"({quality.arrow} {quality.title}, {cost.arrow} {cost.title.lower()}).", png, "cost")
+    return fig, {"quality": quality.name, "cost": cost.name, "front": front}
+
+
+def bench(paths: list[Path]) -> tuple[Figure | None, list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    for p in paths:
+        doc = json.loads(Path(p).read_text())
+        rows += [r for r in doc.get("rows", []) if r.get("tokens")]
+    if not rows:
+        return None, []
+    rows.sort(key=lambda r: (str(r.get("backbone")), str(r.get("device")), float(r["tokens"])))
+    png = plots.bench_plot(rows)
+    return Figure("bench.png", "Throughput and peak memory vs sequence length",
+                  "Training throughput and peak memory against tokens per sample (log-log), one line per backbone, "
+                  "from the benchmark results file.", png, "cost"), rows
+
+
+def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
+    out, used = [], set()
+    for s in studies:
+        for _, t in s.trials.iterrows():
+            label = _label(s, t["variant"], multi)
+            if t["status"] != "completed" or label in used or t["trial_key"] not in s.samples:
+                continue
+            used.add(label)
+            path = s.samples[t["trial_key"]]
+            video = path.suffix == ".gif"
+            png = plots.frame_strip(path) if video else path.read_bytes()
+            name = f"samples-{_slug(label)}.png"
+            while any(f.file == name for f in out):
+                name = name[:-4] + "-x.png"
+            out.append(Figure(name, label, f"{'Frames of sample videos' if video else 'Samples'} from seed "
+                              f"{t['seed']} (EMA weights).", png, "samples"))
+    return out
+
+
+def scan_figures(studies: list[StudyData]) -> list[Figure]:
+    names = []
+    for s in studies:
+        if "scan.name" in s.trials.columns or "axis.scan.name" in s.trials.columns:
+            col = "axis.scan.name" if "axis.scan.name" in s.trials.columns else "scan.name"
+            for n in s.trials[col].dropna().astype(str):
+                if n not in names:
+                    names.append(n)
+    return [Figure(f"scan-{_slug(n)}.png", n, f"Token paths of scan '{n}' (from the scan library).", png, "scans")
+            for n, png in scan_pictures(names)]
+
+
+def figures(studies: list[StudyData], tables: list[Table], bench_paths: list[Path]
+            ) -> tuple[list[Figure], dict[str, Any], list[dict[str, Any]]]:
+    """Every figure in report order, the Pareto summary and the benchmark rows."""
+    multi = len(studies) > 1
+    pareto_fig, front = pareto(tables)
+    bench_fig, bench_rows = bench(bench_paths)
+    out = curve_figures(studies, multi) + [f for f in (pareto_fig, bench_fig) if f] \
+        + sample_figures(studies, multi) + scan_figures(studies)
+    return out, front, bench_rows
