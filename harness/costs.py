@@ -1,35 +1,62 @@
-"""Model cost figures a trial reports besides its loop timings: parameters (millions) and GFLOPs per image."""
+"""A trial's cost figures, measured with plugins/_metrics/cost.py (the helpers `harness bench` uses too).
+
+params_m (backbone parameters, millions), gflops (forward, one image, 1 FLOP per multiply-accumulate),
+train_images_per_s (full optimisation steps on a copy of the trained model, warm-up excluded, synchronized),
+sample_ms_per_image and nfe (the trial's sampler on one eval batch with the EMA weights, right after the
+final sampling pass, which serves as its warm-up).
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
-from torch import nn
 
-__all__ = ["model_costs", "count_gflops"]
+from harness.sampling import Conditioning, Net, sample_batch
+from harness.training import Stepper, seed_for
 
-
-@torch.no_grad()
-def count_gflops(model: nn.Module, shape: tuple[int, ...], *, device: torch.device,
-                 kwargs: dict[str, Any] | None = None) -> float:
-    """Forward GFLOPs for one input of `shape` (torch's FLOP counter: matmuls and convolutions, 2 per MAC)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    x = torch.zeros((1, *shape), device=device)
-    t = torch.full((1,), 0.5, device=device)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x, t, **(kwargs or {}))
-    return counter.get_total_flops() / 1e9
+__all__ = ["trial_costs"]
 
 
-def model_costs(backbone: nn.Module, shape: tuple[int, ...], *, device: torch.device, kind: str,
-                num_classes: int | None, context: dict[str, torch.Tensor] | None) -> dict[str, float]:
-    """{'params_m': ..., 'gflops': ...} of a trained backbone (eval mode, conditioned like sampling)."""
-    kwargs: dict[str, Any] = {}
-    if kind == "class":
-        kwargs["y"] = torch.zeros(1, dtype=torch.long, device=device)
-    elif kind == "text" and context is not None:
-        kwargs.update(context)
-    params = sum(p.numel() for p in backbone.parameters())
-    return {"params_m": params / 1e6, "gflops": count_gflops(backbone, shape, device=device, kwargs=kwargs)}
+def _batch(data: Any, n: int) -> dict[str, Any]:
+    items = [data.train[i % len(data.train)] for i in range(n)]
+    return torch.utils.data.default_collate(items)
+
+
+def trial_costs(*, net: Net, ema: Net, transport: Any, sampler: Any, cond: Conditioning, cfg: Any, data: Any,
+                device: torch.device, amp: torch.dtype | None, seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """(figures, meta) for one trained trial; meta says how each figure was measured."""
+    from plugins._metrics.cost import count_params, flops, measure_sampling, measure_training_throughput
+    from zigma.random import sample_seeds
+
+    shape, iters = data.info.shape, cfg.eval.cost_iters
+    labels, captions = cond.prompts(1, seed)
+    c, _ = cond.pair(ema, labels, captions)
+    with torch.no_grad():
+        f = flops(ema.backbone, torch.zeros((1, *shape), device=device), torch.full((1,), 0.5, device=device), **c)
+    out = {"params_m": count_params(ema.backbone) / 1e6, "gflops": f["gflops"]}
+    meta: dict[str, Any] = {"flops_method": f["flops_method"], "iters": iters, "warmup": 1}
+
+    batch = _batch(data, cfg.train.batch_size)
+    x1 = batch["x"].to(device)
+    kwargs = cond.train_kwargs(batch, torch.Generator().manual_seed(seed_for(seed, 7)))
+    stepper = Stepper(copy.deepcopy(net).train(), copy.deepcopy(ema), transport, cfg.train, device)
+    gen = torch.Generator(device=device).manual_seed(seed_for(seed, 8))
+    train = measure_training_throughput(lambda: stepper(x1, kwargs, cfg.train.steps, gen), cfg.train.batch_size,
+                                        warmup=1, iters=iters, device=device)
+    stepper = None  # free the copies before sampling
+    out["train_images_per_s"] = train["train_images_per_s"]
+    meta["train_memory_method"] = train["memory_method"]
+
+    n = cfg.eval.batch_size
+    labels, captions = cond.prompts(n, seed)
+    seeds = sample_seeds(seed, range(n))
+    sampling = measure_sampling(
+        lambda: sample_batch(ema, transport, sampler, cond, seeds=seeds, labels=labels, captions=captions,
+                             shape=shape, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp),
+        n, warmup=0, iters=iters, device=device)        # the final sampling pass just warmed it up
+    out["sample_ms_per_image"] = 1000.0 * sampling["sample_latency_per_image_s"]
+    out["nfe"] = float(sampling["nfe"]) if sampling["nfe"] is not None else float("nan")
+    meta["sample_batch_size"], meta["sample_warmup"] = n, "the final sampling pass"
+    return out, meta

@@ -82,11 +82,14 @@ class RichProgress:
             self.refresh()
 
         def trial_hooks() -> TrialHooks:
+            current = {"phase": ""}
+
             def phase(name: str, total: int | None) -> None:
+                current["phase"] = name
                 p.update(task, total=total, completed=0, info=name)
 
             def advance(completed: int, info: str) -> None:
-                p.update(task, completed=completed, info=info)
+                p.update(task, completed=completed, info=f"{current['phase']} {info}")
 
             return TrialHooks(phase=phase, advance=advance)
 

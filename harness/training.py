@@ -19,7 +19,7 @@ from torch import nn
 from harness.study import TrainConfig
 
 __all__ = ["TrialFailed", "BatchStream", "ema_decay", "update_ema", "autocast_dtype", "lr_at", "TrainState",
-           "train", "memory_gb", "seed_for"]
+           "train", "Stepper", "PeakTracker", "seed_for"]
 
 
 class TrialFailed(Exception):
@@ -107,13 +107,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
 
 
-def memory_gb(device: torch.device) -> float:
-    """Peak CUDA allocator memory on CUDA; current process RSS on CPU (GiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return psutil.Process(os.getpid()).memory_info().rss / 2**30
-
-
 @dataclass
 class TrainState:
     """What a checkpoint holds besides weights: progress, data position and timing."""
@@ -178,31 +171,65 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class Stepper:
+    """One optimisation step: autocast forward, backward (scaled for fp16), clipping BEFORE the step, AdamW, EMA."""
+
+    def __init__(self, net: nn.Module, ema: nn.Module, transport: Any, cfg: TrainConfig, device: torch.device):
+        self.net, self.ema, self.transport, self.cfg = net, ema, transport, cfg
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.amp = autocast_dtype(device, cfg.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.model = torch.compile(net) if cfg.compile else net
+        self.device = device
+
+    def __call__(self, x1: torch.Tensor, kwargs: dict[str, Any], step: int, generator: torch.Generator
+                 ) -> torch.Tensor:
+        """x1 (N, *shape) data -> the batch's mean loss (detached); parameters and EMA updated."""
+        lr = lr_at(step, self.cfg)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        amp = self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = self.transport.loss(lambda xt, t: self.model(xt, t, **kwargs), x1, generator=generator).mean()
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        if self.cfg.grad_clip is not None:  # before the step (the official code clips after it: no effect)
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        update_ema(self.ema, self.net, ema_decay(self.cfg.ema_decay, step, self.cfg.ema_warmup))
+        return loss.detach()
+
+
 def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], Iterator[dict]],
           per_epoch: int, condition: Callable[[dict, torch.Generator], dict], cfg: TrainConfig, seed: int,
           device: torch.device, ckpt: Path, config_hash: str,
           log: Callable[[dict[str, float], int], None] = lambda m, s: None,
           evaluate: Callable[[nn.Module, int], None] | None = None, eval_every: int | None = None,
-          progress: Callable[[int, float], None] = lambda s, l: None,
+          progress: Callable[[int, float], None] = lambda step, loss: None,
           extra_generators: dict[str, torch.Generator] | None = None) -> tuple[nn.Module, TrainState]:
     """Train `net` for cfg.steps from its last checkpoint. Returns (EMA copy, state).
 
     loader_for(epoch, batch) yields batches from that data position; condition(batch, gen) -> model kwargs
-    (label dropout drawn from gen). extra_generators (e.g. stochastic depth) are checkpointed too. Raises TrialFailed on non-finite loss or when the memory limit is exceeded.
+    (label dropout drawn from gen). extra_generators (e.g. stochastic depth) are checkpointed too.
+    Raises TrialFailed on non-finite loss or when the memory limit is exceeded.
     """
     net.to(device).train()
     ema = copy.deepcopy(net).requires_grad_(False).eval()
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    amp = autocast_dtype(device, cfg.precision)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    stepper = Stepper(net, ema, transport, cfg, device)
     gens = {"noise": torch.Generator(device=device).manual_seed(seed_for(seed, 2)),
             "dropout": torch.Generator().manual_seed(seed_for(seed, 3)), **(extra_generators or {})}
-    state = load_checkpoint(ckpt, net=net, ema=ema, opt=opt, scaler=scaler, gens=gens,
+    state = load_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, gens=gens,
                             config_hash=config_hash) or TrainState()
-    model = torch.compile(net) if cfg.compile else net
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    peak = PeakTracker(device)
     warmup = min(5, max(cfg.steps // 10, 1))   # steps excluded from the throughput figure
     batches = loader_for(state.epoch, state.batch)
     loss_sum = torch.zeros((), device=device)
@@ -213,7 +240,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
     def check(step: int) -> None:
         if (b := int(bad_step.item())) >= 0:
             raise TrialFailed(f"non-finite training loss at step {b}", step=b)
-        state.peak_memory_gb = max(state.peak_memory_gb, memory_gb(device))
+        state.peak_memory_gb = max(state.peak_memory_gb, peak.gb())
         if cfg.max_memory_gb is not None and state.peak_memory_gb > cfg.max_memory_gb:
             raise TrialFailed(f"peak memory {state.peak_memory_gb:.3f} GB exceeded train.max_memory_gb="
                               f"{cfg.max_memory_gb} at step {step}", step=step)
@@ -224,28 +251,9 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
             clock.start()
         batch = next(batches)
         x1 = batch["x"].to(device, non_blocking=True)
-        kwargs = condition(batch, gens["dropout"])
-        lr = lr_at(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = transport.loss(lambda xt, t: model(xt, t, **kwargs), x1, generator=gens["noise"]).mean()
-        bad_step = torch.where((~torch.isfinite(loss.detach())) & (bad_step < 0), step, bad_step)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-        else:
-            loss.backward()
-        if cfg.grad_clip is not None:  # before the step (the official code clips after it: no effect)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        update_ema(ema, net, ema_decay(cfg.ema_decay, step, cfg.ema_warmup))
-        loss_sum += loss.detach().float()
+        loss = stepper(x1, condition(batch, gens["dropout"]), step, gens["noise"])
+        bad_step = torch.where((~torch.isfinite(loss)) & (bad_step < 0), step, bad_step)
+        loss_sum += loss.float()
         window += 1
         clock.images += cfg.batch_size if clock.running else 0
         state.step = step + 1
@@ -254,7 +262,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         if state.step % cfg.log_every == 0 or last:
             check(step)
             state.last_loss = loss_sum.item() / window
-            log({"train_loss": state.last_loss, "lr": lr}, state.step)
+            log({"train_loss": state.last_loss, "lr": lr_at(step, cfg)}, state.step)
             loss_sum.zero_()
             window = 0
         progress(state.step, state.last_loss)
@@ -268,10 +276,38 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
                 state.timed_images, state.timed_seconds = clock.add_to(state.timed_images, state.timed_seconds)
                 state.train_seconds += time.perf_counter() - t_start
                 t_start = time.perf_counter()
-                save_checkpoint(ckpt, net=net, ema=ema, opt=opt, scaler=scaler, state=state, gens=gens,
-                                config_hash=config_hash)
-    state.peak_memory_gb = max(state.peak_memory_gb, memory_gb(device))
+                save_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, state=state,
+                                gens=gens, config_hash=config_hash)
+    state.peak_memory_gb = max(state.peak_memory_gb, peak.gb())
     return ema, state
+
+
+class PeakTracker:
+    """Peak memory since construction, readable at any time: the CUDA allocator peak, or on CPU the peak resident
+    set (VmHWM after a reset through /proc/self/clear_refs, as plugins/_metrics/cost.PeakMemory measures it;
+    sampled RSS where /proc is unavailable)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self._sampled = device, 0.0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self._hwm = False
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self._hwm = True
+        except OSError:
+            self._hwm = False
+
+    def gb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        if self._hwm:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+        self._sampled = max(self._sampled, psutil.Process(os.getpid()).memory_info().rss / 2**30)
+        return self._sampled
 
 
 class _Stopwatch:

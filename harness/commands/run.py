@@ -46,9 +46,7 @@ def parse_gpus(gpus: str) -> list[str]:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise HarnessError("--gpus: no CUDA device is visible (drop --gpus to run on CPU)")
-    if gpus.strip() == "all":
-        return [str(i) for i in range(count)]
-    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    ids = [str(i) for i in range(count)] if gpus.strip() == "all" else [g.strip() for g in gpus.split(",") if g.strip()]
     if not ids or len(set(ids)) != len(ids):
         raise HarnessError(f"--gpus: give distinct device ids like 0,1,2 or 'all', got {gpus!r}")
     for g in ids:

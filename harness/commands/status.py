@@ -20,23 +20,27 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
     trials = session.optuna.get_trials(deepcopy=False)
     current = queue.latest_by_key(trials)
     c = runner.counts(session)
+    order = list(session.specs) or [t.user_attrs.get("trial_key") for t in trials]
+    rank = {k: i for i, k in enumerate(order)}
+    rows = sorted(current.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[1].number))
     if not brief:
         metric = session.study.objective.metric
         table = Table(title=f"{session.study.name} ({session.folder})", title_justify="left")
-        for col in ("#", "key", "trial", "state", "attempts", metric, "failure / worker"):
+        for col in ("#", "key", "trial", "state", "tries", metric, "worker"):
             table.add_column(col, overflow="fold")
-        order = list(session.specs) or [t.user_attrs.get("trial_key") for t in trials]
-        rank = {k: i for i, k in enumerate(order)}
-        for key, t in sorted(current.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[1].number)):
+        for key, t in rows:
             state = t.state.name
             w = t.user_attrs.get("worker", {})
-            detail = t.user_attrs.get("failure", "") if state in ("FAIL", "PRUNED") else (
-                f"{w.get('host')}:{w.get('pid')}" if state == "RUNNING" and w else "")
             value = f"{t.value:.4g}" if t.value is not None else ""
             table.add_row(str(t.number), key, t.user_attrs.get("label", ""),
                           f"[{_STYLE[state]}]{_NAME[state]}[/{_STYLE[state]}]",
-                          str(len(t.user_attrs.get("attempts", [])) + 1), value, detail)
+                          str(len(t.user_attrs.get("attempts", [])) + 1), value,
+                          f"{w.get('host')}:{w.get('pid')}" if state == "RUNNING" and w else "")
         console.print(table)
+    for key, t in rows:
+        if t.state.name in ("FAIL", "PRUNED"):
+            console.print(f"{_NAME[t.state.name]}: {t.user_attrs.get('label', key)} [{key}]: "
+                          f"{t.user_attrs.get('failure', '(no reason recorded)')}", highlight=False, soft_wrap=True)
     console.print(f"{session.study.name}: {c['done']} done, {c['running']} running, {c['failed']} failed, "
                   f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})", highlight=False)
 

@@ -1,5 +1,6 @@
-"""A throwaway plugin for runner tests: a 4x4 two-class dataset, an MLP backbone that can fail on purpose, a
-linear path, a 4-step Euler sampler and a trivial metric. Loaded with ZIGMA_HARNESS_PLUGINS=tests.harness.toy_plugin.
+"""A throwaway plugin for runner tests: a 4x4 two-class dataset, an MLP backbone that can fail on purpose,
+a linear path, a 4-step Euler sampler and a trivial metric.
+Loaded with ZIGMA_HARNESS_PLUGINS=tests.harness.toy_plugin.
 
 Backbone options: `width`; `fail` = none | raise | nan (raise an error / return NaN from training step
 `fail_step`); `sleep` = seconds per training forward (to make trials long enough to kill).
@@ -90,8 +91,8 @@ class ToyMLP(nn.Module):
         return out
 
 
-def _build_backbone(*, size, input_shape, patch_size, scan, num_classes, context_dim, pos_embed, mixer_backend,
-                    device, dtype, width, fail, fail_step, sleep) -> nn.Module:
+def _build_backbone(*, size, input_shape, patch_size, scan, num_classes, context_dim, pos_embed,
+                    mixer_backend, device, dtype, width, fail, fail_step, sleep, generator=None) -> nn.Module:
     assert tuple(input_shape) == SHAPE, f"toy-mlp takes {SHAPE}, got {input_shape}"
     return ToyMLP(width=width, num_classes=num_classes, fail=fail, fail_step=fail_step, sleep=sleep,
                   device=None if str(device) == "meta" else device)
@@ -103,7 +104,8 @@ class MeanGap:
     def compute(self, fake: torch.Tensor, ctx) -> dict:
         real = ctx.data.reference(fake.shape[0], 0)
         gap = (fake.float().mean() - real.float().mean()).abs().item() / 255.0
-        return {"toy-gap": gap, "meta.implementation": "tests.harness.toy_plugin", "meta.num_samples": len(fake)}
+        return {"toy-gap": gap, "meta.implementation": "tests.harness.toy_plugin",
+                "meta.num_samples": len(fake)}
 
 
 def _linear():

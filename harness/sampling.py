@@ -1,0 +1,153 @@
+"""Sampling with the EMA weights: conditioning (labels, captions, label dropout), per-sample seeded noise, CFG."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.training import seed_for
+from plugins.specs import DataBundle
+
+__all__ = ["Net", "Conditioning", "sample_batch", "sample_images", "to_uint8", "save_grid"]
+
+
+class Net(nn.Module):
+    """The backbone plus the (optional) text encoder, so both are trained, EMA-averaged and checkpointed together."""
+
+    def __init__(self, backbone: nn.Module, text_encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone, self.text_encoder = backbone, text_encoder
+
+    def set_generator(self, generator: torch.Generator | None) -> None:
+        """Forwarded to the backbone (stochastic depth draws from it)."""
+        if hasattr(self.backbone, "set_generator"):
+            self.backbone.set_generator(generator)
+
+    def encode(self, captions: Sequence[str]) -> dict[str, torch.Tensor]:
+        """captions -> {'context': (N, S, D), 'context_mask': (N, S)}."""
+        tokens, mask = self.text_encoder.encode(list(captions))
+        return {"context": tokens, "context_mask": mask}
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *, y: torch.Tensor | None = None,
+                captions: Sequence[str] | None = None) -> torch.Tensor:
+        """x (N, *shape), t (N,), y (N,) or captions (N strings) -> x's shape."""
+        if captions is not None:
+            return self.backbone(x, t, **self.encode(captions))
+        return self.backbone(x, t, y=y)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float in [-1, 1] -> uint8 in [0, 255]."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class Conditioning:
+    """Training-time model kwargs with label dropout, and the (cond, uncond) pairs sampling needs."""
+
+    def __init__(self, kind: str, dropout: float, data: DataBundle, device: torch.device) -> None:
+        self.kind, self.dropout, self.data, self.device = kind, dropout, data, device
+        self.num_classes = data.info.num_classes
+
+    def train_kwargs(self, batch: dict, gen: torch.Generator) -> dict[str, Any]:
+        n = batch["x"].shape[0]
+        if self.kind == "none":
+            return {}
+        drop = torch.rand(n, generator=gen) < self.dropout
+        if self.kind == "class":
+            y = torch.where(drop, torch.full_like(batch["y"], self.num_classes), batch["y"])
+            return {"y": y.to(self.device)}
+        return {"captions": ["" if d else c for d, c in zip(drop.tolist(), batch["caption"])]}
+
+    def prompts(self, n: int, seed: int) -> tuple[torch.Tensor | None, list[str] | None]:
+        """The labels (i mod num_classes) or captions (training captions, seeded order) of n samples."""
+        if self.kind == "class":
+            return torch.arange(n) % self.num_classes, None
+        if self.kind == "text":
+            train = self.data.train
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed_for(seed, 5)))
+            return None, [train[int(order[i % len(order)])]["caption"] for i in range(n)]
+        return None, None
+
+    def pair(self, net: Net, labels: torch.Tensor | None, captions: list[str] | None) -> tuple[dict, dict]:
+        """(cond, uncond) backbone kwargs of one batch."""
+        if labels is not None:
+            y = labels.to(self.device)
+            return {"y": y}, {"y": torch.full_like(y, self.num_classes)}
+        if captions is not None:  # one call, so both halves are padded to the same length
+            n, both = len(captions), net.encode([*captions, *[""] * len(captions)])
+            return {k: v[:n] for k, v in both.items()}, {k: v[n:] for k, v in both.items()}
+        return {}, {}
+
+
+def _model_fn(net: Net, cond: Conditioning, labels, captions, cfg_scale: float, device: torch.device,
+              amp: torch.dtype | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    from zigma.interpolants import cfg_model_fn
+
+    c, u = cond.pair(net, labels, captions)
+    guided = cfg_model_fn(net.backbone, cfg_scale, c, u)
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            return guided(x, t).float()
+
+    return model_fn
+
+
+@torch.no_grad()
+def sample_batch(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, seeds: Sequence[int],
+                 labels: torch.Tensor | None, captions: list[str] | None, shape: tuple[int, ...], cfg_scale: float,
+                 device: torch.device, amp: torch.dtype | None) -> Any:
+    """One batch: noise x0 from per-sample generators, the sampler's SampleResult (x1 (N, *shape), nfe)."""
+    from zigma.random import per_sample_normal
+
+    x0 = per_sample_normal(shape, seeds, device=device, dtype=torch.float32)       # (N, *shape)
+    model_fn = _model_fn(net, cond, labels, captions, cfg_scale, device, amp)
+    return sampler.sample(transport, model_fn, x0, seeds=list(seeds))
+
+
+@torch.no_grad()
+def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, n: int, batch_size: int,
+                  shape: tuple[int, ...], seed: int, cfg_scale: float, device: torch.device,
+                  amp: torch.dtype | None, advance: Callable[[int, str], None] = lambda c, i: None,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None, float, float]:
+    """n samples, sample i from noise seeded by (seed, i). Returns (uint8 (n, *shape), labels, captions,
+    mean NFE per batch, seconds)."""
+    from zigma.random import sample_seeds
+
+    labels, captions = cond.prompts(n, seed)
+    seeds = sample_seeds(seed, range(n))
+    out, nfes = [], []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for lo in range(0, n, batch_size):
+        hi = min(n, lo + batch_size)
+        result = sample_batch(net, transport, sampler, cond, seeds=seeds[lo:hi],
+                              labels=None if labels is None else labels[lo:hi],
+                              captions=None if captions is None else captions[lo:hi], shape=shape,
+                              cfg_scale=cfg_scale, device=device, amp=amp)
+        out.append(to_uint8(result.x1).cpu())
+        nfes.append(result.nfe)
+        advance(hi, f"nfe {result.nfe}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    return torch.cat(out), labels, captions, sum(nfes) / len(nfes), seconds
+
+
+def save_grid(fake: torch.Tensor, path: Path, n: int) -> None:
+    """A sample grid (videos: one row of frames per sample)."""
+    from torchvision.utils import save_image
+    imgs = fake[:n].float() / 255.0
+    if imgs.ndim == 5:                                   # (N, T, C, H, W)
+        nrow = imgs.shape[1]
+        imgs = imgs[: max(1, min(8, n))].flatten(0, 1)
+    else:
+        nrow = max(1, math.isqrt(max(1, imgs.shape[0])))
+    save_image(imgs, path, nrow=nrow, padding=1)

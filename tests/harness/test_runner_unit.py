@@ -1,0 +1,270 @@
+"""The runner's parts: data order, EMA, clipping, checkpoint resume, sampling seeds, the trial queue, MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from tests.harness.runner_support import GRID, PLUGIN, write_study
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def registries(monkeypatch):
+    from plugins.registry import load_registries
+    monkeypatch.setenv("ZIGMA_HARNESS_PLUGINS", PLUGIN)
+    load_registries.cache_clear()
+    yield load_registries()
+    load_registries.cache_clear()
+
+
+def _spec(tmp_path, **base):
+    from harness.study import expand_trials, load_study
+    study = load_study(write_study(tmp_path / "s.yaml", "unit", axes={"backbone.width": [8]}, seeds=(0,), **base))
+    return expand_trials(study)[0]
+
+
+# -- training --------------------------------------------------------------------------------------------------
+def test_batch_stream_resumed_at_a_position_continues_the_same_sequence():
+    from harness.training import BatchStream
+    straight = BatchStream(10, 3, seed=4)
+    it = iter(straight)
+    first = [next(it) for _ in range(7)]
+    epoch, batch = 0, 0
+    for _ in range(4):
+        epoch, batch = BatchStream.advance(epoch, batch, straight.per_epoch)
+    resumed = iter(BatchStream(10, 3, seed=4, epoch=epoch, batch=batch))
+    assert [next(resumed) for _ in range(3)] == first[4:]
+    assert sorted(i for b in first[:3] for i in b) == sorted(set(i for b in first[:3] for i in b))  # no repeats
+
+
+def test_ema_decay_warms_up_as_the_minimum_of_decay_and_1_plus_n_over_10_plus_n():
+    from harness.training import ema_decay
+    assert ema_decay(0.9999, 0, True) == pytest.approx(0.1)
+    assert ema_decay(0.9999, 90, True) == pytest.approx(91 / 100)
+    assert ema_decay(0.9, 1000, True) == 0.9
+    assert ema_decay(0.9999, 0, False) == 0.9999
+
+
+def test_ema_update_moves_each_parameter_by_one_minus_decay():
+    from harness.training import update_ema
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = ema.weight.detach().clone()
+    update_ema(ema, model, 0.75)
+    assert torch.allclose(ema.weight, 0.75 * before + 0.25 * model.weight.detach())
+
+
+def test_the_optimizer_step_sees_gradients_already_clipped():
+    from harness.study import TrainConfig
+    from harness.training import Stepper
+
+    class Loud:  # a transport whose loss has a huge gradient
+        def loss(self, model_fn, x1, *, generator):
+            return 1e4 * model_fn(x1, torch.zeros(len(x1))).pow(2).flatten(1).sum(1)
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4))
+    net_fn = lambda x, t: net(x)  # noqa: E731
+    model = type("M", (torch.nn.Module,), {"forward": lambda self, x, t: net_fn(x, t)})()
+    model.add_module("net", net)
+    stepper = Stepper(model, type(model)(), Loud(), TrainConfig(grad_clip=0.5, precision="fp32"),
+                      torch.device("cpu"))
+    seen = []
+    step = stepper.opt.step
+    stepper.opt.step = lambda *a, **k: (seen.append(torch.cat([p.grad.flatten() for p in stepper.params]).norm()),
+                                        step(*a, **k))
+    stepper(torch.ones(2, 4), {}, 0, torch.Generator())
+    assert seen[0] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_a_resumed_trial_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, registries):
+    from harness.trial import TrialHooks, run_trial
+    spec = _spec(tmp_path, train={"steps": 20, "checkpoint_every": 10})
+    cpu = torch.device("cpu")
+    straight = run_trial(spec, registries, trial_dir=tmp_path / "a", device=cpu, cache_dir=tmp_path / "c")
+
+    def stop_at_15(step, info):
+        if step == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, registries, trial_dir=tmp_path / "b", device=cpu, cache_dir=tmp_path / "c",
+                  hooks=TrialHooks(advance=stop_at_15))
+    resumed = run_trial(spec, registries, trial_dir=tmp_path / "b", device=cpu, cache_dir=tmp_path / "c")
+    assert resumed["resumed_from_step"] == 10 and straight["resumed_from_step"] == 0
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for k in a["ema"]:
+        torch.testing.assert_close(a["ema"][k], b["ema"][k], rtol=0, atol=0)
+    assert resumed["metrics"]["toy-gap"] == straight["metrics"]["toy-gap"]
+    assert resumed["metrics"]["final_train_loss"] == straight["metrics"]["final_train_loss"]
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, registries):
+    from harness.trial import run_trial
+    spec = _spec(tmp_path, train={"steps": 10, "checkpoint_every": 5})
+    run_trial(spec, registries, trial_dir=tmp_path / "t", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    other = _spec(tmp_path, train={"steps": 10, "checkpoint_every": 5, "lr": 0.01})
+    again = run_trial(other, registries, trial_dir=tmp_path / "t", device=torch.device("cpu"),
+                      cache_dir=tmp_path / "c")
+    assert again["resumed_from_step"] == 0
+
+
+def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
+    from harness.sampling import Conditioning
+    data = type("D", (), {"info": type("I", (), {"num_classes": 10})()})()
+    batch = {"x": torch.zeros(4000, 1), "y": torch.zeros(4000, dtype=torch.long)}
+    y = Conditioning("class", 0.25, data, torch.device("cpu")).train_kwargs(batch, torch.Generator().manual_seed(0))
+    assert set(y["y"].tolist()) == {0, 10}
+    assert (y["y"] == 10).float().mean().item() == pytest.approx(0.25, abs=0.03)
+
+
+def test_guided_samples_do_not_depend_on_the_eval_batch_size(tmp_path, registries):
+    from harness.sampling import Conditioning, Net, sample_images
+    from zigma.interpolants import Euler, LinearPath, Transport
+    from tests.harness.toy_plugin import DataOptions, ToyMLP, _load
+
+    data = _load(DataOptions())
+    torch.manual_seed(0)
+    net = Net(ToyMLP(width=8, num_classes=2, fail="none", fail_step=0, sleep=0.0)).eval()
+    cond = Conditioning("class", 0.1, data, torch.device("cpu"))
+    kw = dict(n=6, shape=(1, 4, 4), seed=3, cfg_scale=2.0, device=torch.device("cpu"), amp=None)
+    one = sample_images(net, Transport(LinearPath()), Euler(steps=3), cond, batch_size=1, **kw)
+    six = sample_images(net, Transport(LinearPath()), Euler(steps=3), cond, batch_size=6, **kw)
+    assert torch.equal(one[0], six[0]) and one[1].tolist() == [0, 1, 0, 1, 0, 1]
+
+
+# -- the queue ---------------------------------------------------------------------------------------------------
+def _queue_study(tmp_path):
+    from harness.queue import open_storage
+    storage = open_storage(None, tmp_path)
+    return optuna.create_study(study_name="q", storage=storage), storage
+
+
+def _specs(tmp_path):
+    from harness.study import expand_trials, load_study
+    return expand_trials(load_study(write_study(tmp_path / "q.yaml", "q", axes=GRID)))
+
+
+def test_enqueueing_twice_adds_each_combination_once(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    specs = _specs(tmp_path)
+    assert queue.enqueue(study, specs) == 12
+    assert queue.enqueue(study, specs) == 0
+    assert len(study.get_trials()) == 12
+
+
+def test_two_storage_handles_never_claim_the_same_trial(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:5])
+    other = optuna.load_study(study_name="q", storage=queue.open_storage(None, tmp_path))
+    claimed = []
+    for s in (study, other, other, study, other, study):
+        t = queue.claim(s)
+        if t is not None:
+            claimed.append(t.number)
+    assert sorted(claimed) == [0, 1, 2, 3, 4]
+
+
+def test_a_dead_workers_trial_is_requeued_with_its_identity_and_mlflow_run(tmp_path):
+    from harness import queue
+    study, storage = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:1])
+    t = queue.claim(study)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stamp = {**queue.worker_stamp(), "pid": int(dead.stdout), "started": 0.0}
+    storage.set_trial_user_attr(t._trial_id, "worker", stamp)
+    storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "run123")
+    assert queue.recover_stale(study) == [t.number]
+    trials = study.get_trials()
+    assert [x.state for x in trials] == [TrialState.FAIL, TrialState.WAITING]
+    copy = trials[1]
+    assert copy.user_attrs["trial_key"] == t.user_attrs["trial_key"]
+    assert copy.user_attrs["mlflow_run_id"] == "run123"
+    assert copy.user_attrs["attempts"] == [{"number": 0, "reason": f"worker {stamp['host']}:{stamp['pid']} died"}]
+    assert queue.latest_by_key(trials)[t.user_attrs["trial_key"]].number == 1
+
+
+def test_a_live_workers_trial_is_left_running(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:1])
+    queue.claim(study)
+    assert queue.recover_stale(study) == []
+    assert study.get_trials()[0].state == TrialState.RUNNING
+
+
+def test_ending_orphans_kills_running_child_runs_but_spares_live_ones(tmp_path):
+    from harness.tracking import Tracker, default_tracking_uri
+    tracker = Tracker(default_tracking_uri(tmp_path), "orphans", artifact_root=tmp_path / "art")
+    parent = tracker.start_study(study="orphans", preset=None)
+    a = tracker.start_trial(parent_id=parent, key="a", label="a", params={"x": "1"})
+    b = tracker.start_trial(parent_id=parent, key="b", label="b", params={"x": "2"})
+    assert tracker.end_orphans(parent, {b}, "interrupted (runner stopped)") == 1
+    run_a = tracker.client.get_run(a)
+    assert run_a.info.status == "KILLED" and run_a.data.tags["harness.failure"] == "interrupted (runner stopped)"
+    assert tracker.client.get_run(b).info.status == "RUNNING"
+    assert tracker.start_trial(parent_id=parent, key="a", label="a", params={}, run_id=a) == a
+    assert tracker.client.get_run(a).info.status == "RUNNING"
+
+
+# -- the command -------------------------------------------------------------------------------------------------
+def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, capsys):
+    from harness.cli import main
+    study = write_study(tmp_path / "d.yaml", "dry")
+    main(["run", str(study), "--dry-run", "--out", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert "dry: 12 trial(s)" in out and out.count("toy-blobs") == 12
+    assert not (tmp_path / "runs").exists()
+
+
+def test_gpus_on_a_machine_without_cuda_is_one_clear_error(monkeypatch):
+    from harness.commands.run import parse_gpus
+    from plugins.errors import HarnessError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(HarnessError, match="no CUDA device is visible"):
+        parse_gpus("0,1")
+
+
+def test_gpus_are_mapped_through_the_visible_devices(monkeypatch):
+    from harness.commands.run import parse_gpus
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert parse_gpus("1,0") == ["6", "4"]
+    assert parse_gpus("all") == ["4", "6"]
+
+
+def test_provenance_names_git_sha_versions_device_precision_and_seeds(tmp_path, registries):
+    from harness.trial import run_trial
+    spec = _spec(tmp_path, train={"steps": 2, "checkpoint_every": 2})
+    run_trial(spec, registries, trial_dir=tmp_path / "p", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    prov = json.loads((tmp_path / "p" / "provenance.json").read_text())
+    assert len(prov["git_sha"]) == 40 and prov["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert prov["device"].startswith("cpu") and prov["precision"] == "fp32"
+    assert prov["seeds"]["trial"] == 0 and prov["plugins"]["backbone"] == PLUGIN
+    assert os.path.exists(tmp_path / "p" / "config.json")
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["config"]["backbone"]["width"] == 8
+
+
+def test_results_hold_the_cost_figures(tmp_path, registries):
+    from harness.trial import run_trial
+    spec = _spec(tmp_path, train={"steps": 4, "checkpoint_every": 4}, eval={"cost": True, "cost_iters": 1})
+    res = run_trial(spec, registries, trial_dir=tmp_path / "r", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    m = res["metrics"]
+    width = 8
+    assert m["params_m"] * 1e6 == (16 + 1 + width) * width + width + width * 16 + 16 + 3 * width
+    assert m["gflops"] > 0 and m["train_images_per_s"] > 0 and m["sample_ms_per_image"] > 0
+    assert m["nfe"] == 4.0 and m["peak_memory_gb"] > 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["toy-gap"] == m["toy-gap"]
+    assert Path(tmp_path / "r" / "samples.png").exists()
