@@ -29,7 +29,7 @@ def grads_of(mixer, x, **kw):
     """Output, input gradient and every parameter gradient of sum(out * w) for a fixed w."""
     x = x.detach().requires_grad_()
     out = mixer(x, **kw)
-    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(out.dtype)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(out)
     names, params = zip(*mixer.named_parameters())
     grads = torch.autograd.grad((out * w).sum(), (x, *params))
     return out, dict(zip(("x", *names), grads))
