@@ -47,8 +47,9 @@ def build_fid(**options) -> FrechetMetric:
     """Fails here — at validation, before clean-fid or the network is touched — when the weights are absent."""
     from ._metrics.inception import CleanInception, resolve_weights
 
+    weights = resolve_weights(options.get("weights_path"))     # MissingDependencyError, one line
     o = FIDOptions(**options)
-    return FrechetMetric("fid", CleanInception(resolve_weights(o.weights_path)), o, label="FID (clean-fid)")
+    return FrechetMetric("fid", CleanInception(weights), o, label="FID (clean-fid)")
 
 
 def build_cond_accuracy(**options) -> CondAccuracy:

@@ -41,10 +41,16 @@ def feature_stats(feats: np.ndarray | torch.Tensor) -> FeatureStats:
     return FeatureStats(mu=mu, sigma=np.atleast_2d(sigma), num_samples=x.shape[0])
 
 
+def _psd_eigvals(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with round-off (|w| below D * eps * max w) set to exactly 0."""
+    tol = w.size * np.finfo(np.float64).eps * max(float(np.abs(w).max(initial=0.0)), 1e-300)
+    return np.where(w > tol, w, 0.0)
+
+
 def _sym_sqrt(a: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric PSD matrix (D, D) via eigh; negative round-off eigenvalues clipped to 0."""
+    """Square root of a symmetric PSD matrix (D, D) via eigh (round-off eigenvalues zeroed)."""
     w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_psd_eigvals(w))) @ v.T
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -60,7 +66,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}"
     r1 = _sym_sqrt(s1)
     m = r1 @ s2 @ r1
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
+    tr_covmean = np.sqrt(_psd_eigvals(np.linalg.eigvalsh((m + m.T) / 2))).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 

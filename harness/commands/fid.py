@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from plugins._metrics import inception
 
-__all__ = ["register", "fid_app"]
+__all__ = ["fid_app", "register"]
 
 fid_app = typer.Typer(help="Inception FID weights: fetch them once, then point the `fid` metric at them.",
                       no_args_is_help=True)
@@ -16,9 +17,10 @@ fid_app = typer.Typer(help="Inception FID weights: fetch them once, then point t
 
 @fid_app.command("prefetch")
 def prefetch(
-    dest: Path = typer.Option(inception.DEFAULT_DEST, "--dest", help="where to write inception-2015-12-05.pt"),
-    force: bool = typer.Option(False, "--force", help="download again even if the file exists"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be downloaded, touch nothing"),
+    dest: Annotated[Path, typer.Option("--dest", help="where to write inception-2015-12-05.pt")] = (
+        inception.DEFAULT_DEST),
+    force: Annotated[bool, typer.Option("--force", help="download again even if the file exists")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be downloaded, touch nothing")] = False,
 ) -> None:
     """Download the Inception weights for the `fid` metric (about 95 MB) and print how to use them."""
     dest = dest.expanduser()

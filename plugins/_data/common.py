@@ -12,8 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import DataError
 
-__all__ = ["DataOptions", "ImageOptions", "UInt8Dataset", "resize_uint8", "to_channels", "fingerprint",
-           "make_reference", "to_uint8"]
+__all__ = [
+    "DataOptions",
+    "ImageOptions",
+    "UInt8Dataset",
+    "fingerprint",
+    "make_reference",
+    "resize_uint8",
+    "to_channels",
+    "to_uint8",
+]
 
 
 class DataOptions(BaseModel):

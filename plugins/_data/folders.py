@@ -14,7 +14,7 @@ from ..errors import DataError
 from ..specs import DataBundle, DataInfo
 from .common import DataOptions, UInt8Dataset, fingerprint, make_reference
 
-__all__ = ["ImageFolderOptions", "VideoFolderOptions", "load_image_folder", "load_video_folder", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "ImageFolderOptions", "VideoFolderOptions", "load_image_folder", "load_video_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -87,7 +87,7 @@ def _split(items: list, root: Path, opts: _FolderOptions, name: str) -> tuple[li
             raise DataError(f"{name}: {root}/train has {len(train)} item(s) and {root}/test has {len(test)}; "
                             f"need >= 1 and >= 2")
         return train, test
-    k = int(round(opts.holdout * len(items)))
+    k = round(opts.holdout * len(items))
     if k < 2 or len(items) - k < 1:
         raise DataError(f"{name}: {root} has {len(items)} item(s); holding out {opts.holdout:.0%} for metrics "
                         f"leaves {k} (need >= 2) — add data or a test/ subfolder")

@@ -16,7 +16,7 @@ from ..errors import DataError, MissingDependencyError
 from ..specs import DataBundle
 from .common import fingerprint, to_uint8
 
-__all__ = ["encode_bundle", "load_vae", "LatentDataset"]
+__all__ = ["LatentDataset", "encode_bundle", "load_vae"]
 
 
 def load_vae(vae_path: str, device: torch.device) -> torch.nn.Module:

@@ -7,14 +7,14 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from zigma.data import shapes as zshapes
 from zigma.data import moving_digits
+from zigma.data import shapes as zshapes
 
 from ..specs import DataBundle, DataInfo
-from .real import digits_splits
 from .common import DataOptions, UInt8Dataset, fingerprint, make_reference, resize_uint8, to_uint8
+from .real import digits_splits
 
-__all__ = ["ShapesOptions", "MovingDigitsOptions", "load_shapes", "load_moving_digits"]
+__all__ = ["MovingDigitsOptions", "ShapesOptions", "load_moving_digits", "load_shapes"]
 
 _REFERENCE_STREAM = 1_000_003    # reference data comes from seed + this, disjoint from the training stream
 

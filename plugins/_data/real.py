@@ -14,7 +14,7 @@ from ..errors import DataError
 from ..specs import DataBundle, DataInfo
 from .common import ImageOptions, UInt8Dataset, fingerprint, make_reference, resize_uint8
 
-__all__ = ["DigitsOptions", "FashionMNISTOptions", "load_digits", "load_fashion_mnist", "digits_splits", "DEBIAN_FASHION_MNIST"]
+__all__ = ["DEBIAN_FASHION_MNIST", "DigitsOptions", "FashionMNISTOptions", "digits_splits", "load_digits", "load_fashion_mnist"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

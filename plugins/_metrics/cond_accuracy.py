@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 
 from ..errors import DataError
 from ..specs import MetricContext
 
-__all__ = ["CondAccuracyOptions", "AttributeClassifier", "CondAccuracy"]
+__all__ = ["AttributeClassifier", "CondAccuracy", "CondAccuracyOptions"]
 
 
 class CondAccuracyOptions(BaseModel):

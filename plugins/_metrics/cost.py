@@ -8,23 +8,25 @@ counted by FlopCounterMode alone (its 2-per-MAC count halved).
 
 Timing excludes warm-up calls and synchronizes the device before each clock read. Peak memory: CUDA
 `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`; CPU: the peak resident set since a reset
-(/proc/self/status VmHWM, reset through /proc/self/clear_refs), with `resource.getrusage().ru_maxrss` (the
+(/proc/self/status VmHWM, reset through /proc/self/clear_refs after glibc's malloc_trim), with `resource.getrusage().ru_maxrss` (the
 process-lifetime peak, an upper bound) where that reset is unavailable.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
 
-__all__ = ["count_params", "flops", "PeakMemory", "measure_training_throughput", "measure_sampling"]
+__all__ = ["PeakMemory", "count_params", "flops", "measure_sampling", "measure_training_throughput"]
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -65,6 +67,14 @@ def _status_kb(key: str) -> int | None:
     return None
 
 
+def _malloc_trim() -> None:
+    """Hand freed heap pages back to the OS (glibc), so the next peak's growth above the reset level is its own."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _ru_maxrss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024    # bytes on macOS, kB on Linux
@@ -79,13 +89,14 @@ class PeakMemory:
         self.peak_bytes = self.delta_bytes = 0
         self.method = ""
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
             self.method = "torch.cuda.max_memory_allocated"
             return self
+        _malloc_trim()
         try:
             _CLEAR_REFS.write_text("5")          # resets VmHWM to the current RSS (Linux >= 4.0)
             self._base = (_status_kb("VmRSS") or 0) * 1024

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FeatureExtractor", "EffNetLite0", "extract_features", "batches"]
+__all__ = ["EffNetLite0", "FeatureExtractor", "batches", "extract_features"]
 
 
 class FeatureExtractor(Protocol):

@@ -15,7 +15,7 @@ from ..specs import MetricContext
 from .features import extract_features
 from .reference import num_reference, reference_features
 
-__all__ = ["FeatureMetricOptions", "EffNetOptions", "KIDOptions", "FrechetMetric", "KIDMetric"]
+__all__ = ["EffNetOptions", "FeatureMetricOptions", "FrechetMetric", "KIDMetric", "KIDOptions"]
 
 
 class FeatureMetricOptions(BaseModel):

@@ -18,8 +18,15 @@ import torch
 
 from ..errors import HarnessError, MissingDependencyError
 
-__all__ = ["ENV_VAR", "WEIGHTS_NAME", "WEIGHTS_URL", "DEFAULT_DEST", "resolve_weights", "CleanInception",
-           "download_weights"]
+__all__ = [
+    "DEFAULT_DEST",
+    "ENV_VAR",
+    "WEIGHTS_NAME",
+    "WEIGHTS_URL",
+    "CleanInception",
+    "download_weights",
+    "resolve_weights",
+]
 
 ENV_VAR = "ZIGMA_HARNESS_INCEPTION_WEIGHTS"
 WEIGHTS_NAME = "inception-2015-12-05.pt"

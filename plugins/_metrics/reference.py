@@ -17,7 +17,7 @@ from ..errors import DataError
 from ..specs import MetricContext
 from .features import extract_features
 
-__all__ = ["ReferenceFeatures", "reference_features", "reference_key", "num_reference"]
+__all__ = ["ReferenceFeatures", "num_reference", "reference_features", "reference_key"]
 
 _CACHE_VERSION = 1   # bump when the extraction code changes numbers
 

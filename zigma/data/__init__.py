@@ -1,11 +1,36 @@
 """Procedural data generators: pure functions of a torch.Generator that return tensors (and captions)."""
 
 from .moving_digits import bouncing_trajectories, moving_digits
-from .shapes import (ATTRIBUTES, COLOURS, NUM_CLASSES, POSITIONS, SHAPES, VOCAB, ShapesBatch, attributes_to_label,
-                     caption, caption_to_attributes, label_to_attributes, render_shapes, shapes_batch)
+from .shapes import (
+                     ATTRIBUTES,
+                     COLOURS,
+                     NUM_CLASSES,
+                     POSITIONS,
+                     SHAPES,
+                     VOCAB,
+                     ShapesBatch,
+                     attributes_to_label,
+                     caption,
+                     caption_to_attributes,
+                     label_to_attributes,
+                     render_shapes,
+                     shapes_batch,
+)
 
 __all__ = [
-    "COLOURS", "SHAPES", "POSITIONS", "ATTRIBUTES", "VOCAB", "NUM_CLASSES", "ShapesBatch", "shapes_batch",
-    "render_shapes", "caption", "caption_to_attributes", "attributes_to_label", "label_to_attributes",
-    "moving_digits", "bouncing_trajectories",
+                     "ATTRIBUTES",
+                     "COLOURS",
+                     "NUM_CLASSES",
+                     "POSITIONS",
+                     "SHAPES",
+                     "VOCAB",
+                     "ShapesBatch",
+                     "attributes_to_label",
+                     "bouncing_trajectories",
+                     "caption",
+                     "caption_to_attributes",
+                     "label_to_attributes",
+                     "moving_digits",
+                     "render_shapes",
+                     "shapes_batch",
 ]

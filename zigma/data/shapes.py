@@ -12,8 +12,19 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
-    "COLOURS", "SHAPES", "POSITIONS", "ATTRIBUTES", "VOCAB", "NUM_CLASSES", "ShapesBatch", "shapes_batch",
-    "render_shapes", "caption", "caption_to_attributes", "attributes_to_label", "label_to_attributes",
+    "ATTRIBUTES",
+    "COLOURS",
+    "NUM_CLASSES",
+    "POSITIONS",
+    "SHAPES",
+    "VOCAB",
+    "ShapesBatch",
+    "attributes_to_label",
+    "caption",
+    "caption_to_attributes",
+    "label_to_attributes",
+    "render_shapes",
+    "shapes_batch",
 ]
 
 #: colour name -> RGB in [0, 1]

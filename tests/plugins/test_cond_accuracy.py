@@ -1,0 +1,79 @@
+"""cond-accuracy: a classifier trained on real shapes scores whether samples show their prompted attributes."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from plugins._metrics import cond_accuracy
+from plugins.errors import DataError
+from plugins.registry import load_registries
+from plugins.specs import MetricContext
+
+torch.set_num_threads(1)
+OPTIONS = {"num_train": 2000, "epochs": 5}
+
+
+def _metric():
+    entry = load_registries().metrics.get("cond-accuracy")
+    return entry.build(**entry.options(**OPTIONS).model_dump())
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    entry = load_registries().datasets.get("shapes")
+    return entry.load(entry.options(num_train=2400, num_reference=10))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cond"))
+
+
+def _ctx(bundle, cache, **kw):
+    return MetricContext(data=bundle, device=torch.device("cpu"), cache_dir=cache, progress=False, **kw)
+
+
+def test_unseen_real_shapes_score_near_one_and_mismatched_labels_near_chance(shapes, cache):
+    images, labels = shapes.train.uint8()[2000:], shapes.train.labels[2000:]      # not used for training
+    right = _metric().compute(images, _ctx(shapes, cache, labels=labels))
+    wrong = _metric().compute(images, _ctx(shapes, cache, labels=labels.roll(1)))
+    assert right["cond-accuracy"] > 0.95 and right["meta.classifier_heldout_accuracy"] > 0.95
+    assert wrong["cond-accuracy"] < 0.1
+    assert {"cond-accuracy.colour", "cond-accuracy.shape", "cond-accuracy.position"} <= set(right)
+
+
+def test_captions_and_labels_give_the_same_score(shapes, cache):
+    images, labels = shapes.train.uint8()[2000:2100], shapes.train.labels[2000:2100]
+    captions = shapes.train.captions[2000:2100]
+    by_label = _metric().compute(images, _ctx(shapes, cache, labels=labels))
+    by_caption = _metric().compute(images, _ctx(shapes, cache, captions=captions))
+    assert by_label == by_caption
+
+
+def test_the_classifier_is_trained_once_and_cached_on_disk(shapes, cache, monkeypatch, tmp_path):
+    images, labels = shapes.train.uint8()[2000:2050], shapes.train.labels[2000:2050]
+    first = _metric().compute(images, _ctx(shapes, cache, labels=labels))   # trained by an earlier test or now
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(cond_accuracy, "train_classifier", no_training)
+    again = _metric().compute(images, _ctx(shapes, cache, labels=labels))
+    assert again == first
+    with pytest.raises(AssertionError, match="retrained"):          # a different data fingerprint retrains
+        other = dataclasses.replace(shapes, info=dataclasses.replace(shapes.info, fingerprint="other"))
+        _metric().compute(images, _ctx(other, str(tmp_path), labels=labels))
+
+
+def test_a_dataset_without_attributes_is_a_data_error(tmp_path):
+    entry = load_registries().datasets.get("digits")
+    digits = entry.load(entry.options(num_train=20))
+    with pytest.raises(DataError, match="attribute labels"):
+        _metric().compute(digits.reference(4), _ctx(digits, str(tmp_path), labels=torch.zeros(4, dtype=torch.long)))
+
+
+def test_the_null_class_is_not_a_valid_conditioning_label(shapes, cache):
+    images = shapes.train.uint8()[:2]
+    with pytest.raises(ValueError, match="class indices below 72"):
+        _metric().compute(images, _ctx(shapes, cache, labels=torch.tensor([0, 72])))
