@@ -142,6 +142,7 @@ def _study_spec(data: StudyData, raw: dict[str, Any], source: str) -> list:
 
 def _client(uri: str):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)

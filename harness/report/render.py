@@ -68,13 +68,14 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
     if not metrics:
         return {"head": [], "rows": [], "constants": constants} if constants else {}
     keys = list(table.keys)
+    deltas = len(table.rows) > 1
     head = [(k, "key") for k in keys] if keys else [("variant", "key")]
     head.append(("n", "num"))
     for m in metrics:
         head += [(m.header, "num"), (f"Δ {m.title}" + (" (%)" if kind == "cost" else ""), "num delta")]
     rows = []
     for r in table.rows:
-        cells = [(str(r.values[k]) + (" (baseline)" if r.baseline and i == len(keys) - 1 else ""), "key",
+        cells = [(str(r.values[k]) + (" (baseline)" if r.baseline and deltas and i == len(keys) - 1 else ""), "key",
                   str(r.values[k])) for i, k in enumerate(keys)] if keys else [("base", "key", "base")]
         cells.append((f"{r.n_seeds}" + (f" (+{r.n_failed} failed)" if r.n_failed else ""), "num", r.n_seeds))
         for m in metrics:
@@ -90,8 +91,12 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
                 text = rel if kind == "cost" and rel else fmt(c.delta, d, sign=True) + (f" ({rel})" if rel else "")
                 cls = "noise" if c.noise else {True: "better", False: "worse", None: ""}[c.better]
                 cells.append((("~ " if c.noise else "") + text, f"num {cls}".strip(), c.delta))
-        rows.append({"cells": cells, "baseline": r.baseline})
-    return {"head": head, "rows": rows, "constants": constants, **_stacked(head, rows)}
+        rows.append({"cells": cells, "baseline": r.baseline and deltas})
+    if not deltas:  # one variant: nothing to compare against
+        keep = [i for i, (_, cls) in enumerate(head) if "delta" not in cls]
+        head = [head[i] for i in keep]
+        rows = [{**r, "cells": [r["cells"][i] for i in keep]} for r in rows]
+    return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, **_stacked(head, rows)}
 
 
 def _stacked(head: list[tuple[str, str]], rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -183,6 +183,23 @@ def test_a_study_without_a_tracking_store_reports_from_results_json_and_names_mi
     assert [(f["variant"], f["seed"], f["status"]) for f in summary["failed"]] == [("hilbert-8", 1, "missing")]
 
 
+def test_a_study_without_axes_gets_one_table_without_delta_columns(tmp_path):
+    import yaml
+
+    from harness.study import expand_trials, parse_study
+
+    folder = tmp_path / "runs" / "base_only"
+    folder.mkdir(parents=True)
+    (folder / "study.yaml").write_text("name: base_only\nseeds: [0, 1]\n")
+    for spec in expand_trials(parse_study(yaml.safe_load((folder / "study.yaml").read_text()))):
+        (folder / "trials" / spec.key).mkdir(parents=True)
+        (folder / "trials" / spec.key / "results.json").write_text(json.dumps({"fd-effnet": 10.0 + spec.seed}))
+    out = build_report(folder, tmp_path / "out")
+    readme = (out / "README.md").read_text()
+    assert "### Base configuration" in readme and "| base      |   2 |         10.5 ± 0.7 |" in readme
+    assert "Δ" not in readme.split("## Results")[1].split("## Notes")[0]
+
+
 def test_two_studies_are_compared_side_by_side_in_reports_a_vs_b(study, tmp_path, monkeypatch):
     copy = tmp_path / "runs" / "toy_scans_b"
     shutil.copytree(study, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
