@@ -88,7 +88,10 @@ def _span(study: StudyData) -> str:
     ends = sorted(s for s in t.get("ended", []) if isinstance(s, str) and s)
     if not starts:
         return ""
-    return f"{starts[0]} – {ends[-1] if ends else 'running'}"
+    first, last = starts[0], (ends[-1] if ends else "running")
+    if last[:10] == first[:10]:  # same day: '2024-05-01 12:30 – 14:05 UTC'
+        return f"{first.removesuffix(' UTC')} – {last[11:]}"
+    return f"{first} – {last}"
 
 
 def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, Any]]) -> list[str]:
