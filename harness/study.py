@@ -333,8 +333,10 @@ class TrialSpec:
 
     @property
     def key(self) -> str:
-        """Stable identifier of (params, seed), used to run each combination exactly once."""
-        blob = json.dumps({"params": self.params, "seed": self.seed}, sort_keys=True, default=str)
+        """Stable identifier of (params, seed, resolved config), used to run each combination exactly once.
+        The config is part of it so that a preset (or an edited base) never reuses another setting's results."""
+        blob = json.dumps({"params": self.params, "seed": self.seed, "config": self.config.model_dump(mode="json")},
+                          sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     @property
