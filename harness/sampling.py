@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from torch import nn
 from harness.training import seed_for
 from plugins.specs import DataBundle
 
-__all__ = ["Net", "Conditioning", "sample_batch", "sample_images", "to_uint8", "save_grid"]
+__all__ = ["Net", "Conditioning", "Samples", "sample_batch", "sample_images", "to_uint8", "save_grid"]
 
 
 class Net(nn.Module):
@@ -111,34 +111,55 @@ def sample_batch(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, 
     return sampler.sample(transport, model_fn, x0, seeds=list(seeds))
 
 
+@dataclass
+class Samples:
+    """fake: uint8 (n, *shape); labels / captions: the conditioning of each sample; nfe: mean per batch;
+    timing: plugins/_metrics/cost.measure_sampling's figures over the full batches after the first, when there
+    were at least two (None otherwise)."""
+
+    fake: torch.Tensor
+    labels: torch.Tensor | None
+    captions: list[str] | None
+    nfe: float
+    timing: dict[str, Any] | None
+
+
 @torch.no_grad()
 def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, n: int, batch_size: int,
                   shape: tuple[int, ...], seed: int, cfg_scale: float, device: torch.device,
                   amp: torch.dtype | None, advance: Callable[[int, str], None] = lambda c, i: None,
-                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None, float, float]:
-    """n samples, sample i from noise seeded by (seed, i). Returns (uint8 (n, *shape), labels, captions,
-    mean NFE per batch, seconds)."""
+                  measure: bool = False) -> Samples:
+    """n samples, sample i from noise seeded by (seed, i), in batches of batch_size. With measure=True the
+    batches after the first (its warm-up) are timed by measure_sampling as they are drawn."""
+    from plugins._metrics.cost import measure_sampling
     from zigma.random import sample_seeds
 
     labels, captions = cond.prompts(n, seed)
     seeds = sample_seeds(seed, range(n))
-    out, nfes = [], []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for lo in range(0, n, batch_size):
-        hi = min(n, lo + batch_size)
-        result = sample_batch(net, transport, sampler, cond, seeds=seeds[lo:hi],
-                              labels=None if labels is None else labels[lo:hi],
-                              captions=None if captions is None else captions[lo:hi], shape=shape,
-                              cfg_scale=cfg_scale, device=device, amp=amp)
-        out.append(to_uint8(result.x1).cpu())
-        nfes.append(result.nfe)
-        advance(hi, f"nfe {result.nfe}")
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    return torch.cat(out), labels, captions, sum(nfes) / len(nfes), seconds
+    spans = [(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)]
+    results: dict[int, Any] = {}
+
+    def draw(i: int) -> Any:
+        lo, hi = spans[i]
+        results[i] = sample_batch(net, transport, sampler, cond, seeds=seeds[lo:hi],
+                                  labels=None if labels is None else labels[lo:hi],
+                                  captions=None if captions is None else captions[lo:hi], shape=shape,
+                                  cfg_scale=cfg_scale, device=device, amp=amp)
+        advance(hi, f"nfe {results[i].nfe}")
+        return results[i]
+
+    full = [i for i, (lo, hi) in enumerate(spans) if hi - lo == batch_size]
+    timing = None
+    if measure and len(full) >= 2:
+        order = iter(full)
+        timing = measure_sampling(lambda: draw(next(order)), batch_size, warmup=1, iters=len(full) - 1,
+                                  device=device)
+    for i in range(len(spans)):
+        if i not in results:
+            draw(i)
+    fake = torch.cat([to_uint8(results[i].x1).cpu() for i in range(len(spans))])
+    nfe = sum(results[i].nfe for i in range(len(spans))) / len(spans)
+    return Samples(fake, labels, captions, nfe, timing)
 
 
 def save_grid(fake: torch.Tensor, path: Path, n: int) -> None:

@@ -158,12 +158,12 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
 
     def evaluate(ema: Net, step: int) -> None:
         hooks.phase(f"eval@{step}", cfg.eval.intermediate_samples)
-        fake, labels, captions, _, _ = sample_images(
+        out = sample_images(
             ema, transport, sampler, cond, n=cfg.eval.intermediate_samples, batch_size=cfg.eval.batch_size,
             shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
             advance=hooks.advance)
-        values, _ = _metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options, fake,
-                             ctx_for(labels, captions))
+        values, _ = _metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options, out.fake,
+                             ctx_for(out.labels, out.captions))
         hooks.log(values, step)
         hooks.phase("train", cfg.train.steps)
         if hooks.report is not None:
@@ -178,26 +178,27 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         extra_generators={"droppath": drop_gen})
 
     hooks.phase("sample", cfg.eval.num_samples)
-    fake, labels, captions, nfe, seconds = sample_images(
-        ema, transport, sampler, cond, n=cfg.eval.num_samples, batch_size=cfg.eval.batch_size, shape=info.shape,
-        seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp, advance=hooks.advance)
+    out = sample_images(ema, transport, sampler, cond, n=cfg.eval.num_samples, batch_size=cfg.eval.batch_size,
+                        shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
+                        advance=hooks.advance, measure=cfg.eval.cost)
     if cfg.eval.grid_samples:
-        save_grid(fake, trial_dir / "samples.png", cfg.eval.grid_samples)
+        save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
     hooks.phase("metrics", None)
-    values, meta = _metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options, fake,
-                            ctx_for(labels, captions))
+    values, meta = _metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options, out.fake,
+                            ctx_for(out.labels, out.captions))
 
     results = dict(values)
     results.update(final_train_loss=state.last_loss, train_seconds=state.train_seconds,
-                   peak_memory_gb=state.peak_memory_gb, params_m=sum(p.numel() for p in ema.backbone.parameters()) / 1e6,
-                   # measured in the training loop / the final sampling pass; replaced by the cost phase below
+                   peak_memory_gb=state.peak_memory_gb, nfe=out.nfe,
+                   params_m=sum(p.numel() for p in ema.backbone.parameters()) / 1e6,
+                   # measured in the training loop; the cost phase below replaces it
                    train_images_per_s=(state.timed_images / state.timed_seconds if state.timed_seconds > 0
-                                       else float("nan")),
-                   sample_ms_per_image=1000.0 * seconds / cfg.eval.num_samples, nfe=nfe)
+                                       else float("nan")))
     if cfg.eval.cost:
         hooks.phase("cost", None)
         figures, meta["cost"] = trial_costs(net=net, ema=ema, transport=transport, sampler=sampler, cond=cond,
-                                            cfg=cfg, data=data, device=device, amp=amp, seed=spec.seed)
+                                            cfg=cfg, data=data, device=device, amp=amp, seed=spec.seed,
+                                            sampling=out.timing)
         results.update(figures)
     (trial_dir / "metrics_meta.json").write_text(json.dumps(meta, indent=2, default=str))
     results = {k: float(v) for k, v in results.items()}

@@ -194,7 +194,8 @@ def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> No
         except ImportError:
             say("report: harness.report is not available; skipped")
         else:
-            say(f"report: {build_report(session.folder, tracking_uri=session.tracker.uri)}")
+            out = session.folder.parent.parent / "reports" / session.study.name   # runs/x -> reports/x
+            say(f"report: {build_report(session.folder, out, tracking_uri=session.tracker.uri)}")
     bad = [rc for rc in rcs if rc not in (0, None)]
     if bad:
         raise HarnessError(f"{len(bad)} worker process(es) exited with an error (codes {bad}); "

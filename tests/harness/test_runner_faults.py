@@ -143,3 +143,36 @@ def test_sigkill_mid_study_then_rerun_runs_every_combination_exactly_once_and_re
     assert len(children) == 12 and {c.info.status for c in children} == {"FINISHED"}
     resumed = [json.loads(p.read_text())["resumed_from_step"] for p in folder.glob("trials/*/results.json")]
     assert max(resumed) >= 10, f"the interrupted trial should resume from its checkpoint, got {resumed}"
+
+
+@pytest.mark.slow
+def test_sigint_requeues_the_running_trial_and_leaves_no_mlflow_run_running(tmp_path):
+    study = write_study(tmp_path / "int.yaml", "int", axes={"backbone.width": [8, 16]}, seeds=(0,),
+                        train={"steps": 30, "checkpoint_every": 10}, backbone={"sleep": 0.05})
+    folder = tmp_path / "runs" / "int"
+    seed_mlflow_db(folder, tmp_path)
+    args = ["run", str(study), "--out", str(tmp_path / "runs"), "--quiet", "--no-report"]
+    proc = subprocess.Popen(harness_cmd(*args), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while not list(folder.glob("trials/*/checkpoint.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the deadline"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    trials = optuna_trials("int", journal(folder))
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["failure"] == "interrupted"
+    assert trials[-1].state == TrialState.WAITING and trials[-1].user_attrs["attempts"][0]["number"] == 0
+    parents, children = mlflow_runs(folder, "int")
+    assert parents[0].info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
+
+    out = run_harness(*args, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = optuna_trials("int", journal(folder))
+    assert sorted(t.user_attrs["trial_key"] for t in trials if t.state == TrialState.COMPLETE) == sorted(
+        {t.user_attrs["trial_key"] for t in trials})
+    parents, children = mlflow_runs(folder, "int")
+    assert parents[0].info.status == "FINISHED" and sorted(c.info.status for c in children) == ["FINISHED"] * 2
+    resumed = [json.loads(p.read_text())["resumed_from_step"] for p in folder.glob("trials/*/results.json")]
+    assert sorted(resumed)[-1] >= 10

@@ -139,7 +139,7 @@ def test_guided_samples_do_not_depend_on_the_eval_batch_size(tmp_path, registrie
     kw = dict(n=6, shape=(1, 4, 4), seed=3, cfg_scale=2.0, device=torch.device("cpu"), amp=None)
     one = sample_images(net, Transport(LinearPath()), Euler(steps=3), cond, batch_size=1, **kw)
     six = sample_images(net, Transport(LinearPath()), Euler(steps=3), cond, batch_size=6, **kw)
-    assert torch.equal(one[0], six[0]) and one[1].tolist() == [0, 1, 0, 1, 0, 1]
+    assert torch.equal(one.fake, six.fake) and one.labels.tolist() == [0, 1, 0, 1, 0, 1]
 
 
 # -- the queue ---------------------------------------------------------------------------------------------------
@@ -259,7 +259,8 @@ def test_provenance_names_git_sha_versions_device_precision_and_seeds(tmp_path, 
 
 def test_results_hold_the_cost_figures(tmp_path, registries):
     from harness.trial import run_trial
-    spec = _spec(tmp_path, train={"steps": 4, "checkpoint_every": 4}, eval={"cost": True, "cost_iters": 1})
+    spec = _spec(tmp_path, train={"steps": 4, "checkpoint_every": 4},
+                 eval={"cost": True, "cost_iters": 1, "num_samples": 12, "batch_size": 4})
     res = run_trial(spec, registries, trial_dir=tmp_path / "r", device=torch.device("cpu"), cache_dir=tmp_path / "c")
     m = res["metrics"]
     width = 8
@@ -268,3 +269,5 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
     assert m["nfe"] == 4.0 and m["peak_memory_gb"] > 0
     assert json.loads((tmp_path / "r" / "results.json").read_text())["toy-gap"] == m["toy-gap"]
     assert Path(tmp_path / "r" / "samples.png").exists()
+    meta = json.loads((tmp_path / "r" / "metrics_meta.json").read_text())
+    assert meta["cost"]["sample_timing"] == "batches 2..3 of the final sampling pass (4 each)"
