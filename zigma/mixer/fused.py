@@ -19,19 +19,23 @@ class FusedUnavailableError(RuntimeError):
 
 @functools.cache
 def _import() -> tuple[dict | None, str]:
-    """Try the imports once: ({name: kernel}, '') or (None, why)."""
+    """Try the imports once: ({name: kernel}, '') or (None, why). causal-conv1d is optional: without it the
+    short causal convolution runs as a grouped torch conv1d and the selective scan still uses mamba-ssm's kernel."""
     try:
-        from causal_conv1d import causal_conv1d_fn
         from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
     except (ImportError, OSError) as err:  # OSError: a CUDA build whose shared libraries do not load
         return None, f"{type(err).__name__}: {err}"
-    kernels = {"mamba_inner_fn": mamba_inner_fn, "selective_scan_fn": selective_scan_fn,
-               "causal_conv1d_fn": causal_conv1d_fn}
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except (ImportError, OSError):
+        causal_conv1d_fn = None
+    kernels = {"mamba_inner_fn": mamba_inner_fn if causal_conv1d_fn is not None else None,
+               "selective_scan_fn": selective_scan_fn, "causal_conv1d_fn": causal_conv1d_fn}
     return kernels, ""
 
 
 def fused_available() -> bool:
-    """Whether mamba-ssm's fused kernels (and causal-conv1d) are importable here."""
+    """Whether mamba-ssm's selective-scan kernel is importable here (causal-conv1d is used when present too)."""
     return _import()[0] is not None
 
 
@@ -50,6 +54,9 @@ def fused_kernels() -> dict:
 def mamba_forward(mixer, x):
     """One direction, fully fused (mamba_inner_fn), exactly as mamba_ssm.Mamba: x (B, L, D) -> (B, L, D)."""
     kernels = fused_kernels()
+    if kernels["mamba_inner_fn"] is None:  # no causal-conv1d: torch conv + mamba-ssm's selective scan
+        y = ssm_branch(mixer.in_proj(x), mixer.conv1d, mixer.x_proj, mixer.dt_proj, mixer.A_log, mixer.D)
+        return mixer.out_proj(y)  # (B, L, D)
     length = x.shape[1]
     xz = rearrange(mixer.in_proj.weight @ rearrange(x, "b l d -> d (b l)"), "d (b l) -> b d l", l=length)
     if mixer.in_proj.bias is not None:
@@ -66,8 +73,12 @@ def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D):
     kernels = fused_kernels()
     length = xz.shape[1]
     x, z = rearrange(xz, "b l d -> b d l").chunk(2, dim=1)  # (B, d_inner, L) each
-    x = kernels["causal_conv1d_fn"](x.contiguous(), rearrange(conv1d.weight, "d 1 w -> d w"), conv1d.bias,
-                                    activation="silu")  # (B, d_inner, L)
+    if kernels["causal_conv1d_fn"] is not None:
+        x = kernels["causal_conv1d_fn"](x.contiguous(), rearrange(conv1d.weight, "d 1 w -> d w"), conv1d.bias,
+                                        activation="silu")  # (B, d_inner, L)
+    else:
+        width = conv1d.weight.shape[-1]
+        x = F.silu(F.conv1d(x, conv1d.weight, conv1d.bias, padding=width - 1, groups=x.shape[1])[..., :length])
     d_state = A_log.shape[1]
     x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj.weight)  # (B*L, dt_rank + 2 * d_state)
     dt, B, C = torch.split(x_dbl, [dt_proj.in_features, d_state, d_state], dim=-1)
