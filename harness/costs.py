@@ -36,7 +36,8 @@ def trial_costs(*, net: Net, ema: Net, transport: Any, sampler: Any, cond: Condi
     labels, captions = cond.prompts(1, seed)
     c, _ = cond.pair(ema, labels, captions)
     with torch.no_grad():
-        f = flops(ema.backbone, torch.zeros((1, *shape), device=device), torch.full((1,), 0.5, device=device), **c)
+        x, t = torch.zeros((1, *shape), device=device), torch.full((1,), 0.5, device=device)
+        f = flops(ema.backbone, x, t, **c)
     out = {"params_m": count_params(ema.backbone) / 1e6, "gflops": f["gflops"]}
     meta: dict[str, Any] = {"flops_method": f["flops_method"], "iters": iters, "warmup": 1}
 
@@ -45,8 +46,8 @@ def trial_costs(*, net: Net, ema: Net, transport: Any, sampler: Any, cond: Condi
     kwargs = cond.train_kwargs(batch, torch.Generator().manual_seed(seed_for(seed, 7)))
     stepper = Stepper(copy.deepcopy(net).train(), copy.deepcopy(ema), transport, cfg.train, device)
     gen = torch.Generator(device=device).manual_seed(seed_for(seed, 8))
-    train = measure_training_throughput(lambda: stepper(x1, kwargs, cfg.train.steps, gen), cfg.train.batch_size,
-                                        warmup=1, iters=iters, device=device)
+    train = measure_training_throughput(lambda: stepper(x1, kwargs, cfg.train.steps, gen),
+                                        cfg.train.batch_size, warmup=1, iters=iters, device=device)
     stepper = None  # free the copies before sampling
     out["train_images_per_s"] = train["train_images_per_s"]
     meta["train_memory_method"] = train["memory_method"]

@@ -1,4 +1,4 @@
-"""Progress for `harness run` / `harness worker`: rich bars on a terminal, one line per event in quiet mode."""
+"""Progress of `harness run` / `harness worker`: rich bars on a terminal, one line per event when quiet."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from optuna.trial import FrozenTrial
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
 
 from harness.runner import WorkerHooks
 from harness.study import TrialSpec
@@ -36,7 +37,8 @@ class LineProgress:
         def finished(spec: TrialSpec, status: str, detail: str) -> None:
             counts = self.total() if self.total else None
             done = f" [{counts['done']}/{counts['total']} done]" if counts else ""
-            self.say(f"[{spec.key}] {spec.label}: {status} {detail} ({time.perf_counter() - self._t0:.1f} s){done}")
+            took = time.perf_counter() - self._t0
+            self.say(f"[{spec.key}] {spec.label}: {status} {detail} ({took:.1f} s){done}")
 
         return WorkerHooks(started=started, finished=finished, trial=TrialHooks)
 
@@ -47,9 +49,9 @@ class RichProgress:
     def __init__(self, total: Callable[[], dict[str, int]]) -> None:
         self.total = total
         self.console = Console(file=sys.stderr)
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console,
-                                 transient=False)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=self.console, transient=False)
         c = total()
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
@@ -66,7 +68,8 @@ class RichProgress:
 
     def refresh(self) -> None:
         c = self.total()
-        self.progress.update(self.study_task, total=c["total"], completed=c["done"] + c["failed"] + c["pruned"],
+        finished = c["done"] + c["failed"] + c["pruned"]
+        self.progress.update(self.study_task, total=c["total"], completed=finished,
                              info=f"{c['done']} done, {c['failed']} failed, {c['running']} running")
 
     def hooks(self) -> WorkerHooks:

@@ -1,10 +1,10 @@
 """The trial queue on Optuna storage: exactly-once enqueue, claiming, dead workers and re-queueing.
 
-Identity of a trial lives in its user attrs (`trial_key`, `label`, `params`, `seed`), not in Optuna params, so a
-study file can gain axis values later. A trial that must run again (its worker died, it was interrupted, or
-`--retry-failed`) is ended FAIL and a WAITING copy is added whose `attempts` lists the superseded trial numbers;
-only the copy counts. Claiming goes through `set_trial_state_values(RUNNING)`, which succeeds for one worker only
-(journal log order, or SELECT ... FOR UPDATE on PostgreSQL).
+Identity of a trial lives in its user attrs (`trial_key`, `label`, `params`, `seed`), not in Optuna params,
+so a study file can gain axis values later. A trial that must run again (its worker died, it was interrupted,
+or `--retry-failed`) is ended FAIL and a WAITING copy is added whose `attempts` lists the superseded trial
+numbers; only the copy counts. Claiming goes through `set_trial_state_values(RUNNING)`, which succeeds for one
+worker only (journal log order, or SELECT ... FOR UPDATE on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.study import TrialSpec
 from plugins.errors import HarnessError, MissingDependencyError
 
-__all__ = ["open_storage", "storage_label", "enqueue", "claim", "fail_and_requeue", "requeue", "recover_stale",
-           "retry_failed", "latest_by_key", "superseded", "worker_stamp", "heartbeat", "IDENTITY"]
+__all__ = ["open_storage", "storage_label", "enqueue", "claim", "fail_and_requeue", "requeue",
+           "recover_stale", "retry_failed", "latest_by_key", "superseded", "worker_stamp", "heartbeat",
+           "IDENTITY"]
 
 IDENTITY = ("trial_key", "label", "params", "seed", "mlflow_run_id")
 JOURNAL = "optuna.journal"
-HEARTBEAT_S, GRACE_S = 20, 90          # RDB storages: a RUNNING trial silent for GRACE_S is failed and re-queued
+HEARTBEAT_S, GRACE_S = 20, 90    # RDB storages: a RUNNING trial silent for GRACE_S is failed and re-queued
 
 
 def open_storage(url: str | None, study_dir: Path) -> BaseStorage:
@@ -73,7 +74,7 @@ def storage_label(url: str | None) -> str:
     return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else url
 
 
-# -- identity ----------------------------------------------------------------------------------------------------
+# -- identity ----------------------------------------------------------------------------------------------
 def _attempts(t: FrozenTrial) -> list[dict[str, Any]]:
     return list(t.user_attrs.get("attempts", []))
 
@@ -107,7 +108,7 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
     return {"trial_key": spec.key, "label": spec.label, "params": spec.params, "seed": spec.seed}
 
 
-# -- enqueue -----------------------------------------------------------------------------------------------------
+# -- enqueue -----------------------------------------------------------------------------------------------
 def enqueue(study: optuna.Study, specs: list[TrialSpec]) -> int:
     """Add a WAITING trial for every spec whose key the study has never seen; returns how many were added."""
     seen = {t.user_attrs.get("trial_key") for t in study.get_trials(deepcopy=False)}
@@ -130,7 +131,7 @@ def requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> None:
 
 
 def fail_and_requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
-    """End a RUNNING trial as FAIL (failure=reason) and queue a copy. False when someone else ended it first."""
+    """End a RUNNING trial as FAIL (failure=reason) and queue a copy; False when another process ended it."""
     storage = study._storage  # noqa: SLF001 - the storage is what Optuna's own callbacks use
     try:
         storage.set_trial_user_attr(t._trial_id, "failure", reason)  # noqa: SLF001
@@ -153,11 +154,11 @@ def retry_failed(study: optuna.Study) -> int:
 
 
 def _stale_callback(study: optuna.Study, t: FrozenTrial) -> None:
-    """RDBStorage's failed_trial_callback: a trial whose heartbeat stopped is queued again (once per failure)."""
+    """RDBStorage's failed_trial_callback: a trial whose heartbeat stopped is queued again."""
     requeue(study, t, "worker stopped sending heartbeats")
 
 
-# -- workers -----------------------------------------------------------------------------------------------------
+# -- workers -----------------------------------------------------------------------------------------------
 def worker_stamp() -> dict[str, Any]:
     """Who runs a trial: host, pid and the process start time (so a reused pid is not mistaken for it)."""
     return {"host": socket.gethostname(), "pid": os.getpid(),

@@ -1,7 +1,8 @@
 """A study becomes an Optuna study; workers claim its trials, run them and record them in Optuna and MLflow.
 
-Ablation grids (every TrialSpec of `expand_trials`) are enqueued once by the coordinator (`harness run`), so any
-number of workers, on this machine or others (`harness worker`), run each combination exactly once. Search spaces
+Ablation grids (every TrialSpec of `expand_trials`) are enqueued once by the coordinator (`harness run`), so
+any number of workers, on this machine or others (`harness worker`), run each combination exactly once. Search
+spaces
 (`study.search`) are sampled by TPE, random or GP samplers up to `n_trials`. See harness/queue.py for claiming
 and re-queueing, harness/trial.py for what one trial does.
 """
@@ -74,16 +75,18 @@ def _pruner(study: Study) -> optuna.pruners.BasePruner:
 
 def open_session(study: Study, *, folder: Path, storage: str | None, tracking_uri: str | None,
                  worker_index: int = 0, create: bool = False, track: bool = True) -> Session:
-    """Open (or with create=True, create) the Optuna study and (track=True) the MLflow experiment of `study`."""
+    """Open (create=True: create) the Optuna study and (track=True) the MLflow experiment of `study`."""
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     store = queue.open_storage(storage, folder)
-    kwargs = dict(study_name=study.name, storage=store, sampler=_sampler(study, worker_index), pruner=_pruner(study))
+    kwargs = dict(study_name=study.name, storage=store, sampler=_sampler(study, worker_index),
+                  pruner=_pruner(study))
     if create:
         osd = optuna.create_study(direction=study.objective.direction, load_if_exists=True, **kwargs)
         if osd.direction.name.lower() != study.objective.direction:
-            raise HarnessError(f"study {study.name!r} exists in {queue.storage_label(storage)} with direction "
-                               f"{osd.direction.name.lower()}; objective.direction is {study.objective.direction}")
+            raise HarnessError(f"study {study.name!r} exists in {queue.storage_label(storage)} with "
+                               f"direction {osd.direction.name.lower()}; objective.direction is "
+                               f"{study.objective.direction}")
     else:
         try:
             osd = optuna.load_study(**kwargs)
@@ -91,8 +94,8 @@ def open_session(study: Study, *, folder: Path, storage: str | None, tracking_ur
             raise HarnessError(f"no study {study.name!r} in {queue.storage_label(storage)}; start it with "
                                "`harness run STUDY.yaml --storage ...` first") from None
     uri = tracking_uri or osd.user_attrs.get("tracking_uri") or default_tracking_uri(folder)
-    tracker = Tracker(uri, study.name, artifact_root=folder / "mlartifacts" if uri.startswith("sqlite") else None) \
-        if track else None
+    artifacts = folder / "mlartifacts" if uri.startswith("sqlite") else None
+    tracker = Tracker(uri, study.name, artifact_root=artifacts) if track else None
     parent = osd.user_attrs.get("mlflow_parent_run_id", "")
     session = Session(study, osd, tracker, folder, parent)
     if not session.is_search:
@@ -106,8 +109,8 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
     osd, study = session.optuna, session.study
     stored = osd.user_attrs.get("study_yaml")
     if stored is not None and (stored != yaml_text or osd.user_attrs.get("preset") != preset):
-        say(f"note: the study file (or preset) changed since {study.name!r} started; finished trials are kept "
-            "(trials are matched by axis values and seed)")
+        say(f"note: the study file (or preset) changed since {study.name!r} started; finished trials are "
+            "kept (trials are matched by axis values and seed)")
     for k, v in (("study_yaml", yaml_text), ("preset", preset), ("out_dir", str(session.folder)),
                  ("tracking_uri", session.tracker.uri)):
         if osd.user_attrs.get(k) != v:
@@ -119,13 +122,15 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
     recovered = queue.recover_stale(osd)
     if recovered:
         say(f"re-queued {len(recovered)} trial(s) whose worker died: {recovered}")
-    live = {t.user_attrs.get("mlflow_run_id") for t in osd.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    running = osd.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    live = {t.user_attrs.get("mlflow_run_id") for t in running}
     ended = session.tracker.end_orphans(session.parent_run_id, live, "interrupted (runner stopped)")
     if ended:
         say(f"ended {ended} MLflow run(s) left running by an interrupted runner")
     if not session.is_search:
         seed_rank = {s: i for i, s in enumerate(study.seeds)}
-        specs = sorted(session.specs.values(), key=lambda s: seed_rank[s.seed])  # every variant's first seed first
+        # every variant's first seed first, so a partial study already covers every variant
+        specs = sorted(session.specs.values(), key=lambda s: seed_rank[s.seed])
         added = queue.enqueue(osd, specs)
         if added:
             say(f"queued {added} trial(s)")
@@ -150,7 +155,7 @@ def counts(session: Session) -> dict[str, int]:
     return out
 
 
-# -- search trials ----------------------------------------------------------------------------------------------
+# -- search trials -----------------------------------------------------------------------------------------
 def _annotation(key: str) -> Any:
     model: Any = TrialConfig
     for part in key.split("."):
@@ -169,7 +174,8 @@ def _suggest(trial: optuna.Trial, study: Study) -> dict[str, Any]:
     """Sample the search space (and the axes of a single block, as categorical choices)."""
     params: dict[str, Any] = {}
     if len(study.axes) > 1:
-        raise HarnessError(f"{getattr(study, '_source', study.name)}: search: a search study takes one axes block")
+        source = getattr(study, "_source", study.name)
+        raise HarnessError(f"{source}: search: a search study takes one axes block")
     for key, values in (study.axes[0] if study.axes else {}).items():
         enc = [_primitive(v) for v in values]
         params[key] = values[enc.index(trial.suggest_categorical(key, enc))]
@@ -199,7 +205,7 @@ def _spec_for(session: Session, trial: optuna.Trial, frozen: FrozenTrial) -> Tri
     return spec
 
 
-# -- the worker loop --------------------------------------------------------------------------------------------
+# -- the worker loop ---------------------------------------------------------------------------------------
 @dataclass
 class WorkerHooks:
     """How a worker shows progress: trial start/end lines and in-trial phases."""
@@ -256,9 +262,15 @@ def _tell_failed(session: Session, frozen: FrozenTrial, reason: str) -> None:
 
 def _duplicate_of(session: Session, frozen: FrozenTrial, key: str) -> int | None:
     for t in session.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if t.number != frozen.number and t.user_attrs.get("trial_key") == key and "duplicate_of" not in t.user_attrs:
+        if t.number != frozen.number and t.user_attrs.get("trial_key") == key \
+                and "duplicate_of" not in t.user_attrs:
             return t.number
     return None
+
+
+def _cache_dir(session: Session) -> Path:
+    """Where metrics cache reference statistics: $ZIGMA_HARNESS_CACHE, else <out>/.cache (shared)."""
+    return Path(os.environ.get("ZIGMA_HARNESS_CACHE") or session.folder.parent / ".cache")
 
 
 def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: torch.device,
@@ -279,8 +291,8 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     params = flatten(spec.config.model_dump(mode="json"))
     params.update({f"axis.{k}": str(v) for k, v in spec.params.items()})
     params["seed"] = str(spec.seed)
-    run_id = tracker.start_trial(parent_id=session.parent_run_id, key=spec.key, label=spec.label, params=params,
-                                 run_id=frozen.user_attrs.get("mlflow_run_id"))
+    run_id = tracker.start_trial(parent_id=session.parent_run_id, key=spec.key, label=spec.label,
+                                 params=params, run_id=frozen.user_attrs.get("mlflow_run_id"))
     trial.set_user_attr("mlflow_run_id", run_id)
     trial_dir = session.folder / "trials" / spec.key
     th = hooks.trial()
@@ -298,7 +310,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     try:
         with queue.heartbeat(osd, frozen._trial_id):  # noqa: SLF001
             result = run_trial(spec, registries, trial_dir=trial_dir, device=device,
-                               cache_dir=Path(os.environ.get("ZIGMA_HARNESS_CACHE", session.folder.parent / ".cache")),
+                               cache_dir=_cache_dir(session),
                                hooks=th, source=getattr(session.study, "_source", "<study>"))
     except optuna.TrialPruned as exc:
         tracker.log_artifacts(run_id, artifacts)

@@ -1,4 +1,4 @@
-"""Sampling with the EMA weights: conditioning (labels, captions, label dropout), per-sample seeded noise, CFG."""
+"""Sampling with EMA weights: conditioning (labels, captions, label dropout), per-sample seeded noise, CFG."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = ["Net", "Conditioning", "Samples", "sample_batch", "sample_images", "t
 
 
 class Net(nn.Module):
-    """The backbone plus the (optional) text encoder, so both are trained, EMA-averaged and checkpointed together."""
+    """The backbone plus the optional text encoder: trained, EMA-averaged and checkpointed together."""
 
     def __init__(self, backbone: nn.Module, text_encoder: nn.Module | None = None) -> None:
         super().__init__()
@@ -101,8 +101,8 @@ def _model_fn(net: Net, cond: Conditioning, labels, captions, cfg_scale: float, 
 
 @torch.no_grad()
 def sample_batch(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, seeds: Sequence[int],
-                 labels: torch.Tensor | None, captions: list[str] | None, shape: tuple[int, ...], cfg_scale: float,
-                 device: torch.device, amp: torch.dtype | None) -> Any:
+                 labels: torch.Tensor | None, captions: list[str] | None, shape: tuple[int, ...],
+                 cfg_scale: float, device: torch.device, amp: torch.dtype | None) -> Any:
     """One batch: noise x0 from per-sample generators, the sampler's SampleResult (x1 (N, *shape), nfe)."""
     from zigma.random import per_sample_normal
 

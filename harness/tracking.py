@@ -61,7 +61,7 @@ class Tracker:
         else:
             self.experiment_id = exp.experiment_id
 
-    # -- runs ----------------------------------------------------------------------------------------------------
+    # -- runs -----------------------------------------------------------------------------------------------
     def _exists(self, run_id: str | None) -> bool:
         if not run_id:
             return False
@@ -128,7 +128,7 @@ class Tracker:
                                                 "attributes.status = 'RUNNING'", max_results=10000)
 
     def end_orphans(self, parent_id: str, live: set[str], reason: str) -> int:
-        """End as KILLED every RUNNING child run of `parent_id` whose id is not in `live`; returns how many."""
+        """End as KILLED every RUNNING child run of `parent_id` not in `live`; returns how many."""
         n = 0
         for run in self.running_children(parent_id):
             if run.info.run_id not in live:

@@ -23,7 +23,7 @@ __all__ = ["TrialFailed", "BatchStream", "ema_decay", "update_ema", "autocast_dt
 
 
 class TrialFailed(Exception):
-    """A trial ended without a result: non-finite loss, out of memory, a memory limit. `step` where it happened."""
+    """A trial ended without a result (non-finite loss, out of memory, memory limit); `step`: where."""
 
     def __init__(self, reason: str, *, step: int | None = None) -> None:
         super().__init__(reason)
@@ -31,7 +31,7 @@ class TrialFailed(Exception):
 
 
 def seed_for(seed: int, *purpose: int) -> int:
-    """A 63-bit seed derived from (trial seed, purpose, index): independent streams, stable across versions."""
+    """A 63-bit seed derived from (trial seed, purpose, index): independent streams, stable over versions."""
     out = seed & 0x7FFFFFFF
     for p in purpose:
         out = (out * 0x9E3779B1 + (p & 0xFFFFFFFF) + 0x7F4A7C15) % (2**63 - 25)
@@ -39,7 +39,7 @@ def seed_for(seed: int, *purpose: int) -> int:
 
 
 class BatchStream:
-    """Endless batches of dataset indices, reshuffled every epoch from (seed, epoch); resumable at (epoch, batch)."""
+    """Endless batches of dataset indices, shuffled per epoch from (seed, epoch); resumable anywhere."""
 
     def __init__(self, n: int, batch_size: int, seed: int, *, epoch: int = 0, batch: int = 0) -> None:
         if n < 1:
@@ -172,9 +172,10 @@ def _sync(device: torch.device) -> None:
 
 
 class Stepper:
-    """One optimisation step: autocast forward, backward (scaled for fp16), clipping BEFORE the step, AdamW, EMA."""
+    """One optimisation step: autocast forward, backward (fp16 scaled), clip BEFORE the step, AdamW, EMA."""
 
-    def __init__(self, net: nn.Module, ema: nn.Module, transport: Any, cfg: TrainConfig, device: torch.device):
+    def __init__(self, net: nn.Module, ema: nn.Module, transport: Any, cfg: TrainConfig,
+                 device: torch.device) -> None:
         self.net, self.ema, self.transport, self.cfg = net, ema, transport, cfg
         self.params = [p for p in net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
@@ -191,7 +192,8 @@ class Stepper:
             group["lr"] = lr
         amp = self.amp
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = self.transport.loss(lambda xt, t: self.model(xt, t, **kwargs), x1, generator=generator).mean()
+            loss = self.transport.loss(lambda xt, t: self.model(xt, t, **kwargs), x1, generator=generator)
+            loss = loss.mean()
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -273,7 +275,8 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         if state.step % cfg.checkpoint_every == 0 or last:
             check(step)
             with clock.paused():
-                state.timed_images, state.timed_seconds = clock.add_to(state.timed_images, state.timed_seconds)
+                state.timed_images, state.timed_seconds = clock.add_to(state.timed_images,
+                                                                       state.timed_seconds)
                 state.train_seconds += time.perf_counter() - t_start
                 t_start = time.perf_counter()
                 save_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, state=state,
@@ -283,9 +286,9 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
 
 
 class PeakTracker:
-    """Peak memory since construction, readable at any time: the CUDA allocator peak, or on CPU the peak resident
-    set (VmHWM after a reset through /proc/self/clear_refs, as plugins/_metrics/cost.PeakMemory measures it;
-    sampled RSS where /proc is unavailable)."""
+    """Peak memory since construction, readable at any time: the CUDA allocator peak, or on CPU the peak
+    resident set (VmHWM after a reset through /proc/self/clear_refs, as plugins/_metrics/cost.PeakMemory
+    measures it; sampled RSS where /proc is unavailable)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self._sampled = device, 0.0

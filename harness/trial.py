@@ -1,4 +1,4 @@
-"""One trial: resolve plugins -> DataBundle -> backbone (+scan) -> Transport -> train -> sample (EMA) -> metrics."""
+"""One trial: resolve plugins -> DataBundle -> backbone (+scan) -> Transport -> train -> sample -> metrics."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ __all__ = ["run_trial", "TrialFailed", "TrialHooks", "config_hash", "default_dev
 
 @dataclass
 class TrialHooks:
-    """How a trial talks to the runner. `report(metrics, step)` (intermediate values) may raise optuna.TrialPruned."""
+    """How a trial talks to the runner; `report(metrics, step)` (intermediate values) may prune it."""
 
     log: Callable[[dict[str, float], int], None] = lambda metrics, step: None
     report: Callable[[dict[str, float], int], None] | None = None
@@ -88,10 +88,12 @@ def run_trial(spec: TrialSpec, registries: Any, *, trial_dir: Path, device: torc
          "config": cfg.model_dump(mode="json")}, indent=2, default=str))
     amp = autocast_dtype(device, cfg.train.precision)
     scan_seed = spec.seed if cfg.scan.seed is None else cfg.scan.seed
-    plugins = {kind: registries[reg].plugin_of(getattr(entries[kind], "name"))
-               for kind, reg in (("dataset", "datasets"), ("backbone", "backbones"), ("interpolant", "interpolants"),
-                                 ("sampler", "samplers"), ("scan", "scans")) if entries.get(kind) is not None}
-    prov = provenance(device=device, precision=f"{str(amp).replace('torch.', '')} autocast" if amp else "fp32",
+    kinds = (("dataset", "datasets"), ("backbone", "backbones"), ("interpolant", "interpolants"),
+             ("sampler", "samplers"), ("scan", "scans"), ("text_encoder", "text-encoders"))
+    plugins = {kind: registries[reg].plugin_of(entries[kind].name) for kind, reg in kinds
+               if entries.get(kind) is not None}
+    precision = f"{str(amp).removeprefix('torch.')} autocast" if amp else "fp32"
+    prov = provenance(device=device, precision=precision,
                       mixer_backend_requested=cfg.backbone.mixer_backend, plugins=plugins,
                       seeds={"trial": spec.seed, "scan": scan_seed, "model_init": spec.seed,
                              "samples": "zigma.random.sample_seeds(trial seed, index)"})
@@ -127,8 +129,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         te_opts = dict(cfg.conditioning.text_encoder_options)
         if te_entry.options is not None:
             te_opts = te_entry.options.model_validate(te_opts).model_dump()
-        text_encoder = te_entry.build(vocab=info.vocab, max_length=te_opts.pop("max_length", 32), device=device,
-                                      dtype=None, **te_opts)
+        text_encoder = te_entry.build(vocab=info.vocab, max_length=te_opts.pop("max_length", 32),
+                                      device=device, dtype=None, **te_opts)
         if not te_entry.trainable:
             text_encoder.requires_grad_(False)
     backbone = build_model(cfg, entries, info, seed=spec.seed,
@@ -145,16 +147,16 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
 
     def loader_for(epoch: int, batch: int):
         sampler_ = BatchStream(len(data.train), cfg.train.batch_size, spec.seed, epoch=epoch, batch=batch)
-        loader = torch.utils.data.DataLoader(data.train, batch_sampler=sampler_, num_workers=cfg.train.num_workers,
-                                             pin_memory=device.type == "cuda",
-                                             persistent_workers=cfg.train.num_workers > 0)
+        workers = cfg.train.num_workers
+        loader = torch.utils.data.DataLoader(data.train, batch_sampler=sampler_, num_workers=workers,
+                                             pin_memory=device.type == "cuda", persistent_workers=workers > 0)
         return iter(loader)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
 
     def ctx_for(labels, captions) -> MetricContext:
-        return MetricContext(data=data, device=device, cache_dir=str(cache_dir), labels=labels, captions=captions,
-                             progress=False)
+        return MetricContext(data=data, device=device, cache_dir=str(cache_dir), labels=labels,
+                             captions=captions, progress=False)
 
     def evaluate(ema: Net, step: int) -> None:
         hooks.phase(f"eval@{step}", cfg.eval.intermediate_samples)
@@ -174,13 +176,14 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         net=net, transport=transport, loader_for=loader_for, per_epoch=stream.per_epoch,
         condition=cond.train_kwargs, cfg=cfg.train, seed=spec.seed, device=device,
         ckpt=trial_dir / "checkpoint.pt", config_hash=config_hash(cfg), log=hooks.log,
-        evaluate=evaluate, eval_every=cfg.eval.every, progress=lambda step, loss: hooks.advance(step, f"loss {loss:.4f}"),
+        evaluate=evaluate, eval_every=cfg.eval.every,
+        progress=lambda step, loss: hooks.advance(step, f"loss {loss:.4f}"),
         extra_generators={"droppath": drop_gen})
 
     hooks.phase("sample", cfg.eval.num_samples)
     out = sample_images(ema, transport, sampler, cond, n=cfg.eval.num_samples, batch_size=cfg.eval.batch_size,
-                        shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
-                        advance=hooks.advance, measure=cfg.eval.cost)
+                        shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device,
+                        amp=amp, advance=hooks.advance, measure=cfg.eval.cost)
     if cfg.eval.grid_samples:
         save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
     hooks.phase("metrics", None)

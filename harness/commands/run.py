@@ -1,4 +1,4 @@
-"""`harness run STUDY.yaml`: validate, enqueue, run the trials (in this process or one worker per GPU), report."""
+"""`harness run STUDY.yaml`: validate, enqueue, run the trials (here or one worker per GPU), report."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def _dry_run(study, specs) -> None:
     table.add_column("backbone")
     for i, s in enumerate(specs):
         c = s.config
-        table.add_row(str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed), str(c.train.steps),
-                      c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+        table.add_row(str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed),
+                      str(c.train.steps), c.dataset.name,
+                      f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
     console.print(table)
     if study.search is not None:
         console.print(f"search: {study.search.n_trials} trial(s) sampled by {study.search.sampler} over "
@@ -46,7 +47,8 @@ def parse_gpus(gpus: str) -> list[str]:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise HarnessError("--gpus: no CUDA device is visible (drop --gpus to run on CPU)")
-    ids = [str(i) for i in range(count)] if gpus.strip() == "all" else [g.strip() for g in gpus.split(",") if g.strip()]
+    ids = ([str(i) for i in range(count)] if gpus.strip() == "all"
+           else [g.strip() for g in gpus.split(",") if g.strip()])
     if not ids or len(set(ids)) != len(ids):
         raise HarnessError(f"--gpus: give distinct device ids like 0,1,2 or 'all', got {gpus!r}")
     for g in ids:
@@ -59,8 +61,8 @@ def parse_gpus(gpus: str) -> list[str]:
     return ids
 
 
-def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, folder: Path, storage: str | None,
-                  tracking_uri: str, quiet: bool, say) -> list[int]:
+def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, folder: Path,
+                  storage: str | None, tracking_uri: str, quiet: bool, say) -> list[int]:
     """Start `harness worker` processes (one per env) and wait for all; returns their exit codes.
 
     SIGINT/SIGTERM are passed on to the workers, which re-queue their running trial and stop."""
@@ -88,7 +90,7 @@ def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, f
 
 
 def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study file."),
-        preset: str = typer.Option(None, "--preset", "-p", help="Apply this preset of the study file (e.g. smoke)."),
+        preset: str = typer.Option(None, "--preset", "-p", help="Apply this preset (e.g. smoke)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved trials and exit."),
         out: Path = typer.Option(Path("runs"), "--out", help="Studies are written to OUT/<study name>/."),
         storage: str = typer.Option(None, "--storage", help="Optuna storage: a journal file (default "
@@ -96,10 +98,10 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite "
                                          "under the study folder)."),
         gpus: str = typer.Option(None, "--gpus", help="One worker process per GPU, e.g. 0,1,2,3 or all."),
-        workers: int = typer.Option(0, "--workers", min=0, help="Worker processes on CPU (0: run in this process)."),
+        workers: int = typer.Option(0, "--workers", min=0, help="CPU worker processes (0: this one)."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue failed trials again."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial instead of progress bars."),
-        no_report: bool = typer.Option(False, "--no-report", help="Do not write the report at the end.")) -> None:
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial, no bars."),
+        no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end.")) -> None:
     """Run a study: every trial once, resumable; rerunning the same command continues where it stopped."""
     from harness.study import load_study, validate_study
     from harness.validation import check_buildable
@@ -121,7 +123,8 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
 
     folder = (out / study.name).resolve()
     yaml_text = study_file.read_text()
-    session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri, create=True)
+    session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri,
+                                  create=True)
     line = LineProgress(total=lambda: runner.counts(session))
     runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
     _write_study_yaml(folder / "study.yaml", yaml_text, preset)
@@ -132,9 +135,9 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
             if gpu_ids or workers:
                 names = [f"gpu{g}" for g in gpu_ids] or [f"w{i}" for i in range(workers)]
                 threads = str(max(1, (os.cpu_count() or 1) // len(names)))
-                envs = ([{"CUDA_VISIBLE_DEVICES": g} for g in gpu_ids] or
-                        [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-                         for _ in names])
+                cpu = {"CUDA_VISIBLE_DEVICES": "",
+                       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+                envs = [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_ids] or [dict(cpu) for _ in names]
                 rcs = spawn_workers(names=names, envs=envs, study=study.name, folder=folder, storage=storage,
                                     tracking_uri=session.tracker.uri, quiet=quiet, say=line.say)
                 if any(rc in (130, -signal.SIGINT) for rc in rcs):

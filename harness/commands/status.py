@@ -39,8 +39,9 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
         console.print(table)
     for key, t in rows:
         if t.state.name in ("FAIL", "PRUNED"):
-            console.print(f"{_NAME[t.state.name]}: {t.user_attrs.get('label', key)} [{key}]: "
-                          f"{t.user_attrs.get('failure', '(no reason recorded)')}", highlight=False, soft_wrap=True)
+            reason = t.user_attrs.get("failure", "(no reason recorded)")
+            console.print(f"{_NAME[t.state.name]}: {t.user_attrs.get('label', key)} [{key}]: {reason}",
+                          highlight=False, soft_wrap=True)
     console.print(f"{session.study.name}: {c['done']} done, {c['running']} running, {c['failed']} failed, "
                   f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})", highlight=False)
 

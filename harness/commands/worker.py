@@ -11,7 +11,7 @@ from plugins.errors import HarnessError
 
 
 def load_from_storage(storage: str, name: str, out: Path | None):
-    """(Study schema, study folder) of a study, from the YAML text and preset kept in its Optuna user attrs."""
+    """(Study schema, study folder) from the YAML text and preset kept in the Optuna study's user attrs."""
     import optuna
     import yaml
 
@@ -25,14 +25,15 @@ def load_from_storage(storage: str, name: str, out: Path | None):
         raise HarnessError(f"no study {name!r} in {queue.storage_label(storage)}; start it with "
                            "`harness run STUDY.yaml --storage ...`") from None
     if "study_yaml" not in attrs:
-        raise HarnessError(f"study {name!r} in {queue.storage_label(storage)} was not created by `harness run`")
-    study = parse_study(yaml.safe_load(attrs["study_yaml"]), source=f"{name} (study file kept in the storage)",
-                        preset=attrs.get("preset"))
+        raise HarnessError(f"study {name!r} in {queue.storage_label(storage)} was not created by "
+                           "`harness run`")
+    study = parse_study(yaml.safe_load(attrs["study_yaml"]), preset=attrs.get("preset"),
+                        source=f"{name} (study file kept in the storage)")
     folder = (Path(out) / name) if out is not None else Path(attrs.get("out_dir") or Path("runs") / name)
     return study, folder
 
 
-def worker(storage: str = typer.Option(..., "--storage", help="The study's Optuna storage (URL or journal path)."),
+def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (URL or journal path)."),
            study: str = typer.Option(..., "--study", help="The study name."),
            out: Path = typer.Option(None, "--out", help="Write trial folders to OUT/<study> (default: the "
                                     "coordinator's folder, kept in the storage)."),
@@ -41,7 +42,7 @@ def worker(storage: str = typer.Option(..., "--storage", help="The study's Optun
            quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial."),
            prefix: str = typer.Option("", "--prefix", hidden=True),
            worker_index: int = typer.Option(0, "--worker-index", hidden=True),
-           max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after this many trials.")) -> None:
+           max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials.")) -> None:
     """Claim and run trials of a study until its queue is empty."""
     from harness import runner
     from harness.progress import LineProgress, RichProgress
@@ -67,7 +68,8 @@ def worker(storage: str = typer.Option(..., "--storage", help="The study's Optun
         n = runner.run_worker(session, registries, device=device, hooks=line.hooks(), max_trials=max_trials)
     else:
         with RichProgress(lambda: runner.counts(session)) as bars:
-            n = runner.run_worker(session, registries, device=device, hooks=bars.hooks(), max_trials=max_trials)
+            n = runner.run_worker(session, registries, device=device, hooks=bars.hooks(),
+                                  max_trials=max_trials)
     line.say(f"worker done: {n} trial(s) on {device}")
 
 

@@ -1,4 +1,4 @@
-"""Helpers for the runner tests: toy study files, `harness` subprocesses, and reading Optuna and MLflow back."""
+"""Helpers for runner tests: toy study files, `harness` subprocesses, reading Optuna and MLflow back."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def harness_cmd(*args: str) -> list[str]:
 
 
 def run_harness(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(harness_cmd(*args), env=env(), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(harness_cmd(*args), env=env(), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 _TEMPLATE: Path | None = None

@@ -1,4 +1,4 @@
-"""Search studies: a sampler proposes n_trials configurations; constraints and intermediate values are recorded."""
+"""Search studies: a sampler proposes n_trials configurations; constraints, intermediate values recorded."""
 
 from __future__ import annotations
 

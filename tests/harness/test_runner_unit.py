@@ -1,4 +1,4 @@
-"""The runner's parts: data order, EMA, clipping, checkpoint resume, sampling seeds, the trial queue, MLflow runs."""
+"""The runner's parts: data order, EMA, clipping, resume, sampling seeds, the trial queue, MLflow runs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from tests.harness.runner_support import GRID, PLUGIN, write_study
 
 torch.set_num_threads(1)
+CPU = torch.device("cpu")
 
 
 @pytest.fixture()
@@ -29,11 +30,12 @@ def registries(monkeypatch):
 
 def _spec(tmp_path, **base):
     from harness.study import expand_trials, load_study
-    study = load_study(write_study(tmp_path / "s.yaml", "unit", axes={"backbone.width": [8]}, seeds=(0,), **base))
+    path = write_study(tmp_path / "s.yaml", "unit", axes={"backbone.width": [8]}, seeds=(0,), **base)
+    study = load_study(path)
     return expand_trials(study)[0]
 
 
-# -- training --------------------------------------------------------------------------------------------------
+# -- training ----------------------------------------------------------------------------------------------
 def test_batch_stream_resumed_at_a_position_continues_the_same_sequence():
     from harness.training import BatchStream
     straight = BatchStream(10, 3, seed=4)
@@ -44,7 +46,8 @@ def test_batch_stream_resumed_at_a_position_continues_the_same_sequence():
         epoch, batch = BatchStream.advance(epoch, batch, straight.per_epoch)
     resumed = iter(BatchStream(10, 3, seed=4, epoch=epoch, batch=batch))
     assert [next(resumed) for _ in range(3)] == first[4:]
-    assert sorted(i for b in first[:3] for i in b) == sorted(set(i for b in first[:3] for i in b))  # no repeats
+    epoch0 = [i for b in first[:3] for i in b]
+    assert len(epoch0) == len(set(epoch0)), "an epoch visits each item at most once"
 
 
 def test_ema_decay_warms_up_as_the_minimum_of_decay_and_1_plus_n_over_10_plus_n():
@@ -79,8 +82,8 @@ def test_the_optimizer_step_sees_gradients_already_clipped():
                       torch.device("cpu"))
     seen = []
     step = stepper.opt.step
-    stepper.opt.step = lambda *a, **k: (seen.append(torch.cat([p.grad.flatten() for p in stepper.params]).norm()),
-                                        step(*a, **k))
+    grad_norm = lambda: torch.cat([p.grad.flatten() for p in stepper.params]).norm()  # noqa: E731
+    stepper.opt.step = lambda *a, **k: (seen.append(grad_norm()), step(*a, **k))
     stepper(torch.ones(2, 4), {}, 0, torch.Generator())
     assert seen[0] == pytest.approx(0.5, rel=1e-4)
 
@@ -111,7 +114,7 @@ def test_a_resumed_trial_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, registries):
     from harness.trial import run_trial
     spec = _spec(tmp_path, train={"steps": 10, "checkpoint_every": 5})
-    run_trial(spec, registries, trial_dir=tmp_path / "t", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    run_trial(spec, registries, trial_dir=tmp_path / "t", device=CPU, cache_dir=tmp_path / "c")
     other = _spec(tmp_path, train={"steps": 10, "checkpoint_every": 5, "lr": 0.01})
     again = run_trial(other, registries, trial_dir=tmp_path / "t", device=torch.device("cpu"),
                       cache_dir=tmp_path / "c")
@@ -122,7 +125,7 @@ def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
     from harness.sampling import Conditioning
     data = type("D", (), {"info": type("I", (), {"num_classes": 10})()})()
     batch = {"x": torch.zeros(4000, 1), "y": torch.zeros(4000, dtype=torch.long)}
-    y = Conditioning("class", 0.25, data, torch.device("cpu")).train_kwargs(batch, torch.Generator().manual_seed(0))
+    y = Conditioning("class", 0.25, data, CPU).train_kwargs(batch, torch.Generator().manual_seed(0))
     assert set(y["y"].tolist()) == {0, 10}
     assert (y["y"] == 10).float().mean().item() == pytest.approx(0.25, abs=0.03)
 
@@ -142,7 +145,7 @@ def test_guided_samples_do_not_depend_on_the_eval_batch_size(tmp_path, registrie
     assert torch.equal(one.fake, six.fake) and one.labels.tolist() == [0, 1, 0, 1, 0, 1]
 
 
-# -- the queue ---------------------------------------------------------------------------------------------------
+# -- the queue ---------------------------------------------------------------------------------------------
 def _queue_study(tmp_path):
     from harness.queue import open_storage
     storage = open_storage(None, tmp_path)
@@ -181,7 +184,8 @@ def test_a_dead_workers_trial_is_requeued_with_its_identity_and_mlflow_run(tmp_p
     study, storage = _queue_study(tmp_path)
     queue.enqueue(study, _specs(tmp_path)[:1])
     t = queue.claim(study)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True)
     stamp = {**queue.worker_stamp(), "pid": int(dead.stdout), "started": 0.0}
     storage.set_trial_user_attr(t._trial_id, "worker", stamp)
     storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "run123")
@@ -191,7 +195,8 @@ def test_a_dead_workers_trial_is_requeued_with_its_identity_and_mlflow_run(tmp_p
     copy = trials[1]
     assert copy.user_attrs["trial_key"] == t.user_attrs["trial_key"]
     assert copy.user_attrs["mlflow_run_id"] == "run123"
-    assert copy.user_attrs["attempts"] == [{"number": 0, "reason": f"worker {stamp['host']}:{stamp['pid']} died"}]
+    reason = f"worker {stamp['host']}:{stamp['pid']} died"
+    assert copy.user_attrs["attempts"] == [{"number": 0, "reason": reason}]
     assert queue.latest_by_key(trials)[t.user_attrs["trial_key"]].number == 1
 
 
@@ -212,13 +217,14 @@ def test_ending_orphans_kills_running_child_runs_but_spares_live_ones(tmp_path):
     b = tracker.start_trial(parent_id=parent, key="b", label="b", params={"x": "2"})
     assert tracker.end_orphans(parent, {b}, "interrupted (runner stopped)") == 1
     run_a = tracker.client.get_run(a)
-    assert run_a.info.status == "KILLED" and run_a.data.tags["harness.failure"] == "interrupted (runner stopped)"
+    assert run_a.info.status == "KILLED"
+    assert run_a.data.tags["harness.failure"] == "interrupted (runner stopped)"
     assert tracker.client.get_run(b).info.status == "RUNNING"
     assert tracker.start_trial(parent_id=parent, key="a", label="a", params={}, run_id=a) == a
     assert tracker.client.get_run(a).info.status == "RUNNING"
 
 
-# -- the command -------------------------------------------------------------------------------------------------
+# -- the command -------------------------------------------------------------------------------------------
 def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, capsys):
     from harness.cli import main
     study = write_study(tmp_path / "d.yaml", "dry")
@@ -248,7 +254,7 @@ def test_gpus_are_mapped_through_the_visible_devices(monkeypatch):
 def test_provenance_names_git_sha_versions_device_precision_and_seeds(tmp_path, registries):
     from harness.trial import run_trial
     spec = _spec(tmp_path, train={"steps": 2, "checkpoint_every": 2})
-    run_trial(spec, registries, trial_dir=tmp_path / "p", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    run_trial(spec, registries, trial_dir=tmp_path / "p", device=CPU, cache_dir=tmp_path / "c")
     prov = json.loads((tmp_path / "p" / "provenance.json").read_text())
     assert len(prov["git_sha"]) == 40 and prov["versions"]["torch"] == torch.__version__.split("+")[0]
     assert prov["device"].startswith("cpu") and prov["precision"] == "fp32"
@@ -261,7 +267,7 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
     from harness.trial import run_trial
     spec = _spec(tmp_path, train={"steps": 4, "checkpoint_every": 4},
                  eval={"cost": True, "cost_iters": 1, "num_samples": 12, "batch_size": 4})
-    res = run_trial(spec, registries, trial_dir=tmp_path / "r", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    res = run_trial(spec, registries, trial_dir=tmp_path / "r", device=CPU, cache_dir=tmp_path / "c")
     m = res["metrics"]
     width = 8
     assert m["params_m"] * 1e6 == (16 + 1 + width) * width + width + width * 16 + 16 + 3 * width
