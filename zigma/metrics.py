@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["FeatureStats", "feature_stats", "frechet_distance", "kernel_distance", "polynomial_mmd2"]
+__all__ = ["FeatureStats", "feature_stats", "frechet_distance", "frechet_distance_features", "kernel_distance",
+           "polynomial_mmd2"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,24 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     tr_covmean = np.sqrt(_psd_eigvals(np.linalg.eigvalsh((m + m.T) / 2))).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+def frechet_distance_features(feats1: np.ndarray | torch.Tensor, feats2: np.ndarray | torch.Tensor) -> float:
+    """Fréchet distance between the Gaussian fits of feats1 (N1, D) and feats2 (N2, D); equals
+    frechet_distance(feature_stats(...)) but, when both sets are smaller than D, works on N1 x N2 matrices:
+    with centred data A, B, tr (S1 S2)^{1/2} is the nuclear norm of A B^T / sqrt((N1 - 1)(N2 - 1))."""
+    f1, f2 = _as_array(feats1), _as_array(feats2)
+    (n1, d), n2 = f1.shape, f2.shape[0]
+    if max(n1, n2) >= d:
+        a, b = feature_stats(f1), feature_stats(f2)
+        return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    a, b = f1 - mu1, f2 - mu2                                                              # (N1, D), (N2, D)
+    c1, c2 = n1 - 1, n2 - 1
+    sv = np.linalg.svd(a @ b.T, compute_uv=False)                                          # (min(N1, N2),)
+    tr_covmean = sv.sum() / np.sqrt(c1 * c2)
+    diff = mu1 - mu2
+    return float(diff @ diff + (a * a).sum() / c1 + (b * b).sum() / c2 - 2.0 * tr_covmean)
 
 
 def _poly_kernel(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef: float) -> np.ndarray:

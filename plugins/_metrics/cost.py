@@ -38,15 +38,20 @@ def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 def flops(model: nn.Module, *inputs: Any, **kwargs: Any) -> dict[str, Any]:
-    """Forward FLOPs (1 per MAC) of model(*inputs, **kwargs) -> {'flops', 'gflops', 'flops_method'}."""
+    """Forward FLOPs (1 per MAC) of model(*inputs, **kwargs) -> {'flops', 'gflops', 'flops_method'}.
+
+    zigma backbones (and anything holding a MambaMixer) go through zigma.backbones.flops(model, x, t=0.5 default).
+    """
     try:
+        from zigma.backbones import Backbone
         from zigma.backbones import flops as backbone_flops
         from zigma.mixer import MambaMixer
     except ImportError:
         backbone_flops = None
-    if backbone_flops is not None and any(isinstance(m, MambaMixer) for m in model.modules()):
+    if backbone_flops is not None and (isinstance(model, Backbone)
+                                       or any(isinstance(m, MambaMixer) for m in model.modules())):
         total = int(backbone_flops(model, *inputs, **kwargs))
-        method = "zigma.backbones.flops (FlopCounterMode + selective-scan formula)"
+        method = "zigma.backbones.flops (FlopCounterMode; Mamba mixers by formula)"
     else:
         from torch.utils.flop_counter import FlopCounterMode
 

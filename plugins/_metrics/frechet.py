@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from zigma.metrics import feature_stats, frechet_distance, kernel_distance
+from zigma.metrics import frechet_distance_features, kernel_distance
 
 from .._data.common import fingerprint
 from ..specs import MetricContext
@@ -95,12 +95,11 @@ class _FeatureMetric:
 class FrechetMetric(_FeatureMetric):
     """Fréchet distance between Gaussian fits of fake and real features."""
 
-    implementation = "zigma.metrics.frechet_distance (float64, eigh-based trace sqrt)"
+    implementation = "zigma.metrics.frechet_distance_features (float64; exact trace sqrt via eigh or SVD)"
 
     def compute(self, fake: torch.Tensor, ctx: MetricContext) -> dict[str, Any]:
         feats, ref, meta = self._features(fake, ctx)
-        a, b = feature_stats(feats), feature_stats(ref)
-        return {self.name: frechet_distance(a.mu, a.sigma, b.mu, b.sigma), **meta}
+        return {self.name: frechet_distance_features(feats, ref), **meta}
 
 
 class KIDMetric(_FeatureMetric):

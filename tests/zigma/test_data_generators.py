@@ -86,3 +86,14 @@ def test_moving_digits_are_deterministic_from_the_generator_seed():
     a, _ = moving_digits(sprites, 4, frames=5, canvas=16, digits_per_video=2, generator=_gen(7))
     b, _ = moving_digits(sprites, 4, frames=5, canvas=16, digits_per_video=2, generator=_gen(7))
     assert torch.equal(a, b)
+
+
+def test_zigma_data_and_metrics_import_only_torch_and_numpy():
+    import subprocess
+    import sys
+
+    code = "import sys, zigma.data, zigma.metrics; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                timeout=120).stdout.split())
+    forbidden = {"plugins", "harness", "pydantic", "sklearn", "scipy", "PIL", "torchvision", "cleanfid", "pluggy"}
+    assert not loaded & forbidden, loaded & forbidden

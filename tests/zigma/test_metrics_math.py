@@ -5,7 +5,13 @@ import pytest
 import torch
 from scipy import linalg
 
-from zigma.metrics import feature_stats, frechet_distance, kernel_distance, polynomial_mmd2
+from zigma.metrics import (
+    feature_stats,
+    frechet_distance,
+    frechet_distance_features,
+    kernel_distance,
+    polynomial_mmd2,
+)
 
 
 def _scipy_frechet(mu1, s1, mu2, s2):
@@ -33,6 +39,16 @@ def test_frechet_distance_is_exact_for_rank_deficient_commuting_covariances():
     mu1, mu2 = np.zeros(4), np.array([1.0, 0.0, 2.0, 0.0])
     expected = 1.0 + 4.0 + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
     assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("n1, n2", [(20, 30), (30, 20), (50, 80)])
+def test_frechet_distance_from_features_equals_the_covariance_route(n1, n2):
+    rng = np.random.default_rng(n1)
+    a, b = rng.normal(size=(n1, 40)), rng.normal(size=(n2, 40)) * 1.5 + 0.2       # N < D: SVD route; else eigh
+    sa, sb = feature_stats(a), feature_stats(b)
+    assert frechet_distance_features(a, b) == pytest.approx(frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma),
+                                                            rel=1e-10)
+    assert abs(frechet_distance_features(a, a)) < 1e-10
 
 
 def test_feature_stats_accept_torch_tensors_and_match_numpy():
