@@ -39,7 +39,7 @@ def bench(
     device: str = typer.Option("cuda", help="cuda, cuda:i or cpu."),
     dtype: str = typer.Option("bf16", help="Autocast dtype on CUDA: bf16, fp16 or fp32 (CPU runs fp32)."),
     warmup: int = typer.Option(2, help="Untimed calls before each timing."),
-    iters: int = typer.Option(8, help="Timed calls; the median is reported."),
+    iters: int = typer.Option(6, help="Timed calls; the median is reported."),
     nfe: int = typer.Option(50, help="Function evaluations a sample, for sample_ms_per_image."),
     compile: bool = typer.Option(False, "--compile", help="Also run the torch.compile variants."),
     compile_backend: str = typer.Option("inductor", help="torch.compile backend."),
