@@ -7,6 +7,7 @@ The file is looked up — without touching clean-fid or the network — in this 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -68,8 +69,15 @@ class CleanInception:
 
             folder = self.weights.parent
             if self.weights.name != WEIGHTS_NAME:   # InceptionV3W reads <folder>/inception-2015-12-05.pt
-                folder = Path(tempfile.mkdtemp(prefix="zigma-inception-", dir=self.cache_dir))
-                (folder / WEIGHTS_NAME).symlink_to(self.weights.resolve())
+                target = self.weights.resolve()
+                digest = hashlib.sha256(str(target).encode()).hexdigest()[:12]
+                folder = Path(self.cache_dir or tempfile.gettempdir()) / f"zigma-inception-{digest}"
+                folder.mkdir(parents=True, exist_ok=True)
+                link = folder / WEIGHTS_NAME
+                try:
+                    link.symlink_to(target)
+                except FileExistsError:                 # made earlier, or by a parallel worker
+                    pass
             self._model = InceptionV3W(str(folder), download=False, resize_inside=False).to(device).eval()
             self._resize = build_resizer("clean")
         return self._model
