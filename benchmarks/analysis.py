@@ -29,7 +29,7 @@ def _pairwise(ok: dict, num: str, den: str, key: str, fn) -> dict[int, float]:
 def goal_ratios(doc: dict) -> dict:
     """Ratios between variants measured at the same tokens (keys: tokens), plus the mixer-check ratios."""
     ok = _ok(doc.get("rows", []))
-    pct = lambda a, b: 100.0 * (a["step_ms"] - b["step_ms"]) / b["step_ms"]  # noqa: E731
+    pct = lambda a, b: 100.0 * (a["step_ms"] - b["step_ms"]) / b["step_ms"]
     out = {
         "zigma_over_dit_throughput": _pairwise(ok, "zigzag-8", "attention", "train_images_per_s",
                                                lambda a, b: a["train_images_per_s"] / b["train_images_per_s"]),
@@ -78,8 +78,9 @@ def goals(ratios: dict, device: str) -> list[dict]:
 def summary_lines(doc: dict) -> list[str]:
     """The ratios and goals as text (printed at the end of a run)."""
     ratios = doc.get("ratios", {})
-    lines = [f"== bench on {doc.get('device')} ({doc.get('precision')}, size {doc['config'].get('size')}, "
-             f"{doc['config'].get('batch_tokens')} tokens a batch)"]
+    cfg = doc["config"]
+    lines = [(f"== bench on {doc.get('device')} ({doc.get('precision')}, size {cfg.get('size')}, "
+              f"{cfg.get('batch_tokens')} tokens a batch)")]
     bad = [r for r in doc.get("rows", []) if r.get("status") != "ok"]
     for r in bad:
         lines.append(f"  {r['status']:>7}: {r['variant']} @ {r['tokens']}: {str(r.get('reason', ''))[:140]}")

@@ -40,7 +40,7 @@ from zigma.mixer import FusedUnavailableError, MambaMixer, fused_available
 from zigma.scans import LayerCycle, Sweep, zigzag_paths
 
 from .analysis import goal_ratios, plot, summary_lines
-from .measure import PeakMemory, Timing, is_oom, synchronize, time_calls
+from .measure import PeakMemory, Timing, is_oom, time_calls
 from .micro import mixer_vs_linear, permute_cost
 
 __all__ = ["Variant", "VARIANTS", "Config", "make_config", "points", "run", "write", "output_paths",
@@ -235,7 +235,7 @@ def measure_point(variant: Variant, tokens: int, cfg: Config, device: torch.devi
     model.train()
     train = time_calls(train_step, device=device, warmup=warmup, iters=cfg.iters)
     out["peak_memory_gb"] = memory.read()
-    del opt
+    opt.state.clear()                                                             # AdamW moments freed
     model.zero_grad(set_to_none=True)
     model.eval()
     memory.reset()

@@ -36,11 +36,27 @@ class PermuteTokens(torch.autograd.Function):
         return grad.index_select(1, inv), None, None                      # (N, L, D)
 
 
-def _fwd_bwd(op, x: torch.Tensor, grad: torch.Tensor):
-    def call() -> None:
-        x.grad = None
-        op(x).backward(grad)
-    return call
+def _permute_rows(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor, cfg, device) -> list[dict]:
+    """Time both permutation methods on x (B, L, D) (a leaf that requires grad)."""
+    grad = torch.randn_like(x)
+    ops = {"index_select": lambda v: v.index_select(1, idx),
+           "gather-inverse": lambda v: PermuteTokens.apply(v, idx, inv)}
+    rows = []
+    for method, op in ops.items():
+        def forward(op=op) -> None:
+            with torch.no_grad():
+                op(x)
+
+        def forward_backward(op=op) -> None:
+            x.grad = None
+            op(x).backward(grad)
+
+        fwd = time_calls(forward, device=device, warmup=cfg.warmup, iters=cfg.iters)
+        both = time_calls(forward_backward, device=device, warmup=cfg.warmup, iters=cfg.iters)
+        moved = 2 * x.numel() * x.element_size()                          # one read + one write
+        rows.append({"method": method, "fwd_ms": fwd.median, "fwd_bwd_ms": both.median,
+                     "fwd_gb_per_s": moved / fwd.median / 1e6, "status": "ok"})
+    return rows
 
 
 def permute_cost(cfg, device: torch.device, dtype: torch.dtype, width: int) -> list[dict]:
@@ -56,18 +72,8 @@ def permute_cost(cfg, device: torch.device, dtype: torch.dtype, width: int) -> l
         for dt in dtypes:
             g = torch.Generator(device).manual_seed(cfg.seed)
             x = torch.randn(batch, tokens, width, generator=g, device=device).to(dt).requires_grad_()
-            grad = torch.randn(x.shape, generator=g, device=device).to(dt)
-            ops = {"index_select": lambda v: v.index_select(1, idx),
-                   "gather-inverse": lambda v: PermuteTokens.apply(v, idx, inv)}
-            for method, op in ops.items():
-                with torch.no_grad():
-                    fwd = time_calls(lambda op=op: op(x), device=device, warmup=cfg.warmup, iters=cfg.iters)
-                both = time_calls(_fwd_bwd(op, x, grad), device=device, warmup=cfg.warmup, iters=cfg.iters)
-                moved = 2 * x.numel() * x.element_size()                  # one read + one write
-                rows.append({"tokens": tokens, "batch": batch, "width": width, "dtype": str(dt).replace("torch.", ""),
-                             "method": method, "fwd_ms": fwd.median, "fwd_bwd_ms": both.median,
-                             "fwd_gb_per_s": moved / fwd.median / 1e6, "status": "ok"})
-            del x, grad
+            head = {"tokens": tokens, "batch": batch, "width": width, "dtype": str(dt).replace("torch.", "")}
+            rows += [{**head, **r} for r in _permute_rows(x, idx, inv, cfg, device)]
     return rows
 
 
@@ -75,6 +81,16 @@ def _linear_stack(width: int, params: int, device) -> nn.Sequential:
     """nn.Linear(width, width) layers whose parameter count is closest to `params`."""
     k = max(1, round(params / (width * width + width)))
     return nn.Sequential(*(nn.Linear(width, width, device=device) for _ in range(k)))
+
+
+def _fwd_bwd_ms(net: nn.Module, x: torch.Tensor, autocast, cfg, device) -> float:
+    """Median ms of net(x) (B, L, D) forward + backward of its sum."""
+    def call() -> None:
+        x.grad = None
+        with autocast:
+            out = net(x)                                                  # (B, L, D)
+        out.float().sum().backward()
+    return time_calls(call, device=device, warmup=cfg.warmup, iters=cfg.iters).median
 
 
 def mixer_vs_linear(cfg, device: torch.device, dtype: torch.dtype, width: int) -> list[dict]:
@@ -90,14 +106,8 @@ def mixer_vs_linear(cfg, device: torch.device, dtype: torch.dtype, width: int) -
             mixer = MambaMixer(width, backend=backend, device=device, generator=g)
             n_params = sum(p.numel() for p in mixer.parameters())
             stack = _linear_stack(width, n_params, device)
-            times = {}
-            for name, net in (("mixer", mixer), ("linear", stack)):
-                def call(net=net) -> None:
-                    x.grad = None
-                    with autocast:
-                        out = net(x)                                      # (B, L, D)
-                    out.float().sum().backward()
-                times[name] = time_calls(call, device=device, warmup=cfg.warmup, iters=cfg.iters).median
+            times = {name: _fwd_bwd_ms(net, x, autocast, cfg, device)
+                     for name, net in (("mixer", mixer), ("linear", stack))}
             rows.append({"tokens": tokens, "batch": batch, "width": width, "backend": backend,
                          "mixer_params": n_params, "linear_layers": len(stack),
                          "linear_params": sum(p.numel() for p in stack.parameters()),

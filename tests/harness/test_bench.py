@@ -113,7 +113,7 @@ def test_an_unknown_variant_is_refused_with_a_near_match():
 
 
 def test_goal_ratios_compare_variants_measured_at_the_same_tokens():
-    row = lambda v, n, ms, img, mem: dict(variant=v, tokens=n, status="ok", step_ms=ms, train_images_per_s=img,  # noqa: E731
+    row = lambda v, n, ms, img, mem: dict(variant=v, tokens=n, status="ok", step_ms=ms, train_images_per_s=img,
                                           peak_memory_gb=mem, sample_ms_per_image=ms, params_m=100.0)
     rows = [row("zigzag-8", 1024, 102.0, 40.0, 3.0), row("no-scan", 1024, 100.0, 41.0, 3.0),
             row("attention", 1024, 80.0, 50.0, 6.0), row("zigzag-8-around", 1024, 110.0, 37.0, 3.0),
