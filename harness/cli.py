@@ -39,9 +39,10 @@ def _usage_error(exc: Exception) -> int | None:
         if isinstance(exc, mod.ClickException):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, mod.Abort):
+        abort, exit_ = getattr(mod, "Abort", None), getattr(mod, "Exit", None)
+        if abort is not None and isinstance(exc, abort):
             return 1
-        if isinstance(exc, getattr(mod, "Exit", ())):
+        if exit_ is not None and isinstance(exc, exit_):
             return exc.exit_code
     return None
 
