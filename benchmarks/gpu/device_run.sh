@@ -22,7 +22,7 @@ if [ "${PHASE:-1}" = 1 ]; then
   ( CUDA_VISIBLE_DEVICES=1 timeout $(left) $H run studies/scan_ablation.yaml --out runs --quiet --no-report \
       > "$OUT/scan_ablation.log" 2>&1 ) &
   ( export CUDA_VISIBLE_DEVICES=0
-    timeout 300 python3 -m benchmarks.bench --device cuda --out "$OUT/bench" > "$OUT/bench.log" 2>&1
+    timeout 300 python3 -m benchmarks.bench --device cuda --time-budget-s 270 --out "$OUT/bench" > "$OUT/bench.log" 2>&1
     timeout $(left) $H run studies/backbone_comparison.yaml --out runs --quiet --no-report \
       > "$OUT/backbone_comparison.log" 2>&1 ) &
   wait
