@@ -59,7 +59,8 @@ def open_storage(url: str | None, study_dir: Path) -> BaseStorage:
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_S, failed_trial_callback=_stale_callback)
+                                          grace_period=GRACE_S,
+                                          heartbeat_stale_trial_callback=_stale_callback)
     except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds; the user needs one line
         raise HarnessError(f"cannot open Optuna storage {storage_label(url)}: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
@@ -154,7 +155,7 @@ def retry_failed(study: optuna.Study) -> int:
 
 
 def _stale_callback(study: optuna.Study, t: FrozenTrial) -> None:
-    """RDBStorage's failed_trial_callback: a trial whose heartbeat stopped is queued again."""
+    """RDBStorage's heartbeat_stale_trial_callback: a trial whose heartbeat stopped is queued again."""
     requeue(study, t, "worker stopped sending heartbeats")
 
 

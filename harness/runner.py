@@ -36,6 +36,7 @@ __all__ = ["Session", "open_session", "prepare", "run_worker", "counts", "MAX_AU
 MAX_AUTO_ATTEMPTS = 3      # a trial whose worker keeps dying is not re-queued forever
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 @dataclass

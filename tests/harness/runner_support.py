@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -47,9 +48,17 @@ def harness_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "harness.cli", *args]
 
 
-def run_harness(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(harness_cmd(*args), env=env(), cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+def run_harness(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`harness ARGS` in its own process group, which is killed whole (workers too) on timeout."""
+    proc = subprocess.Popen(harness_cmd(*args), env=env(), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"harness {' '.join(args)}: no end in {timeout} s\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 _TEMPLATE: Path | None = None

@@ -132,7 +132,7 @@ def test_sigkill_mid_study_then_rerun_runs_every_combination_once_resuming_from_
     before = optuna_trials("kill", journal(folder))
     assert any(t.state == TrialState.RUNNING for t in before), "the kill should leave running trials"
 
-    out = run_harness(*args, timeout=600)
+    out = run_harness(*args)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     trials = optuna_trials("kill", journal(folder))
     complete = [t.user_attrs["trial_key"] for t in trials if t.state == TrialState.COMPLETE]
@@ -169,7 +169,7 @@ def test_sigint_requeues_the_running_trial_and_leaves_no_mlflow_run_running(tmp_
     parents, children = mlflow_runs(folder, "int")
     assert parents[0].info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
 
-    out = run_harness(*args, timeout=400)
+    out = run_harness(*args)
     assert out.returncode == 0, out.stderr[-3000:]
     trials = optuna_trials("int", journal(folder))
     assert sorted(t.user_attrs["trial_key"] for t in trials if t.state == TrialState.COMPLETE) == sorted(
