@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import platform
 import sys
 import time
@@ -52,6 +53,8 @@ SCANS = {"zigzag-8": lambda: LayerCycle(zigzag_paths, 8, name="zigzag-8"), "swee
 #: every measured field of a row (None where the point did not run)
 MEASURED = ("step_ms", "step_ms_q1", "step_ms_q3", "train_images_per_s", "train_tokens_per_s", "forward_ms", "nfe",
             "sample_ms_per_image", "peak_memory_gb", "sample_peak_memory_gb", "params_m", "gflops", "mixer_backend")
+#: default time budget of a CUDA run (s): the whole default run then ends within ~5 minutes (README)
+CUDA_BUDGET_S = 210.0
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -76,11 +79,11 @@ VARIANTS: dict[str, Variant] = {
                        "sweep-1", "relative"),
     "zigzag-8-around": Variant("zigma", "ZigMa, zigzag-8, permute + un-permute around every mixer (official)",
                                "zigzag-8", "around"),
-    "sweep-2": Variant("vim", "Vim-style: raster + reversed raster in every layer (bidirectional)"),
     "zigzag-8-fused": Variant("zigma", "zigzag-8 with the fused mamba-ssm mixer, at the small batch",
                               "zigzag-8", "relative", "fused", small_batch=True),
     "zigzag-8-reference": Variant("zigma", "zigzag-8 with the pure-PyTorch reference mixer, at the small batch",
                                   "zigzag-8", "relative", "reference", small_batch=True),
+    "sweep-2": Variant("vim", "Vim-style: raster + reversed raster in every layer (bidirectional)"),
     "zigzag-8-compiled": Variant("zigma", "zigzag-8, torch.compile of all but the mixers",
                                  "zigzag-8", "relative", compiled=True),
     "attention-compiled": Variant("dit", "DiT, torch.compile of the whole model", compiled=True),
@@ -109,7 +112,8 @@ class Config:
     compile_backend: str = "inductor"
     mixer_check: bool = True              # reference mixer vs an nn.Linear stack of its size (issue 11 CPU goal)
     permute_check: bool = True            # cost of one token permutation (gather) forward + backward
-    time_budget_s: float | None = None    # points that would start after this are skipped
+    time_budget_s: float | None = None    # points starting later are skipped; None: CUDA_BUDGET_S on CUDA, none on
+                                          # CPU; inf: no budget
     seed: int = 0
     threads: int | None = None            # torch.set_num_threads on CPU
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the output
@@ -323,6 +327,8 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
            "precision": f"autocast {dtype}".replace("torch.", "") if dtype != torch.float32 else "fp32",
            "memory_method": memory.method, "variants": {n: VARIANTS[n].description for n in cfg.variants},
            "rows": [], "mixer_vs_linear": [], "permute": [], "ratios": {}, "wall_s": 0.0}
+    budget = budget_s(cfg)
+    doc["config"]["time_budget_s"] = None if math.isinf(budget) else budget   # strict JSON has no Infinity
     if device.type == "cuda" and not fused_available():
         log("WARNING: mamba-ssm/causal-conv1d not importable: every fused-mixer point will be skipped")
     why = _prime(cfg, device, dtype)
@@ -340,6 +346,7 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
         row.update(_attempt(variant, tokens, cfg, device, dtype, memory, start))
         doc["rows"].append(row)
         log(_row_line(row))
+        doc["ratios"] = goal_ratios(doc)                      # kept current: a killed run still has them
         doc["wall_s"] = time.perf_counter() - start
         if on_update:
             on_update(doc)
@@ -359,10 +366,17 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
     return doc
 
 
+def budget_s(cfg: Config) -> float:
+    """Seconds after which no new point starts (CUDA_BUDGET_S on CUDA unless set; inf on CPU unless set)."""
+    if cfg.time_budget_s is not None:
+        return cfg.time_budget_s
+    return CUDA_BUDGET_S if cfg.device.startswith("cuda") else math.inf
+
+
 def _attempt(variant: Variant, tokens: int, cfg: Config, device, dtype, memory, start: float) -> dict:
     """measure_point, turning out-of-memory, a missing kernel or an over-budget start into a recorded status."""
-    if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-        return {"status": "skipped", "reason": f"time budget of {cfg.time_budget_s:.0f} s spent"}
+    if time.perf_counter() - start > budget_s(cfg):
+        return {"status": "skipped", "reason": f"time budget of {budget_s(cfg):.0f} s spent"}
     if _backend(variant, device) == "fused" and device.type != "cuda":
         return {"status": "skipped", "reason": "the fused mixer runs on CUDA only"}
     failure: dict | None = None
@@ -431,7 +445,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-backend", default=d.compile_backend, help="torch.compile backend (inductor)")
     p.add_argument("--no-mixer-check", dest="mixer_check", action="store_false")
     p.add_argument("--no-permute-check", dest="permute_check", action="store_false")
-    p.add_argument("--time-budget-s", type=float, default=None)
+    p.add_argument("--time-budget-s", type=float, default=None,
+                   help=f"no point starts after this (default {CUDA_BUDGET_S:g} on CUDA, none on CPU; inf: none)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="bench-out", help="a folder (-> bench.json, bench.png) or FILE.json")
     p.add_argument("--plot", default=None, help="the plot's path (default: beside the JSON)")

@@ -47,7 +47,8 @@ def bench(
                                      help="Reference mixer vs an nn.Linear stack of its size."),
     permute_check: bool = typer.Option(True, "--permute-check/--no-permute-check",
                                        help="Cost of one token permutation, forward and backward."),
-    time_budget_s: float = typer.Option(None, help="Skip the points that would start after this many seconds."),
+    time_budget_s: float = typer.Option(None, help="Skip the points that would start after this many seconds "
+                                                   "(default 210 on CUDA, none on CPU; inf: none)."),
     threads: int = typer.Option(None, help="torch threads on CPU."),
     out: Path = typer.Option(Path("bench-out"), help="A folder (-> bench.json, bench.png) or FILE.json."),
     plot: Path = typer.Option(None, help="The plot's path (default: beside the JSON)."),

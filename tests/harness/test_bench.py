@@ -179,3 +179,18 @@ def test_the_compiled_variant_runs_with_the_mixers_left_eager(monkeypatch):
     (row,) = bench.run(cfg, log=lambda s: None)["rows"]
     assert row["status"] == "ok" and row["compiled"] and row["step_ms"] > 0
     assert len(compiled) == 4 and all(type(m).__name__ == "MambaMixer" for m in compiled)
+
+
+def test_a_cuda_run_has_a_default_time_budget_and_a_cpu_run_none():
+    assert bench.budget_s(bench.Config(device="cuda")) == bench.CUDA_BUDGET_S
+    assert bench.budget_s(bench.Config(device="cpu")) == math.inf
+    assert bench.budget_s(bench.Config(device="cuda", time_budget_s=math.inf)) == math.inf
+
+
+def test_the_json_is_strict_json_without_nan_or_infinity(result):
+    _, out = result
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    json.loads((out / "bench.json").read_text(), parse_constant=refuse)
