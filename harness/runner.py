@@ -31,7 +31,8 @@ from harness.tracking import Tracker, default_tracking_uri, flatten
 from harness.trial import TrialFailed, TrialHooks, run_trial
 from plugins.errors import HarnessError
 
-__all__ = ["Session", "open_session", "prepare", "run_worker", "counts", "MAX_AUTO_ATTEMPTS"]
+__all__ = ["Session", "open_session", "prepare", "run_worker", "run_one", "counts", "WorkerStopped",
+           "MAX_AUTO_ATTEMPTS"]
 
 MAX_AUTO_ATTEMPTS = 3      # a trial whose worker keeps dying is not re-queued forever
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -231,25 +232,40 @@ def _next_trial(session: Session) -> FrozenTrial | None:
     return osd._storage.get_trial(trial._trial_id)  # noqa: SLF001
 
 
+class WorkerStopped(HarnessError):
+    """The worker's device is unusable (a sticky CUDA error); a fresh process must take over."""
+
+
+def _deaths(frozen: FrozenTrial) -> int:
+    """How many earlier attempts of this trial ended because their worker died."""
+    return sum(1 for a in frozen.user_attrs.get("attempts", []) if a["reason"].startswith("worker"))
+
+
 def run_worker(session: Session, registries: Any, *, device: torch.device, hooks: WorkerHooks | None = None,
                max_trials: int | None = None) -> int:
-    """Claim and run trials until none is left (or max_trials ran); returns how many this worker ran."""
+    """Claim and run trials until none is left (or max_trials ran); returns how many this worker ran.
+    Raises WorkerStopped after a CUDA error that leaves the device unusable (the trial is recorded failed)."""
     hooks = hooks or WorkerHooks()
     ran = 0
     while max_trials is None or ran < max_trials:
         frozen = _next_trial(session)
         if frozen is None:
             break
-        if frozen.user_attrs.get("attempts") and len(frozen.user_attrs["attempts"]) > MAX_AUTO_ATTEMPTS \
-                and not frozen.user_attrs["attempts"][-1]["reason"].startswith("--retry-failed"):
-            _tell_failed(session, frozen, f"gave up after {MAX_AUTO_ATTEMPTS} interrupted attempts")
+        if _deaths(frozen) >= MAX_AUTO_ATTEMPTS:
+            _tell_failed(session, frozen, f"gave up: its worker died {MAX_AUTO_ATTEMPTS} times")
             continue
-        run_one(session, registries, frozen, device=device, hooks=hooks)
+        status, detail = run_one(session, registries, frozen, device=device, hooks=hooks)
         ran += 1
         gc.collect()
         if device.type == "cuda":
+            if status == "failed" and any(s in detail for s in _STICKY_CUDA):
+                raise WorkerStopped(f"stopping this worker after a CUDA error: {detail}")
             torch.cuda.empty_cache()
     return ran
+
+
+#: CUDA errors after which a process's context is unusable (out-of-memory is not one of them)
+_STICKY_CUDA = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS", "cuDNN error")
 
 
 def _tell_failed(session: Session, frozen: FrozenTrial, reason: str) -> None:
@@ -275,19 +291,19 @@ def _cache_dir(session: Session) -> Path:
 
 
 def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: torch.device,
-            hooks: WorkerHooks) -> str:
-    """Run one claimed trial to COMPLETE, FAIL or PRUNED in Optuna and MLflow; returns that status."""
+            hooks: WorkerHooks) -> tuple[str, str]:
+    """Run one claimed trial to COMPLETE, FAIL or PRUNED in Optuna and MLflow; returns (status, detail)."""
     osd, tracker = session.optuna, session.tracker
     trial = optuna.Trial(osd, frozen._trial_id)  # noqa: SLF001
     try:
         spec = _spec_for(session, trial, frozen)
     except (TrialFailed, HarnessError) as exc:
         _tell_failed(session, frozen, str(exc))
-        return "failed"
+        return "failed", str(exc)
     if not session.is_search and (dup := _duplicate_of(session, frozen, spec.key)) is not None:
         trial.set_user_attr("duplicate_of", dup)                 # two coordinators enqueued the same key
         _tell_failed(session, frozen, f"duplicate of trial {dup}")
-        return "duplicate"
+        return "duplicate", f"duplicate of trial {dup}"
     hooks.started(frozen, spec)
     params = flatten(spec.config.model_dump(mode="json"))
     params.update({f"axis.{k}": str(v) for k, v in spec.params.items()})
@@ -319,7 +335,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
         trial.set_user_attr("failure", str(exc))
         osd.tell(trial, state=TrialState.PRUNED)
         hooks.finished(spec, "pruned", str(exc))
-        return "pruned"
+        return "pruned", str(exc)
     except KeyboardInterrupt:
         queue.fail_and_requeue(osd, osd._storage.get_trial(frozen._trial_id), "interrupted")  # noqa: SLF001
         tracker.end_trial(run_id, status="interrupted", failure="interrupted")
@@ -334,7 +350,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
         tracker.end_trial(run_id, status="failed", failure=reason)
         _tell_failed(session, frozen, reason)
         hooks.finished(spec, "failed", reason)
-        return "failed"
+        return "failed", reason
     metrics = result["metrics"]
     tracker.log_metrics(run_id, metrics, spec.config.train.steps)
     tracker.log_artifacts(run_id, [*artifacts, *(trial_dir / f for f in (
@@ -345,7 +361,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
         tracker.end_trial(run_id, status="failed", failure=reason)
         _tell_failed(session, frozen, reason)
         hooks.finished(spec, "failed", reason)
-        return "failed"
+        return "failed", reason
     for k, v in metrics.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("resumed_from_step", result["resumed_from_step"])
@@ -357,6 +373,6 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
         osd.tell(trial, value)
     except UpdateFinishedTrialError:
         hooks.finished(spec, "completed", "(already ended by another worker)")
-        return "completed"
+        return "completed", ""
     hooks.finished(spec, "completed", f"{metric}={value:.4g}")
-    return "completed"
+    return "completed", f"{metric}={value:.4g}"

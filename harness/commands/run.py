@@ -144,9 +144,13 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
                     raise KeyboardInterrupt
             else:
                 _run_here(session, registries, quiet=quiet, line=line)
+            from optuna.trial import TrialState
+
             from harness import queue
-            if runner.counts(session)["pending"] == 0 or not queue.recover_stale(session.optuna):
+            queue.recover_stale(session.optuna)
+            if not session.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 break
+            line.say("trials are left in the queue (a worker stopped early); starting another round")
     except KeyboardInterrupt:
         _close_runs(session, "KILLED")
         raise

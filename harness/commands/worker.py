@@ -58,9 +58,12 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
     if not session.parent_run_id:
         raise HarnessError(f"study {study!r} has no MLflow parent run yet; start it with `harness run` first")
 
-    def stop(signum, _frame):
+    def stop(signum, _frame):  # once: a second signal (terminal + coordinator) must not break the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     device = default_device()
     line = LineProgress(prefix=prefix, total=lambda: runner.counts(session))
