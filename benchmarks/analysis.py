@@ -88,6 +88,12 @@ def summary_lines(doc: dict) -> list[str]:
         if key == "goals" or not values:
             continue
         lines.append(f"  {key:<30} " + "  ".join(f"{n}: {v:.3g}" for n, v in values.items()))
+    perm: dict[tuple[int, str], dict[str, float]] = {}
+    for r in doc.get("permute", []):
+        if r.get("status") == "ok":
+            perm.setdefault((r["tokens"], r["dtype"]), {})[r["method"]] = r["fwd_bwd_ms"]
+    for (n, dt), ms in perm.items():
+        lines.append(f"  one permutation fwd+bwd @ {n} ({dt}): " + "  ".join(f"{k} {v:.3f} ms" for k, v in ms.items()))
     for g in ratios.get("goals", []):
         mark = {True: "MET ", False: "MISS", None: "n/a "}[g["met"]]
         value = "not measured" if g["value"] is None else f"{g['value']:.3g}"

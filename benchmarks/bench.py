@@ -335,6 +335,9 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
     if why:
         log(f"WARNING: the warm-up model failed ({why[:200]}); the first point may carry one-time costs")
     start = time.perf_counter()
+    _small_checks(cfg, device, dtype, doc)                    # first: a few seconds, and a killed run keeps them
+    if on_update:
+        on_update(doc)
     for name, tokens in points(cfg):
         variant = VARIANTS[name]
         row = {"backbone": variant.backbone, "variant": name, "tokens": tokens, "grid": f"{round(tokens ** .5)}"
@@ -350,15 +353,6 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
         doc["wall_s"] = time.perf_counter() - start
         if on_update:
             on_update(doc)
-    for section, fn in (("mixer_vs_linear", mixer_vs_linear), ("permute", permute_cost)):
-        if not getattr(cfg, "mixer_check" if section == "mixer_vs_linear" else "permute_check"):
-            continue
-        try:
-            doc[section] = fn(cfg, device, dtype, SIZES[cfg.size]["mamba"].width)
-        except Exception as err:  # noqa: BLE001 - the main rows are already measured; keep them
-            doc[section] = [{"status": "error", "reason": f"{type(err).__name__}: {err}"}]
-            traceback.print_exc()
-        _cleanup(device)
     doc["ratios"] = goal_ratios(doc)
     doc["wall_s"] = time.perf_counter() - start
     if on_update:
@@ -371,6 +365,20 @@ def budget_s(cfg: Config) -> float:
     if cfg.time_budget_s is not None:
         return cfg.time_budget_s
     return CUDA_BUDGET_S if cfg.device.startswith("cuda") else math.inf
+
+
+def _small_checks(cfg: Config, device: torch.device, dtype: torch.dtype, doc: dict) -> None:
+    """The mixer-vs-Linear and permutation checks, into doc (an error is recorded, not raised)."""
+    for section, fn, wanted in (("mixer_vs_linear", mixer_vs_linear, cfg.mixer_check),
+                                ("permute", permute_cost, cfg.permute_check)):
+        if not wanted:
+            continue
+        try:
+            doc[section] = fn(cfg, device, dtype, SIZES[cfg.size]["mamba"].width)
+        except Exception as err:  # noqa: BLE001 - the model rows matter more; record and go on
+            doc[section] = [{"status": "error", "reason": f"{type(err).__name__}: {err}"}]
+            traceback.print_exc()
+        _cleanup(device)
 
 
 def _attempt(variant: Variant, tokens: int, cfg: Config, device, dtype, memory, start: float) -> dict:
