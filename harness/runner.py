@@ -140,10 +140,19 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
         say(f"re-queued {queue.retry_failed(osd)} failed trial(s)")
 
 
+def current_trials(session: Session) -> tuple[dict[str, FrozenTrial], int]:
+    """(trial_key -> the trial standing for it, number of keys from an earlier version of the study file).
+    Trial keys include the resolved config, so editing the file (or another preset) makes new keys."""
+    latest = queue.latest_by_key(session.optuna.get_trials(deepcopy=False))
+    if session.is_search:
+        return latest, 0
+    current = {k: t for k, t in latest.items() if k in session.specs}
+    return current, len(latest) - len(current)
+
+
 def counts(session: Session) -> dict[str, int]:
-    """done / failed / pruned / running / pending of the trials that stand for each key (or search budget)."""
-    trials = session.optuna.get_trials(deepcopy=False)
-    current = list(queue.latest_by_key(trials).values())
+    """done / failed / pruned / running / pending of this study file's trials (or of the search budget)."""
+    current = list(current_trials(session)[0].values())
     out = {"done": 0, "failed": 0, "pruned": 0, "running": 0, "pending": 0}
     names = {TrialState.COMPLETE: "done", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned",
              TrialState.RUNNING: "running", TrialState.WAITING: "pending"}

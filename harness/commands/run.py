@@ -151,7 +151,7 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
             if not session.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 break
             line.say("trials are left in the queue (a worker stopped early); starting another round")
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or a worker that cannot go on: no run stays RUNNING
         _close_runs(session, "KILLED")
         raise
     _close_runs(session, "FINISHED")

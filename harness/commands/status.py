@@ -14,11 +14,11 @@ _NAME = {"COMPLETE": "done", "FAIL": "failed", "RUNNING": "running", "WAITING": 
 
 def print_status(session, *, brief: bool = False, console: Console | None = None) -> None:
     """A table of the trial standing for each combination, then the counts."""
-    from harness import queue, runner
+    from harness import runner
 
     console = console or Console()
     trials = session.optuna.get_trials(deepcopy=False)
-    current = queue.latest_by_key(trials)
+    current, other = runner.current_trials(session)
     c = runner.counts(session)
     order = list(session.specs) or [t.user_attrs.get("trial_key") for t in trials]
     rank = {k: i for i, k in enumerate(order)}
@@ -43,7 +43,9 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
             console.print(f"{_NAME[t.state.name]}: {t.user_attrs.get('label', key)} [{key}]: {reason}",
                           highlight=False, soft_wrap=True)
     console.print(f"{session.study.name}: {c['done']} done, {c['running']} running, {c['failed']} failed, "
-                  f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})", highlight=False)
+                  f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})"
+                  + (f"; {other} more from an earlier version of the study file" if other else ""),
+                  highlight=False)
 
 
 def status(study: str = typer.Argument(..., metavar="STUDY_OR_DIR", help="A study file, a study folder "
