@@ -44,8 +44,8 @@ def fused_kernels() -> dict:
     kernels, why = _import()
     if kernels is None:
         raise FusedUnavailableError(
-            "mixer backend 'fused' needs the packages mamba-ssm and causal-conv1d (CUDA builds), which cannot be "
-            f"imported here ({why}). Install them with `{INSTALL_HINT}` (needs a CUDA toolchain), "
+            "mixer backend 'fused' needs the package mamba-ssm (CUDA build; causal-conv1d too for the fully fused "
+            f"layer), which cannot be imported here ({why}). Install both with `{INSTALL_HINT}` (needs a CUDA toolchain), "
             "or use backend 'reference' (pure PyTorch, any device) or 'auto'."
         )
     return kernels

@@ -73,13 +73,14 @@ def _chunk_len(n: int, length: int, d: int, s: int, device: torch.device) -> int
     return max(16, min(length, target // (n * d * s)))
 
 
-def _chunk_states(u_dt, dt, A, B, start):
-    """Decays and states of one chunk: u_dt, dt (N, T, D); B (N, T, S); start (N, D, S) -> 2 x (N, T, D, S)."""
-    decay = torch.mul(dt.unsqueeze(-1), A).exp_()  # exponents <= 0
-    h = u_dt.unsqueeze(-1) * B.unsqueeze(2)  # the drive dt u B, scanned in place into the states
+def _chunk_states(u_dt, dt, At, B, start):
+    """Decays and states of one chunk, state-major: u_dt, dt (N, T, D); At (S, D); B (N, T, S); start (N, S, D)
+    -> decay, h (N, T, S, D). D is the innermost dimension so every broadcast product vectorizes over it."""
+    decay = torch.mul(dt.unsqueeze(2), At).exp_()  # exponents <= 0
+    h = u_dt.unsqueeze(2) * B.unsqueeze(-1)  # the drive dt u B, scanned in place into the states
     h[:, 0].addcmul_(decay[:, 0], start)  # the state carried in from the previous chunk
-    n, t, d, s = h.shape
-    _scan(decay.view(n, t, d * s), h.view(n, t, d * s), out=h.view(n, t, d * s))
+    n, t, s, d = h.shape
+    _scan(decay.view(n, t, s * d), h.view(n, t, s * d), out=h.view(n, t, s * d))
     return decay, h
 
 
@@ -101,7 +102,7 @@ def _from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
 class _SelectiveSSM(torch.autograd.Function):
     """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, with a hand-written adjoint.
 
-    u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D). The sequence runs in chunks whose (N, T, D, S)
+    u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D). The sequence runs in chunks whose (N, T, S, D)
     decays and states are never stored: only each chunk's starting state is saved, and backward recomputes
     a chunk's states from it before running the adjoint scan over that chunk.
     """
@@ -110,12 +111,13 @@ class _SelectiveSSM(torch.autograd.Function):
     def forward(ctx, u, dt, A, B, C):
         n, length, d = u.shape
         T = _chunk_len(n, length, d, A.shape[1], u.device)
+        At = A.t().contiguous()  # (S, D)
         u_dt, dt_c, B_c, C_c = (_to_chunks(x, T) for x in (u * dt, dt, B, C))  # (nc, N, T, .)
         y = torch.empty_like(u_dt)
-        starts = u.new_zeros(u_dt.shape[0], n, d, A.shape[1])  # state entering each chunk
+        starts = u.new_zeros(u_dt.shape[0], n, A.shape[1], d)  # state entering each chunk
         for c in range(u_dt.shape[0]):
-            _, h = _chunk_states(u_dt[c], dt_c[c], A, B_c[c], starts[c])
-            torch.matmul(h, C_c[c].unsqueeze(-1), out=y[c].unsqueeze(-1))
+            _, h = _chunk_states(u_dt[c], dt_c[c], At, B_c[c], starts[c])
+            torch.matmul(C_c[c].unsqueeze(-2), h, out=y[c].unsqueeze(-2))  # y_t = sum_s C_t[s] h_t[s]
             if c + 1 < starts.shape[0]:
                 starts[c + 1] = h[:, -1]
         ctx.save_for_backward(u, dt, A, B, C, starts)
@@ -132,28 +134,29 @@ class _SelectiveSSM(torch.autograd.Function):
         u, dt, A, B, C, starts = ctx.saved_tensors
         n, length, d = u.shape
         T = ctx.chunk
+        At = A.t().contiguous()  # (S, D)
         u_dt, dt_c, B_c, C_c, dy_c = (_to_chunks(x, T) for x in (u * dt, dt, B, C, dy))  # (nc, N, T, .)
         du_dt, ddt, dB, dC = (torch.empty_like(x) for x in (u_dt, u_dt, B_c, C_c))
-        dA = torch.zeros_like(A)
+        dAt = torch.zeros_like(At)
         carry = None  # a_{t+1} g_{t+1} flowing back from the chunk after this one
         for c in reversed(range(u_dt.shape[0])):
-            decay, h = _chunk_states(u_dt[c], dt_c[c], A, B_c[c], starts[c])
-            torch.matmul(dy_c[c].unsqueeze(-2), h, out=dC[c].unsqueeze(-2))
-            g = dy_c[c].unsqueeze(-1) * C_c[c].unsqueeze(2)  # direct gradient of each state
+            decay, h = _chunk_states(u_dt[c], dt_c[c], At, B_c[c], starts[c])
+            torch.matmul(h, dy_c[c].unsqueeze(-1), out=dC[c].unsqueeze(-1))
+            g = dy_c[c].unsqueeze(2) * C_c[c].unsqueeze(-1)  # direct gradient of each state
             if carry is not None:
                 g[:, -1].add_(carry)
             flat = (n, T, d * A.shape[1])
             _scan_reverse(decay.view(flat), g.view(flat), out=g.view(flat))  # total gradient of each state
             carry = decay[:, 0] * g[:, 0]
-            torch.matmul(g, B_c[c].unsqueeze(-1), out=du_dt[c].unsqueeze(-1))
-            torch.matmul(u_dt[c].unsqueeze(-2), g, out=dB[c].unsqueeze(-2))
+            torch.matmul(B_c[c].unsqueeze(-2), g, out=du_dt[c].unsqueeze(-2))
+            torch.matmul(g, u_dt[c].unsqueeze(-1), out=dB[c].unsqueeze(-1))
             g[:, 1:].mul_(h[:, :-1])  # d(decay_t) = g_t h_{t-1}
             g[:, 0].mul_(starts[c])
             g.mul_(decay)  # d(dt_t A) = d(decay_t) decay_t
-            torch.sum(g * A, dim=-1, out=ddt[c])
-            dA.add_(g.mul_(dt_c[c].unsqueeze(-1)).sum((0, 1)))
+            torch.sum(g * At, dim=2, out=ddt[c])
+            dAt.add_(g.mul_(dt_c[c].unsqueeze(2)).sum((0, 1)))
         du_dt, ddt, dB, dC = (_from_chunks(x, length) for x in (du_dt, ddt, dB, dC))
-        return du_dt * dt, ddt.addcmul_(du_dt, u), dA, dB, dC
+        return du_dt * dt, ddt.addcmul_(du_dt, u), dAt.t(), dB, dC
 
 
 def _ssm(u, dt, A, B, C):
