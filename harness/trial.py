@@ -78,7 +78,7 @@ def _metrics(entries: list, names: Sequence[str], options: dict[str, dict], fake
 def run_trial(spec: TrialSpec, registries: Any, *, trial_dir: Path, device: torch.device, cache_dir: Path,
               hooks: TrialHooks | None = None, source: str = "<study>") -> dict[str, Any]:
     """Train, sample and measure one trial; writes config.json, provenance.json, checkpoint.pt, samples.png,
-    metrics_meta.json and results.json under trial_dir. Raises TrialFailed with a reason."""
+    metrics_meta.json, cost.json (how each cost figure was measured) and results.json under trial_dir. Raises TrialFailed with a reason."""
     hooks = hooks or TrialHooks()
     cfg = spec.config
     entries = resolve_trial(spec, registries, source=source)
@@ -199,10 +199,10 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                                        else float("nan")))
     if cfg.eval.cost:
         hooks.phase("cost", None)
-        figures, meta["cost"] = trial_costs(net=net, ema=ema, transport=transport, sampler=sampler, cond=cond,
-                                            cfg=cfg, data=data, device=device, amp=amp, seed=spec.seed,
-                                            sampling=out.timing)
+        figures, how = trial_costs(net=net, ema=ema, transport=transport, sampler=sampler, cond=cond, cfg=cfg,
+                                   data=data, device=device, amp=amp, seed=spec.seed, sampling=out.timing)
         results.update(figures)
+        (trial_dir / "cost.json").write_text(json.dumps({**figures, "how": how}, indent=2, default=str))
     (trial_dir / "metrics_meta.json").write_text(json.dumps(meta, indent=2, default=str))
     results = {k: float(v) for k, v in results.items()}
     (trial_dir / "results.json").write_text(json.dumps(

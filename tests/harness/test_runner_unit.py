@@ -275,5 +275,6 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
     assert m["nfe"] == 4.0 and m["peak_memory_gb"] > 0
     assert json.loads((tmp_path / "r" / "results.json").read_text())["toy-gap"] == m["toy-gap"]
     assert Path(tmp_path / "r" / "samples.png").exists()
-    meta = json.loads((tmp_path / "r" / "metrics_meta.json").read_text())
-    assert meta["cost"]["sample_timing"] == "batches 2..3 of the final sampling pass (4 each)"
+    cost = json.loads((tmp_path / "r" / "cost.json").read_text())
+    assert cost["how"]["sample_timing"] == "batches 2..3 of the final sampling pass (4 each)"
+    assert set(json.loads((tmp_path / "r" / "metrics_meta.json").read_text())) == {"toy-gap"}
