@@ -78,7 +78,8 @@ def _metrics(entries: list, names: Sequence[str], options: dict[str, dict], fake
 def run_trial(spec: TrialSpec, registries: Any, *, trial_dir: Path, device: torch.device, cache_dir: Path,
               hooks: TrialHooks | None = None, source: str = "<study>") -> dict[str, Any]:
     """Train, sample and measure one trial; writes config.json, provenance.json, checkpoint.pt, samples.png,
-    metrics_meta.json, cost.json (how each cost figure was measured) and results.json under trial_dir. Raises TrialFailed with a reason."""
+    metrics_meta.json, cost.json (how each cost figure was measured) and results.json under trial_dir.
+    Raises TrialFailed with a reason."""
     hooks = hooks or TrialHooks()
     cfg = spec.config
     entries = resolve_trial(spec, registries, source=source)
