@@ -208,5 +208,5 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     results = {k: float(v) for k, v in results.items()}
     (trial_dir / "results.json").write_text(json.dumps(
         {**results, "resumed_from_step": state.resumed_from, "trial_key": spec.key, "label": spec.label,
-         "seed": spec.seed}, indent=2))
+         "params": spec.params, "seed": spec.seed}, indent=2, default=str))
     return {"metrics": results, "meta": meta, "resumed_from_step": state.resumed_from}
