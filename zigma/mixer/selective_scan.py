@@ -86,11 +86,11 @@ def _chunk_states(u_dt, dt, At, B, start):
 
 def _to_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
     """(N, L, F) -> (L/T, N, T, F), contiguous, zero-padded to whole chunks (dt = 0 carries the state unchanged)."""
-    n, length, f = x.shape
+    length = x.shape[1]
     nc = -(-length // T)
     if nc * T != length:
         x = torch.nn.functional.pad(x, (0, 0, 0, nc * T - length))
-    return x.view(n, nc, T, f).transpose(0, 1).contiguous()
+    return x.unflatten(1, (nc, T)).transpose(0, 1).contiguous()  # one copy, whatever the input's layout
 
 
 def _from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -161,7 +161,7 @@ class _SelectiveSSM(torch.autograd.Function):
 
 def _ssm(u, dt, A, B, C):
     """Parallel SSM: u, dt (N, L, D); A (D, S); B, C (N, L, S) -> y (N, L, D) with y_t = <C_t, h_t>."""
-    return _SelectiveSSM.apply(u.contiguous(), dt.contiguous(), A.contiguous(), B.contiguous(), C.contiguous())
+    return _SelectiveSSM.apply(u, dt, A, B, C)
 
 
 def _ssm_loop(u, dt, A, B, C):
