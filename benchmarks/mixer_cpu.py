@@ -34,27 +34,29 @@ def scan_inputs(batch, width, d_state, length, generator):
 
 
 def timer(forward, leaves, backward):
-    """A closure timing forward() (and the backward of its sum) once, in seconds."""
+    """A closure timing forward() (and the backward of its sum) once: (wall s, process CPU s)."""
     def run():
         for v in leaves:
             v.grad = None
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         out = forward()
         if backward:
             out.sum().backward()
-        return time.perf_counter() - start
+        return time.perf_counter() - wall, time.process_time() - cpu
     return run
 
 
-def best_of(runs, repeats):
-    """Interleave the closures `repeats` times after one warm-up each; the minimum time of each."""
-    for run in runs.values():
-        run()
-    best = {k: float("inf") for k in runs}
+def best_of(runs, repeats, warmup):
+    """Interleave the closures `repeats` times (after one warm-up each); the minimum wall and CPU time of each."""
+    if warmup:
+        for run in runs.values():
+            run()
+    best = {k: (float("inf"), float("inf")) for k in runs}
     for _ in range(repeats):
         for k, run in runs.items():
-            best[k] = min(best[k], run())
-    return best
+            wall, cpu = run()
+            best[k] = (min(best[k][0], wall), min(best[k][1], cpu))
+    return {k: v[0] for k, v in best.items()}, {k: v[1] for k, v in best.items()}
 
 
 def linear_stack(d_model, params):
@@ -72,9 +74,12 @@ def bench_scan(args, g):
         leaves = list(inputs.values())
         runs = {"ref fwd": timer(ref, leaves, False), "ref fwd+bwd": timer(ref, leaves, True),
                 "loop fwd": timer(loop, leaves, False), "loop fwd+bwd": timer(loop, leaves, True)}
-        t = best_of(runs, args.repeats)
+        t, cpu = best_of(runs, args.repeats, warmup=length == args.tokens[0])
         rows.append({"tokens": length, **{k: v * 1e3 for k, v in t.items()},
-                     "speedup fwd": t["loop fwd"] / t["ref fwd"], "speedup fwd+bwd": t["loop fwd+bwd"] / t["ref fwd+bwd"]})
+                     "speedup fwd": t["loop fwd"] / t["ref fwd"], "speedup fwd+bwd": t["loop fwd+bwd"] / t["ref fwd+bwd"],
+                     "cpu_ms": {k: v * 1e3 for k, v in cpu.items()},
+                     "cpu speedup fwd": cpu["loop fwd"] / cpu["ref fwd"],
+                     "cpu speedup fwd+bwd": cpu["loop fwd+bwd"] / cpu["ref fwd+bwd"]})
     return rows
 
 
@@ -91,12 +96,14 @@ def bench_mixer(args, g):
             run_mixer, run_stack = functools.partial(mixer, x), functools.partial(stack, x)
             runs = {"mixer fwd": timer(run_mixer, leaves, False), "mixer fwd+bwd": timer(run_mixer, leaves, True),
                     "linear fwd": timer(run_stack, leaves, False), "linear fwd+bwd": timer(run_stack, leaves, True)}
-            t = best_of(runs, args.repeats)
+            t, cpu = best_of(runs, args.repeats, warmup=True)
             rows.append({"d_model": d_model, "tokens": length, "batch": batch, "params": params,
                          "linear params": sum(p.numel() for p in stack.parameters()),
                          **{k: v * 1e3 for k, v in t.items()},
                          "ratio fwd": t["mixer fwd"] / t["linear fwd"],
-                         "ratio fwd+bwd": t["mixer fwd+bwd"] / t["linear fwd+bwd"]})
+                         "ratio fwd+bwd": t["mixer fwd+bwd"] / t["linear fwd+bwd"],
+                         "cpu_ms": {k: v * 1e3 for k, v in cpu.items()},
+                         "cpu ratio fwd+bwd": cpu["mixer fwd+bwd"] / cpu["linear fwd+bwd"]})
     return rows
 
 
@@ -131,16 +138,16 @@ def main(argv=None):
     result = {"env": env, "args": vars(args)}
     if args.skip != "scan":
         result["scan"] = bench_scan(args, g)
-        print(f"\nSelective scan, fp32, batch {args.batch}, width {2 * args.d_model}, d_state {args.d_state} (ms, best of "
-              f"{args.repeats}):")
+        print(f"\nSelective scan, fp32, batch {args.batch}, width {2 * args.d_model}, d_state {args.d_state} (wall ms, best "
+              f"of {args.repeats}; 'cpu speedup' = the same ratio on process CPU time):")
         print(table(result["scan"], ["tokens", "ref fwd", "loop fwd", "speedup fwd", "ref fwd+bwd", "loop fwd+bwd",
-                                     "speedup fwd+bwd"]))
+                                     "speedup fwd+bwd", "cpu speedup fwd", "cpu speedup fwd+bwd"]))
     if args.skip != "mixer":
         result["mixer"] = bench_mixer(args, g)
         print(f"\nReference MambaMixer vs Linear-GELU-Linear of equal parameter count, fp32, {args.batch_tokens} tokens a "
               "batch (ms):")
         print(table(result["mixer"], ["d_model", "tokens", "batch", "params", "mixer fwd", "linear fwd", "ratio fwd",
-                                      "mixer fwd+bwd", "linear fwd+bwd", "ratio fwd+bwd"]))
+                                      "mixer fwd+bwd", "linear fwd+bwd", "ratio fwd+bwd", "cpu ratio fwd+bwd"]))
     env["loadavg_after"] = os.getloadavg()
     print(f"\nload average after: {env['loadavg_after']}")
     if args.json:
