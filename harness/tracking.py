@@ -114,7 +114,7 @@ class Tracker:
         """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED)."""
         mlflow_status = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                          "interrupted": "KILLED"}[status]
-        tags = {"harness.status": "failed" if status == "interrupted" else status}
+        tags = {"harness.status": status}
         if failure:
             tags["harness.failure"] = failure[:5000]
         for k, v in tags.items():

@@ -32,7 +32,7 @@ __all__ = ["StudyData", "load_study_data", "short_key", "variant_label"]
 #: metric histories fetched per run (plus every eval metric of the study)
 HISTORY_METRICS = ("train_loss",)
 _NOT_METRICS = {"seed", "resumed_from_step", "trial_key", "label", "params", "status", "failure"}
-_STATUS_FROM_MLFLOW = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running",
+_STATUS_FROM_MLFLOW = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "interrupted", "RUNNING": "running",
                        "SCHEDULED": "running"}
 
 
@@ -184,7 +184,7 @@ def _artifact(client, run_id: str, path: str, folder: Path | None, tmp: Path) ->
 
 def _pick(runs: list) -> Any:
     """Several runs of one trial key (retries): a completed one first, then the latest."""
-    rank = {"completed": 0, "pruned": 1, "failed": 2}
+    rank = {"completed": 0, "pruned": 1, "failed": 2, "interrupted": 3}
     return min(runs, key=lambda r: (rank.get(r.data.tags.get("harness.status", ""), 3), -r.info.start_time))
 
 

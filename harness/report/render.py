@@ -77,7 +77,7 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
     for r in table.rows:
         cells = [(str(r.values[k]) + (" (baseline)" if r.baseline and deltas and i == len(keys) - 1 else ""), "key",
                   str(r.values[k])) for i, k in enumerate(keys)] if keys else [("base", "key", "base")]
-        cells.append((f"{r.n_seeds}" + (f" (+{r.n_failed} failed)" if r.n_failed else ""), "num", r.n_seeds))
+        cells.append((f"{r.n_seeds}" + (f" (+{r.n_failed} not completed)" if r.n_failed else ""), "num", r.n_seeds))
         for m in metrics:
             c, d = r.cells[m.name], table.decimals[m.name]
             text = fmt(c.mean, d) + (f" ± {fmt(c.std, d)}" if math.isfinite(c.std) else "")

@@ -226,7 +226,8 @@ def build_tables(studies: list[StudyData]) -> list[Table]:
     else:
         s = studies[0]
         groups = []
-        for b in s.blocks or [[]]:
+        for b in dict.fromkeys(tuple(b) for b in s.blocks or [[]]):  # blocks with the same keys share a table
+            b = list(b)
             sub = frame[frame.apply(lambda t, b=b: _in_block(t, b, s.axis_values, s.search), axis=1)] \
                 if len(frame) else frame
             title = "Axis: " + " × ".join(short_key(k) for k in b) if b else "Base configuration"

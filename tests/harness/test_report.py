@@ -107,7 +107,7 @@ def test_failed_trial_is_listed_with_its_reason_and_left_out_of_the_means(report
     assert _rows(summary)["hilbert-8"]["n_seeds"] == 1 and _rows(summary)["hilbert-8"]["n_failed"] == 1
     readme = (report / "README.md").read_text()
     assert f"| hilbert-8 | 1 | failed | {FAILURE} |" in readme
-    assert "1 (+1 failed)" in readme
+    assert "1 (+1 not completed)" in readme
 
 
 def test_report_folder_has_html_readme_data_and_the_pictures(report, summary):
