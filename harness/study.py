@@ -287,7 +287,12 @@ def parse_study(raw: Any, *, source: str = "<study>", preset: str | None = None)
             raise ConfigError(f"{source}: presets: " + suggest(preset, presets, what="preset"))
         if not isinstance(presets[preset], dict):
             raise ConfigError(f"{source}: presets.{preset}: expected a mapping of overrides")
+        named = "name" in presets[preset]
         raw = _deep_merge(raw, presets[preset])
+        if not named and isinstance(raw.get("name"), str):
+            # a preset is its own study (own folder, Optuna study, MLflow experiment and report):
+            # `scan_ablation` with `--preset smoke` runs as `scan_ablation-smoke`
+            raw["name"] = f"{raw['name']}-{preset}"
     try:
         study = Study.model_validate(raw)
     except ValidationError as err:

@@ -43,3 +43,10 @@ def test_component_shorthand_and_options_are_kept():
 def test_trial_keys_are_stable_across_loads():
     raw = {"name": "s", "axes": {"scan.name": ["a", "b"]}, "seeds": [3]}
     assert [t.key for t in expand_trials(parse_study(raw))] == [t.key for t in expand_trials(parse_study(raw))]
+
+
+def test_a_preset_runs_as_its_own_study_name():
+    raw = {"name": "s", "presets": {"smoke": {"seeds": [0]}, "named": {"name": "other"}}}
+    assert parse_study(raw, preset="smoke").name == "s-smoke"
+    assert parse_study(raw, preset="named").name == "other"
+    assert parse_study(raw).name == "s"

@@ -1,0 +1,25 @@
+"""Every shipped study file loads and validates (plugins resolved, data loaded, models built), with every preset."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
+
+
+def test_the_six_shipped_studies_are_present():
+    names = {p.stem for p in STUDIES}
+    assert {"scan_ablation", "backbone_comparison", "interpolants", "video_scans", "text_conditioning",
+            "resolution_scaling"} <= names
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=[p.stem for p in STUDIES])
+def test_shipped_study_validates_with_every_preset(capsys, study):
+    try:
+        main(["validate", str(study), "--all-presets"])
+    except SystemExit as exc:  # only a failure exits
+        pytest.fail(f"exit {exc.code}: {capsys.readouterr().out}")
+    out = capsys.readouterr().out
+    assert out.count("✓") >= 2 and "✗" not in out, out
