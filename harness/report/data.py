@@ -105,6 +105,20 @@ def _resolve_folder(study: str | Path, runs_dir: str | Path) -> Path | None:
     return None
 
 
+def _effective_name(raw: dict[str, Any]) -> str:
+    """The study's name as run: a preset run is named `<name>-<preset>` (see harness.study.parse_study)."""
+    from harness.study import parse_study
+
+    raw = dict(raw)
+    preset = raw.pop("preset", None)
+    if preset is None:
+        return raw["name"]
+    try:
+        return parse_study(raw, preset=preset).name
+    except HarnessError:
+        return raw["name"]
+
+
 def _study_spec(data: StudyData, raw: dict[str, Any], source: str) -> list:
     """Fill axes, seeds, baseline and objective from the study file as run; returns its trials (TrialSpec)."""
     from harness.study import expand_trials, parse_study
@@ -207,7 +221,7 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
     if folder is not None and (folder / "study.yaml").exists():
         raw = yaml.safe_load((folder / "study.yaml").read_text())
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-            data.name = raw["name"]  # the experiment is named after the study, whatever the folder is called
+            data.name = _effective_name(raw)  # the experiment is named after the study, whatever the folder is called
     runs, parent = _trial_runs(client, data.name) if client is not None else ([], None)
     if raw is None and parent is not None:
         path = _artifact(client, parent.info.run_id, "study.yaml", None, tmp)
