@@ -26,7 +26,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import queue
-from harness.study import Study, TrialConfig, TrialSpec, _config_with, expand_trials
+from harness.study import Study, TrialConfig, TrialSpec, expand_trials, trial_from_params
 from harness.tracking import Tracker, default_tracking_uri, flatten
 from harness.trial import TrialFailed, TrialHooks, run_trial
 from plugins.errors import HarnessError
@@ -208,9 +208,7 @@ def _spec_for(session: Session, trial: optuna.Trial, frozen: FrozenTrial) -> Tri
             raise TrialFailed(f"trial {key} is not in the study file any more")
         return session.specs[key]
     params = _suggest(trial, session.study)
-    source = getattr(session.study, "_source", "<study>")
-    config = _config_with(session.study.base, params, {k: f"search.space.{k}" for k in params}, source)
-    spec = TrialSpec(params=params, seed=session.study.seeds[0], config=config)
+    spec = trial_from_params(session.study, params, session.study.seeds[0])
     for k, v in queue.identity(spec).items():
         trial.set_user_attr(k, v)
     return spec

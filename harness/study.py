@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plugins.errors import ConfigError, HarnessError, suggest
 
 __all__ = [
-    "Study", "TrialConfig", "TrialSpec", "load_study", "parse_study", "expand_trials", "resolve_trial",
+    "Study", "TrialConfig", "TrialSpec", "load_study", "parse_study", "expand_trials", "trial_from_params",
+    "resolve_trial",
     "validate_study", "format_validation_error",
 ]
 
@@ -393,6 +394,14 @@ def _config_with(base: TrialConfig, params: dict[str, Any], origin: dict[str, st
                 got = f" (got {params[key]!r})"
                 raise ConfigError(f"{source}: {where}: {e['msg']}{got}") from None
         raise ConfigError(format_validation_error(source, err, TrialConfig, prefix=("base",))) from None
+
+
+def trial_from_params(study: Study, params: dict[str, Any], seed: int, *, where: str = "search.space") -> TrialSpec:
+    """The TrialSpec of one point (dotted key -> value) on top of the study's base, e.g. a sampled search point."""
+    source = getattr(study, "_source", "<study>")
+    origin = {k: f"{where}.{k}" for k in params}
+    return TrialSpec(params=dict(params), seed=seed, config=_config_with(study.base, params, origin, source),
+                     origin=origin)
 
 
 def expand_trials(study: Study) -> list[TrialSpec]:

@@ -65,11 +65,16 @@ def _options(entry: Any, raw: dict[str, Any]) -> dict[str, Any]:
     return entry.options.model_validate(raw).model_dump() if entry.options is not None else dict(raw)
 
 
-def _metrics(entries: list, names: Sequence[str], options: dict[str, dict], fake: torch.Tensor,
+def _build_metrics(entries: list, names: Sequence[str], options: dict[str, dict]) -> list[tuple[str, Any]]:
+    """Build every metric once, before training, so a metric that cannot be built fails the trial early."""
+    return [(name, entry.build(**_options(entry, options.get(name, {})))) for name, entry in zip(names, entries)]
+
+
+def _metrics(metrics: list[tuple[str, Any]], fake: torch.Tensor,
              ctx: MetricContext) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     values, meta = {}, {}
-    for name, entry in zip(names, entries):
-        out = entry.build(**_options(entry, options.get(name, {}))).compute(fake, ctx)
+    for name, metric in metrics:
+        out = metric.compute(fake, ctx)
         meta[name] = {k: v for k, v in out.items() if k.startswith("meta.")}
         values.update({k: float(v) for k, v in out.items() if not k.startswith("meta.")})
     return values, meta
@@ -141,6 +146,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     transport = Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
                           time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
     sampler = entries["sampler"].build(**_options(entries["sampler"], cfg.sampler.options))
+    metrics = _build_metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options)
     drop_gen = torch.Generator(device=device).manual_seed(seed_for(spec.seed, 6))
     net.set_generator(drop_gen)
 
@@ -165,8 +171,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
             ema, transport, sampler, cond, n=cfg.eval.intermediate_samples, batch_size=cfg.eval.batch_size,
             shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
             advance=hooks.advance)
-        values, _ = _metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options, out.fake,
-                             ctx_for(out.labels, out.captions))
+        values, _ = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
         hooks.log(values, step)
         hooks.phase("train", cfg.train.steps)
         if hooks.report is not None:
@@ -188,8 +193,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     if cfg.eval.grid_samples:
         save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
     hooks.phase("metrics", None)
-    values, meta = _metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options, out.fake,
-                            ctx_for(out.labels, out.captions))
+    values, meta = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
 
     results = dict(values)
     results.update(final_train_loss=state.last_loss, train_seconds=state.train_seconds,
