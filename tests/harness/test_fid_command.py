@@ -6,9 +6,9 @@ import urllib.request
 
 import pytest
 
-from harness.cli import main
 from plugins._metrics import inception
 from plugins.errors import HarnessError
+from tests.harness.cli_support import run_cli as _run
 
 
 @pytest.fixture(autouse=True)
@@ -19,14 +19,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "socket", no_socket)
 
 
-def _run(capsys, *argv):
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_prefetch_dry_run_prints_the_url_destination_and_env_var_and_writes_nothing(capsys, tmp_path):

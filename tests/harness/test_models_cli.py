@@ -5,20 +5,12 @@ import re
 import pytest
 import torch
 
-from harness.cli import main
 from harness.commands.models import model_costs
+from tests.harness.cli_support import run_cli as _run
 
 torch.set_num_threads(1)
 
 
-def _run(capsys, *argv):
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _rows(text: str) -> dict[tuple[str, str], list[str]]:

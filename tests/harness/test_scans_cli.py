@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli import main
 from plugins.registry import load_registries
 from zigma.scans import Grid
+from tests.harness.cli_support import run_cli as _run
 
 torch.set_num_threads(1)
 
@@ -18,15 +18,6 @@ EXAMPLE = ROOT / "examples" / "scan_plugin"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(capsys, *argv):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _rows(text: str) -> dict[str, list[str]]:
