@@ -278,3 +278,15 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
     cost = json.loads((tmp_path / "r" / "cost.json").read_text())
     assert cost["how"]["sample_timing"] == "batches 2..3 of the final sampling pass (4 each)"
     assert set(json.loads((tmp_path / "r" / "metrics_meta.json").read_text())) == {"toy-gap"}
+
+
+def test_git_sha_from_environment_outside_a_checkout(tmp_path, monkeypatch):
+    """A copy without .git (the GPU machine's) takes its commit from ZIGMA_HARNESS_GIT_SHA; a checkout ignores it."""
+    from harness.provenance import git_info
+
+    monkeypatch.setenv("ZIGMA_HARNESS_GIT_SHA", "abc123")
+    monkeypatch.setenv("ZIGMA_HARNESS_GIT_DIRTY", "0")
+    assert git_info(tmp_path) == {"sha": "abc123", "dirty": False}
+    monkeypatch.setenv("ZIGMA_HARNESS_GIT_DIRTY", "maybe")
+    assert git_info(tmp_path)["dirty"] is None
+    assert git_info()["sha"] != "abc123"  # this checkout has .git: git's own answer wins
