@@ -20,6 +20,9 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     temporal_pos_embed: bool = False          # video: add a learned zero-init per-frame embedding
+    checkpointing: bool = False               # study key backbone.checkpointing: activation checkpointing, each
+    #                                           block's activations recomputed in backward (training only): far
+    #                                           less memory for about one more forward of the blocks a step
 
 
 class ZigmaOptions(_Options):

@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from harness.study import expand_trials, parse_study
+from tests.harness.cli_support import run_cli
 
 
 def test_axes_blocks_expand_as_a_union_of_cartesian_products_times_seeds():
@@ -50,3 +51,14 @@ def test_a_preset_runs_as_its_own_study_name():
     assert parse_study(raw, preset="smoke").name == "s-smoke"
     assert parse_study(raw, preset="named").name == "other"
     assert parse_study(raw).name == "s"
+
+
+def test_validate_accepts_backbone_checkpointing_in_base_and_in_axes(capsys, tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nbase:\n  backbone: {name: dit, checkpointing: true}\n"
+                     "axes:\n  - {backbone.name: [dit]}\n  - {backbone.name: [zigma], backbone.checkpointing: [false, true]}\n")
+    code, out, err = run_cli(capsys, "validate", str(study))
+    assert code == 0, out + err
+    assert "3 trial(s), 3 distinct model(s) built" in out
+    trials = expand_trials(parse_study({"name": "s", "axes": {"backbone.checkpointing": [False, True]}}))
+    assert [t.config.backbone.options for t in trials] == [{"checkpointing": False}, {"checkpointing": True}]

@@ -88,3 +88,16 @@ def test_minilm_encodes_captions_offline_into_frozen_384_d_tokens(monkeypatch):
     torch.testing.assert_close(tokens[0], tokens[2])
     assert not torch.allclose(tokens[0, 1], tokens[1, 1]), "different words, different features"
     assert not any(p.requires_grad for p in enc.parameters())
+
+
+@pytest.mark.parametrize("name", ["zigma", "vim", "dit"])
+def test_checkpointing_option_defaults_off_and_reaches_the_built_backbone(name):
+    reg = load_registries()
+    entry = reg.backbones.get(name)
+    models = [entry.build(size="tiny", input_shape=(3, 8, 8), patch_size=2, scan=reg.scans.get("zigzag-8").build(seed=0),
+                          num_classes=None, context_dim=None, pos_embed="learned", mixer_backend="reference",
+                          device="meta", dtype=None, **entry.options.model_validate(raw).model_dump())
+              for raw in ({}, {"checkpointing": True})]
+    assert [m.checkpointing for m in models] == [False, True]
+    with pytest.raises(ValidationError, match="checkpointing"):
+        entry.options.model_validate({"checkpointing": "sometimes"})

@@ -72,17 +72,18 @@ class DiT(Backbone):
 
     def forward_tokens(self, h, c, ctx, ctx_mask):
         for blk in self.blocks:
-            h = blk(h, c, ctx, ctx_mask)                                     # (N, L, D)
+            h = self._block(blk, h, c, ctx, ctx_mask)                        # (N, L, D)
         return h
 
 
 def build_dit(*, size: str, input_shape, patch_size: int, scan=None, num_classes: int | None = None,
               context_dim: int | None = None, pos_embed: str = "learned", mixer_backend: str = "auto",
               device=None, dtype=None, generator: torch.Generator | None = None, mlp_ratio: float = 4.0,
-              temporal_pos_embed: bool = False) -> DiT:
-    """DiT at a SIZES preset ('attention' row). `scan` and `mixer_backend` are accepted and ignored."""
+              temporal_pos_embed: bool = False, checkpointing: bool = False) -> DiT:
+    """DiT at a SIZES preset ('attention' row). `scan` and `mixer_backend` are accepted and ignored;
+    `checkpointing`: activation checkpointing of every block while training (see Backbone)."""
     s = get_size(size, "attention")
     return DiT(width=s.width, depth=s.depth, heads=s.heads, head_dim=s.head_dim, mlp_ratio=mlp_ratio,
                input_shape=tuple(input_shape), patch_size=patch_size, num_classes=num_classes,
                context_dim=context_dim, pos_embed=pos_embed, temporal_pos_embed=temporal_pos_embed,
-               device=device, dtype=dtype, generator=generator)
+               checkpointing=checkpointing, device=device, dtype=dtype, generator=generator)

@@ -9,12 +9,19 @@ calls `drop_conditioning(..., p=, generator=)`.
 
 Initialization: with `generator` every parameter is drawn from it (the modules' default init still runs
 first and advances torch's default generator, as any nn.Module constructor does); without, from the default.
+
+Activation checkpointing (`checkpointing=True`): while training with autograd recording, each block runs under
+`torch.utils.checkpoint.checkpoint(use_reentrant=False)`, so only its inputs are kept and its activations are
+recomputed in backward (Chen et al. 2016, "Training deep nets with sublinear memory cost"): about one more
+forward of the blocks per step for memory that no longer grows with depth. The recomputation replays the same
+stochastic-depth draws (see `_replaying`). Under `no_grad` / `inference_mode` or in eval mode it is inactive.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import (
     DropPath,
@@ -33,8 +40,8 @@ class Backbone(nn.Module):
     """Base class: subclasses build `self.blocks` and implement `forward_tokens(h, c, ctx, ctx_mask)`."""
 
     def __init__(self, *, input_shape: tuple[int, ...], patch_size: int, width: int, num_classes: int | None,
-                 context_dim: int | None, pos_embed: str, temporal_pos_embed: bool, device=None,
-                 dtype=None) -> None:
+                 context_dim: int | None, pos_embed: str, temporal_pos_embed: bool, checkpointing: bool = False,
+                 device=None, dtype=None) -> None:
         super().__init__()
         if len(input_shape) not in (3, 4):
             raise ValueError(f"input_shape is (C, H, W) or (T, C, H, W), got {tuple(input_shape)}")
@@ -44,6 +51,7 @@ class Backbone(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.patch_size, self.width = patch_size, width
         self.num_classes, self.context_dim = num_classes, context_dim
+        self.checkpointing = bool(checkpointing)
         frames = input_shape[0] if len(input_shape) == 4 else 1
         self.grid = (frames, hh // patch_size, ww // patch_size)             # (t, h, w) tokens
         self.num_tokens = frames * self.grid[1] * self.grid[2]
@@ -130,6 +138,12 @@ class Backbone(nn.Module):
         """Number of parameters (buffers such as scan orders are not counted)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    def _block(self, block: nn.Module, *args, **kwargs):
+        """block(*args, **kwargs), under activation checkpointing when it is on and a training graph is recorded."""
+        if not (self.checkpointing and self.training and torch.is_grad_enabled()):
+            return block(*args, **kwargs)
+        return checkpoint(_replaying(block), *args, use_reentrant=False, **kwargs)
+
     def forward_tokens(self, h, c, ctx, ctx_mask):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -143,3 +157,27 @@ class Backbone(nn.Module):
         h = self.forward_tokens(h, c, ctx, ctx_mask)                         # (N, L, D) raster order
         out = self.final_layer(h, c)                                        # (N, L, p*p*C)
         return unpatchify(out, self.input_shape, self.patch_size)           # x's shape
+
+
+def _replaying(block: nn.Module):
+    """block's forward for `checkpoint`: a recomputation in backward restores the generators of the block's
+    DropPaths to their state at the first call (checkpoint itself only replays torch's global RNGs), so it
+    draws the same stochastic-depth masks, then puts them back where training left them."""
+    gens = list({id(m.generator): m.generator for m in block.modules()
+                 if isinstance(m, DropPath) and m.p > 0 and m.generator is not None}.values())
+    saved = [g.get_state() for g in gens]
+    calls = [0]
+
+    def run(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 1 or not gens:
+            return block(*args, **kwargs)
+        now = [g.get_state() for g in gens]
+        for g, state in zip(gens, saved):
+            g.set_state(state)
+        try:
+            return block(*args, **kwargs)
+        finally:
+            for g, state in zip(gens, now):
+                g.set_state(state)
+    return run

@@ -174,12 +174,12 @@ class ZigMa(Backbone):
     def forward_tokens(self, h, c, ctx, ctx_mask):
         if self.permute_mode == "around":
             for blk in self.blocks:
-                h = blk(h, c, ctx, ctx_mask, around=True)                    # (N, L, D) raster
+                h = self._block(blk, h, c, ctx, ctx_mask, around=True)       # (N, L, D) raster
             return h
         for i, blk in enumerate(self.blocks):
             if not self._rel_skip[i]:
                 h = h.index_select(1, self.relative[i])                     # (N, L, D) layer i's order
-            h = blk(h, c, ctx, ctx_mask)
+            h = self._block(blk, h, c, ctx, ctx_mask)                       # (N, L, D); the gather stays outside
         if not self._rel_skip[-1]:
             h = h.index_select(1, self.relative[-1])                        # (N, L, D) raster
         return h
@@ -195,8 +195,9 @@ def build_zigma(*, size: str, input_shape, patch_size: int, scan: ScanScheme, nu
                 device=None, dtype=None, generator: torch.Generator | None = None, mlp_ratio: float = 0.0,
                 drop_path: float = 0.0,
                 temporal_pos_embed: bool = False, permute_mode: str = "relative", d_state: int = 16,
-                expand: int = 2, layer_scans: list[LayerScan] | None = None) -> ZigMa:
-    """ZigMa at a SIZES preset ('mamba' row); layer i scans scan.layer_scans(grid, depth)[i]."""
+                expand: int = 2, checkpointing: bool = False, layer_scans: list[LayerScan] | None = None) -> ZigMa:
+    """ZigMa at a SIZES preset ('mamba' row); layer i scans scan.layer_scans(grid, depth)[i]; `checkpointing`:
+    activation checkpointing of every block while training (see Backbone)."""
     s = get_size(size, "mamba")
     if layer_scans is None:
         if scan is None:
@@ -206,4 +207,5 @@ def build_zigma(*, size: str, input_shape, patch_size: int, scan: ScanScheme, nu
                  mixer_backend=mixer_backend, mlp_ratio=mlp_ratio, drop_path=drop_path, permute_mode=permute_mode,
                  d_state=d_state, expand=expand, input_shape=tuple(input_shape), patch_size=patch_size,
                  num_classes=num_classes, context_dim=context_dim, pos_embed=pos_embed,
-                 temporal_pos_embed=temporal_pos_embed, device=device, dtype=dtype, generator=generator)
+                 temporal_pos_embed=temporal_pos_embed, checkpointing=checkpointing, device=device, dtype=dtype,
+                 generator=generator)
