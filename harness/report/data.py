@@ -236,9 +236,9 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
         by_key.setdefault(r.data.tags.get("harness.trial_key", r.info.run_id), []).append(r)
     rows = [_row_from_run(data, key, _pick(rs), client, tmp) for key, rs in sorted(by_key.items())]
     rows += _rows_from_folders(data, set(by_key), specs)
-    if not data.blocks:  # no study file: infer one block from the logged axis params
-        keys = sorted({k[5:] for row in rows for k in row if k.startswith("axis.")})
-        data.blocks = [keys]
+    if not data.blocks:  # no study file: one block per set of logged axis keys (DiT logs no scan), widest first
+        found = {tuple(sorted(k[5:] for k in row if k.startswith("axis."))) for row in rows} or {()}
+        data.blocks = [list(b) for b in sorted(found, key=lambda b: (-len(b), b))]
     seen = {row["trial_key"] for row in rows}
     rows += [{"trial_key": s.key, "label": s.label, "seed": s.seed, "status": "missing", "failure": "no run recorded",
               "run_id": "", **{f"axis.{k}": v for k, v in s.params.items()}}

@@ -27,6 +27,8 @@ __all__ = ["GENERATED_PREFIX", "build_report"]
 GENERATED_PREFIX = "Generated "
 _OURS = re.compile(r"^(curve-|pareto|bench|samples-|scan-).*\.png$")
 _TEMPLATES = Path(__file__).parent / "templates"
+#: an axis-key cell of a row whose axes block does not set that key (DiT's scan in a backbone comparison)
+UNSET = "—"
 
 
 def _clean(obj: Any) -> Any:
@@ -75,8 +77,9 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
         head += [(m.header, "num"), (f"Δ {m.title}" + (" (%)" if kind == "cost" else ""), "num delta")]
     rows = []
     for r in table.rows:
-        cells = [(str(r.values[k]) + (" (baseline)" if r.baseline and deltas and i == len(keys) - 1 else ""), "key",
-                  str(r.values[k])) for i, k in enumerate(keys)] if keys else [("base", "key", "base")]
+        last = max((i for i, k in enumerate(keys) if r.values[k] is not None), default=len(keys) - 1)
+        cells = [(_key_text(r.values[k]) + (" (baseline)" if r.baseline and deltas and i == last else ""), "key",
+                  _key_text(r.values[k])) for i, k in enumerate(keys)] if keys else [("base", "key", "base")]
         cells.append((f"{r.n_seeds}" + (f" (+{r.n_failed} not completed)" if r.n_failed else ""), "num", r.n_seeds))
         for m in metrics:
             c, d = r.cells[m.name], table.decimals[m.name]
@@ -96,7 +99,14 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
         keep = [i for i, (_, cls) in enumerate(head) if "delta" not in cls]
         head = [head[i] for i in keep]
         rows = [{**r, "cells": [r["cells"][i] for i in keep]} for r in rows]
-    return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, **_stacked(head, rows)}
+    unset = any(r.values[k] is None for r in table.rows for k in keys)
+    return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, "unset": unset,
+            **_stacked(head, rows)}
+
+
+def _key_text(value: Any) -> str:
+    """An axis value as a table cell; UNSET where the row's axes block does not set the key."""
+    return UNSET if value is None else str(value)
 
 
 def _stacked(head: list[tuple[str, str]], rows: list[dict[str, Any]]) -> dict[str, Any]:

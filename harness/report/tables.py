@@ -145,11 +145,12 @@ def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order
           sort_keys: list[str]) -> list[Row]:
     rows: dict[tuple, Row] = {}
     for _, t in frame.iterrows():
-        vals = {k: t[f"axis.{k}"] if k != "study" else t["study"] for k in keys}
+        vals = {k: t["study"] if k == "study" else t.get(f"axis.{k}") for k in keys}
+        vals = {k: v if _isset(v) else None for k, v in vals.items()}  # None: the row's axes block does not set k
         ident = tuple(repr(vals[k]) for k in keys)
         row = rows.get(ident)
         if row is None:
-            variant = variant_label({k: v for k, v in vals.items() if k != "study"})
+            variant = variant_label({k: v for k, v in vals.items() if k != "study" and v is not None})
             row = rows[ident] = Row(vals, f"{vals['study']}: {variant}" if "study" in vals else variant, 0, 0)
             row.cells = {m.name: [] for m in metrics}  # type: ignore[assignment]
         if t["status"] != "completed":
@@ -164,8 +165,8 @@ def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order
         row.cells = {name: _cell(vals) for name, vals in row.cells.items()}  # type: ignore[arg-type]
 
     def key(r: Row) -> tuple:
-        return tuple((0, order[k].index(r.values[k]), "") if r.values[k] in order.get(k, []) else
-                     (1, 0, str(r.values[k])) for k in sort_keys)
+        return tuple((2, 0, "") if r.values[k] is None else (0, order[k].index(r.values[k]), "")
+                     if r.values[k] in order.get(k, []) else (1, 0, str(r.values[k])) for k in sort_keys)
 
     return sorted(rows.values(), key=key)
 
@@ -173,8 +174,9 @@ def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order
 def _pick_baseline(rows: list[Row], baseline: dict[str, Any] | None) -> Row:
     if baseline:
         for r in rows:
-            if all(r.values.get(k) == v for k, v in baseline.items() if k in r.values) and \
-                    any(k in r.values for k in baseline):
+            present = {k: v for k, v in r.values.items() if v is not None}
+            if all(present.get(k) == v for k, v in baseline.items() if k in present) and \
+                    any(k in present for k in baseline):
                 return r
     return rows[0]
 
@@ -211,7 +213,8 @@ def _metric_names(studies: list[StudyData], frame: pd.DataFrame) -> list[str]:
 
 
 def build_tables(studies: list[StudyData]) -> list[Table]:
-    """One table per axes block (one study), or one side-by-side table over several studies."""
+    """One table per study over all its axes blocks (columns: the union of their keys), or one side-by-side
+    table over several studies."""
     frame = pd.concat([s.trials for s in studies], ignore_index=True) if studies else pd.DataFrame()
     metrics = metric_infos(_metric_names(studies, frame))
     order = {"study": [s.name for s in studies]}
@@ -223,15 +226,16 @@ def build_tables(studies: list[StudyData]) -> list[Table]:
     if len(studies) > 1:
         keys = ["study"] + list(dict.fromkeys(k for s in studies for b in s.blocks for k in b))
         groups = [("Side by side: " + " vs ".join(order["study"]), keys, frame, keys[1:] + ["study"])]
-    else:
+    else:  # one table over every axes block: the union of their keys, None where a block does not set one
         s = studies[0]
-        groups = []
-        for b in dict.fromkeys(tuple(b) for b in s.blocks or [[]]):  # blocks with the same keys share a table
-            b = list(b)
-            sub = frame[frame.apply(lambda t, b=b: _in_block(t, b, s.axis_values, s.search), axis=1)] \
-                if len(frame) else frame
-            title = "Axis: " + " × ".join(short_key(k) for k in b) if b else "Base configuration"
-            groups.append((title, list(b), sub, list(b)))
+        blocks = [list(b) for b in dict.fromkeys(tuple(b) for b in s.blocks or [[]])]
+        keys = list(dict.fromkeys(k for b in blocks for k in b))
+        sub = frame[frame.apply(lambda t: any(_in_block(t, b, s.axis_values, s.search) for b in blocks), axis=1)] \
+            if len(frame) else frame
+        title = "Axis: " + " × ".join(short_key(k) for k in keys) if keys else "Base configuration"
+        if len(blocks) > 1:  # blocks with different keys; several blocks with the same keys read as one
+            title += f" ({len(s.blocks)} axes blocks)"
+        groups = [(title, keys, sub, keys)]
     for title, keys, sub, sort_keys in groups:
         rows = _rows(sub, keys, metrics, order, sort_keys)
         if not rows:

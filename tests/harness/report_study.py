@@ -120,3 +120,45 @@ def make_study(root: Path) -> Path:
                       for b, e, m in (("zigma", 1.0, 1e-4), ("dit", 1.6, 4e-4)) for n in (64, 256, 1024, 4096)]}
     (folder / "bench.json").write_text(json.dumps(bench))
     return folder
+
+
+BACKBONE_YAML = """\
+name: toy_backbones
+description: Three backbones in three axes blocks with different keys (test fixture).
+base:
+  dataset: {name: digits}
+  backbone: {size: tiny, patch_size: 2}
+  eval: {num_samples: 64, metrics: [fd-effnet]}
+axes:
+  - {backbone.name: [zigma], scan.name: [zigzag-8]}
+  - {backbone.name: [vim], scan.name: [sweep-2]}
+  - {backbone.name: [dit]}
+seeds: [0, 1]
+baseline: {backbone.name: dit}
+objective: {metric: fd-effnet, direction: minimize}
+"""
+#: (fd-effnet, params_m, train_images_per_s) per backbone, before seed noise
+BACKBONE_BASE = {"zigma": (30.0, 1.20, 800.0), "vim": (36.0, 1.30, 600.0), "dit": (40.0, 1.10, 1000.0)}
+
+
+def make_backbone_study(root: Path, git_sha: str | None = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Write runs/toy_backbones/ under root from results.json files alone (no tracking store, so it is quick):
+    every trial completes and records `git_sha` in its provenance.json. Returns the study folder."""
+    import yaml
+
+    from harness.study import expand_trials, parse_study
+
+    folder = root / "runs" / "toy_backbones"
+    (folder / "trials").mkdir(parents=True)
+    (folder / "study.yaml").write_text(BACKBONE_YAML)
+    for spec in expand_trials(parse_study(yaml.safe_load(BACKBONE_YAML))):
+        fd, params_m, ips = BACKBONE_BASE[spec.params["backbone.name"]]
+        noise = (-1) ** spec.seed * 0.5
+        tdir = folder / "trials" / spec.key
+        tdir.mkdir()
+        (tdir / "results.json").write_text(json.dumps(
+            {"fd-effnet": fd + noise, "params_m": params_m, "train_images_per_s": ips + 10 * noise,
+             "params": spec.params, "seed": spec.seed}))
+        (tdir / "provenance.json").write_text(json.dumps(
+            {"git_sha": git_sha, "git_dirty": None, "device": "cpu (test fixture)", "precision": "fp32"}))
+    return folder

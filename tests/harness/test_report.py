@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report_study import FAILURE, make_study
+from report_study import BACKBONE_BASE, FAILURE, make_backbone_study, make_study
 
+from harness.provenance import git_info
 from harness.report import build_report
 from harness.report.plots import frame_strip, pareto_front
 from harness.report.tables import metric_infos
@@ -211,6 +212,78 @@ def test_two_studies_are_compared_side_by_side_in_reports_a_vs_b(study, tmp_path
     assert table["keys"] == ["study", "scan.name"] and table["baseline"] == "toy_scans: sweep-1"
     assert [(r["values"]["study"], r["variant"]) for r in table["rows"]][:2] == [
         ("toy_scans", "sweep-1"), ("toy_scans_b", "sweep-1")]
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("backbones")
+    return build_report(make_backbone_study(root), root / "report")
+
+
+def test_axes_blocks_with_different_keys_share_one_table_with_deltas_against_the_baseline(backbones):
+    tables = json.loads((backbones / "summary.json").read_text())["tables"]
+    assert len(tables) == 1
+    table = tables[0]
+    assert table["keys"] == ["backbone.name", "scan.name"] and table["baseline"] == "dit"
+    rows = {r["values"]["backbone.name"]: r for r in table["rows"]}
+    assert [r["values"] for r in table["rows"]] == [{"backbone.name": "zigma", "scan.name": "zigzag-8"},
+                                                    {"backbone.name": "vim", "scan.name": "sweep-2"},
+                                                    {"backbone.name": "dit", "scan.name": None}]
+    assert [r["baseline"] for r in table["rows"]] == [False, False, True]
+    dit = BACKBONE_BASE["dit"][0]  # the fixture's seed noise is +-0.5, so each mean is its base value
+    for name in ("zigma", "vim"):
+        cell = rows[name]["metrics"]["fd-effnet"]
+        assert cell["mean"] == pytest.approx(BACKBONE_BASE[name][0])
+        assert cell["delta"] == pytest.approx(BACKBONE_BASE[name][0] - dit)
+        assert cell["rel_delta"] == pytest.approx((BACKBONE_BASE[name][0] - dit) / dit)
+    assert [r["metrics"]["fd-effnet"]["best"] for r in table["rows"]] == [True, False, False]
+    assert [r["metrics"]["train_images_per_s"]["best"] for r in table["rows"]] == [False, False, True]
+
+
+def test_one_markdown_table_holds_every_backbone_with_a_dash_for_a_key_its_block_does_not_set(backbones):
+    results = (backbones / "README.md").read_text().split("## Results")[1].split("## Notes")[0]
+    assert results.count("### ") == 1 and "### Axis: backbone × scan (3 axes blocks)" in results
+    quality = results.split("\n\n")[2].splitlines()
+    assert [line.split("|")[1:3] for line in quality[2:]] == [
+        [" zigma           ", " zigzag-8    "], [" vim             ", " sweep-2     "],
+        [" dit (baseline)  ", " —           "]]
+    assert "−10.0 (−25.0%)" in quality[2] and "**30.0 ± 0.7**" in quality[2] and "−4.0 (−10.0%)" in quality[3]
+    assert "—: that row's axes block does not set this key" in results
+    html = (backbones / "index.html").read_text()
+    assert '<td class="key" data-sort="—">—</td>' in html
+    import pandas as pd
+
+    frame = pd.read_csv(backbones / "results.csv")
+    assert list(frame["axis.backbone.name"]) == ["zigma"] * 2 + ["vim"] * 2 + ["dit"] * 2
+    assert frame["axis.scan.name"].isna().tolist() == [False] * 4 + [True] * 2
+
+
+def test_without_a_study_file_the_blocks_come_from_the_logged_axis_keys_and_still_share_one_table(tmp_path):
+    folder = make_backbone_study(tmp_path)
+    (folder / "study.yaml").unlink()  # axes now come from each results.json's 'params' alone
+    table = json.loads((build_report(folder, tmp_path / "report") / "summary.json").read_text())["tables"]
+    assert len(table) == 1 and table[0]["keys"] == ["backbone.name", "scan.name"]
+    assert sorted((r["values"]["backbone.name"], r["values"]["scan.name"], r["n_seeds"]) for r in table[0]["rows"]) \
+        == [("dit", None, 2), ("vim", "sweep-2", 2), ("zigma", "zigzag-8", 2)]
+
+
+@pytest.mark.parametrize("sha", ["feedbeef" * 5, None])
+def test_report_header_shows_a_commit_from_zigma_harness_git_sha_and_says_unrecorded_without_one(
+        sha, tmp_path, monkeypatch):
+    copy = tmp_path / "copy-without-git"
+    copy.mkdir()
+    if sha is None:
+        monkeypatch.delenv("ZIGMA_HARNESS_GIT_SHA", raising=False)
+        recorded = None  # what the runner records outside git without the variable
+    else:
+        monkeypatch.setenv("ZIGMA_HARNESS_GIT_SHA", sha)
+        recorded = git_info(copy)["sha"]
+        assert recorded == sha
+    out = build_report(make_backbone_study(tmp_path, git_sha=recorded), tmp_path / "report")
+    readme, html = (out / "README.md").read_text(), (out / "index.html").read_text()
+    shown = sha or "unrecorded"
+    assert f"| git commit | `{shown}` |" in readme
+    assert f'<dt>Git commit</dt><dd class="mono">{shown}</dd>' in html
 
 
 def test_metric_directions_come_from_the_registry_and_cost_is_lower_is_better_except_throughput(tmp_path, monkeypatch):
