@@ -12,10 +12,12 @@ side*side tokens, batch = max(1, batch_tokens // tokens) so every point sees the
 A point that runs out of memory is recorded as status "oom" and the run goes on; a variant that cannot run here
 (fused mixer without mamba-ssm or CUDA) is "skipped" with the reason. Results are written after every point.
 
-Variants (`VARIANTS`): ZigMa with zigzag-8 and one relative permutation between layers (ours), with permute +
-un-permute around every mixer (the official code), with no permutation at all (sweep-1: the scan-order
-overhead), with the fused vs the reference mixer (at a smaller batch, since the reference scan holds
-(tokens, d_inner, d_state) fp32 tensors), and torch.compile of everything but the mixers (--compile).
+Variants (`VARIANTS`, run in this order): ZigMa with zigzag-8 and one relative permutation between layers (ours),
+DiT, ZigMa with no permutation at all (sweep-1: the scan-order overhead), ZigMa and DiT with activation
+checkpointing (backbone option `checkpointing`), then ZigMa with permute + un-permute around every mixer (the
+official code), with the fused vs the reference mixer (at a smaller batch, since the reference scan holds
+(tokens, d_inner, d_state) fp32 tensors), Vim, and torch.compile of everything but the mixers (--compile).
+The kernel ceiling (micro.py: one mixer, one ZigMa block, one DiT block) runs once the first five are done.
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ import torch.nn.functional as F
 
 from zigma.backbones import SIZES, build_dit, build_vim, build_zigma, flops
 from zigma.mixer import FusedUnavailableError, MambaMixer, fused_available
+from zigma.mixer.fused import fused_kernels
 from zigma.scans import LayerCycle, Sweep, zigzag_paths
 
 from .analysis import goal_ratios, plot, summary_lines
 from .measure import PeakMemory, Timing, is_oom, time_calls
-from .micro import mixer_vs_linear, permute_cost
+from .micro import kernel_ceiling, mixer_vs_linear, permute_cost
 
-__all__ = ["Variant", "VARIANTS", "Config", "make_config", "points", "run", "write", "output_paths",
-           "summary_lines", "main"]
+__all__ = ["Variant", "VARIANTS", "CEILING_AFTER", "Config", "make_config", "points", "run", "write",
+           "output_paths", "summary_lines", "fused_path", "main"]
 
 BACKBONES = ("zigma", "vim", "dit")
 BUILDERS = {"zigma": build_zigma, "vim": build_vim, "dit": build_dit}
@@ -53,8 +56,9 @@ SCANS = {"zigzag-8": lambda: LayerCycle(zigzag_paths, 8, name="zigzag-8"), "swee
 #: every measured field of a row (None where the point did not run)
 MEASURED = ("step_ms", "step_ms_q1", "step_ms_q3", "train_images_per_s", "train_tokens_per_s", "forward_ms", "nfe",
             "sample_ms_per_image", "peak_memory_gb", "sample_peak_memory_gb", "params_m", "gflops", "mixer_backend")
-#: default time budget of a CUDA run (s): the whole default run then ends within ~5 minutes (README)
-CUDA_BUDGET_S = 210.0
+#: default time budget of a CUDA run (s): no point starts later, so the default run ends in about 5 minutes (README);
+#: the variants are ordered so that the goal comparison, checkpointing and the ceiling come first
+CUDA_BUDGET_S = 270.0
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -69,6 +73,7 @@ class Variant:
     mixer_backend: str | None = None  # None: fused on CUDA, reference on CPU; or 'fused' | 'reference'
     compiled: bool = False         # torch.compile of everything but the Mamba mixers (with --compile)
     small_batch: bool = False      # run at Config.small_batch_tokens, tokens <= Config.small_max_tokens
+    checkpointing: bool = False    # activation checkpointing of every block (backbone option `checkpointing`)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -77,6 +82,10 @@ VARIANTS: dict[str, Variant] = {
     "attention": Variant("dit", "DiT, SDPA self-attention + MLP"),
     "no-scan": Variant("zigma", "ZigMa, sweep-1: raster order in every layer, no permutation at all",
                        "sweep-1", "relative"),
+    "zigzag-8-ckpt": Variant("zigma", "zigzag-8 with activation checkpointing (each block recomputed in backward)",
+                             "zigzag-8", "relative", checkpointing=True),
+    "attention-ckpt": Variant("dit", "DiT with activation checkpointing (each block recomputed in backward)",
+                              checkpointing=True),
     "zigzag-8-around": Variant("zigma", "ZigMa, zigzag-8, permute + un-permute around every mixer (official)",
                                "zigzag-8", "around"),
     "zigzag-8-fused": Variant("zigma", "zigzag-8 with the fused mamba-ssm mixer, at the small batch",
@@ -88,6 +97,8 @@ VARIANTS: dict[str, Variant] = {
                                  "zigzag-8", "relative", compiled=True),
     "attention-compiled": Variant("dit", "DiT, torch.compile of the whole model", compiled=True),
 }
+#: the kernel ceiling runs as soon as the points of these variants (those in the run) are done
+CEILING_AFTER = ("zigzag-8", "attention", "no-scan", "zigzag-8-ckpt", "attention-ckpt")
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,7 @@ class Config:
     compile_backend: str = "inductor"
     mixer_check: bool = True              # reference mixer vs an nn.Linear stack of its size (issue 11 CPU goal)
     permute_check: bool = True            # cost of one token permutation (gather) forward + backward
+    ceiling: bool = True                  # one mixer / ZigMa block / DiT block fwd+bwd (the kernel ceiling)
     time_budget_s: float | None = None    # points starting later are skipped; None: CUDA_BUDGET_S on CUDA, none on
                                           # CPU; inf: no budget
     seed: int = 0
@@ -181,7 +193,7 @@ def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> 
     shape = (cfg.channels, side * cfg.patch_size, side * cfg.patch_size)
     kw = dict(size=cfg.size, input_shape=shape, patch_size=cfg.patch_size, num_classes=cfg.num_classes,
               pos_embed="sincos", device=device,  # sincos: parameter count independent of tokens
-              generator=torch.Generator(device).manual_seed(cfg.seed))
+              generator=torch.Generator(device).manual_seed(cfg.seed), checkpointing=variant.checkpointing)
     if variant.backbone == "dit":
         return build_dit(**kw)
     kw["mixer_backend"] = _backend(variant, device)
@@ -271,14 +283,25 @@ def device_name(device: torch.device) -> str:
     return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
+def fused_path() -> str | None:
+    """The fused mixer's path here: 'mamba_inner_fn (causal-conv1d)', 'selective_scan_fn + torch conv1d', or None
+    where mamba-ssm does not import (zigma.mixer.fused uses mamba_inner_fn only when causal-conv1d imports too)."""
+    if not fused_available():
+        return None
+    if fused_kernels()["mamba_inner_fn"] is not None:
+        return "mamba_inner_fn (causal-conv1d)"
+    return "selective_scan_fn + torch conv1d"
+
+
 def _versions() -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "cuda": torch.version.cuda, "fused_available": fused_available()}
     for pkg in ("mamba_ssm", "causal_conv1d", "triton"):
         try:
             out[pkg] = __import__(pkg).__version__
-        except Exception:  # noqa: BLE001 - absent or broken: recorded as None
+        except Exception as err:  # noqa: BLE001 - absent or broken: recorded as None, with why
             out[pkg] = None
+            out[f"{pkg}_import_error"] = f"{type(err).__name__}: {str(err)[:200]}"
     return out
 
 
@@ -326,11 +349,15 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
     doc = {"device": dev_name, "versions": _versions(), "config": dataclasses.asdict(cfg),
            "precision": f"autocast {dtype}".replace("torch.", "") if dtype != torch.float32 else "fp32",
            "memory_method": memory.method, "variants": {n: VARIANTS[n].description for n in cfg.variants},
-           "rows": [], "mixer_vs_linear": [], "permute": [], "ratios": {}, "wall_s": 0.0}
+           "mixer_fused_path": fused_path(),
+           "rows": [], "mixer_vs_linear": [], "permute": [], "ceiling": [], "ratios": {}, "wall_s": 0.0}
     budget = budget_s(cfg)
     doc["config"]["time_budget_s"] = None if math.isinf(budget) else budget   # strict JSON has no Infinity
     if device.type == "cuda" and not fused_available():
         log("WARNING: mamba-ssm/causal-conv1d not importable: every fused-mixer point will be skipped")
+    elif device.type == "cuda" and doc["mixer_fused_path"] != "mamba_inner_fn (causal-conv1d)":
+        log(f"WARNING: causal-conv1d not importable ({doc['versions'].get('causal_conv1d_import_error')}): the fused "
+            f"mixer runs {doc['mixer_fused_path']}, not mamba_inner_fn")
     why = _prime(cfg, device, dtype)
     if why:
         log(f"WARNING: the warm-up model failed ({why[:200]}); the first point may carry one-time costs")
@@ -338,13 +365,20 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
     _small_checks(cfg, device, dtype, doc)                    # first: a few seconds, and a killed run keeps them
     if on_update:
         on_update(doc)
+    ceiling_due = cfg.ceiling
     for name, tokens in points(cfg):
+        if ceiling_due and name not in CEILING_AFTER:
+            _ceiling(cfg, device, dtype, doc, log)
+            ceiling_due = False
+            if on_update:
+                on_update(doc)
         variant = VARIANTS[name]
         row = {"backbone": variant.backbone, "variant": name, "tokens": tokens, "grid": f"{round(tokens ** .5)}"
                f"x{round(tokens ** .5)}", "batch": _batch(cfg, variant, tokens), "size": cfg.size,
                "dtype": doc["precision"], "device": dev_name, "scan": variant.scan or
                ("sweep-2" if variant.backbone == "vim" else None), "permute_mode": variant.permute_mode,
-               "compiled": variant.compiled, "status": "ok", "reason": None, **dict.fromkeys(MEASURED)}
+               "compiled": variant.compiled, "checkpointing": variant.checkpointing, "status": "ok",
+               "reason": None, **dict.fromkeys(MEASURED)}
         row["batch_tokens"] = row["batch"] * tokens
         row.update(_attempt(variant, tokens, cfg, device, dtype, memory, start))
         doc["rows"].append(row)
@@ -353,6 +387,8 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
         doc["wall_s"] = time.perf_counter() - start
         if on_update:
             on_update(doc)
+    if ceiling_due:
+        _ceiling(cfg, device, dtype, doc, log)
     doc["ratios"] = goal_ratios(doc)
     doc["wall_s"] = time.perf_counter() - start
     if on_update:
@@ -379,6 +415,33 @@ def _small_checks(cfg: Config, device: torch.device, dtype: torch.dtype, doc: di
             doc[section] = [{"status": "error", "reason": f"{type(err).__name__}: {err}"}]
             traceback.print_exc()
         _cleanup(device)
+
+
+def _ceiling(cfg: Config, device: torch.device, dtype: torch.dtype, doc: dict, log) -> None:
+    """The kernel ceiling (one mixer, one ZigMa block, one DiT block per tokens) into doc["ceiling"], built as the
+    zigzag-8 and attention rows build their models; an error is recorded, not raised. Not subject to the time
+    budget (a few seconds: 2 warm-up + `iters` calls of three single blocks per tokens)."""
+    if _backend(VARIANTS["zigzag-8"], device) == "fused" and not fused_available():
+        doc["ceiling"] = [{"status": "skipped", "reason": "the fused mixer needs mamba-ssm, not importable here"}]
+        log(_ceiling_line(doc["ceiling"][0]))
+        return
+    rows_of = {"zigma": VARIANTS["zigzag-8"], "dit": VARIANTS["attention"]}
+    try:
+        doc["ceiling"] = kernel_ceiling(cfg, device, dtype, lambda family, n: _build(rows_of[family], n, cfg, device))
+    except Exception as err:  # noqa: BLE001 - the model rows matter more; record and go on
+        doc["ceiling"] = [{"status": "error", "reason": f"{type(err).__name__}: {err}"}]
+        traceback.print_exc()
+    _cleanup(device)
+    for r in doc["ceiling"]:
+        log(_ceiling_line(r))
+
+
+def _ceiling_line(r: dict) -> str:
+    if r.get("status") != "ok":
+        return f"ceiling {r.get('tokens', '-'):>6} tok  {r['status'].upper()}: {str(r.get('reason', ''))[:120]}"
+    return (f"ceiling {r['tokens']:>6} tok  batch {r['batch']:>4}  fwd+bwd: one mixer {r['mixer_ms']:8.2f} ms  "
+            f"one zigma block {r['zigma_block_ms']:8.2f} ms  one dit block {r['dit_block_ms']:8.2f} ms  "
+            f"[{r['mixer_backend']}]")
 
 
 def _attempt(variant: Variant, tokens: int, cfg: Config, device, dtype, memory, start: float) -> dict:
@@ -453,6 +516,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-backend", default=d.compile_backend, help="torch.compile backend (inductor)")
     p.add_argument("--no-mixer-check", dest="mixer_check", action="store_false")
     p.add_argument("--no-permute-check", dest="permute_check", action="store_false")
+    p.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                   help="skip the kernel ceiling (one mixer / ZigMa block / DiT block per tokens)")
     p.add_argument("--time-budget-s", type=float, default=None,
                    help=f"no point starts after this (default {CUDA_BUDGET_S:g} on CUDA, none on CPU; inf: none)")
     p.add_argument("--threads", type=int, default=None)

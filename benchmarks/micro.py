@@ -1,4 +1,4 @@
-"""Two small measurements beside the model rows.
+"""Three small measurements beside the model rows.
 
 - `permute_cost`: one token permutation of the residual stream (N, L, D), forward and forward + backward, as
   `index_select` (what the backbones use: its backward is a zero-fill + `index_add_`) and as a gather whose
@@ -7,9 +7,17 @@
 - `mixer_vs_linear`: the Mamba mixer (reference backend, and fused where it runs) against a stack of
   nn.Linear(D, D) with the same parameter count, forward + backward on the same tokens (issue 11's CPU goal:
   the reference mixer within 3x of the Linear stack).
+- `kernel_ceiling`: per tokens, forward + backward under autocast of one MambaMixer, one ZigMa block and one DiT
+  block, each taken from the model the zigma / dit rows build (same backend, width and options), at the rows'
+  batch. With the depths this bounds what ZigMa can reach: were everything in ZigMa but its mixers free, a step
+  would take depth x one mixer, so DiT step / (depth x mixer) is the best ZigMa/DiT throughput ratio possible
+  with this mixer kernel (benchmarks/analysis.py derives it).
 """
 
 from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -17,9 +25,9 @@ from torch import nn
 from zigma.mixer import MambaMixer, fused_available
 from zigma.scans import inverse, relative_order, zigzag_paths
 
-from .measure import time_calls
+from .measure import is_oom, time_calls
 
-__all__ = ["PermuteTokens", "permute_cost", "mixer_vs_linear"]
+__all__ = ["PermuteTokens", "permute_cost", "mixer_vs_linear", "kernel_ceiling"]
 
 
 class PermuteTokens(torch.autograd.Function):
@@ -83,12 +91,14 @@ def _linear_stack(width: int, params: int, device) -> nn.Sequential:
     return nn.Sequential(*(nn.Linear(width, width, device=device) for _ in range(k)))
 
 
-def _fwd_bwd_ms(net: nn.Module, x: torch.Tensor, autocast, cfg, device) -> float:
-    """Median ms of net(x) (B, L, D) forward + backward of its sum."""
+def _fwd_bwd_ms(net: nn.Module, x: torch.Tensor, autocast, cfg, device, *extra: torch.Tensor) -> float:
+    """Median ms of net(x, *extra) (x (B, L, D)) forward + backward of its sum; gradients set to None each call."""
     def call() -> None:
-        x.grad = None
+        for leaf in (x, *extra):
+            leaf.grad = None
+        net.zero_grad(set_to_none=True)
         with autocast:
-            out = net(x)                                                  # (B, L, D)
+            out = net(x, *extra)                                          # (B, L, D)
         out.float().sum().backward()
     return time_calls(call, device=device, warmup=cfg.warmup, iters=cfg.iters).median
 
@@ -114,4 +124,46 @@ def mixer_vs_linear(cfg, device: torch.device, dtype: torch.dtype, width: int) -
                          "mixer_ms": times["mixer"], "linear_ms": times["linear"],
                          "ratio": times["mixer"] / times["linear"], "status": "ok"})
             del mixer, stack
+    return rows
+
+
+def kernel_ceiling(cfg, device: torch.device, dtype: torch.dtype,
+                   build: Callable[[str, int], nn.Module]) -> list[dict]:
+    """Per tokens: fwd+bwd ms of one MambaMixer, one ZigMa block and one DiT block, at batch_tokens // tokens.
+
+    build(family, tokens) -> the model a row builds ('zigma' or 'dit'); its first block (and that block's mixer)
+    is timed on random (batch, tokens, width) tokens and (batch, width) conditioning, all requiring grad.
+    """
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    rows = []
+    for tokens in cfg.tokens:
+        batch = max(1, cfg.batch_tokens // tokens)
+        row: dict = {"tokens": tokens, "batch": batch, "status": "ok"}
+        try:
+            for family in ("zigma", "dit"):
+                model = build(family, tokens)
+                block, depth, width = model.blocks[0], len(model.blocks), model.width
+                del model                                                 # keep the one block
+                g = torch.Generator(device).manual_seed(cfg.seed)
+                x = torch.randn(batch, tokens, width, generator=g, device=device).requires_grad_()
+                c = torch.randn(batch, width, generator=g, device=device).requires_grad_()
+                if family == "zigma":
+                    row.update(zigma_depth=depth, mamba_width=width, mixer_backend=block.mixer.backend_used(x),
+                               mixer_params_m=sum(p.numel() for p in block.mixer.parameters()) / 1e6,
+                               mixer_ms=_fwd_bwd_ms(block.mixer, x, autocast, cfg, device),
+                               zigma_block_ms=_fwd_bwd_ms(block, x, autocast, cfg, device, c))
+                else:
+                    row.update(dit_depth=depth, attention_width=width,
+                               dit_block_ms=_fwd_bwd_ms(block, x, autocast, cfg, device, c))
+                del block, x, c
+        except Exception as err:  # noqa: BLE001 - one token count failing must not lose the others
+            if is_oom(err):
+                row.update(status="oom", reason=str(err).splitlines()[0][:300])
+            else:
+                traceback.print_exc()
+                row.update(status="error", reason=f"{type(err).__name__}: {str(err)[:300]}")
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        rows.append(row)
     return rows

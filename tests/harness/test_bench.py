@@ -18,7 +18,7 @@ from benchmarks.micro import PermuteTokens
 from zigma.mixer import fused_available
 
 TINY = dict(size="tiny", device="cpu", batch_tokens=32, small_batch_tokens=16, small_max_tokens=16, warmup=0,
-            iters=1, nfe=2, threads=1)
+            iters=1, nfe=2, threads=1, ceiling=False)  # the module's full run (`result`) measures the ceiling
 REPORT_KEYS = ("backbone", "variant", "tokens", "step_ms", "train_images_per_s", "sample_ms_per_image",
                "peak_memory_gb", "params_m", "device", "status")
 
@@ -194,3 +194,107 @@ def test_the_json_is_strict_json_without_nan_or_infinity(result):
         raise ValueError(f"non-standard JSON constant {name}")
 
     json.loads((out / "bench.json").read_text(), parse_constant=refuse)
+
+
+# ------------------------------------------------------------------- checkpointing, kernel ceiling, fused path
+CKPT_RATIOS = ("zigma_ckpt_over_dit_throughput", "zigma_ckpt_over_dit_peak_memory",
+               "zigma_ckpt_over_dit_ckpt_throughput", "zigma_ckpt_over_dit_ckpt_peak_memory")
+
+
+def test_the_checkpointed_variants_build_with_checkpointing_and_give_their_own_ratios(result):
+    doc, _ = result
+    flags = {r["variant"]: r["checkpointing"] for r in doc["rows"]}
+    assert {v for v, on in flags.items() if on} == {"zigzag-8-ckpt", "attention-ckpt"}
+    ok = {r["variant"]: r for r in doc["rows"] if r["status"] == "ok"}
+    assert {"zigzag-8-ckpt", "attention-ckpt"} <= set(ok)
+    for key in CKPT_RATIOS:
+        (value,) = doc["ratios"][key].values()
+        assert math.isfinite(value) and value > 0, (key, value)
+    assert doc["ratios"]["zigma_ckpt_over_dit_ckpt_throughput"]["16"] == pytest.approx(
+        ok["zigzag-8-ckpt"]["train_images_per_s"] / ok["attention-ckpt"]["train_images_per_s"])
+
+
+def test_the_kernel_ceiling_times_one_mixer_one_zigma_block_and_one_dit_block_at_the_rows_batch(result):
+    doc, _ = result
+    (row,) = doc["ceiling"]
+    assert row["status"] == "ok" and row["tokens"] == 16 and row["batch"] == 2
+    assert (row["zigma_depth"], row["dit_depth"]) == (bench.SIZES["tiny"]["mamba"].depth,
+                                                      bench.SIZES["tiny"]["attention"].depth)
+    assert row["mixer_backend"] == ("fused" if doc["mixer_fused_path"] else "reference")
+    for key in ("mixer_ms", "zigma_block_ms", "dit_block_ms", "mixer_params_m"):
+        assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+    dit = next(r for r in doc["rows"] if r["variant"] == "attention")
+    ceiling = doc["ratios"]["kernel_ceiling_zigma_over_dit_throughput"]["16"]
+    assert ceiling == pytest.approx(dit["step_ms"] / (row["zigma_depth"] * row["mixer_ms"]))
+    assert doc["ratios"]["blocks_only_zigma_over_dit_throughput"]["16"] > 0
+    assert doc["ratios"]["zigma_mixers_share_of_step"]["16"] > 0
+
+
+def test_the_json_names_the_fused_path_and_the_summary_header_the_mixer_the_rows_used(result):
+    doc, _ = result
+    assert "mixer_fused_path" in doc and doc["mixer_fused_path"] == bench.fused_path()
+    header = bench.summary_lines(doc)[0]
+    used = {r["mixer_backend"] for r in doc["rows"] if r["status"] == "ok" and r["backbone"] == "zigma"}
+    assert used == {"reference"}, "on CPU the zigma rows run the reference mixer"
+    assert "mixer reference (pure PyTorch)" in header
+
+
+@pytest.mark.parametrize("inner, expected", [(object(), "mamba_inner_fn (causal-conv1d)"),
+                                             (None, "selective_scan_fn + torch conv1d")])
+def test_the_fused_path_is_mamba_inner_fn_only_with_causal_conv1d(monkeypatch, inner, expected):
+    monkeypatch.setattr(bench, "fused_available", lambda: True)
+    monkeypatch.setattr(bench, "fused_kernels", lambda: {"mamba_inner_fn": inner, "selective_scan_fn": object(),
+                                                         "causal_conv1d_fn": inner})
+    assert bench.fused_path() == expected
+    monkeypatch.setattr(bench, "fused_available", lambda: False)
+    assert bench.fused_path() is None
+
+
+def test_the_ceiling_runs_after_the_headline_and_checkpointed_variants_and_before_the_rest(monkeypatch):
+    events = []
+
+    def fake_point(variant, tokens, *args):
+        events.append(next(n for n, v in bench.VARIANTS.items() if v == variant))
+        return {"status": "skipped", "reason": "stub"}
+
+    def fake_ceiling(cfg, device, dtype, build):
+        events.append("ceiling")
+        return []
+
+    monkeypatch.setattr(bench, "measure_point", fake_point)
+    monkeypatch.setattr(bench, "kernel_ceiling", fake_ceiling)
+    cfg = bench.make_config(tokens="16", mixer_check=False, permute_check=False, **{**TINY, "ceiling": True})
+    assert list(cfg.variants[:5]) == list(bench.CEILING_AFTER)
+    bench.run(cfg, log=lambda s: None)
+    assert events[:6] == [*bench.CEILING_AFTER, "ceiling"] and events.count("ceiling") == 1
+    assert events[6:] == [n for n in cfg.variants[5:] if n != "zigzag-8-fused"]   # fused: skipped on CPU first
+    events.clear()
+    bench.run(bench.make_config(tokens="16", variants="attention,zigzag-8", mixer_check=False, permute_check=False,
+                                **{**TINY, "ceiling": True}), log=lambda s: None)
+    assert events == ["attention", "zigzag-8", "ceiling"], "with only headline variants it runs last"
+
+
+def test_goal_ratios_keep_the_goals_same_settings_and_add_checkpointing_and_the_ceiling_beside_them():
+    row = lambda v, n, ms, img, mem: dict(variant=v, tokens=n, status="ok", step_ms=ms, train_images_per_s=img,
+                                          peak_memory_gb=mem, sample_ms_per_image=ms, params_m=100.0)
+    rows = [row("zigzag-8", 1024, 560.0, 114.0, 62.0), row("attention", 1024, 170.0, 376.0, 32.0),
+            row("zigzag-8-ckpt", 1024, 700.0, 91.0, 8.0), row("attention-ckpt", 1024, 220.0, 290.0, 12.0)]
+    ceiling = [{"tokens": 1024, "batch": 64, "status": "ok", "zigma_depth": 24, "dit_depth": 12, "mixer_ms": 12.1,
+                "zigma_block_ms": 20.0, "dit_block_ms": 12.0, "mixer_backend": "fused"}]
+    doc = {"rows": rows, "ceiling": ceiling, "device": "NVIDIA H200", "config": {"size": "B", "batch_tokens": 65536},
+           "mixer_fused_path": "mamba_inner_fn (causal-conv1d)"}
+    ratios = goal_ratios(doc)
+    assert ratios["zigma_over_dit_throughput"] == {1024: pytest.approx(114 / 376)}
+    assert ratios["zigma_ckpt_over_dit_throughput"] == {1024: pytest.approx(91 / 376)}
+    assert ratios["zigma_ckpt_over_dit_peak_memory"] == {1024: pytest.approx(8 / 32)}
+    assert ratios["zigma_ckpt_over_dit_ckpt_peak_memory"] == {1024: pytest.approx(8 / 12)}
+    assert ratios["kernel_ceiling_zigma_over_dit_throughput"] == {1024: pytest.approx(170 / (24 * 12.1))}
+    assert ratios["blocks_only_zigma_over_dit_throughput"] == {1024: pytest.approx(12 * 12.0 / (24 * 20.0))}
+    goal = next(g for g in ratios["goals"] if g["key"] == "zigma_over_dit_peak_memory")
+    assert goal["tokens"] == 16384 and goal["value"] is None, "a checkpointed row never fills a goal"
+    lines = bench.summary_lines({**doc, "ratios": ratios})
+    assert "mixer fused: mamba_inner_fn (causal-conv1d)" in lines[0]
+    ckpt_head = next(i for i, s in enumerate(lines) if "with activation checkpointing" in s)
+    assert "zigma_ckpt_over_dit_peak_memory" in lines[ckpt_head + 2]
+    assert not any(s.lstrip().startswith("zigma_ckpt") for s in lines[:ckpt_head])
+    assert any("measured 0.303x" in s and "kernel ceiling 0.585x" in s for s in lines)
