@@ -26,9 +26,9 @@ _REPO = Path(__file__).resolve().parent.parent
 def git_info(repo: Path = _REPO) -> dict[str, Any]:
     """{'sha': ..., 'dirty': bool} of the checkout the code runs from; sha None outside git.
 
-    A copy without .git (a GPU machine given the working tree) can name its commit in ZIGMA_HARNESS_GIT_SHA
-    (dirty: unknown unless ZIGMA_HARNESS_GIT_DIRTY is 0 or 1)."""
-    if os.environ.get("ZIGMA_HARNESS_GIT_SHA") and not (repo / ".git").exists():
+    A copy whose .git is absent or stale (a GPU machine given the working tree) names its commit in
+    ZIGMA_HARNESS_GIT_SHA, which then wins over git (dirty: unknown unless ZIGMA_HARNESS_GIT_DIRTY is 0 or 1)."""
+    if os.environ.get("ZIGMA_HARNESS_GIT_SHA"):
         flag = os.environ.get("ZIGMA_HARNESS_GIT_DIRTY")
         return {"sha": os.environ["ZIGMA_HARNESS_GIT_SHA"], "dirty": None if flag not in ("0", "1") else flag == "1"}
 

@@ -281,7 +281,7 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
 
 
 def test_git_sha_from_environment_outside_a_checkout(tmp_path, monkeypatch):
-    """A copy without .git (the GPU machine's) takes its commit from ZIGMA_HARNESS_GIT_SHA; a checkout ignores it."""
+    """A copy without .git, or with a stale one (the GPU machine's), takes its commit from ZIGMA_HARNESS_GIT_SHA."""
     from harness.provenance import git_info
 
     monkeypatch.setenv("ZIGMA_HARNESS_GIT_SHA", "abc123")
@@ -289,4 +289,6 @@ def test_git_sha_from_environment_outside_a_checkout(tmp_path, monkeypatch):
     assert git_info(tmp_path) == {"sha": "abc123", "dirty": False}
     monkeypatch.setenv("ZIGMA_HARNESS_GIT_DIRTY", "maybe")
     assert git_info(tmp_path)["dirty"] is None
-    assert git_info()["sha"] != "abc123"  # this checkout has .git: git's own answer wins
+    assert git_info()["sha"] == "abc123"  # named explicitly: wins over a (possibly stale) .git
+    monkeypatch.delenv("ZIGMA_HARNESS_GIT_SHA")
+    assert git_info()["sha"] != "abc123"
