@@ -1,8 +1,8 @@
 """Three small measurements beside the model rows.
 
 - `permute_cost`: one token permutation of the residual stream (N, L, D), forward and forward + backward, as
-  `index_select` (what the backbones use: its backward is a zero-fill + `index_add_`) and as a gather whose
-  backward is the gather by the inverse permutation (`PermuteTokens`). The relative form pays depth + 1 of
+  `index_select` (its backward is a zero-fill + `index_add_` scatter) and as `zigma.scans.permute_tokens` (what
+  the backbones use: the backward is the gather by the inverse permutation). The relative form pays depth + 1 of
   these a step, the official one 2 * depth.
 - `mixer_vs_linear`: the Mamba mixer (reference backend, and fused where it runs) against a stack of
   nn.Linear(D, D) with the same parameter count, forward + backward on the same tokens (issue 11's CPU goal:
@@ -23,32 +23,18 @@ import torch
 from torch import nn
 
 from zigma.mixer import MambaMixer, fused_available
-from zigma.scans import inverse, relative_order, zigzag_paths
+from zigma.scans import inverse, permute_tokens, relative_order, zigzag_paths
 
 from .measure import is_oom, time_calls
 
-__all__ = ["PermuteTokens", "permute_cost", "mixer_vs_linear", "kernel_ceiling"]
-
-
-class PermuteTokens(torch.autograd.Function):
-    """x (N, L, D) -> x[:, idx]; backward gathers the gradient by `inv` (no zero-fill, no atomics)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inv)
-        return x.index_select(1, idx)                                     # (N, L, D)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (inv,) = ctx.saved_tensors
-        return grad.index_select(1, inv), None, None                      # (N, L, D)
+__all__ = ["permute_cost", "mixer_vs_linear", "kernel_ceiling"]
 
 
 def _permute_rows(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor, cfg, device) -> list[dict]:
     """Time both permutation methods on x (B, L, D) (a leaf that requires grad)."""
     grad = torch.randn_like(x)
     ops = {"index_select": lambda v: v.index_select(1, idx),
-           "gather-inverse": lambda v: PermuteTokens.apply(v, idx, inv)}
+           "gather-inverse": lambda v: permute_tokens(v, idx, inv)}
     rows = []
     for method, op in ops.items():
         def forward(op=op) -> None:

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 import benchmarks.bench as bench
 from benchmarks.analysis import goal_ratios
-from benchmarks.micro import PermuteTokens
 from zigma.mixer import fused_available
 
 TINY = dict(size="tiny", device="cpu", batch_tokens=32, small_batch_tokens=16, small_max_tokens=16, warmup=0,
@@ -128,15 +127,23 @@ def test_goal_ratios_compare_variants_measured_at_the_same_tokens():
 
 
 def test_the_gather_with_an_inverse_backward_equals_index_select_on_values_and_gradients():
+    from zigma.scans import permute_tokens
+
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(37, generator=g)
     x = torch.randn(3, 37, 5, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, 37, 5, generator=g, dtype=torch.float64)
-    ours = PermuteTokens.apply(x, idx, torch.argsort(idx))
-    (grad,) = torch.autograd.grad((ours * w).sum(), x)
-    ref = x.index_select(1, idx)
-    (grad_ref,) = torch.autograd.grad((ref * w).sum(), x)
-    assert torch.equal(ours, ref) and torch.equal(grad, grad_ref)
+    for inv in (torch.argsort(idx), None):
+        ours = permute_tokens(x, idx, inv)
+        (grad,) = torch.autograd.grad((ours * w).sum(), x, create_graph=True)
+        ref = x.index_select(1, idx)
+        (grad_ref,) = torch.autograd.grad((ref * w).sum(), x, create_graph=True)
+        assert torch.equal(ours, ref) and torch.equal(grad, grad_ref)
+    # double backward (the ODE likelihood differentiates through the model): same second derivatives
+    v = torch.randn(3, 37, 5, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad(((permute_tokens(x, idx) ** 3) * w).sum(), x, create_graph=True)[0]
+    ref = torch.autograd.grad(((x.index_select(1, idx) ** 3) * w).sum(), x, create_graph=True)[0]
+    assert torch.allclose(torch.autograd.grad((ours * v).sum(), x)[0], torch.autograd.grad((ref * v).sum(), x)[0])
 
 
 def test_the_mixer_check_compares_against_a_linear_stack_of_about_its_size(result):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .cross_attention import CrossAttention, SelfAttention
-from .layers import Mlp, modulate
+from .layers import Mlp, gated_residual, modulate
 from .presets import get_size
 from .shell import Backbone
 
@@ -41,10 +41,10 @@ class DiTBlock(nn.Module):
 
     def forward(self, x, c, ctx=None, ctx_mask=None):
         mods = self.adaLN_modulation(c).chunk(self.chunks, dim=1)             # each (N, D)
-        x = x + mods[2].unsqueeze(1) * self.attn(modulate(self.norm1(x), mods[0], mods[1]))
+        x = gated_residual(x, mods[2], self.attn(modulate(self.norm1(x), mods[0], mods[1])))
         if self.cross is not None:
-            x = x + mods[8].unsqueeze(1) * self.cross(modulate(self.norm_x(x), mods[6], mods[7]), ctx, ctx_mask)
-        return x + mods[5].unsqueeze(1) * self.mlp(modulate(self.norm2(x), mods[3], mods[4]))
+            x = gated_residual(x, mods[8], self.cross(modulate(self.norm_x(x), mods[6], mods[7]), ctx, ctx_mask))
+        return gated_residual(x, mods[5], self.mlp(modulate(self.norm2(x), mods[3], mods[4])))
 
 
 class DiT(Backbone):

@@ -20,6 +20,7 @@ __all__ = [
     "PatchEmbed",
     "PositionalEmbedding",
     "TimestepEmbedder",
+    "gated_residual",
     "modulate",
     "sincos_1d",
     "sincos_2d",
@@ -31,8 +32,14 @@ POS_EMBEDS = ("none", "sincos", "learned")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: x (N, L, D) * (1 + scale (N, D)) + shift (N, D)."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN: x (N, L, D) * (1 + scale (N, D)) + shift (N, D), one fused pass over x."""
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """adaLN-Zero residual x (N, L, D) + gate (N, D) * y (N, L, D), one fused pass computed in x's precision
+    (under autocast gate and y are bf16 and x fp32: no rounded bf16 product in between)."""
+    return torch.addcmul(x, gate.unsqueeze(1), y)
 
 
 class PatchEmbed(nn.Module):
@@ -180,6 +187,12 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
         self.generator: torch.Generator | None = None
+
+    def residual(self, x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x + drop(gate (N, D) * y): `gated_residual` whenever nothing is dropped."""
+        if self.p == 0.0 or not self.training:
+            return gated_residual(x, gate, y)
+        return x + self(gate.unsqueeze(1) * y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:

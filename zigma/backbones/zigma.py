@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..mixer import MambaMixer
-from ..scans import Grid, LayerScan, ScanScheme, inverse
+from ..scans import Grid, LayerScan, ScanScheme, inverse, permute_tokens
 from .cross_attention import CrossAttention
 from .layers import DropPath, Mlp, modulate
 from .presets import get_size
@@ -90,25 +90,25 @@ class ZigMaBlock(nn.Module):
     def mix(self, u: torch.Tensor, *, around: bool) -> torch.Tensor:
         """Mamba over u (N, L, D), given in this layer's order (or raster order when `around`)."""
         if around:
-            u = u.index_select(1, self.orders[0])                            # (N, L, D) scan order
+            u = permute_tokens(u, self.orders[0], self.inverse)              # (N, L, D) scan order
         branch = None
         if self.num_directions > 1:
             branch = [None if rev else self.branch_index[k] for k, rev in enumerate(self.branch_reversed)]
         y = self.mixer(u, segments=self.segments, branch_index=branch)      # (N, L, D)
-        return y.index_select(1, self.inverse) if around else y
+        return permute_tokens(y, self.inverse, self.orders[0]) if around else y
 
     def forward(self, x, c, ctx=None, ctx_mask=None, *, around: bool = False):
         mods = self.adaLN_modulation(c).chunk(self.chunks, dim=1)           # each (N, D)
         u = modulate(self.norm(x), mods[0], mods[1])                        # (N, L, D)
-        x = x + self.drop_path(mods[2].unsqueeze(1) * self.mix(u, around=around))
+        x = self.drop_path.residual(x, mods[2], self.mix(u, around=around))
         j = 3
         if self.cross is not None:
             u = modulate(self.norm_x(x), mods[j], mods[j + 1])
-            x = x + self.drop_path(mods[j + 2].unsqueeze(1) * self.cross(u, ctx, ctx_mask))
+            x = self.drop_path.residual(x, mods[j + 2], self.cross(u, ctx, ctx_mask))
             j += 3
         if self.mlp is not None:
             u = modulate(self.norm_m(x), mods[j], mods[j + 1])
-            x = x + self.drop_path(mods[j + 2].unsqueeze(1) * self.mlp(u))
+            x = self.drop_path.residual(x, mods[j + 2], self.mlp(u))
         return x
 
 
@@ -148,6 +148,7 @@ class ZigMa(Backbone):
         rel = [inverse(a)[b] for a, b in zip(prev, [*orders, raster])]
         self._rel_skip = [torch.equal(r, raster) for r in rel]
         self.register_buffer("relative", torch.stack(rel).to(device), persistent=False)
+        self.register_buffer("relative_inv", torch.stack([inverse(r) for r in rel]).to(device), persistent=False)
 
     @staticmethod
     def _orders_loaded(module: ZigMa, incompatible) -> None:
@@ -178,10 +179,10 @@ class ZigMa(Backbone):
             return h
         for i, blk in enumerate(self.blocks):
             if not self._rel_skip[i]:
-                h = h.index_select(1, self.relative[i])                     # (N, L, D) layer i's order
+                h = permute_tokens(h, self.relative[i], self.relative_inv[i])  # (N, L, D) layer i's order
             h = self._block(blk, h, c, ctx, ctx_mask)                       # (N, L, D); the gather stays outside
         if not self._rel_skip[-1]:
-            h = h.index_select(1, self.relative[-1])                        # (N, L, D) raster
+            h = permute_tokens(h, self.relative[-1], self.relative_inv[-1])  # (N, L, D) raster
         return h
 
 
