@@ -43,12 +43,31 @@ CASES = [  # batch, width, d_state, length, gate, skip
 ]
 
 
+SCANS = {"steps": (scan_module._scan_steps, scan_module._scan_steps_reverse),  # the CPU default
+         "brent-kung": (scan_module._scan_bk, scan_module._scan_bk_reverse)}  # elsewhere
+
+
+def use(monkeypatch, *, scan="steps", chunk=None, keep=None):
+    """Force the within-chunk scan, the tokens per chunk and the chunk elements kept for the backward."""
+    monkeypatch.setattr(scan_module, "_scans", lambda device: SCANS[scan])
+    if chunk is not None:
+        monkeypatch.setattr(scan_module, "_chunk_len", lambda *args: chunk)
+    if keep is not None:
+        monkeypatch.setattr(scan_module, "_keep_budget", lambda device: keep)
+
+
+@pytest.mark.parametrize("keep", ["none", "half", "all"])
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("chunk", [None, 7, 16])
 @pytest.mark.parametrize("batch,width,d_state,length,gate,skip", CASES)
 def test_reference_scan_matches_the_loop_in_fp64_on_outputs_and_all_gradients(monkeypatch, batch, width, d_state,
-                                                                              length, gate, skip, chunk):
-    if chunk is not None:  # force several chunks (lengths 7..250 are not multiples of 7 or 16)
-        monkeypatch.setattr(scan_module, "_chunk_len", lambda *args: chunk)
+                                                                              length, gate, skip, chunk, scan, keep):
+    # chunk: force several chunks (lengths 7..250 are not multiples of 7 or 16); keep: the backward recomputes
+    # every chunk, the later half of them, or none
+    tokens = chunk or length
+    per_chunk = 2 * batch * tokens * width * d_state  # decays and states of one chunk
+    budget = {"none": 0, "half": per_chunk * max(1, -(-length // tokens) // 2), "all": 2**62}[keep]
+    use(monkeypatch, scan=scan, chunk=chunk, keep=budget)
     inputs = make_inputs(batch, width, d_state, length, gate=gate, skip=skip, dtype=torch.float64)
     grad_out = torch.randn(batch, width, length, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     out_ref, g_ref = run(selective_scan_ref, inputs, grad_out)
@@ -59,8 +78,11 @@ def test_reference_scan_matches_the_loop_in_fp64_on_outputs_and_all_gradients(mo
         assert rel_err(g_ref[name], g_loop[name]) < 1e-6, name
 
 
+@pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("batch,width,d_state,length,gate,skip", CASES)
-def test_reference_scan_in_fp32_is_within_1e4_of_the_fp64_loop(batch, width, d_state, length, gate, skip):
+def test_reference_scan_in_fp32_is_within_1e4_of_the_fp64_loop(monkeypatch, batch, width, d_state, length, gate,
+                                                               skip, scan):
+    use(monkeypatch, scan=scan, chunk=16)
     exact = make_inputs(batch, width, d_state, length, gate=gate, skip=skip, dtype=torch.float64)
     single = {k: v.detach().float().requires_grad_() for k, v in exact.items()}
     grad_out = torch.randn(batch, width, length, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -82,8 +104,10 @@ def test_reference_scan_of_2k_tokens_with_slow_decay_matches_the_loop():
         assert rel_err(g_ref[name], g_loop[name]) < 1e-6, name
 
 
-def test_reference_scan_of_16k_tokens_with_large_steps_is_finite_and_exact_in_fp32():
+@pytest.mark.parametrize("scan", SCANS)
+def test_reference_scan_of_16k_tokens_with_large_steps_is_finite_and_exact_in_fp32(monkeypatch, scan):
     # dt ~ 20 and |A| >= 0.1: every decay exp(dt A) underflows towards 0 quickly; 1/decay would overflow.
+    use(monkeypatch, scan=scan, keep=0)  # the backward recomputes the chunks' decays
     inputs = make_inputs(2, 8, 16, 16384, gate=True, skip=True, dtype=torch.float32, dt_shift=20.0)
     out, grads = run(selective_scan_ref, inputs, torch.ones(2, 8, 16384))
     assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads.values())
@@ -91,6 +115,14 @@ def test_reference_scan_of_16k_tokens_with_large_steps_is_finite_and_exact_in_fp
     window = {k: (v.detach()[..., -96:] if v.dim() == 3 else v.detach()).double() for k, v in inputs.items()}
     tail = selective_scan_naive(**window, delta_softplus=True)[..., -64:]
     assert rel_err(out.detach()[..., -64:], tail) < 1e-4
+
+
+def test_reference_scan_without_autograd_equals_the_one_that_records(monkeypatch):
+    inputs = make_inputs(2, 8, 4, 40, gate=True, skip=True, dtype=torch.float32)
+    use(monkeypatch, chunk=16)  # keeps chunks only while autograd records
+    with torch.no_grad():
+        plain = selective_scan_ref(**inputs, delta_softplus=True)
+    assert torch.equal(plain, selective_scan_ref(**inputs, delta_softplus=True))
 
 
 def test_reference_scan_keeps_bf16_inputs_in_bf16_and_computes_in_fp32():

@@ -197,10 +197,18 @@ def _copy_random(t: torch.Tensor, generator: torch.Generator, lo: float, hi: flo
 
 
 def _causal_conv_silu(x: torch.Tensor, conv1d: nn.Conv1d) -> torch.Tensor:
-    """Causal depthwise conv + SiLU in token-major layout: (B, L, D) -> (B, L, D)."""
-    length = x.shape[1]
-    y = conv1d(x.transpose(1, 2))[..., :length]  # (B, D, L), padding d_conv - 1 then truncation = causal
-    return F.silu(y).transpose(1, 2)
+    """Causal depthwise conv + SiLU in token-major layout: (B, L, D) -> (B, L, D).
+
+    conv1d(x)[t] = bias + sum_k w[k] x[t - (K - 1) + k] (zeros before the start), as K shifted multiply-adds
+    over the whole sequence: no (B, D, L) transposes, and on CPU ~2x faster than nn.Conv1d forward + backward.
+    """
+    length, w = x.shape[1], conv1d.weight[:, 0]  # w: (D, K)
+    k_last = w.shape[1] - 1
+    x_pad = F.pad(x, (0, 0, k_last, 0))  # (B, K - 1 + L, D)
+    y = x * w[:, k_last] if conv1d.bias is None else torch.addcmul(conv1d.bias, x, w[:, k_last])
+    for k in range(k_last):
+        y = torch.addcmul(y, x_pad[:, k : k + length], w[:, k])  # (B, L, D)
+    return F.silu(y)
 
 
 def _reference_branch(xz, conv1d, x_proj, dt_proj, A_log, D) -> torch.Tensor:
