@@ -106,14 +106,15 @@ def test_reference_mixer_matches_the_loop_on_outputs_and_all_gradients(monkeypat
         assert rel_err(g, grads_loop[name]) < 1e-4, name
 
 
+@pytest.mark.parametrize("length", [1, 2, 9])
 @pytest.mark.parametrize("bias", [True, False])
-def test_causal_conv_equals_nn_conv1d_truncated_on_outputs_and_gradients(bias):
+def test_causal_conv_equals_nn_conv1d_truncated_on_outputs_and_gradients(bias, length):
     torch.manual_seed(0)
     conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, bias=bias, dtype=torch.float64)
-    x = torch.randn(2, 9, 6, dtype=torch.float64, requires_grad=True)  # (B, L, D)
-    w = torch.randn(2, 9, 6, dtype=torch.float64)
+    x = torch.randn(2, length, 6, dtype=torch.float64, requires_grad=True)  # (B, L, D)
+    w = torch.randn(2, length, 6, dtype=torch.float64)
     ours = mamba_module._causal_conv_silu(x, conv)
-    ref = torch.nn.functional.silu(conv(x.transpose(1, 2))[..., :9]).transpose(1, 2)
+    ref = torch.nn.functional.silu(conv(x.transpose(1, 2))[..., :length]).transpose(1, 2)
     assert rel_err(ours, ref) < 1e-12
     params = (x, *conv.parameters())
     for g, g_ref in zip(torch.autograd.grad((ours * w).sum(), params), torch.autograd.grad((ref * w).sum(), params)):

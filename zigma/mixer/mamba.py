@@ -196,19 +196,43 @@ def _copy_random(t: torch.Tensor, generator: torch.Generator, lo: float, hi: flo
     t.copy_(draw)
 
 
-def _causal_conv_silu(x: torch.Tensor, conv1d: nn.Conv1d) -> torch.Tensor:
-    """Causal depthwise conv + SiLU in token-major layout: (B, L, D) -> (B, L, D).
+class _CausalConvSiLU(torch.autograd.Function):
+    """silu(causal depthwise conv1d(x)) in token-major layout: x (B, L, D); weight (D, K); bias (D,) or None.
 
-    conv1d(x)[t] = bias + sum_k w[k] x[t - (K - 1) + k] (zeros before the start), as K shifted multiply-adds
-    over the whole sequence: no (B, D, L) transposes, and on CPU ~2x faster than nn.Conv1d forward + backward.
+    conv[t] = bias + sum_k weight[:, k] x[t - (K - 1) + k] (zeros before the start), as K shifted in-place
+    multiply-adds over the whole sequence, with a hand-written backward (the same shifts the other way), so no
+    (B, D, L) transposes and no zero-padded copies: ~2-3x faster than nn.Conv1d + SiLU forward + backward on CPU.
     """
-    length, w = x.shape[1], conv1d.weight[:, 0]  # w: (D, K)
-    k_last = w.shape[1] - 1
-    x_pad = F.pad(x, (0, 0, k_last, 0))  # (B, K - 1 + L, D)
-    y = x * w[:, k_last] if conv1d.bias is None else torch.addcmul(conv1d.bias, x, w[:, k_last])
-    for k in range(k_last):
-        y = torch.addcmul(y, x_pad[:, k : k + length], w[:, k])  # (B, L, D)
-    return F.silu(y)
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        k_last = weight.shape[1] - 1
+        pre = x * weight[:, k_last] if bias is None else torch.addcmul(bias, x, weight[:, k_last])  # (B, L, D)
+        for k in range(k_last):
+            shift = k_last - k  # tap k reads x[t - shift]
+            pre[:, shift:].addcmul_(x[:, :-shift], weight[:, k])
+        ctx.save_for_backward(x, weight, pre)
+        ctx.has_bias = bias is not None
+        return F.silu(pre)  # (B, L, D)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, pre = ctx.saved_tensors
+        k_last = weight.shape[1] - 1
+        dpre = torch.ops.aten.silu_backward(dout, pre)  # (B, L, D)
+        dx = dpre * weight[:, k_last]  # (B, L, D)
+        dweight = torch.empty_like(weight)  # (D, K)
+        dweight[:, k_last] = (dpre * x).sum((0, 1))
+        for k in range(k_last):
+            shift = k_last - k
+            dx[:, :-shift].addcmul_(dpre[:, shift:], weight[:, k])
+            dweight[:, k] = (dpre[:, shift:] * x[:, :-shift]).sum((0, 1))
+        return dx, dweight, dpre.sum((0, 1)) if ctx.has_bias else None
+
+
+def _causal_conv_silu(x: torch.Tensor, conv1d: nn.Conv1d) -> torch.Tensor:
+    """Causal depthwise conv + SiLU in token-major layout: (B, L, D) -> (B, L, D); conv1d holds the weights."""
+    return _CausalConvSiLU.apply(x, conv1d.weight[:, 0], conv1d.bias)  # weight (D, 1, K) -> (D, K)
 
 
 def _reference_branch(xz, conv1d, x_proj, dt_proj, A_log, D) -> torch.Tensor:
