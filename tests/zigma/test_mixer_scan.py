@@ -1,5 +1,7 @@
 """The parallel selective scan equals the step-by-step fp64 loop on outputs and every gradient."""
 
+import functools
+
 import pytest
 import torch
 
@@ -43,13 +45,15 @@ CASES = [  # batch, width, d_state, length, gate, skip
 ]
 
 
-SCANS = {"steps": (scan_module._scan_steps, scan_module._scan_steps_reverse),  # the CPU default
-         "brent-kung": (scan_module._scan_bk, scan_module._scan_bk_reverse)}  # elsewhere
+SCANS = {"steps": (scan_module._scan_steps, scan_module._scan_steps_reverse),  # CPU, large steps
+         "halve-2-then-steps": (functools.partial(scan_module._scan_bk, levels=2),  # CPU, small steps
+                                functools.partial(scan_module._scan_bk_reverse, levels=2)),
+         "brent-kung": (scan_module._scan_bk, scan_module._scan_bk_reverse)}  # other devices
 
 
 def use(monkeypatch, *, scan="steps", chunk=None, keep=None):
     """Force the within-chunk scan, the tokens per chunk and the chunk elements kept for the backward."""
-    monkeypatch.setattr(scan_module, "_scans", lambda device: SCANS[scan])
+    monkeypatch.setattr(scan_module, "_scans", lambda device, step: SCANS[scan])
     if chunk is not None:
         monkeypatch.setattr(scan_module, "_chunk_len", lambda *args: chunk)
     if keep is not None:

@@ -8,9 +8,10 @@ u, delta, z: (B, D, L); A: (D, N); B, C: (B, N, L); D, delta_bias: (D,).
 The reference is one autograd Function (softplus, skip and gate included) with a hand-written backward: the
 adjoint is the same recurrence run in reverse. It works on chunks of time-major (T, N, S, D) tensors, so every
 broadcast product vectorizes over D and every time step is one contiguous slice. Within a chunk the linear
-recurrence h_t = a_t h_{t-1} + b_t runs as T in-place steps on CPU (one pass over the states; on 2 cores this beat
-any Brent-Kung split at widths 128-768) and as a work-efficient Brent-Kung parallel scan elsewhere (log2(T)
-levels of a few large ops, for accelerators where a step's launch costs more than its work).
+recurrence h_t = a_t h_{t-1} + b_t runs on CPU as T in-place steps (one pass over the states), after a few
+Brent-Kung halvings when a step is small (batch x width x states under 2^15), and elsewhere as a work-efficient
+Brent-Kung parallel scan (log2(T) levels of a few large ops, for accelerators where a step's launch costs more
+than its work).
 Decays a_t = exp(delta_t * A) are computed from non-positive exponents only (delta >= 0, A < 0 for every Mamba
 layer), and the scan only multiplies and adds them, so nothing can overflow at any length or step size: a decay
 that underflows to 0 is the correct limit.
@@ -34,39 +35,38 @@ __all__ = ["selective_scan_bld", "selective_scan_naive", "selective_scan_ref"]
 _CHUNK_CPU = 2**20  # elements of one (T, N, S, D) chunk tensor on CPU (the fastest of 2^17..2^22 on 2 cores)
 _CHUNK_OTHER = 2**26  # elsewhere: bounds the memory of the forward and of the backward's recomputation
 _KEEP_CPU = 2**26  # CPU: decays and states kept for the backward, at most (256 MiB of fp32)
+_STEP_CPU = 2**15  # CPU: elements a time step below which halvings cut the number of steps (see `_scans`)
 _LOG2_E = 1.4426950408889634  # exp(x) = exp2(x log2 e); exp2 is ~1.4x faster than exp on CPU
 
 
-def _scan_bk(a: torch.Tensor, h: torch.Tensor) -> None:
+def _scan_bk(a: torch.Tensor, h: torch.Tensor, levels: int = -1) -> None:
     """In-place inclusive scan h_t <- a_t * h_{t-1} + h_t (h_{-1} = 0) along dim 0 of (T, ...) tensors.
 
     Brent-Kung: fold pairs (2i, 2i+1) into the odd slot, scan the half-length problem there, then extend to
-    the even slots.
+    the even slots. After `levels` halvings (all of them if negative) the rest runs step by step.
     """
     n = h.shape[0]
-    if n == 1:
-        return
+    if levels == 0 or n < 4:
+        return _scan_steps(a, h)
     m = n // 2
     a_odd, h_odd = a[1 : 2 * m : 2], h[1 : 2 * m : 2]
     h_odd.addcmul_(a_odd, h[0 : 2 * m : 2])  # each pair's own sum
-    if m > 1:
-        _scan_bk(a_odd * a[0 : 2 * m : 2], h_odd)
-    if n > 2:  # even positions 2i (i >= 1) extend the prefix ending at 2i - 1
-        h[2::2].addcmul_(a[2::2], h[1 : n - 1 : 2])
+    _scan_bk(a_odd * a[0 : 2 * m : 2], h_odd, levels - 1)
+    h[2::2].addcmul_(a[2::2], h[1 : n - 1 : 2])  # even positions 2i (i >= 1) extend the prefix ending at 2i - 1
 
 
-def _scan_bk_reverse(a: torch.Tensor, g: torch.Tensor) -> None:
-    """In-place reverse scan g_t <- g_t + a_{t+1} * g_{t+1} along dim 0 of (T, ...) tensors (Brent-Kung)."""
+def _scan_bk_reverse(a: torch.Tensor, g: torch.Tensor, levels: int = -1) -> None:
+    """In-place reverse scan g_t <- g_t + a_{t+1} * g_{t+1} along dim 0 of (T, ...) tensors (Brent-Kung, then
+    step by step after `levels` halvings)."""
     n = g.shape[0]
-    if n == 1:
-        return
+    if levels == 0 or n < 4:
+        return _scan_steps_reverse(a, g)
     m, ne = n // 2, (n + 1) // 2  # full pairs (2i, 2i+1), even positions
     g_even = g[0::2]  # each pair folded onto its first element
     g_even[:m].addcmul_(a[1 : 2 * m : 2], g[1 : 2 * m : 2])
-    if ne > 1:
-        a_even = torch.empty_like(g_even)  # a_even[j] = a_{2j} a_{2j-1} carries pair j into pair j-1; [0] unused
-        torch.mul(a[2::2], a[1 : 2 * ne - 1 : 2], out=a_even[1:])
-        _scan_bk_reverse(a_even, g_even)
+    a_even = torch.empty_like(g_even)  # a_even[j] = a_{2j} a_{2j-1} carries pair j into pair j-1; [0] unused
+    torch.mul(a[2::2], a[1 : 2 * ne - 1 : 2], out=a_even[1:])
+    _scan_bk_reverse(a_even, g_even, levels - 1)
     g[1 : 2 * ne - 1 : 2].addcmul_(a[2::2], g_even[1:])
 
 
@@ -84,9 +84,17 @@ def _scan_steps_reverse(a: torch.Tensor, g: torch.Tensor) -> None:
         gs[t].addcmul_(as_[t + 1], gs[t + 1])
 
 
-def _scans(device: torch.device):
-    """(forward, reverse) in-place scans for this device: sequential steps on CPU, Brent-Kung elsewhere."""
-    return (_scan_steps, _scan_steps_reverse) if device.type == "cpu" else (_scan_bk, _scan_bk_reverse)
+def _scans(device: torch.device, step: int):
+    """(forward, reverse) in-place scans for time steps of `step` elements.
+
+    CPU: sequential steps, after up to 4 Brent-Kung halvings while a step is under `_STEP_CPU` elements (a
+    halving costs ~3 passes over half the chunk but saves half the steps, whose fixed cost is a few us).
+    Elsewhere: all Brent-Kung.
+    """
+    if device.type != "cpu":
+        return _scan_bk, _scan_bk_reverse
+    levels = max(0, min(4, (_STEP_CPU // step).bit_length() - 1))
+    return functools.partial(_scan_bk, levels=levels), functools.partial(_scan_bk_reverse, levels=levels)
 
 
 def _chunk_len(n: int, length: int, d: int, s: int, device: torch.device) -> int:
@@ -132,7 +140,7 @@ class _SelectiveScan(torch.autograd.Function):
         n, length, d = u.shape
         s = A.shape[1]
         T = _chunk_len(n, length, d, s, u.device)
-        scan = _scans(u.device)[0]
+        scan = _scans(u.device, n * s * d)[0]
         At2 = A.t().contiguous() * _LOG2_E  # (S, D); contiguous, so that the decays come out (T, N, S, D)
         u_t, B_t, C_t = (_time_major(x) for x in (u, B, C))  # (L, N, D), (L, N, S), (L, N, S)
         dt_in = _time_major(delta) if delta_bias is None else torch.add(delta.transpose(0, 1), delta_bias,
@@ -178,7 +186,7 @@ class _SelectiveScan(torch.autograd.Function):
         starts, kept = rest[: ctx.nchunks], rest[ctx.nchunks :]
         length, n, d = u_t.shape
         T = ctx.chunk
-        scan, scan_reverse = _scans(u_t.device)
+        scan, scan_reverse = _scans(u_t.device, n * A.shape[1] * d)
         At = A.t().contiguous()  # (S, D)
         At2 = At * _LOG2_E
         dy = _time_major(dout)  # (L, N, D): first the gradient of out, then of <C, h> + D u
