@@ -166,12 +166,13 @@ class _SelectiveScan(torch.autograd.Function):
             y.addcmul_(u_t, D)
         out = y.new_empty(n, length, d)  # written token-major, the layout callers use next
         if z is not None:
-            z_t = _time_major(z)
-            torch.mul(y.transpose(0, 1), F.silu(z_t).transpose(0, 1), out=out)
+            z_t = _time_major(z)  # (L, N, D)
+            gate = F.silu(z_t)  # (L, N, D)
+            torch.mul(y.transpose(0, 1), gate.transpose(0, 1), out=out)
         else:
             out.copy_(y.transpose(0, 1))
-            z_t = y = None
-        ctx.save_for_backward(u_t, dt, dt_in if softplus else None, A, B_t, C_t, D, z_t, y, *starts, *kept)
+            z_t = gate = y = None
+        ctx.save_for_backward(u_t, dt, dt_in if softplus else None, A, B_t, C_t, D, z_t, gate, y, *starts, *kept)
         ctx.chunk, ctx.nchunks, ctx.softplus, ctx.has_bias = T, len(starts), softplus, delta_bias is not None
         return out
 
@@ -182,7 +183,7 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, dout):
-        u_t, dt, dt_in, A, B_t, C_t, D, z_t, y, *rest = ctx.saved_tensors
+        u_t, dt, dt_in, A, B_t, C_t, D, z_t, gate, y, *rest = ctx.saved_tensors
         starts, kept = rest[: ctx.nchunks], rest[ctx.nchunks :]
         length, n, d = u_t.shape
         T = ctx.chunk
@@ -193,7 +194,7 @@ class _SelectiveScan(torch.autograd.Function):
         dz = None
         if z_t is not None:
             dz = torch.ops.aten.silu_backward(dy * y, z_t)  # (L, N, D)
-            dy.mul_(F.silu(z_t))
+            dy.mul_(gate)
         dD = None if D is None else (dy * u_t).sum((0, 1))  # (D,)
         u_dt = u_t * dt  # (L, N, D)
         du_dt, ddt = torch.empty_like(u_t), torch.empty_like(u_t)
