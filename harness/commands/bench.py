@@ -47,8 +47,10 @@ def bench(
                                      help="Reference mixer vs an nn.Linear stack of its size."),
     permute_check: bool = typer.Option(True, "--permute-check/--no-permute-check",
                                        help="Cost of one token permutation, forward and backward."),
+    ceiling: bool = typer.Option(True, "--ceiling/--no-ceiling",
+                                 help="One mixer, one ZigMa block and one DiT block alone (the kernel ceiling)."),
     time_budget_s: float = typer.Option(None, help="Skip the points that would start after this many seconds "
-                                                   "(default 210 on CUDA, none on CPU; inf: none)."),
+                                                   "(default 270 on CUDA, none on CPU; inf: none)."),
     threads: int = typer.Option(None, help="torch threads on CPU."),
     out: Path = typer.Option(Path("bench-out"), help="A folder (-> bench.json, bench.png) or FILE.json."),
     plot: Path = typer.Option(None, help="The plot's path (default: beside the JSON)."),
@@ -65,7 +67,8 @@ def bench(
             tokens=tokens, backbones=backbones, variants=variants, compile=compile, batch_tokens=batch_tokens,
             small_batch_tokens=small_batch_tokens, small_max_tokens=small_max_tokens, size=size, device=device,
             dtype=dtype, warmup=warmup, iters=iters, nfe=nfe, compile_backend=compile_backend,
-            mixer_check=mixer_check, permute_check=permute_check, time_budget_s=time_budget_s, threads=threads)
+            mixer_check=mixer_check, permute_check=permute_check, ceiling=ceiling, time_budget_s=time_budget_s,
+            threads=threads)
     except ValueError as err:
         raise ConfigError(f"harness bench: {err}") from None
     json_path, plot_path = mod.output_paths(out, plot)
