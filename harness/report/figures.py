@@ -100,8 +100,9 @@ def bench(paths: list[Path]) -> tuple[Figure | None, list[dict[str, Any]]]:
     rows.sort(key=lambda r: (str(r.get("backbone")), str(r.get("device")), float(r["tokens"])))
     png = plots.bench_plot(rows)
     return Figure("bench.png", "Throughput and peak memory vs sequence length",
-                  "Training throughput and peak memory against tokens per sample (log-log), one line per backbone, "
-                  "from the benchmark results file.", png, "cost"), rows
+                  "Training throughput and peak memory against tokens per sample (log-log), one line per benchmark "
+                  "variant, from the benchmark results file; every point sees the same tokens a step unless its "
+                  "label names another batch.", png, "cost"), rows
 
 
 def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:

@@ -86,6 +86,15 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
             name = r.get("variant") or r.get("backbone", "?")
             groups.setdefault((str(name), str(r.get("device", ""))), []).append(r)
     devices = sorted({d for _, d in groups})
+    # a variant measured at another batch (e.g. the bench's small-batch fused/reference pair) says so in its label
+    counts: dict[Any, int] = {}
+    for r in rows:
+        counts[r.get("batch_tokens")] = counts.get(r.get("batch_tokens"), 0) + 1
+    usual = max(counts, key=counts.get) if counts else None
+
+    def batch_note(rs: list[dict[str, Any]]) -> str:
+        other = sorted({r.get("batch_tokens") for r in rs} - {usual, None})
+        return f" ({', '.join(str(b) for b in other)} tokens/step)" if other else ""
 
     def thr(r: dict[str, Any]) -> float | None:
         if r.get("train_images_per_s") is not None:
@@ -97,7 +106,7 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
         use_ms = not any(thr(r) is not None for rs in groups.values() for r in rs)
         for color, ((bb, dev), rs) in zip(_colors(len(groups)), sorted(groups.items())):
             rs = sorted(rs, key=lambda r: float(r["tokens"]))
-            label = bb if len(devices) == 1 else f"{bb} · {dev}"
+            label = (bb if len(devices) == 1 else f"{bb} · {dev}") + batch_note(rs)
             x = [float(r["tokens"]) for r in rs]
             y = [float(r["step_ms"]) if use_ms else thr(r) for r in rs]
             pts = [(a, b) for a, b in zip(x, y) if b is not None and b > 0]
@@ -117,8 +126,11 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("tokens per sample (log)")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(loc="best")
+        handles, labels = a1.get_legend_handles_labels()
+        if not handles:
+            handles, labels = a2.get_legend_handles_labels()
+        if handles:  # one legend beside both panels: inside, it hid the lines it names
+            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.55), fontsize=8)
         fig.suptitle("Device: " + ", ".join(devices), fontsize=8, y=0.02, va="bottom")
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         return fig
