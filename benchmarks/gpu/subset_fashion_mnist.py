@@ -1,6 +1,6 @@
 """Write the first N train / M test Fashion-MNIST items as IDX .gz files (same format, smaller), so a GPU run can
 carry real data within the device tool's 64 MiB limit. Usage:
-    python benchmarks/gpu/subset_fashion_mnist.py /usr/share/datasets/fashion-mnist .gpu/data/fashion-mnist 12000 5000
+    python benchmarks/gpu/subset_fashion_mnist.py /usr/share/datasets/fashion-mnist .gpu/study/data/fashion-mnist 10000 4000
 """
 
 import gzip
