@@ -126,8 +126,12 @@ def test_goal_ratios_compare_variants_measured_at_the_same_tokens():
     assert goal["met"] is False and goal["value"] == pytest.approx(0.8)
 
 
-def test_the_gather_with_an_inverse_backward_equals_index_select_on_values_and_gradients():
+@pytest.mark.parametrize("method", ["index_select", "rows", "advanced"])
+def test_the_gather_with_an_inverse_backward_equals_index_select_on_values_and_gradients(method, monkeypatch):
+    import zigma.scans.base
     from zigma.scans import permute_tokens
+
+    monkeypatch.setattr(zigma.scans.base, "_GATHER", method)
 
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(37, generator=g)

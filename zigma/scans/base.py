@@ -42,6 +42,22 @@ def inverse(order: torch.Tensor) -> torch.Tensor:
     return inv
 
 
+#: how `permute_tokens` gathers (benchmarks/gpu/permute_probe.py measures each): "index_select" along dim 1, "rows"
+#: (one index_select over the flattened (N * L, ...) rows of a contiguous tensor) or "advanced" (x[:, idx])
+_GATHER = "index_select"
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[:, idx] by the `_GATHER` method."""
+    if _GATHER == "rows" and x.is_contiguous():
+        n, length = x.shape[0], x.shape[1]
+        rows = (torch.arange(n, device=idx.device, dtype=idx.dtype) * length).unsqueeze(1) + idx  # (N, L)
+        return x.reshape(n * length, *x.shape[2:]).index_select(0, rows.reshape(-1)).view(x.shape)
+    if _GATHER == "advanced":
+        return x[:, idx]
+    return x.index_select(1, idx)
+
+
 class _PermuteTokens(torch.autograd.Function):
     """x[:, idx] whose backward is the gather grad[:, inv] (index_select's own backward is a zero-fill plus an
     index_add_ scatter: about twice the time on an H100, benchmarks/results/bench_h100.log)."""
@@ -49,7 +65,7 @@ class _PermuteTokens(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(idx, inv)
-        return x.index_select(1, idx)
+        return _gather(x, idx)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -61,7 +77,7 @@ def permute_tokens(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor | None 
     """x (N, L, ...) -> x[:, idx] for a permutation idx (L,); `inv` = inverse(idx), computed when not given.
     Same values and gradients as x.index_select(1, idx); the backward is a gather instead of a scatter."""
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return x.index_select(1, idx)
+        return _gather(x, idx)
     return _PermuteTokens.apply(x, idx, inverse(idx) if inv is None else inv)
 
 
