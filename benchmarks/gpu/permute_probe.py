@@ -25,7 +25,7 @@ from zigma.scans import inverse, permute_tokens, relative_order, zigzag_paths
 from ..bench import make_config, run
 from ..measure import time_calls
 
-METHODS = ("index_select", "rows", "advanced")
+METHODS = ("index_select", "rows", "advanced")  # zigma.scans.base._GATHER values ("auto" picks rows on CUDA)
 
 
 def gather_times(tokens: list[int], batch_tokens: int, width: int, device: torch.device) -> list[dict]:
@@ -57,7 +57,7 @@ def gather_times(tokens: list[int], batch_tokens: int, width: int, device: torch
                              "method": method, "fwd_ms": f, "fwd_bwd_ms": fb, "fwd_gb_per_s": moved / f / 1e6})
                 print(f"gather {n_tok:>6} tok {rows[-1]['dtype']:>8} {method:>12}: fwd {f:.3f} ms "
                       f"({rows[-1]['fwd_gb_per_s']:.0f} GB/s)  fwd+bwd {fb:.3f} ms", flush=True)
-    scans_base._GATHER = "index_select"
+    scans_base._GATHER = "auto"
     return rows
 
 
@@ -93,7 +93,7 @@ def main() -> None:
             print(f"round {r} {method:>12}: scan overhead % " +
                   "  ".join(f"{k}: {v:.2f}" for k, v in over.items()), flush=True)
             (out / "probe.json").write_text(json.dumps(doc, indent=1))
-    scans_base._GATHER = "index_select"
+    scans_base._GATHER = "auto"
     # summary: per method and tokens, overhead from the median over rounds of each variant's step time
     print("== scan overhead (zigzag-8 over no-scan, %), step times pooled over rounds (median)")
     for method in METHODS:

@@ -126,7 +126,7 @@ def test_goal_ratios_compare_variants_measured_at_the_same_tokens():
     assert goal["met"] is False and goal["value"] == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize("method", ["index_select", "rows", "advanced"])
+@pytest.mark.parametrize("method", ["index_select", "rows", "advanced", "auto"])
 def test_the_gather_with_an_inverse_backward_equals_index_select_on_values_and_gradients(method, monkeypatch):
     import zigma.scans.base
     from zigma.scans import permute_tokens

@@ -42,18 +42,21 @@ def inverse(order: torch.Tensor) -> torch.Tensor:
     return inv
 
 
-#: how `permute_tokens` gathers (benchmarks/gpu/permute_probe.py measures each): "index_select" along dim 1, "rows"
-#: (one index_select over the flattened (N * L, ...) rows of a contiguous tensor) or "advanced" (x[:, idx])
-_GATHER = "index_select"
+#: how `permute_tokens` gathers: "index_select" along dim 1, "rows" (one index_select over the flattened
+#: (N * L, ...) rows of a contiguous tensor), "advanced" (x[:, idx]) or "auto": rows on CUDA, index_select elsewhere.
+#: On an H100 (benchmarks/results/permute_probe_h100.log, ZigMa-B, 64K tokens a step, 2 interleaved rounds) zigzag-8's
+#: overhead over no permutation was 1.88-1.99 % with rows, 2.37-2.49 % with index_select, 3.45-3.55 % advanced.
+_GATHER = "auto"
 
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x[:, idx] by the `_GATHER` method."""
-    if _GATHER == "rows" and x.is_contiguous():
+    method = ("rows" if x.is_cuda else "index_select") if _GATHER == "auto" else _GATHER
+    if method == "rows" and x.is_contiguous():
         n, length = x.shape[0], x.shape[1]
         rows = (torch.arange(n, device=idx.device, dtype=idx.dtype) * length).unsqueeze(1) + idx  # (N, L)
         return x.reshape(n * length, *x.shape[2:]).index_select(0, rows.reshape(-1)).view(x.shape)
-    if _GATHER == "advanced":
+    if method == "advanced":
         return x[:, idx]
     return x.index_select(1, idx)
 
