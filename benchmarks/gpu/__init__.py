@@ -1,0 +1,1 @@
+"""Scripts for the lent GPU machine (see benchmarks/README.md)."""
