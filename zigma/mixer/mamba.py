@@ -11,6 +11,7 @@ from torch import nn
 
 from zigma.mixer import fused as _fused
 from zigma.mixer.selective_scan import selective_scan_bld
+from zigma.scans.base import inverse, permute_tokens
 
 __all__ = ["BACKENDS", "COMBINES", "MambaMixer", "direction_names"]
 
@@ -25,13 +26,6 @@ def direction_names(k: int) -> dict[str, str]:
     sfx = "" if k == 0 else "_b" if k == 1 else f"_p{k}"
     return {"conv1d": f"conv1d{sfx}", "x_proj": f"x_proj{sfx}", "dt_proj": f"dt_proj{sfx}",
             "A_log": f"A{sfx}_log", "D": f"D{sfx}"}
-
-
-def _inverse(index: torch.Tensor) -> torch.Tensor:
-    """Inverse permutation of a (L,) LongTensor."""
-    inv = torch.empty_like(index)
-    inv[index] = torch.arange(index.numel(), device=index.device, dtype=index.dtype)
-    return inv
 
 
 class MambaMixer(nn.Module):
@@ -174,11 +168,12 @@ class MambaMixer(nn.Module):
         y = None
         for k in range(self.num_directions):
             idx = orders[k - 1] if k else None
-            xz_k = xz if k == 0 else xz.flip(1) if idx is None else xz.index_select(1, idx)  # direction k's order
+            inv = None if idx is None else inverse(idx)
+            xz_k = xz if k == 0 else xz.flip(1) if idx is None else permute_tokens(xz, idx, inv)  # direction k's order
             xz_k = xz_k.reshape(batch * segments, length // segments, -1)  # (B*S, L/S, 2 * d_inner)
             y_k = branch(xz_k, *self.direction_parameters(k)).reshape(batch, length, -1)  # (B, L, d_inner)
             if k:
-                y_k = y_k.flip(1) if idx is None else y_k.index_select(1, _inverse(idx))  # back to order 0
+                y_k = y_k.flip(1) if idx is None else permute_tokens(y_k, inv, idx)  # back to order 0
             y = y_k if y is None else y + y_k
         if self.combine == "mean":
             y = y / self.num_directions
