@@ -14,7 +14,7 @@ from plugins.errors import HarnessError
 from plugins.registry import BUILTIN_PLUGINS, Registries, load_registries
 from plugins.specs import KINDS
 
-__all__ = ["BEGIN", "END", "ARCHITECTURE", "registry_markdown", "replace_block"]
+__all__ = ["ARCHITECTURE", "BEGIN", "END", "registry_markdown", "replace_block"]
 
 BEGIN, END = "<!-- registry:begin -->", "<!-- registry:end -->"
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
