@@ -39,8 +39,9 @@ def _zigma_hand_count(width: int, depth: int, tokens: int, channels: int = 4) ->
 
     Mamba-1 mixer (mamba_ssm.Mamba: d_state N=16, d_conv 4, expand 2, dt_rank ceil(D/16), no in/out bias);
     block = RMSNorm + adaLN Linear(D, 3D) + mixer, no MLP (CompVis/zigma model_zigma.py); shell = patch embed,
-    sinusoid(256) time MLP, learned PE and DiT's final layer (affine-free LayerNorm, adaLN Linear(D, 2D), Linear). MACs per token and mixer as the official
-    fvcore helper counts them (selective scan 9*E*N, D-skip and z-gate E each); adaLN MACs are per sample.
+    sinusoid(256) time MLP, learned PE and DiT's final layer (affine-free LayerNorm, adaLN Linear(D, 2D), Linear).
+    MACs per token and mixer as the official fvcore helper counts them (selective scan 9*E*N, D-skip and z-gate
+    E each); adaLN MACs are per sample.
     """
     d, n, e, r, L = width, 16, 2 * width, math.ceil(width / 16), tokens
     mixer = d * 2 * e + (e * 4 + e) + e * (r + 2 * n) + (r * e + e) + e * n + e + e * d
@@ -52,7 +53,8 @@ def _zigma_hand_count(width: int, depth: int, tokens: int, channels: int = 4) ->
     return params, macs
 
 
-@pytest.mark.parametrize("size,width,depth,tokens", [("tiny", 64, 4, 16), ("S", 368, 24, 256), ("B", 768, 24, 1024)])
+@pytest.mark.parametrize("size,width,depth,tokens",
+                         [("tiny", 64, 4, 16), ("S", 368, 24, 256), ("B", 768, 24, 1024)])
 def test_zigma_params_and_macs_equal_a_count_written_out_by_hand(size, width, depth, tokens):
     params, macs, shape = model_costs("zigma", size, tokens)
     assert shape == f"{width}×{depth}"
