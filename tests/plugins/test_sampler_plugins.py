@@ -5,7 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from plugins.registry import load_registries
-from zigma.interpolants import Dopri5, EulerMaruyama, GVPPath, LinearPath, SDEHeun, Transport, VPPath
+from zigma.interpolants import Dopri5, GVPPath, LinearPath, SDEHeun, Transport, VPPath
 
 
 def test_interpolant_plugins_build_the_three_paths():
@@ -26,12 +26,24 @@ def test_sampler_plugins_have_kinds_and_build_with_validated_options():
     assert isinstance(sde, SDEHeun) and sde.diffusion_form == "increasing-decreasing" and sde.last_step == "mean"
 
 
-def test_sampler_option_defaults_are_the_zigma_defaults():
-    entry = load_registries().samplers.get("euler-maruyama")
-    built, default = entry.build(), EulerMaruyama()
-    assert repr(built) == repr(default)
-    assert entry.options().model_dump() == {"steps": 249, "diffusion_form": "sigma", "diffusion_norm": 1.0,
-                                            "last_step": "mean", "last_step_size": 0.04}
+#: SiT / ZigMa sampling defaults, transcribed from the official code (SiT `train_utils.parse_sde_args` /
+#: `parse_ode_args`, ZigMa `config/sde/*.yaml`, `config/ode/*.yaml`): SDE 250 grid points (= 249 solver steps),
+#: diffusion form "sigma", norm 1.0, last step "Mean" of size 0.04; ODE dopri5 atol 1e-6, rtol 1e-3.
+OFFICIAL_DEFAULTS = {
+    "euler-maruyama": {"steps": 249, "diffusion_form": "sigma", "diffusion_norm": 1.0, "last_step": "mean",
+                       "last_step_size": 0.04},
+    "sde-heun": {"steps": 249, "diffusion_form": "sigma", "diffusion_norm": 1.0, "last_step": "mean",
+                 "last_step_size": 0.04},
+    "dopri5": {"atol": 1e-6, "rtol": 1e-3},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_DEFAULTS))
+def test_sampler_built_without_options_has_the_official_sit_defaults(name):
+    entry = load_registries().samplers.get(name)
+    built, expect = entry.build(), OFFICIAL_DEFAULTS[name]
+    assert {key: getattr(built, key) for key in expect} == expect
+    assert entry.options().model_dump() == expect
 
 
 @pytest.mark.parametrize("name,options", [("euler", {"stepz": 10}), ("heun", {"steps": 0}),

@@ -19,6 +19,17 @@ def _scipy_frechet(mu1, s1, mu2, s2):
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
+def _pairwise_mmd2(x, y):
+    """Unbiased MMD^2 with k(a, b) = (a.b / D + 1)^3, summed pair by pair (KID, Binkowski et al. 2018)."""
+    def k(a, b):
+        return (a @ b / x.shape[1] + 1.0) ** 3
+
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    return xx + yy - 2 * sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+
+
 def test_frechet_distance_matches_the_scipy_sqrtm_formula():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 16))
@@ -62,23 +73,26 @@ def test_feature_stats_accept_torch_tensors_and_match_numpy():
 def test_polynomial_mmd2_matches_the_pairwise_definition():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(12, 5)), rng.normal(size=(9, 5)) + 0.2
-
-    def k(a, b):
-        return (a @ b / 5 + 1.0) ** 3
-
-    m, n = len(x), len(y)
-    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
-    assert polynomial_mmd2(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    assert polynomial_mmd2(x, y) == pytest.approx(_pairwise_mmd2(x, y), rel=1e-10)
 
 
 def test_kernel_distance_clips_the_subset_size_to_the_sample_count():
+    # 30 samples vs 50 identical ones: a clipped subset of 30 is all of x (in some order) and 30 copies of y's
+    # row, so every subset's MMD^2 is the pairwise value below and the spread is 0; any other size is not
     rng = np.random.default_rng(0)
-    mean, std, m = kernel_distance(rng.normal(size=(30, 8)), rng.normal(size=(50, 8)), num_subsets=5,
-                                   subset_size=1000)
+    x, row = rng.normal(size=(30, 8)), rng.normal(size=8) + 0.5
+    mean, std, m = kernel_distance(x, np.tile(row, (50, 1)), num_subsets=5, subset_size=1000)
     assert m == 30
-    assert np.isfinite(mean) and std >= 0
+    assert mean == pytest.approx(_pairwise_mmd2(x, np.tile(row, (30, 1))), rel=1e-10)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frechet_distance_between_two_gaussians_equals_the_value_worked_out_by_hand():
+    # S1 = [[2, 1], [1, 2]] (eigenvalues 3, 1), S2 = 4 I: tr (S1 S2)^(1/2) = 2 (sqrt 3 + 1);
+    # ||mu1 - mu2||^2 = 1 + 4; FD = 5 + 4 + 8 - 4 (sqrt 3 + 1)
+    s1, s2 = np.array([[2.0, 1.0], [1.0, 2.0]]), 4.0 * np.eye(2)
+    fd = frechet_distance(np.array([0.0, 0.0]), s1, np.array([1.0, -2.0]), s2)
+    assert fd == pytest.approx(17.0 - 4.0 * (np.sqrt(3.0) + 1.0), abs=1e-12)
 
 
 def test_kernel_distance_with_full_subsets_equals_one_unbiased_mmd():

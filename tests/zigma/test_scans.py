@@ -108,11 +108,17 @@ def test_hilbert_as_released_is_less_continuous_than_hilbert_at_16x16():
 
 
 def test_zigzag_paths_at_4x4_match_the_official_code():
-    # zigma-paper-and-code.md §1.2 (issue #24 of CompVis/zigma)
-    starts = [[0, 1, 2, 3, 7, 6, 5, 4], [0, 4, 8, 12, 13, 9, 5, 1], [3, 2, 1, 0, 4, 5, 6, 7],
-              [3, 7, 11, 15, 14, 10, 6, 2], [12, 13, 14, 15, 11, 10, 9, 8], [12, 8, 4, 0, 1, 5, 9, 13],
-              [15, 14, 13, 12, 8, 9, 10, 11], [15, 11, 7, 3, 2, 6, 10, 14]]
-    assert [p[:8].tolist() for p in zs.zigzag_paths(4, 4)] == starts
+    # written out by hand from the definition (zigma-paper-and-code.md §1.2, CompVis/zigma utils_zigzag.py; the
+    # first 8 steps are quoted in CompVis/zigma issue #24): corners TL, TR, BL, BR x (row-snake, column-snake)
+    paths = [[0, 1, 2, 3, 7, 6, 5, 4, 8, 9, 10, 11, 15, 14, 13, 12],
+             [0, 4, 8, 12, 13, 9, 5, 1, 2, 6, 10, 14, 15, 11, 7, 3],
+             [3, 2, 1, 0, 4, 5, 6, 7, 11, 10, 9, 8, 12, 13, 14, 15],
+             [3, 7, 11, 15, 14, 10, 6, 2, 1, 5, 9, 13, 12, 8, 4, 0],
+             [12, 13, 14, 15, 11, 10, 9, 8, 4, 5, 6, 7, 3, 2, 1, 0],
+             [12, 8, 4, 0, 1, 5, 9, 13, 14, 10, 6, 2, 3, 7, 11, 15],
+             [15, 14, 13, 12, 8, 9, 10, 11, 7, 6, 5, 4, 0, 1, 2, 3],
+             [15, 11, 7, 3, 2, 6, 10, 14, 13, 9, 5, 1, 0, 4, 8, 12]]
+    assert [p.tolist() for p in zs.zigzag_paths(4, 4)] == paths
 
 
 def test_zigzag_8_on_an_even_grid_is_four_snakes_and_their_reversals():
@@ -196,14 +202,22 @@ def test_factorized_sst_alternates_spatial_zigzag_and_temporal_layers():
         assert (seqs // 20).tolist() == [frames] * 20
 
 
-def test_reversed_temporal_layer_writes_each_frame_back_to_itself():
-    # the official code pairs the reversed temporal order with the identity as inverse (frame f -> T-1-f)
-    g = Grid(2, 2, 4)
-    scan = zs.video.temporal_order(g, reverse=True)
-    x = torch.arange(16).reshape(1, 16, 1).float()          # (B, L, D) frame-major tokens
-    y = x[:, scan.orders[0]]                                 # (B, L, D) in scan order
-    assert torch.equal(y[:, scan.inverses[0]], x)
-    assert not torch.equal(y, x)
+# Grid(h=1, w=2, t=3): token (frame f, location l) is f*2 + l. The official t layer scans each location across
+# frames, (B, C, T*n) -> (B*n, C, T), forward or backward in time (reference §3); written out by hand below,
+# with a causal running sum standing in for the mixer and its result per token (f, l) computed on paper:
+# forward: sum over f' <= f of x(f', l); reversed: sum over f' >= f (x = 0..5).
+@pytest.mark.parametrize("reverse,order,mixed", [
+    (False, [0, 2, 4, 1, 3, 5], [0, 1, 2, 4, 6, 9]),
+    (True, [4, 2, 0, 5, 3, 1], [6, 9, 6, 8, 4, 5]),
+])
+def test_temporal_layer_scans_each_location_across_frames_and_writes_results_back_to_their_frame(
+        reverse, order, mixed):
+    g = Grid(1, 2, 3)
+    scan = zs.video.temporal_order(g, reverse=reverse)
+    assert scan.orders[0].tolist() == order and scan.segments == 2
+    x = torch.arange(6.0).reshape(1, 6, 1)                                  # (B, L, D) frame-major tokens
+    y = x[:, scan.orders[0]].reshape(1, 2, 3, 1).cumsum(dim=2).reshape(1, 6, 1)   # causal mix per segment
+    assert y[:, scan.inverses[0]].flatten().tolist() == mixed
 
 
 def test_zigzag_3d_is_one_segment_that_reverses_the_snake_every_frame():

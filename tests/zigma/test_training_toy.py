@@ -64,11 +64,13 @@ def test_training_lowers_the_loss_and_the_sample_distance_to_the_data(name, pred
         opt.step()
     assert eval_loss(model) < 0.95 * eval_loss(untrained)
 
+    # sample from t0 = 0.05 rather than SiT's 1e-3: noise/score -> velocity divides by alpha_t (= t on linear),
+    # which a 200-step model cannot make well-conditioned near t = 0 (vp: the run stops at t1 = 0.95 instead)
+    sampling = Transport(PATHS[name](), prediction, sample_eps=0.05)
     seeds = sample_seeds(0, range(500))
     x0, data = per_sample_normal((2,), seeds), _eight_gaussians(500, torch.Generator().manual_seed(3))
     sampler = Dopri5(atol=1e-4, rtol=1e-3)
-    trained_sw = _sliced_wasserstein(sampler.sample(tr, model, x0).x1, data)
-    untrained_sw = _sliced_wasserstein(sampler.sample(tr, untrained, x0).x1, data)
+    trained_sw = _sliced_wasserstein(sampler.sample(sampling, model, x0).x1, data)
+    untrained_sw = _sliced_wasserstein(sampler.sample(sampling, untrained, x0).x1, data)
     assert trained_sw < untrained_sw
-    if prediction == "velocity" or name == "vp":   # noise/score -> velocity is ill-conditioned near t=0 on linear/gvp
-        assert trained_sw < _sliced_wasserstein(x0, data)                      # better than not moving at all
+    assert trained_sw < 0.85 * _sliced_wasserstein(x0, data)                   # clearly better than not moving
