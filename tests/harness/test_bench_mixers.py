@@ -40,3 +40,15 @@ def test_best_ratio_takes_each_backbone_in_its_fastest_configuration():
     assert ratios["best_zigma_over_best_dit_throughput"] == {4096: pytest.approx(50 / 60)}
     assert ratios["best_configs"] == {4096: "zigzag-8-mamba2-compiled / attention-compiled"}
     assert ratios["scan_overhead_pct_mamba2"] == {4096: pytest.approx(100 * (1000 / 45 - 1000 / 46) / (1000 / 46))}
+
+
+def test_gpu_mixer2_dry_run_writes_its_markdown_and_json_with_every_check_passing(tmp_path):
+    import json
+
+    from benchmarks import gpu_mixer2
+    gpu_mixer2.main(["--cpu-dry-run", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "gpu_mixer2.json").read_text())
+    assert not data["errors"]
+    assert all(row[p]["pass"] for row in data["sections"]["agreement"].values() for p in ("fp32", "bf16"))
+    assert data["sections"]["state_dict"]["pass"]
+    assert "| uni-segments-3 |" in (tmp_path / "gpu_mixer2.md").read_text()

@@ -157,8 +157,11 @@ class Mamba2Mixer(nn.Module):
         args = (rearrange(x, "b l (h p) -> b l h p", p=self.headdim), dt, -torch.exp(A_log.float()),
                 rearrange(B, "b l (g n) -> b l g n", g=self.ngroups),
                 rearrange(C, "b l (g n) -> b l g n", g=self.ngroups))
-        scan = _fused.ssd_scan if fused else ssd_chunked
-        y = scan(*args, chunk_size=self.chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True)  # (B, L, H, P)
+        if fused:
+            y = _fused.ssd_scan(*args, chunk_size=self.chunk_size, D=D, dt_bias=dt_bias)  # (B, L, H, P)
+        else:
+            with torch.autocast(xbc.device.type, enabled=False):  # the reference SSD computes in fp32 throughout
+                y = ssd_chunked(*args, chunk_size=self.chunk_size, D=D, dt_bias=dt_bias)  # (B, L, H, P)
         return rearrange(y, "b l h p -> b l (h p)")
 
     def forward(self, x: torch.Tensor, *, segments: int = 1, branch_index=None) -> torch.Tensor:
