@@ -160,7 +160,8 @@ class Mamba2Mixer(nn.Module):
         if fused:
             y = _fused.ssd_scan(*args, chunk_size=self.chunk_size, D=D, dt_bias=dt_bias)  # (B, L, H, P)
         else:
-            with torch.autocast(xbc.device.type, enabled=False):  # the reference SSD computes in fp32 throughout
+            with torch.autocast(xbc.device.type, enabled=False), torch.profiler.record_function("zigma::ssd"):
+                # the reference SSD computes in fp32 throughout; the range names it in profiles
                 y = ssd_chunked(*args, chunk_size=self.chunk_size, D=D, dt_bias=dt_bias)  # (B, L, H, P)
         return rearrange(y, "b l h p -> b l (h p)")
 
