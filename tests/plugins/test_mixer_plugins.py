@@ -84,3 +84,13 @@ def test_third_party_mixer_registers_like_a_scan_and_builds_with_its_options():
     assert all(type(m).__name__ == "CausalMean" and m.scale == 0.5 and m.num_directions == 2 for m in mixers(model))
     x = torch.randn(2, 1, 8, 8)
     assert model(x, torch.rand(2)).shape == x.shape
+
+
+def test_harness_ls_mixers_lists_each_mixer_with_its_plugin(capsys):
+    from tests.harness.cli_support import run_cli
+
+    code, out, _ = run_cli(capsys, "ls", "mixers", "--plain")
+    assert code == 0 and out.split() == ["mamba1", "mamba2"]
+    code, out, _ = run_cli(capsys, "ls", "mixers")
+    assert code == 0 and all(any(n in line and "mixers" in line for line in out.splitlines())
+                             for n in ("mamba1", "mamba2"))
