@@ -69,7 +69,9 @@ class Mamba2Mixer(nn.Module):
             raise ValueError(f"num_directions must be >= 1, got {num_directions}")
         d_inner = int(expand * d_model)
         if d_inner % headdim:
-            raise ValueError(f"d_inner = expand * d_model = {d_inner} is not a multiple of headdim {headdim}")
+            fits = next(p for p in (64, 32, 16, 8, 4, 2, 1) if d_inner % p == 0 and p < headdim)
+            raise ValueError(f"d_inner = expand * d_model = {d_inner} is not a multiple of headdim {headdim} "
+                             f"(mixer option headdim: {fits} fits)")
         if (d_inner // headdim) % ngroups:
             raise ValueError(f"{d_inner // headdim} heads do not split into ngroups={ngroups}")
         if not 0 < A_init_range[0] <= A_init_range[1]:
