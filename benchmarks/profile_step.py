@@ -45,10 +45,10 @@ _OP_RULES = (  # (group, regex on the name of an op the kernel ran under), inner
     ("optimizer", r"^Optimizer\.|_fused_adamw|adamw"),
     ("permutation gathers", r"PermuteTokens|^aten::(index|index_select|gather|take|_unsafe_index)"),
     ("causal conv", r"CausalConv|causal_conv"),
-    ("selective scan / SSD", r"SelectiveScan|ChunkScan|SplitConv1dScan|selective_scan|zigma::ssd"),
+    ("selective scan / SSD", r"^_SelectiveScan|zigma::ssd"),       # the reference scans (CPU / reference backend)
     ("GEMMs", r"^aten::(mm|addmm|bmm|baddbmm|_scaled_mm|convolution|_convolution|cudnn_convolution|matmul|linear)\b"),
     ("norms", r"norm"),
-    ("mixer (other)", r"MambaInner|Mamba|Mixer"),
+    ("mixer (other)", r"Mamba|SelectiveScanFn|Mixer"),             # any other kernel inside mamba-ssm's functions
 )
 
 

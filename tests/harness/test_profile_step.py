@@ -11,6 +11,8 @@ KERNELS = [
     ("void selective_scan_fwd_kernel<Selective_Scan_fwd_kernel_traits<32, 4, 1, true, true, true, false, "
      "true, c10::BFloat16, float, c10::BFloat16> >(SSMParamsBase)", ["SelectiveScanFn"], "selective scan / SSD"),
     ("_chunk_scan_fwd_kernel", ["MambaSplitConv1dScanCombinedFn"], "selective scan / SSD"),
+    ("void at::native::elementwise_kernel<128, 2, ...>", ["aten::copy_", "MambaSplitConv1dScanCombinedFn"],
+     "mixer (other)"),
     ("_state_passing_bwd_kernel", ["autograd::engine::evaluate_function: MambaSplitConv1dScanCombinedFnBackward"],
      "selective scan / SSD"),
     ("void causal_conv1d_fwd_kernel<Causal_conv1d_fwd_kernel_traits<128, 4, true, c10::BFloat16, float> >"
