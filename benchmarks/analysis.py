@@ -60,6 +60,26 @@ def _ceiling_ratios(doc: dict, ok: dict) -> dict[str, dict[int, float]]:
     return out
 
 
+#: each backbone's configurations for the goal comparison (each in its fastest measured one, eager or compiled)
+_ZIGMA_BEST = ("zigzag-8", "zigzag-8-compiled", "zigzag-8-mamba2", "zigzag-8-mamba2-compiled")
+_DIT_BEST = ("attention", "attention-compiled")
+
+
+def _best(ok: dict) -> tuple[dict[int, float], dict[int, str]]:
+    """tokens -> the fastest zigzag-8 ZigMa (any mixer, eager or compiled) over the fastest DiT (eager or
+    compiled) in training images/s, and tokens -> 'zigma variant / dit variant' that were fastest."""
+    ratio, which = {}, {}
+    for tokens in sorted({n for _, n in ok}):
+        z = [ok[(v, tokens)] for v in _ZIGMA_BEST if (v, tokens) in ok]
+        d = [ok[(v, tokens)] for v in _DIT_BEST if (v, tokens) in ok]
+        if z and d:
+            bz = max(z, key=lambda r: r["train_images_per_s"])
+            bd = max(d, key=lambda r: r["train_images_per_s"])
+            ratio[tokens] = bz["train_images_per_s"] / bd["train_images_per_s"]
+            which[tokens] = f"{bz['variant']} / {bd['variant']}"
+    return ratio, which
+
+
 def goal_ratios(doc: dict) -> dict:
     """Ratios between variants measured at the same tokens (keys: tokens), the checkpointing and ceiling ratios,
     plus the mixer-check ratios."""
@@ -85,6 +105,12 @@ def goal_ratios(doc: dict) -> dict:
                                                   lambda a, b: a["step_ms"] / b["step_ms"]),
         "compile_speedup_zigma": _pairwise(ok, "zigzag-8", "zigzag-8-compiled", "step_ms",
                                            lambda a, b: a["step_ms"] / b["step_ms"]),
+        "zigma_mamba2_over_dit_throughput": _pairwise(ok, "zigzag-8-mamba2", "attention", "train_images_per_s", img),
+        "zigma_mamba2_over_zigma_throughput": _pairwise(ok, "zigzag-8-mamba2", "zigzag-8", "train_images_per_s", img),
+        "scan_overhead_pct_mamba2": _pairwise(ok, "zigzag-8-mamba2", "no-scan-mamba2", "step_ms", pct),
+        "compile_speedup_zigma_mamba2": _pairwise(ok, "zigzag-8-mamba2", "zigzag-8-mamba2-compiled", "step_ms", step),
+        "best_zigma_over_best_dit_throughput": _best(ok)[0],
+        "best_configs": _best(ok)[1],
         "compile_speedup_dit": _pairwise(ok, "attention", "attention-compiled", "step_ms",
                                          lambda a, b: a["step_ms"] / b["step_ms"]),
         "zigma_over_dit_params": _pairwise(ok, "zigzag-8", "attention", "params_m",
@@ -172,6 +198,9 @@ def summary_lines(doc: dict) -> list[str]:
         lines.append(f"  {r['status']:>7}: {r['variant']} @ {r['tokens']}: {str(r.get('reason', ''))[:140]}")
     for key, values in ratios.items():
         if key == "goals" or key in CKPT_KEYS or key in CEILING_KEYS or not values:
+            continue
+        if key == "best_configs":
+            lines.append(f"  {'fastest zigma / dit':<30} " + "  ".join(f"{n}: {v}" for n, v in values.items()))
             continue
         lines.append(f"  {key:<30} " + _values(values))
     ckpt = [(k, ratios[k]) for k in CKPT_KEYS if ratios.get(k)]

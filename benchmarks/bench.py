@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from zigma.backbones import SIZES, build_dit, build_vim, build_zigma, flops
-from zigma.mixer import FusedUnavailableError, MambaMixer, fused_available
+from zigma.mixer import FusedUnavailableError, Mamba2Mixer, MambaMixer, fused_available
 from zigma.mixer.fused import fused_kernels
 from zigma.scans import LayerCycle, Sweep, zigzag_paths
 
@@ -74,6 +74,7 @@ class Variant:
     compiled: bool = False         # torch.compile of everything but the Mamba mixers (with --compile)
     small_batch: bool = False      # run at Config.small_batch_tokens, tokens <= Config.small_max_tokens
     checkpointing: bool = False    # activation checkpointing of every block (backbone option `checkpointing`)
+    mixer: str = "mamba1"          # zigma/vim token mixer: MIXERS key
 
 
 VARIANTS: dict[str, Variant] = {
@@ -96,7 +97,15 @@ VARIANTS: dict[str, Variant] = {
     "zigzag-8-compiled": Variant("zigma", "zigzag-8, torch.compile of all but the mixers",
                                  "zigzag-8", "relative", compiled=True),
     "attention-compiled": Variant("dit", "DiT, torch.compile of the whole model", compiled=True),
+    "zigzag-8-mamba2": Variant("zigma", "ZigMa, zigzag-8 (relative), Mamba-2 (SSD) mixer", "zigzag-8", "relative",
+                               mixer="mamba2"),
+    "no-scan-mamba2": Variant("zigma", "ZigMa, sweep-1 (no permutation), Mamba-2 (SSD) mixer", "sweep-1",
+                              "relative", mixer="mamba2"),
+    "zigzag-8-mamba2-compiled": Variant("zigma", "zigzag-8, Mamba-2 mixer, torch.compile of all but the mixers",
+                                        "zigzag-8", "relative", compiled=True, mixer="mamba2"),
 }
+#: token mixers of the zigma/vim variants (`--mixers`): the Mamba-1 and Mamba-2 mixers of zigma.mixer
+MIXERS = {"mamba1": MambaMixer, "mamba2": Mamba2Mixer}
 #: the kernel ceiling runs as soon as the points of these variants (those in the run) are done
 CEILING_AFTER = ("zigzag-8", "attention", "no-scan", "zigzag-8-ckpt", "attention-ckpt")
 
@@ -136,8 +145,9 @@ def _split(text: str) -> list[str]:
 
 
 def make_config(*, tokens: str | None = None, backbones: str | None = None, variants: str | None = None,
-                compile: bool = False, **options) -> Config:
-    """Config from command-line strings ('256,1024', 'zigma,dit'); ValueError names the bad value."""
+                compile: bool = False, mixers: str | None = None, **options) -> Config:
+    """Config from command-line strings ('256,1024', 'zigma,dit', mixers 'mamba1,mamba2'); ValueError names the
+    bad value. `mixers` keeps the zigma/vim variants of those mixers (default: all)."""
     if tokens is not None:
         options["tokens"] = tuple(int(t) for t in _split(tokens))
     picked_backbones = _split(backbones) if backbones else list(BACKBONES)
@@ -154,7 +164,12 @@ def make_config(*, tokens: str | None = None, backbones: str | None = None, vari
                 raise ValueError(f"unknown variant {name!r}.{hint} Available: {', '.join(VARIANTS)}")
     else:
         names = [n for n, v in VARIANTS.items() if not v.compiled or compile]
-    names = [n for n in names if VARIANTS[n].backbone in picked_backbones]
+    picked_mixers = _split(mixers) if mixers else list(MIXERS)
+    for m in picked_mixers:
+        if m not in MIXERS:
+            raise ValueError(f"unknown mixer {m!r}; available: {', '.join(MIXERS)}")
+    names = [n for n in names if VARIANTS[n].backbone in picked_backbones
+             and (VARIANTS[n].backbone == "dit" or VARIANTS[n].mixer in picked_mixers)]
     if not names:
         raise ValueError(f"no variant left for backbones {', '.join(picked_backbones)}")
     cfg = Config(variants=tuple(names), **options)
@@ -197,15 +212,16 @@ def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> 
     if variant.backbone == "dit":
         return build_dit(**kw)
     kw["mixer_backend"] = _backend(variant, device)
+    kw["mixer"] = MIXERS[variant.mixer]
     if variant.backbone == "vim":
         return build_vim(**kw)
     return build_zigma(scan=SCANS[variant.scan](), permute_mode=variant.permute_mode, **kw)
 
 
 def _compile(model: torch.nn.Module, backend: str) -> torch.nn.Module:
-    """torch.compile of the model with every MambaMixer left eager (its kernels are already fused)."""
+    """torch.compile of the model with every mixer left eager (its kernels are already fused)."""
     for m in model.modules():
-        if isinstance(m, MambaMixer):
+        if isinstance(m, tuple(MIXERS.values())):
             m.forward = torch.compiler.disable(m.forward)
     return torch.compile(model, backend=backend)
 
@@ -221,7 +237,7 @@ def measure_point(variant: Variant, tokens: int, cfg: Config, device: torch.devi
     memory.reset()
     model = _build(variant, tokens, cfg, device)
     out = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6}
-    mixers = [m for m in model.modules() if isinstance(m, MambaMixer)]
+    mixers = [m for m in model.modules() if isinstance(m, tuple(MIXERS.values()))]
     g = torch.Generator(device).manual_seed(cfg.seed + 1)
     x1 = torch.randn(batch, *model.input_shape, generator=g, device=device)        # "data"
     x0 = torch.randn(batch, *model.input_shape, generator=g, device=device)        # noise
@@ -377,7 +393,8 @@ def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
                f"x{round(tokens ** .5)}", "batch": _batch(cfg, variant, tokens), "size": cfg.size,
                "dtype": doc["precision"], "device": dev_name, "scan": variant.scan or
                ("sweep-2" if variant.backbone == "vim" else None), "permute_mode": variant.permute_mode,
-               "compiled": variant.compiled, "checkpointing": variant.checkpointing, "status": "ok",
+               "compiled": variant.compiled, "checkpointing": variant.checkpointing,
+               "mixer": None if variant.backbone == "dit" else variant.mixer, "status": "ok",
                "reason": None, **dict.fromkeys(MEASURED)}
         row["batch_tokens"] = row["batch"] * tokens
         row.update(_attempt(variant, tokens, cfg, device, dtype, memory, start))
@@ -513,6 +530,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=d.iters)
     p.add_argument("--nfe", type=int, default=d.nfe)
     p.add_argument("--compile", action="store_true", help="also run the torch.compile variants")
+    p.add_argument("--mixers", default=",".join(MIXERS), help="token mixers of the zigma/vim variants, comma separated")
     p.add_argument("--compile-backend", default=d.compile_backend, help="torch.compile backend (inductor)")
     p.add_argument("--no-mixer-check", dest="mixer_check", action="store_false")
     p.add_argument("--no-permute-check", dest="permute_check", action="store_false")

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plugins.errors import ConfigError, HarnessError, suggest
 
 __all__ = [
-    "Study", "TrialConfig", "TrialSpec", "load_study", "parse_study", "expand_trials", "trial_from_params",
+    "Study", "TrialConfig", "TrialSpec", "keyed_dump", "load_study", "parse_study", "expand_trials", "trial_from_params",
     "resolve_trial",
     "validate_study", "format_validation_error",
 ]
@@ -64,8 +64,13 @@ class DatasetConfig(_WithOptions):
     name: str = "digits"                      # registry key of a dataset plugin
 
 
+class MixerConfig(_WithOptions):
+    name: str = "mamba1"                      # registry key of a token mixer (`harness ls mixers`)
+
+
 class BackboneConfig(_WithOptions):
     name: str = "zigma"                       # zigma | vim | dit | a plugin's
+    mixer: MixerConfig = MixerConfig()        # zigma / vim: the token mixer and its options (ignored by dit)
     size: str = "tiny"                        # a preset of zigma.backbones.SIZES
     patch_size: int = Field(2, ge=1)
     pos_embed: Literal["none", "sincos", "learned"] = "learned"
@@ -328,6 +333,15 @@ def load_study(path: str | Path, *, preset: str | None = None) -> Study:
 # trials
 
 
+def keyed_dump(config: TrialConfig) -> dict[str, Any]:
+    """config as JSON for trial keys and checkpoint hashes: the default mixer (mamba1, no options) is left out,
+    so trials resolved before `backbone.mixer` existed keep their keys and checkpoints."""
+    out = config.model_dump(mode="json")
+    if out["backbone"].get("mixer") == {"name": "mamba1"}:
+        del out["backbone"]["mixer"]
+    return out
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial: its axis values (dotted key -> value), seed and the resolved configuration."""
@@ -341,7 +355,7 @@ class TrialSpec:
     def key(self) -> str:
         """Stable identifier of (params, seed, resolved config), used to run each combination exactly once.
         The config is part of it so that a preset (or an edited base) never reuses another setting's results."""
-        blob = json.dumps({"params": self.params, "seed": self.seed, "config": self.config.model_dump(mode="json")},
+        blob = json.dumps({"params": self.params, "seed": self.seed, "config": keyed_dump(self.config)},
                           sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -470,6 +484,12 @@ def resolve_trial(spec: TrialSpec, registries: Any, *, source: str = "<study>") 
     _check_options(source, _where(p, "backbone.name", "base.backbone"), out["backbone"], bb_opts)
     sampler_opts = c.sampler.options
     _check_options(source, _where(p, "sampler.name", "base.sampler"), out["sampler"], sampler_opts)
+    if getattr(out["backbone"], "uses_mixer", False):
+        key = "backbone.mixer" if "backbone.mixer" in p.origin else "backbone.mixer.name"
+        out["mixer"] = get("mixers", c.backbone.mixer.name, key)
+        _check_options(source, _where(p, key, "base.backbone.mixer"), out["mixer"], c.backbone.mixer.options)
+    else:
+        out["mixer"] = None
     if getattr(out["backbone"], "uses_scan", True):
         out["scan"] = get("scans", c.scan.name, "scan.name")
     else:

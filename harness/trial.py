@@ -14,7 +14,7 @@ import torch
 
 from harness.costs import trial_costs
 from harness.provenance import provenance
-from harness.study import TrialConfig, TrialSpec, resolve_trial
+from harness.study import TrialConfig, TrialSpec, keyed_dump, resolve_trial
 from harness.sampling import Conditioning, Net, sample_images, save_grid
 from harness.training import BatchStream, TrialFailed, autocast_dtype, seed_for, train
 from harness.validation import build_model
@@ -42,7 +42,7 @@ def default_device() -> torch.device:
 
 def config_hash(config: TrialConfig) -> str:
     """Content hash of a resolved TrialConfig (a checkpoint is only resumed under the same one)."""
-    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    blob = json.dumps(keyed_dump(config), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -95,7 +95,7 @@ def run_trial(spec: TrialSpec, registries: Any, *, trial_dir: Path, device: torc
     amp = autocast_dtype(device, cfg.train.precision)
     scan_seed = spec.seed if cfg.scan.seed is None else cfg.scan.seed
     kinds = (("dataset", "datasets"), ("backbone", "backbones"), ("interpolant", "interpolants"),
-             ("sampler", "samplers"), ("scan", "scans"), ("text_encoder", "text-encoders"))
+             ("sampler", "samplers"), ("scan", "scans"), ("mixer", "mixers"), ("text_encoder", "text-encoders"))
     plugins = {kind: registries[reg].plugin_of(entries[kind].name) for kind, reg in kinds
                if entries.get(kind) is not None}
     precision = f"{str(amp).removeprefix('torch.')} autocast" if amp else "fp32"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -80,6 +81,10 @@ def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, d
     # parameter init drawn from a generator seeded by the trial seed: the same seed builds the same weights
     generator = torch.Generator().manual_seed(seed) if torch.device(device).type == "cpu" else None
     extra = {"generator": generator} if generator is not None else {}
+    if entries.get("mixer") is not None:
+        mixer = entries["mixer"]
+        mixer_opts = mixer.options.model_validate(c.backbone.mixer.options).model_dump() if mixer.options else {}
+        extra["mixer"] = functools.partial(mixer.build, **mixer_opts)
     return entry.build(size=c.backbone.size, input_shape=info.shape, patch_size=c.backbone.patch_size, scan=scan,
                        num_classes=num_classes, context_dim=context_dim, pos_embed=c.backbone.pos_embed,
                        mixer_backend=c.backbone.mixer_backend, device=device, dtype=dtype, **extra, **options)

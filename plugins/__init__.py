@@ -6,10 +6,10 @@ Third-party plugins: `from plugins import hookimpl` and the entry types in `plug
 from .errors import HarnessError
 from .hookspecs import hookimpl
 from .registry import load_registries
-from .specs import (BackboneEntry, DataBundle, DataInfo, DatasetEntry, InterpolantEntry, MetricEntry,
+from .specs import (BackboneEntry, DataBundle, DataInfo, DatasetEntry, InterpolantEntry, MetricEntry, MixerEntry,
                     SamplerEntry, ScanEntry, TextEncoderEntry)
 
 __all__ = [
-    "hookimpl", "load_registries", "HarnessError", "ScanEntry", "BackboneEntry", "InterpolantEntry",
+    "hookimpl", "load_registries", "HarnessError", "ScanEntry", "MixerEntry", "BackboneEntry", "InterpolantEntry",
     "SamplerEntry", "DatasetEntry", "MetricEntry", "TextEncoderEntry", "DataBundle", "DataInfo",
 ]

@@ -30,7 +30,7 @@ class ZigmaOptions(_Options):
     drop_path: float = Field(0.0, ge=0.0, lt=1.0)   # stochastic depth, max rate (official 0.1); needs a generator
     permute_mode: Literal["relative", "around"] = "relative"   # one relative gather between layers, or
     #                                           permute + un-permute around every mixer (the released code)
-    d_state: int = Field(16, ge=1)            # SSM state size N
+    d_state: int | None = Field(None, ge=1)   # SSM state size N; None: the mixer's default (mamba1 16, mamba2 64)
     expand: int = Field(2, ge=1)              # d_inner = expand * width
 
 
@@ -56,9 +56,10 @@ def _guarded(build):
 @hookimpl
 def register_backbones(register):
     """Registers zigma, vim and dit."""
-    register(BackboneEntry("zigma", "ZigMa: adaLN blocks around a Mamba mixer, layer i scanning the scan's order i",
-                           build=_guarded(zb.build_zigma), options=ZigmaOptions))
+    register(BackboneEntry("zigma", "ZigMa: adaLN blocks around a token mixer (backbone.mixer), layer i scanning the scan's order i",
+                           build=_guarded(zb.build_zigma), options=ZigmaOptions, uses_mixer=True))
     register(BackboneEntry("vim", "Vim-style bidirectional Mamba (raster + reversed) in every layer, ZigMa shell",
-                           build=_guarded(zb.build_vim), options=VimOptions, uses_scan=False))
+                           build=_guarded(zb.build_vim), options=VimOptions, uses_scan=False,
+                           uses_mixer=True))
     register(BackboneEntry("dit", "DiT: adaLN-Zero self-attention + MLP blocks (scaled_dot_product_attention)",
                            build=zb.build_dit, options=DitOptions, uses_scan=False))

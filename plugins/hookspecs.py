@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pluggy
 
-from .specs import (BackboneEntry, DatasetEntry, InterpolantEntry, MetricEntry, SamplerEntry, ScanEntry,
+from .specs import (BackboneEntry, DatasetEntry, InterpolantEntry, MetricEntry, MixerEntry, SamplerEntry, ScanEntry,
                     TextEncoderEntry)
 
 PROJECT = "zigma_harness"
@@ -27,6 +27,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def register_scans(register: Callable[[ScanEntry], None]) -> None:
     """Register scan schemes: register(ScanEntry(name="zigzag-8", description=..., build=lambda seed: ...))."""
+
+
+@hookspec
+def register_mixers(register: Callable[[MixerEntry], None]) -> None:
+    """Register token mixers: register(MixerEntry(name="mamba2", description=..., build=..., options=...)).
+
+    A study picks one with `backbone.mixer` (a name, or {name: ..., <option>: ...} validated by `options`);
+    backbones with `uses_mixer` build every layer's mixer with it."""
 
 
 @hookspec

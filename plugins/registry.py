@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "zigma_harness"
 #: Built-in plugins are ordinary plugins, one module each.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.scans",
+    "plugins.mixers",
     "plugins.backbones",
     "plugins.interpolants",
     "plugins.samplers",

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 
 __all__ = [
-    "ScanEntry", "BackboneEntry", "InterpolantEntry", "SamplerEntry", "DatasetEntry", "MetricEntry",
+    "ScanEntry", "MixerEntry", "BackboneEntry", "InterpolantEntry", "SamplerEntry", "DatasetEntry", "MetricEntry",
     "TextEncoderEntry", "DataInfo", "DataBundle", "Metric", "MetricContext", "Sampler", "KINDS",
 ]
 
@@ -46,16 +46,34 @@ class ScanEntry(_Entry):
 
 
 @dataclass(frozen=True)
+class MixerEntry(_Entry):
+    """build(d_model, *, num_directions, backend, layer_idx, generator, d_conv, expand, [d_state], device, dtype,
+    **options) -> nn.Module, a token mixer (B, L, D) -> (B, L, D) with `forward(x, *, segments=1,
+    branch_index=None)`: `segments` equal independent sequences; for directions k >= 1 of a multi-direction layer
+    (num_directions = K), branch_index[k-1] is a (L,) LongTensor (direction k reads x[:, idx]) or None for the
+    reversed sequence, and the output is in x's order. `backend` is 'auto', 'fused' or 'reference'; asking for
+    'fused' where its kernels are missing raises zigma.mixer.FusedUnavailableError. d_state is passed only when
+    the study sets it. An optional `flops(batch, length) -> int` method (MACs) is used by zigma's FLOP count.
+    """
+
+    build: Callable[..., torch.nn.Module] = None  # type: ignore[assignment]
+    options: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True)
 class BackboneEntry(_Entry):
     """build(*, size, input_shape, patch_size, scan, num_classes, context_dim, device, dtype, **options) -> nn.Module.
 
     The module's forward is `forward(x, t, *, y=None, context=None, context_mask=None)` and returns x's shape.
     `uses_scan`: False for attention backbones (the study's scan is ignored and recorded as 'n/a').
+    `uses_mixer`: build also takes `mixer=` (a MixerEntry's build with its options bound, from backbone.mixer);
+    for other backbones the study's mixer is ignored.
     """
 
     build: Callable[..., torch.nn.Module] = None  # type: ignore[assignment]
     options: type[BaseModel] | None = None
     uses_scan: bool = True
+    uses_mixer: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,7 @@ class TextEncoderEntry(_Entry):
 #: kind -> (hook name, entry type, human label). The registry and `harness ls` are generated from this.
 KINDS: dict[str, tuple[str, type, str]] = {
     "scans": ("register_scans", ScanEntry, "scan"),
+    "mixers": ("register_mixers", MixerEntry, "mixer"),
     "backbones": ("register_backbones", BackboneEntry, "backbone"),
     "interpolants": ("register_interpolants", InterpolantEntry, "interpolant"),
     "samplers": ("register_samplers", SamplerEntry, "sampler"),

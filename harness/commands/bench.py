@@ -42,6 +42,7 @@ def bench(
     iters: int = typer.Option(6, help="Timed calls; the median is reported."),
     nfe: int = typer.Option(50, help="Function evaluations a sample, for sample_ms_per_image."),
     compile: bool = typer.Option(False, "--compile", help="Also run the torch.compile variants."),
+    mixers: str = typer.Option("mamba1,mamba2", help="Token mixers of the zigma/vim variants, comma separated."),
     compile_backend: str = typer.Option("inductor", help="torch.compile backend."),
     mixer_check: bool = typer.Option(True, "--mixer-check/--no-mixer-check",
                                      help="Reference mixer vs an nn.Linear stack of its size."),
@@ -64,7 +65,8 @@ def bench(
         return
     try:
         cfg = mod.make_config(
-            tokens=tokens, backbones=backbones, variants=variants, compile=compile, batch_tokens=batch_tokens,
+            tokens=tokens, backbones=backbones, variants=variants, compile=compile, mixers=mixers,
+            batch_tokens=batch_tokens,
             small_batch_tokens=small_batch_tokens, small_max_tokens=small_max_tokens, size=size, device=device,
             dtype=dtype, warmup=warmup, iters=iters, nfe=nfe, compile_backend=compile_backend,
             mixer_check=mixer_check, permute_check=permute_check, ceiling=ceiling, time_budget_s=time_budget_s,

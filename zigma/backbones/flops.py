@@ -12,6 +12,8 @@ counting each mixer is replaced by a stub and counted with this formula, per mix
                    selective scan 9*B*L*E*N + D-skip B*L*E + z-gate B*L*E
     (the scan term is `flops_selective_scan_fn`'s 9*B*L*D*N of the official fvcore helper, with_D, with_Z)
 
+A mixer with a `flops(batch, length)` method (Mamba2Mixer: projections, conv and the chunked SSD as its fused
+kernels compute it) is counted by that method instead; any other mixer by the counter, like the rest.
 Elementwise ops, norms, activations and the scan-order gathers are free, as in fvcore. Counting works on the
 `meta` device, so big models cost no memory. `identical_blocks=True` counts only `model.blocks[0]` and
 multiplies by the depth (exact when every block has the same shapes: scan orders and segments cost nothing);
@@ -59,13 +61,14 @@ def flops(model: nn.Module, x: torch.Tensor, t: torch.Tensor | None = None, *, i
         if any(_block_signature(b) != first for b in blocks[1:]):
             raise ValueError("identical_blocks=True but the model's blocks differ in shape")
         repeats, skipped = len(blocks), blocks[1:]
-    mixers = [m for m in model.modules() if isinstance(m, MambaMixer)]
-    if skipped:
-        mixers = [m for m in model.blocks[0].modules() if isinstance(m, MambaMixer)]
+    counted = model.blocks[0] if skipped else model
+    mixers = [m for m in counted.modules() if isinstance(m, MambaMixer) or callable(getattr(m, "flops", None))]
 
     def stub(mixer):
+        count = mixer.flops if callable(getattr(mixer, "flops", None)) else lambda b, l: mixer_flops(mixer, b, l)
+
         def forward(u, *, segments=1, branch_index=None):
-            analytic[0] += mixer_flops(mixer, u.shape[0], u.shape[1])
+            analytic[0] += count(u.shape[0], u.shape[1])
             return torch.zeros_like(u)                                  # (B, L, D)
         return forward
 

@@ -2,7 +2,7 @@
 
 Follows the released architecture (CompVis/zigma `model_zigma.py`, see shared/reference §2.2-2.6): patch embed,
 sinusoidal time MLP (+ class embedding, + pooled text context), learned zero-init / sin-cos / no positional
-embedding, then `depth` blocks of RMSNorm -> adaLN shift/scale -> Mamba-1 mixer -> gate, with an optional
+embedding, then `depth` blocks of RMSNorm -> adaLN shift/scale -> Mamba mixer (Mamba-1 by default) -> gate, with an optional
 cross-attention sub-block for text (8 heads x 64, LayerNorm + adaLN, gated) and no MLP.
 
 Where we deliberately differ from the released code:
@@ -28,6 +28,8 @@ Gradient clipping (a no-op in the release) is the trainer's business.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -56,15 +58,15 @@ def _branch_indices(orders: torch.Tensor, segments: int) -> tuple[torch.Tensor, 
 class ZigMaBlock(nn.Module):
     """(N, L, D) tokens in this layer's scan order, c (N, D) -> (N, L, D) in the same order."""
 
-    def __init__(self, width: int, scan: LayerScan, *, layer_idx: int, mixer_backend: str, mixer_options: dict,
-                 cross: tuple[int, int] | None, mlp_ratio: float, drop_path: float, device=None, dtype=None,
+    def __init__(self, width: int, scan: LayerScan, *, layer_idx: int, mixer: Callable[..., nn.Module],
+                 mixer_backend: str, mixer_options: dict, cross: tuple[int, int] | None, mlp_ratio: float, drop_path: float, device=None, dtype=None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.segments, self.num_directions = scan.segments, scan.num_directions
         self.norm = nn.RMSNorm(width, eps=1e-5, **kw)
-        self.mixer = MambaMixer(width, num_directions=scan.num_directions, backend=mixer_backend,
-                                layer_idx=layer_idx, generator=generator, **mixer_options, **kw)
+        self.mixer = mixer(width, num_directions=scan.num_directions, backend=mixer_backend,
+                           layer_idx=layer_idx, generator=generator, **mixer_options, **kw)
         self.cross = self.mlp = None
         if cross is not None:
             self.norm_x = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6, **kw)
@@ -116,8 +118,9 @@ class ZigMa(Backbone):
     """Mamba diffusion backbone whose layer i scans `layer_scans[i]`; forward(x, t, *, y, context, context_mask)."""
 
     def __init__(self, *, width: int, depth: int, heads: int, head_dim: int, layer_scans: list[LayerScan],
-                 mixer_backend: str = "auto", mlp_ratio: float = 0.0, drop_path: float = 0.0,
-                 permute_mode: str = "relative", d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 mixer: Callable[..., nn.Module] = MambaMixer, mixer_backend: str = "auto", mlp_ratio: float = 0.0,
+                 drop_path: float = 0.0, permute_mode: str = "relative", d_state: int | None = None,
+                 d_conv: int = 4, expand: int = 2,
                  device=None, dtype=None, generator: torch.Generator | None = None, **shell) -> None:
         super().__init__(width=width, device=device, dtype=dtype, **shell)
         if permute_mode not in PERMUTE_MODES:
@@ -130,9 +133,9 @@ class ZigMa(Backbone):
         self.permute_mode = permute_mode
         cross = (heads, head_dim) if self.context_dim else None
         rates = torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path]
-        mixer_options = {"d_state": d_state, "d_conv": d_conv, "expand": expand}
+        mixer_options = {"d_conv": d_conv, "expand": expand} | ({} if d_state is None else {"d_state": d_state})
         self.blocks = nn.ModuleList(
-            ZigMaBlock(width, s, layer_idx=i, mixer_backend=mixer_backend, mixer_options=mixer_options,
+            ZigMaBlock(width, s, layer_idx=i, mixer=mixer, mixer_backend=mixer_backend, mixer_options=mixer_options,
                        cross=cross, mlp_ratio=mlp_ratio, drop_path=rates[i], device=device, dtype=dtype,
                        generator=generator)
             for i, s in enumerate(layer_scans))
@@ -192,12 +195,15 @@ def _grid(input_shape, patch_size: int) -> Grid:
 
 
 def build_zigma(*, size: str, input_shape, patch_size: int, scan: ScanScheme, num_classes: int | None = None,
-                context_dim: int | None = None, pos_embed: str = "learned", mixer_backend: str = "auto",
+                context_dim: int | None = None, pos_embed: str = "learned", mixer: Callable[..., nn.Module] = MambaMixer,
+                mixer_backend: str = "auto",
                 device=None, dtype=None, generator: torch.Generator | None = None, mlp_ratio: float = 0.0,
                 drop_path: float = 0.0,
-                temporal_pos_embed: bool = False, permute_mode: str = "relative", d_state: int = 16,
+                temporal_pos_embed: bool = False, permute_mode: str = "relative", d_state: int | None = None,
                 expand: int = 2, checkpointing: bool = False, layer_scans: list[LayerScan] | None = None) -> ZigMa:
-    """ZigMa at a SIZES preset ('mamba' row); layer i scans scan.layer_scans(grid, depth)[i]; `checkpointing`:
+    """ZigMa at a SIZES preset ('mamba' row); layer i scans scan.layer_scans(grid, depth)[i]; `mixer`: the token
+    mixer's constructor (`mixer(width, *, num_directions, backend, layer_idx, generator, d_conv, expand, [d_state],
+    device, dtype)`, MambaMixer by default; d_state=None leaves the mixer's own default); `checkpointing`:
     activation checkpointing of every block while training (see Backbone)."""
     s = get_size(size, "mamba")
     if layer_scans is None:
@@ -205,7 +211,8 @@ def build_zigma(*, size: str, input_shape, patch_size: int, scan: ScanScheme, nu
             raise ValueError("zigma needs a scan scheme")
         layer_scans = scan.layer_scans(_grid(input_shape, patch_size), s.depth)
     return ZigMa(width=s.width, depth=s.depth, heads=s.heads, head_dim=s.head_dim, layer_scans=layer_scans,
-                 mixer_backend=mixer_backend, mlp_ratio=mlp_ratio, drop_path=drop_path, permute_mode=permute_mode,
+                 mixer=mixer, mixer_backend=mixer_backend, mlp_ratio=mlp_ratio, drop_path=drop_path,
+                 permute_mode=permute_mode,
                  d_state=d_state, expand=expand, input_shape=tuple(input_shape), patch_size=patch_size,
                  num_classes=num_classes, context_dim=context_dim, pos_embed=pos_embed,
                  temporal_pos_embed=temporal_pos_embed, checkpointing=checkpointing, device=device, dtype=dtype,

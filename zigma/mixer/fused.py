@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-__all__ = ["INSTALL_HINT", "FusedUnavailableError", "fused_available", "fused_kernels", "mamba_forward", "ssm_branch"]
+__all__ = ["INSTALL_HINT", "FusedUnavailableError", "causal_conv_silu", "fused_available", "fused_kernels",
+           "mamba2_forward", "mamba_forward", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
 
 INSTALL_HINT = "pip install 'zigma-harness[cuda]'"
 
@@ -88,3 +89,66 @@ def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D):
     y = kernels["selective_scan_fn"](x, dt, -torch.exp(A_log.float()), B, C, D.float(), z=z,
                                      delta_bias=dt_proj.bias.float(), delta_softplus=True)  # (B, d_inner, L)
     return rearrange(y, "b d l -> b l d")
+
+
+# ---- Mamba-2 (SSD): mamba-ssm's Triton kernels ------------------------------------------------------------------
+
+
+@functools.cache
+def _import_ssd() -> tuple[dict | None, str]:
+    """Try once: ({name: kernel}, '') or (None, why). The fully fused layer needs causal-conv1d too."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined
+    except (ImportError, OSError) as err:  # OSError: a CUDA build whose shared libraries do not load
+        return None, f"{type(err).__name__}: {err}"
+    conv = _import()[0]
+    causal = conv["causal_conv1d_fn"] if conv is not None else None
+    return {"chunk_scan": mamba_chunk_scan_combined, "causal_conv1d_fn": causal,
+            "split_conv1d_scan": mamba_split_conv1d_scan_combined if causal is not None else None}, ""
+
+
+def ssd_available() -> bool:
+    """Whether mamba-ssm's Triton SSD kernels are importable here."""
+    return _import_ssd()[0] is not None
+
+
+def ssd_kernels() -> dict:
+    """{'chunk_scan', 'split_conv1d_scan', 'causal_conv1d_fn'}, or FusedUnavailableError naming the fix."""
+    kernels, why = _import_ssd()
+    if kernels is None:
+        raise FusedUnavailableError(
+            "mixer 'mamba2' backend 'fused' needs mamba-ssm's Triton SSD kernels (mamba_ssm.ops.triton.ssd_combined; "
+            f"causal-conv1d too for the fully fused layer), which cannot be imported here ({why}). Install them with "
+            f"`{INSTALL_HINT}` (needs a CUDA toolchain), or use backend 'reference' (pure PyTorch) or 'auto'."
+        )
+    return kernels
+
+
+def ssd_scan(x, dt, A, B, C, *, chunk_size, D, dt_bias, dt_softplus=True):
+    """mamba_chunk_scan_combined: x (B, L, H, P), dt (B, L, H), B/C (B, L, G, N) -> (B, L, H, P)."""
+    return ssd_kernels()["chunk_scan"](x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)
+
+
+def causal_conv_silu(x, conv1d):
+    """silu(causal depthwise conv1d) token-major: (B, L, C) -> (B, L, C); causal_conv1d_fn when present."""
+    fn = ssd_kernels()["causal_conv1d_fn"]
+    weight = rearrange(conv1d.weight, "d 1 w -> d w")
+    if fn is None:
+        width, length = weight.shape[-1], x.shape[1]
+        out = F.conv1d(x.transpose(1, 2), conv1d.weight, conv1d.bias, padding=width - 1, groups=x.shape[-1])
+        return F.silu(out[..., :length]).transpose(1, 2)
+    return fn(x.transpose(1, 2), weight, conv1d.bias, activation="silu").transpose(1, 2)
+
+
+def mamba2_forward(mixer, x):
+    """One direction, fully fused, exactly as mamba_ssm.Mamba2's mem-efficient path: x (B, L, D) -> (B, L, D)."""
+    kernels = ssd_kernels()
+    if kernels["split_conv1d_scan"] is None:  # no causal-conv1d: torch conv + the Triton SSD, norm in torch
+        z, xbcdt = mixer.in_proj(x).split([mixer.d_inner, mixer.in_proj.out_features - mixer.d_inner], dim=-1)
+        return mixer.out_proj(mixer.norm(mixer._ssm(xbcdt, 0, True), z))
+    return kernels["split_conv1d_scan"](
+        mixer.in_proj(x), rearrange(mixer.conv1d.weight, "d 1 w -> d w"), mixer.conv1d.bias, mixer.dt_bias,
+        -torch.exp(mixer.A_log.float()), D=mixer.D, chunk_size=mixer.chunk_size, activation="silu",
+        rmsnorm_weight=mixer.norm.weight, rmsnorm_eps=mixer.norm.eps, outproj_weight=mixer.out_proj.weight,
+        outproj_bias=mixer.out_proj.bias, headdim=mixer.headdim, ngroups=mixer.ngroups, norm_before_gate=False,
+    )  # (B, L, D)

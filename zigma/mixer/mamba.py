@@ -13,7 +13,7 @@ from zigma.mixer import fused as _fused
 from zigma.mixer.selective_scan import selective_scan_bld
 from zigma.scans.base import inverse, permute_tokens
 
-__all__ = ["BACKENDS", "COMBINES", "MambaMixer", "direction_names"]
+__all__ = ["BACKENDS", "COMBINES", "MambaMixer", "branch_orders", "direction_names"]
 
 BACKENDS = ("auto", "fused", "reference")
 COMBINES = ("sum", "mean")
@@ -134,21 +134,6 @@ class MambaMixer(nn.Module):
             return "fused"
         return "fused" if fusable and _fused.fused_available() else "reference"
 
-    def _orders(self, branch_index, length: int, device) -> list[torch.Tensor | None]:
-        """Gather index of directions 1..K-1 (None = reversed sequence), checked."""
-        extra = self.num_directions - 1
-        if branch_index is None:
-            return [None] * extra
-        branch_index = list(branch_index)
-        if len(branch_index) != extra:
-            raise ValueError(f"branch_index has {len(branch_index)} entries; a mixer with "
-                             f"{self.num_directions} directions needs {extra}")
-        for k, idx in enumerate(branch_index, start=1):
-            if idx is not None and (idx.dtype != torch.long or idx.shape != (length,)):
-                raise ValueError(f"branch_index[{k - 1}] must be a ({length},) LongTensor, got "
-                                 f"{tuple(idx.shape)} {idx.dtype}")
-        return [None if idx is None else idx.to(device) for idx in branch_index]
-
     def forward(self, x: torch.Tensor, *, segments: int = 1, branch_index=None) -> torch.Tensor:
         """x: (B, L, D) in direction 0's order -> (B, L, D) in the same order.
 
@@ -158,7 +143,7 @@ class MambaMixer(nn.Module):
         batch, length, _ = x.shape
         if length % segments:
             raise ValueError(f"{length} tokens do not split into {segments} segments")
-        orders = self._orders(branch_index, length, x.device)
+        orders = branch_orders(self.num_directions, branch_index, length, x.device)
         backend = self.backend_used(x)
         if backend == "fused" and self.num_directions == 1:
             out = _fused.mamba_forward(self, x.reshape(batch * segments, length // segments, -1))
@@ -183,6 +168,22 @@ class MambaMixer(nn.Module):
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
                 f"dt_rank={self.dt_rank}, num_directions={self.num_directions}, combine={self.combine!r}, "
                 f"backend={self.backend!r}")
+
+
+def branch_orders(num_directions: int, branch_index, length: int, device) -> list[torch.Tensor | None]:
+    """Gather index of directions 1..K-1 (None = reversed sequence), checked: any mixer's `branch_index`."""
+    extra = num_directions - 1
+    if branch_index is None:
+        return [None] * extra
+    branch_index = list(branch_index)
+    if len(branch_index) != extra:
+        raise ValueError(f"branch_index has {len(branch_index)} entries; a mixer with {num_directions} "
+                         f"directions needs {extra}")
+    for k, idx in enumerate(branch_index, start=1):
+        if idx is not None and (idx.dtype != torch.long or idx.shape != (length,)):
+            raise ValueError(f"branch_index[{k - 1}] must be a ({length},) LongTensor, got "
+                             f"{tuple(idx.shape)} {idx.dtype}")
+    return [None if idx is None else idx.to(device) for idx in branch_index]
 
 
 def _copy_random(t: torch.Tensor, generator: torch.Generator, lo: float, hi: float) -> None:

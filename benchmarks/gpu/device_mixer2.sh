@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 18 in one call on the lent GPU machine (one H200), from the repository root there, everything into $OUT:
+#   LIMIT=570 bash benchmarks/gpu/device_mixer2.sh          (carry [".gpu"] when the wheels come from there)
+# PART=checks runs 1-3 only, PART=bench 4 only (each then gets the whole LIMIT: two calls give the bench's compiled
+# variants time to compile); the default PART=all runs 1-4 and gives the bench what is left (~4 min).
+# 1. the GPU tests of both mixers (fused vs reference, fp32)             ~1 min (Triton compiles the SSD kernels)
+# 2. benchmarks/gpu_mixer2.py: Mamba-2 parity fp32/bf16, init + state dict into mamba_ssm.Mamba2, 1-layer timing
+# 3. benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1 and mamba2, kernel groups vs roofline
+# 4. the bench: ZigMa-B mamba1 / mamba2 beside DiT-B at 1K/4K/16K tokens, eager and compiled, scan overhead
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+T0=$(date +%s); LIMIT=${LIMIT:-570}
+left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
+if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl 2>&1 | tail -2
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpus.csv"
+python3 -c "import torch, mamba_ssm, causal_conv1d, triton; print('torch', torch.__version__, 'mamba_ssm', \
+mamba_ssm.__version__, 'causal_conv1d', causal_conv1d.__version__, 'triton', triton.__version__)" | tee "$OUT/versions.txt"
+PART=${PART:-all}
+if [ "$PART" != bench ]; then
+timeout 100 python3 -m pytest -q -m gpu tests/zigma/test_mixer2.py tests/zigma/test_mixer.py -p no:cacheprovider \
+  > "$OUT/gpu_tests.log" 2>&1; echo "gpu tests exit $? ($(( $(date +%s) - T0 )) s)"
+timeout 150 python3 -m benchmarks.gpu_mixer2 --out "$OUT/gpu_mixer2" > "$OUT/gpu_mixer2.log" 2>&1
+echo "gpu_mixer2 exit $? ($(( $(date +%s) - T0 )) s)"
+timeout 120 python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --out "$OUT/profile" \
+  > "$OUT/profile.log" 2>&1; echo "profile exit $? ($(( $(date +%s) - T0 )) s)"
+fi
+if [ "$PART" != checks ]; then
+B=$(( $(left) - 15 ))
+timeout $B python3 -m benchmarks.bench --device cuda --size B --tokens 1024,4096,16384 --compile \
+  --variants zigzag-8,attention,zigzag-8-mamba2,no-scan,no-scan-mamba2,attention-compiled,zigzag-8-compiled,zigzag-8-mamba2-compiled \
+  --no-ceiling --no-mixer-check --no-permute-check --time-budget-s $(( B - 45 )) --out "$OUT/bench" > "$OUT/bench.log" 2>&1
+echo "bench exit $? ($(( $(date +%s) - T0 )) s)"
+fi
+tail -30 "$OUT/bench.log" 2>/dev/null; cat "$OUT/gpu_mixer2/gpu_mixer2.md" "$OUT/profile/profile_step.md" 2>/dev/null
+tail -3 "$OUT/gpu_tests.log" 2>/dev/null

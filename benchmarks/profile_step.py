@@ -1,0 +1,237 @@
+"""Where one ZigMa training step spends its time, beside what the card's peak would allow (the roofline).
+
+    PYTHONPATH=. python -m benchmarks.profile_step --out $OUT/profile                     # ZigMa-B, 4K tokens, H200
+    python -m benchmarks.profile_step --device cpu --size tiny --tokens 16 --batch-tokens 64 --out /tmp/p
+
+One training step as the bench runs it (zigzag-8, class-conditional, flow-matching MSE, backward, fused AdamW,
+bf16 autocast on CUDA) is profiled with torch.profiler after warm-up. Each CUDA kernel (each leaf CPU op on CPU)
+goes to one group, by the first rule that matches its name or the ops it ran under (`group_of`):
+GEMMs, selective scan / SSD, causal conv, permutation gathers, norms, optimizer, mixer (other kernels inside the
+mamba-ssm functions), other (elementwise: adaLN modulate and gates, residuals, loss, casts, copies).
+
+Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) (peaks are arguments; H200 defaults:
+989 TFLOP/s dense bf16, 4.8 TB/s HBM3e). FLOPs and bytes come from one more step under a dispatch mode that sees
+every aten op (bytes = its tensor inputs + outputs, i.e. no reuse across ops: an upper bound for unfused chains).
+The fused mamba-ssm / causal-conv1d / Triton kernels are invisible to it, so their groups are counted from the
+shapes: scan/SSD FLOPs = 3x the mixer's forward formula minus its projections; bytes = the fused kernels' inputs and
+outputs once forward and once backward (the least any implementation must move). See docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from .bench import DTYPES, MIXERS, Config, Variant, _build
+
+GROUPS = ("GEMMs", "selective scan / SSD", "causal conv", "permutation gathers", "norms", "optimizer",
+          "mixer (other)", "other")
+_KERNEL_RULES = (  # (group, regex on a CUDA kernel's name), first match wins
+    ("selective scan / SSD", r"selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum|ssd"),
+    ("causal conv", r"causal_conv1d"),
+    ("optimizer", r"multi_tensor|adam"),
+    ("GEMMs", r"gemm|cutlass|nvjet|xmma|cublas|wgmma|matmul"),
+    ("norms", r"norm"),
+)
+_OP_RULES = (  # (group, regex on the name of an op the kernel ran under), innermost op first
+    ("optimizer", r"^Optimizer\.|_fused_adamw|adamw"),
+    ("permutation gathers", r"PermuteTokens|^aten::(index|index_select|gather|take|_unsafe_index)"),
+    ("causal conv", r"CausalConv|causal_conv"),
+    ("selective scan / SSD", r"^_SelectiveScan|zigma::ssd"),       # the reference scans (CPU / reference backend)
+    ("GEMMs", r"^aten::(mm|addmm|bmm|baddbmm|_scaled_mm|convolution|_convolution|cudnn_convolution|matmul|linear)\b"),
+    ("norms", r"norm"),
+    ("mixer (other)", r"Mamba|SelectiveScanFn|Mixer"),             # any other kernel inside mamba-ssm's functions
+)
+
+
+def group_of(name: str, ancestors: list[str]) -> str:
+    """The group of a kernel/op `name` that ran under `ancestors` (innermost first)."""
+    for group, pattern in _KERNEL_RULES:
+        if re.search(pattern, name, re.IGNORECASE):
+            return group
+    for op in [name, *ancestors]:
+        for group, pattern in _OP_RULES:
+            if re.search(pattern, op):
+                return group
+    return "other"
+
+
+def _ancestors(evt) -> list[str]:
+    out, p = [], evt.cpu_parent
+    while p is not None:
+        out.append(p.name)
+        p = p.cpu_parent
+    return out
+
+
+def grouped_times(prof, device_type: str) -> dict[str, float]:
+    """Microseconds per group: CUDA kernel time (device_type 'cuda') or leaf CPU ops' self time ('cpu')."""
+    out = dict.fromkeys(GROUPS, 0.0)
+    for evt in prof.events():
+        if device_type == "cuda":
+            for k in getattr(evt, "kernels", ()):
+                out[group_of(k.name, [evt.name, *_ancestors(evt)])] += k.duration
+        elif evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_children:
+            out[group_of(evt.name, _ancestors(evt))] += evt.self_cpu_time_total
+    return out
+
+
+class _Count(TorchDispatchMode):
+    """FLOPs (torch's flop formulas, 2 per MAC) and bytes (tensor inputs + outputs) per group of every aten op."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops, self.bytes = defaultdict(float), defaultdict(float)
+        self.force: str | None = None  # the group of every op while set (the optimizer step)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = f"aten::{func.overloadpacket.__name__}"
+        group = self.force or group_of(name, [])
+        flat = torch.utils._pytree.tree_leaves((args, kwargs, out))
+        self.bytes[group] += sum(t.numel() * t.element_size() for t in flat if isinstance(t, torch.Tensor))
+        if func.overloadpacket in flop_registry:
+            self.flops[group] += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
+        return out
+
+
+def fused_mixer_counts(model, batch: int, act_bytes: int) -> dict[str, tuple[float, float]]:
+    """(FLOPs, bytes) of the scan/SSD and causal-conv kernels of one training step (fwd + bwd = 3x fwd FLOPs),
+    from the shapes; the projections around them are GEMMs and counted there."""
+    scan, conv = [0.0, 0.0], [0.0, 0.0]
+    for blk in model.blocks:
+        m, length, k = blk.mixer, blk.orders.shape[1] // blk.segments, blk.mixer.num_directions
+        bl, e, n = batch * blk.orders.shape[1], m.d_inner, m.d_state
+        if hasattr(m, "nheads"):  # Mamba-2: chunked SSD (C.B^T, its product with x, chunk states in/out) + gate
+            q, channels = min(m.chunk_size, length), e + 2 * m.ngroups * n
+            macs = bl * (q * m.ngroups * n + q * e + 2 * e * n) + bl * e
+            per_token = channels + m.nheads + e                   # x, B, C, dt in; y out (z is gated in the norm)
+        else:  # Mamba-1: selective scan 9 B L E N + D skip + z gate (fvcore's formula, as zigma.backbones.flops)
+            channels = e
+            macs = 9 * bl * e * n + 2 * bl * e
+            per_token = 4 * e + 2 * n                             # u, delta, z in; y out; B, C in
+        conv[0] += k * 3 * 2 * bl * channels * m.d_conv
+        conv[1] += k * 5 * bl * channels * act_bytes              # fwd: x in, y out; bwd: x, dy in, dx out
+        scan[0] += k * 3 * 2 * macs
+        scan[1] += k * 2 * bl * per_token * act_bytes * 2         # fwd once, bwd ~twice (inputs + dy, gradients)
+    return {"selective scan / SSD": tuple(scan), "causal conv": tuple(conv)}
+
+
+def profile(cfg: Config, variant: Variant, *, tokens: int, steps: int = 2) -> tuple[dict, dict, dict, int]:
+    """-> (us per group per step, flops per group, bytes per group, batch) of one training step."""
+    device = torch.device(cfg.device)
+    dtype = DTYPES[cfg.dtype] if device.type == "cuda" else torch.float32
+    model = _build(variant, tokens, cfg, device)
+    batch = max(1, cfg.batch_tokens // tokens)
+    g = torch.Generator(device).manual_seed(0)
+    x1 = torch.randn(batch, *model.input_shape, generator=g, device=device)
+    x0, t = torch.randn_like(x1), torch.rand(batch, generator=g, device=device)
+    y = torch.randint(0, cfg.num_classes, (batch,), generator=g, device=device)
+    xt, ut = t.view(-1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1)) * x0, x1 - x0
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+
+    def step(counter: _Count | None = None):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = F.mse_loss(model(xt, t, y=y).float(), ut)
+        loss.backward()
+        if counter is not None:
+            counter.force = "optimizer"
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        torch.cuda.synchronize()
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    times = {k: v / steps for k, v in grouped_times(prof, device.type).items()}
+    counter = _Count()
+    with counter:
+        step(counter)
+    flops, bytes_ = dict(counter.flops), dict(counter.bytes)
+    act = 2 if dtype != torch.float32 else 4
+    for group, (f, b) in fused_mixer_counts(model, batch, act).items():
+        if variant.mixer_backend != "reference" and device.type == "cuda":
+            flops[group], bytes_[group] = flops.get(group, 0.0) + f, bytes_.get(group, 0.0) + b
+    return times, flops, bytes_, batch
+
+
+def table(times: dict, flops: dict, bytes_: dict, *, peak_tflops: float, peak_tbps: float) -> list[dict]:
+    """One row per group: measured ms, share, FLOPs, bytes, roofline ms and measured / roofline."""
+    total = sum(times.values()) or 1.0
+    rows = []
+    for group in GROUPS:
+        f, b = flops.get(group, 0.0), bytes_.get(group, 0.0)
+        roof = max(f / (peak_tflops * 1e12), b / (peak_tbps * 1e12)) * 1e3
+        ms = times.get(group, 0.0) / 1e3
+        rows.append({"group": group, "ms": ms, "share": times.get(group, 0.0) / total, "gflop": f / 1e9,
+                     "gbytes": b / 1e9, "roofline_ms": roof, "over_roofline": ms / roof if roof > 0 else None})
+    return rows
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| group | measured ms | share | GFLOP | GB moved | roofline ms | measured / roofline |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = "-" if r["over_roofline"] is None else f"{r['over_roofline']:.1f}x"
+        lines.append(f"| {r['group']} | {r['ms']:.2f} | {100 * r['share']:.1f} % | {r['gflop']:.1f} | "
+                     f"{r['gbytes']:.2f} | {r['roofline_ms']:.3f} | {ratio} |")
+    total = sum(r["ms"] for r in rows)
+    lines.append(f"| **total** | {total:.2f} | 100 % | | | {sum(r['roofline_ms'] for r in rows):.3f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--size", default="B")
+    p.add_argument("--tokens", type=int, default=4096, help="tokens a sample (a square grid)")
+    p.add_argument("--batch-tokens", type=int, default=65536)
+    p.add_argument("--mixers", default="mamba1,mamba2", help="comma separated, of: " + ", ".join(MIXERS))
+    p.add_argument("--scan", default="zigzag-8", choices=["zigzag-8", "sweep-1"])
+    p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 TFLOP/s (H200 SXM: 989)")
+    p.add_argument("--peak-tbps", type=float, default=4.8, help="HBM TB/s (H200: 4.8)")
+    p.add_argument("--steps", type=int, default=2, help="profiled steps (averaged)")
+    p.add_argument("--out", default="profile-out")
+    args = p.parse_args(argv)
+    mixers = [m for m in args.mixers.split(",") if m]
+    bad = [m for m in mixers if m not in MIXERS]
+    if bad or (args.device.startswith("cuda") and not torch.cuda.is_available()):
+        p.error(f"unknown mixer {bad[0]!r}" if bad else "--device cuda but no CUDA device here")
+    cfg = Config(size=args.size, device=args.device, dtype=args.dtype, batch_tokens=args.batch_tokens)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    card = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    doc, md = {"device": card, "args": vars(args), "torch": torch.__version__, "results": {}}, []
+    for mixer in mixers:
+        variant = Variant("zigma", "profile", args.scan, "relative", mixer=mixer)
+        times, flops, bytes_, batch = profile(cfg, variant, tokens=args.tokens, steps=args.steps)
+        rows = table(times, flops, bytes_, peak_tflops=args.peak_tflops, peak_tbps=args.peak_tbps)
+        doc["results"][mixer] = {"batch": batch, "rows": rows}
+        md.append(markdown(rows, f"## ZigMa-{args.size} ({mixer}, {args.scan}), {args.tokens} tokens x {batch}, "
+                                 f"{args.dtype}, one training step on {card} (peaks {args.peak_tflops:g} TFLOP/s, "
+                                 f"{args.peak_tbps:g} TB/s)"))
+        print(md[-1], flush=True)
+    (out / "profile_step.json").write_text(json.dumps(doc, indent=1))
+    (out / "profile_step.md").write_text("# One training step, profiled (benchmarks/profile_step.py)\n\n" + "\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

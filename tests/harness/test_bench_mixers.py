@@ -1,0 +1,54 @@
+"""The bench's mixer option: Mamba-1 and Mamba-2 ZigMa side by side with DiT, their ratios, and the CLI flag."""
+
+import pytest
+import torch
+
+import benchmarks.bench as bench
+from benchmarks.analysis import goal_ratios
+
+TINY = dict(size="tiny", device="cpu", batch_tokens=32, small_batch_tokens=16, small_max_tokens=16, warmup=0,
+            iters=1, nfe=2, threads=1, ceiling=False, mixer_check=False, permute_check=False)
+
+
+def test_mixers_option_keeps_the_zigma_variants_of_those_mixers_and_every_dit_variant():
+    names = bench.make_config(mixers="mamba2", **TINY).variants
+    assert "zigzag-8-mamba2" in names and "no-scan-mamba2" in names and "attention" in names
+    assert "zigzag-8" not in names and "sweep-2" not in names
+    assert "zigzag-8-mamba2-compiled" in bench.make_config(mixers="mamba2", compile=True, **TINY).variants
+
+
+def test_unknown_mixer_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="unknown mixer 'mamba3'; available: mamba1, mamba2"):
+        bench.make_config(mixers="mamba3", **TINY)
+
+
+def test_mamba2_rows_build_mamba2_mixers_and_record_the_mixer():
+    torch.set_num_threads(1)
+    cfg = bench.make_config(tokens="4", variants="zigzag-8-mamba2,no-scan-mamba2,attention", **TINY)
+    rows = bench.run(cfg, log=lambda s: None)["rows"]
+    assert [(r["variant"], r["mixer"], r["status"]) for r in rows] == [
+        ("zigzag-8-mamba2", "mamba2", "ok"), ("no-scan-mamba2", "mamba2", "ok"), ("attention", None, "ok")]
+    assert rows[0]["mixer_backend"] == "reference" and rows[0]["step_ms"] > 0
+
+
+def test_best_ratio_takes_each_backbone_in_its_fastest_configuration():
+    row = lambda v, n, img: dict(variant=v, tokens=n, status="ok", step_ms=1000 / img, train_images_per_s=img,
+                                 peak_memory_gb=1.0, sample_ms_per_image=1.0, params_m=1.0)
+    rows = [row("zigzag-8", 4096, 30.0), row("zigzag-8-mamba2", 4096, 45.0), row("zigzag-8-mamba2-compiled", 4096, 50.0),
+            row("attention", 4096, 40.0), row("attention-compiled", 4096, 60.0), row("no-scan-mamba2", 4096, 46.0)]
+    ratios = goal_ratios({"rows": rows, "device": "x"})
+    assert ratios["best_zigma_over_best_dit_throughput"] == {4096: pytest.approx(50 / 60)}
+    assert ratios["best_configs"] == {4096: "zigzag-8-mamba2-compiled / attention-compiled"}
+    assert ratios["scan_overhead_pct_mamba2"] == {4096: pytest.approx(100 * (1000 / 45 - 1000 / 46) / (1000 / 46))}
+
+
+def test_gpu_mixer2_dry_run_writes_its_markdown_and_json_with_every_check_passing(tmp_path):
+    import json
+
+    from benchmarks import gpu_mixer2
+    gpu_mixer2.main(["--cpu-dry-run", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "gpu_mixer2.json").read_text())
+    assert not data["errors"]
+    assert all(row[p]["pass"] for row in data["sections"]["agreement"].values() for p in ("fp32", "bf16"))
+    assert data["sections"]["state_dict"]["pass"]
+    assert "| uni-segments-3 |" in (tmp_path / "gpu_mixer2.md").read_text()

@@ -1,0 +1,64 @@
+"""benchmarks/profile_step.py on CPU: kernel grouping rules, a tiny model's profile, the roofline arithmetic."""
+
+import pytest
+import torch
+
+from benchmarks import profile_step as ps
+from benchmarks.bench import Config, Variant
+
+# real CUDA kernel names (H100/H200 traces of cuBLAS, PyTorch, mamba-ssm, causal-conv1d) and the ops above them
+KERNELS = [
+    ("void selective_scan_fwd_kernel<Selective_Scan_fwd_kernel_traits<32, 4, 1, true, true, true, false, "
+     "true, c10::BFloat16, float, c10::BFloat16> >(SSMParamsBase)", ["SelectiveScanFn"], "selective scan / SSD"),
+    ("_chunk_scan_fwd_kernel", ["MambaSplitConv1dScanCombinedFn"], "selective scan / SSD"),
+    ("void at::native::elementwise_kernel<128, 2, ...>", ["aten::copy_", "MambaSplitConv1dScanCombinedFn"],
+     "mixer (other)"),
+    ("_state_passing_bwd_kernel", ["autograd::engine::evaluate_function: MambaSplitConv1dScanCombinedFnBackward"],
+     "selective scan / SSD"),
+    ("void causal_conv1d_fwd_kernel<Causal_conv1d_fwd_kernel_traits<128, 4, true, c10::BFloat16, float> >"
+     "(ConvParamsBase)", ["MambaInnerFn"], "causal conv"),
+    ("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_NTN", ["aten::mm", "aten::linear"], "GEMMs"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_"
+     "kernel__5x_cublas", ["aten::addmm"], "GEMMs"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>(int, float, "
+     "c10::BFloat16 const*, c10::BFloat16 const*, c10::BFloat16 const*, float*, float*, c10::BFloat16*)",
+     ["aten::native_layer_norm", "aten::layer_norm"], "norms"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
+     "FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::FusedAdamMathFunctor<float, 4, "
+     "(at::native::ADAM_MODE)1, false>, float*, double, double, double, double, double, double, bool, float*, "
+     "float*>", ["aten::_fused_adamw_", "Optimizer.step#AdamW.step"], "optimizer"),
+    ("void at::native::index_elementwise_kernel<128, 4, at::native::gpu_index_kernel<...> >(long, ...)",
+     ["aten::index_select", "_PermuteTokens"], "permutation gathers"),
+    ("void at::native::vectorized_gather_kernel<16, long>(char*, char*, long*, int, long, long, long, long, bool)",
+     ["aten::take", "autograd::engine::evaluate_function: _PermuteTokensBackward"], "permutation gathers"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::BinaryFunctor<float, float, float, "
+     "at::native::binary_internal::MulFunctor<float> >, ...>", ["aten::mul", "MambaInnerFn"], "mixer (other)"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>, ...>",
+     ["aten::add", "autograd::engine::evaluate_function: AddBackward0"], "other"),
+]
+
+
+@pytest.mark.parametrize("name,ancestors,group", KERNELS, ids=[k[2] + f"-{i}" for i, k in enumerate(KERNELS)])
+def test_each_kernel_goes_to_its_group(name, ancestors, group):
+    assert ps.group_of(name, ancestors) == group
+
+
+def test_a_cpu_profile_of_a_tiny_zigma_fills_the_scan_gemm_gather_and_optimizer_groups():
+    torch.set_num_threads(1)
+    cfg = Config(size="tiny", device="cpu", batch_tokens=32)
+    times, flops, bytes_, batch = ps.profile(cfg, Variant("zigma", "t", "zigzag-8", "relative"), tokens=16, steps=1)
+    assert batch == 2 and set(times) == set(ps.GROUPS)
+    for group in ("selective scan / SSD", "GEMMs", "permutation gathers", "optimizer"):
+        assert times[group] > 0, group
+    assert flops["GEMMs"] > 0 and bytes_["optimizer"] > 0
+
+
+def test_roofline_is_the_slower_of_compute_and_memory_at_the_given_peaks():
+    rows = {r["group"]: r for r in ps.table(
+        {"GEMMs": 2000.0, "norms": 500.0}, {"GEMMs": 1e12, "norms": 1e6}, {"GEMMs": 1e6, "norms": 1e9},
+        peak_tflops=1000.0, peak_tbps=4.0)}
+    assert rows["GEMMs"]["roofline_ms"] == pytest.approx(1.0)       # 1e12 FLOP at 1e15 FLOP/s
+    assert rows["GEMMs"]["over_roofline"] == pytest.approx(2.0)
+    assert rows["norms"]["roofline_ms"] == pytest.approx(0.25)      # 1e9 B at 4e12 B/s
+    assert rows["norms"]["share"] == pytest.approx(0.2)
+    assert rows["other"]["over_roofline"] is None
