@@ -267,7 +267,7 @@ def test_ending_orphans_kills_running_child_runs_but_spares_live_ones(tmp_path):
 def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, capsys):
     from harness.cli import main
     study = write_study(tmp_path / "d.yaml", "dry")
-    main(["run", str(study), "--dry-run", "--out", str(tmp_path / "runs")])
+    main(["run", str(study), "--dry-run", "--runs", str(tmp_path / "runs")])
     out = capsys.readouterr().out
     assert "dry: 12 trial(s)" in out and out.count("toy-blobs") == 12
     assert not (tmp_path / "runs").exists()
