@@ -364,7 +364,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     metrics = result["metrics"]
     tracker.log_metrics(run_id, metrics, spec.config.train.steps)
     tracker.log_artifacts(run_id, [*artifacts, *(trial_dir / f for f in (
-        "samples.png", "metrics_meta.json", "cost.json", "results.json"))])
+        "samples.png", "real.png", "metrics_meta.json", "cost.json", "results.json"))])
     value = metrics.get(metric, float("nan"))
     if not math.isfinite(value):
         reason = f"objective metric {metric!r} is {value} (results: {sorted(metrics)})"

@@ -190,7 +190,7 @@ def variant_metrics(runs: list[tuple[dict[str, str], dict[str, float]]]) -> dict
     groups: dict[str, dict[str, list[float]]] = {}
     for params, metrics in runs:
         axes = {k[len("axis."):]: v for k, v in sorted(params.items()) if k.startswith("axis.")}
-        name = ",".join(f"{k}:{v}" for k, v in axes.items()) or "base"
+        name = " ".join(f"{k}:{v}" for k, v in axes.items()) or "base"
         for m, v in metrics.items():
             if math.isfinite(v):
                 groups.setdefault(_metric_name(name), {}).setdefault(m, []).append(v)

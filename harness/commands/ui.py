@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
 import subprocess
 import sys
 import time
@@ -41,7 +42,8 @@ def ui_commands(folder: Path, *, host: str, mlflow_port: int, optuna_port: int) 
                           f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "mlartifacts"),
                           "--host", host, "--port", str(mlflow_port), "--workers", "1"]
     if (folder / "optuna.journal").exists():
-        cmds["optuna"] = [sys.executable, "-m", "optuna_dashboard", str(folder / "optuna.journal"), "--host", host,
+        cmds["optuna"] = [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; sys.exit(main())",
+                          str(folder / "optuna.journal"), "--host", host,
                           "--port", str(optuna_port), "--storage-class", "JournalFileStorage"]
     return cmds
 
@@ -66,6 +68,7 @@ def ui(study: str = typer.Argument(..., metavar="RUNS_DIR_OR_STUDY", help="A stu
     folder = _folder(study, runs_dir(runs, out), preset)
     cmds = ui_commands(folder, host=host, mlflow_port=mlflow_port, optuna_port=optuna_port)
     _check_installed(list(cmds))
+    signal.signal(signal.SIGTERM, _interrupt)          # a terminated `harness ui` stops its servers too
     procs = {name: subprocess.Popen(cmd) for name, cmd in cmds.items()}
     urls = {"mlflow": f"MLflow UI:        http://{host}:{mlflow_port}",
             "optuna": f"optuna-dashboard: http://{host}:{optuna_port}"}
@@ -87,6 +90,10 @@ def ui(study: str = typer.Argument(..., metavar="RUNS_DIR_OR_STUDY", help="A stu
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def register(app: typer.Typer) -> None:
