@@ -99,6 +99,13 @@ def test_status_takes_the_study_file(ui_study):
     assert "ui: 4 done, 0 running, 0 failed, 0 pruned, 0 pending (of 4)" in out
 
 
+def test_status_of_a_study_file_with_a_preset_looks_in_the_presets_folder(tmp_path):
+    res = subprocess.run(harness_cmd("status", "studies/scan_ablation.yaml", "--preset", "smoke", "--runs",
+                                     str(tmp_path)), env=env(), capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 2 and f"{tmp_path / 'scan_ablation-smoke'}: no optuna.journal" in res.stderr  # README
+
+
 def test_the_deprecated_out_option_still_names_the_runs_folder(ui_study):
     res = _harness("status", "ui", "--out", str(ui_study / "runs"))
     assert "4 done" in res.stdout and "--out is deprecated" in res.stderr
