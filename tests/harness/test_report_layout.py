@@ -61,7 +61,7 @@ def _probe(page: Path, script: str, tmp: Path) -> dict:
     probe = tmp / "probe.html"
     probe.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>", 1))
     res = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     found = re.search(r'<pre id="__probe">(.*?)</pre>', res.stdout, re.DOTALL)
     assert found, res.stderr[-2000:]
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))

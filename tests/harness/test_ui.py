@@ -43,7 +43,7 @@ def ui_study(tmp_path_factory):
 
 
 def _harness(*args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run(harness_cmd(*args), env=env(), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(harness_cmd(*args), env=env(), capture_output=True, text=True, timeout=600, check=False)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     return res
 
@@ -101,7 +101,7 @@ def test_status_takes_the_study_file(ui_study):
 
 def test_status_of_a_study_file_with_a_preset_looks_in_the_presets_folder(tmp_path):
     res = subprocess.run(harness_cmd("status", "studies/scan_ablation.yaml", "--preset", "smoke", "--runs",
-                                     str(tmp_path)), env=env(), capture_output=True, text=True, timeout=120,
+                                     str(tmp_path)), env=env(), capture_output=True, text=True, timeout=120, check=False,
                          cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 2 and f"{tmp_path / 'scan_ablation-smoke'}: no optuna.journal" in res.stderr  # README
 
@@ -113,7 +113,7 @@ def test_the_deprecated_out_option_still_names_the_runs_folder(ui_study):
 
 def test_a_preset_with_a_study_name_instead_of_a_file_is_one_clear_error(ui_study):
     res = subprocess.run(harness_cmd("status", "ui", "--preset", "smoke", "--runs", str(ui_study / "runs")),
-                         env=env(), capture_output=True, text=True, timeout=120)
+                         env=env(), capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "--preset" in res.stderr
 
 
@@ -173,10 +173,10 @@ def servers(ui_study):
 def _render(url: str, tmp: Path, shot: str) -> tuple[str, str]:
     """(page HTML after its scripts ran, visible text); a screenshot goes to tmp (and docs/img/ when asked)."""
     profile = [f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=20000"]
-    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True,
+    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True, check=False,
                          timeout=180).stdout
     subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, *profile, f"--screenshot={tmp / shot}", url], capture_output=True,
-                   timeout=180, cwd=tmp)
+                   timeout=180, cwd=tmp, check=False)
     if SCREENSHOTS and (tmp / shot).exists():
         shutil.copy(tmp / shot, DOCS_IMG / shot)
     text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", dom, flags=re.DOTALL)
