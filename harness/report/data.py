@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError
 
 __all__ = ["StudyData", "load_study_data", "short_key", "variant_label"]
@@ -188,6 +189,10 @@ def _artifact(client, run_id: str, path: str, folder: Path | None, tmp: Path) ->
     if client is None or run_id is None:
         return None
     try:
+        uri, store = client.get_run(run_id).info.artifact_uri, client.tracking_uri
+        if uri.startswith(PROXY) and store.startswith("sqlite:///"):   # harness's own store: <folder>/mlartifacts
+            local = Path(store[len("sqlite:///"):]).parent / "mlartifacts" / uri[len(PROXY):].lstrip("/") / path
+            return local if local.is_file() else None
         names = {a.path for a in client.list_artifacts(run_id)}
         if path not in names:
             return None

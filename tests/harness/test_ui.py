@@ -94,6 +94,14 @@ def test_a_moved_study_folder_keeps_its_own_mlflow_store_and_artifacts(ui_study,
         assert (moved / "mlartifacts" / r.info.artifact_uri[len(PROXY):] / "samples.png").is_file()
 
 
+def test_a_report_from_the_mlflow_store_alone_finds_the_artifacts_under_the_study_folder(ui_study, tmp_path):
+    from harness.report import build_report
+    moved = tmp_path / "ui"
+    shutil.copytree(ui_study / "runs" / "ui", moved, ignore=shutil.ignore_patterns("trials"))
+    figures = json.loads((build_report(moved, tmp_path / "report") / "summary.json").read_text())["figures"]
+    assert sum(f.startswith("samples-") for f in figures) == 4 and "real-ui.png" in figures
+
+
 def test_status_takes_the_study_file(ui_study):
     out = _harness("status", str(ui_study / "ui.yaml"), "--runs", str(ui_study / "runs")).stdout
     assert "ui: 4 done, 0 running, 0 failed, 0 pruned, 0 pending (of 4)" in out
