@@ -13,7 +13,7 @@ from plugins.errors import HarnessError
 __all__ = ["app", "main"]
 
 #: sub-command modules, in the order `harness --help` lists them
-COMMANDS = ("run", "validate", "ls", "status", "worker", "report", "scans", "models", "fid", "bench")
+COMMANDS = ("run", "validate", "ls", "status", "worker", "report", "ui", "scans", "models", "fid", "bench")
 
 app = typer.Typer(
     name="harness",
@@ -21,7 +21,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},   # inherited by every sub-command
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            typer.echo(f"zigma-harness {version('zigma-harness')}")
+        except PackageNotFoundError:
+            typer.echo("zigma-harness (not installed: run from a checkout)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(_version_flag: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                            help="Print the version and exit.")) -> None:
+    """Benchmark and ablate Mamba diffusion models: scan orders, backbones, interpolants and what they cost."""
 
 for _name in COMMANDS:
     importlib.import_module(f"harness.commands.{_name}").register(app)

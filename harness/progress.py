@@ -9,7 +9,7 @@ from collections.abc import Callable
 from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
+                           TimeElapsedColumn, TimeRemainingColumn)
 
 from harness.runner import WorkerHooks
 from harness.study import TrialSpec
@@ -44,14 +44,15 @@ class LineProgress:
 
 
 class RichProgress:
-    """A study bar (trials done of total) and a bar for the running trial's phase (train, sample, metrics)."""
+    """A study bar (trials done of total) and a bar for the running trial's phase (train, sample, metrics), each
+    with elapsed time and rich's estimate of the time remaining."""
 
     def __init__(self, total: Callable[[], dict[str, int]]) -> None:
         self.total = total
         self.console = Console(file=sys.stderr)
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 console=self.console, transient=False)
+                                 TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=False)
         c = total()
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)

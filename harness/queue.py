@@ -1,7 +1,9 @@
 """The trial queue on Optuna storage: exactly-once enqueue, claiming, dead workers and re-queueing.
 
-Identity of a trial lives in its user attrs (`trial_key`, `label`, `params`, `seed`), not in Optuna params,
-so a study file can gain axis values later. A trial that must run again (its worker died, it was interrupted,
+Identity of a trial lives in its user attrs (`trial_key`, `label`, `params`, `seed`). A grid trial also carries
+its combination as Optuna params, each with a CategoricalDistribution of the study's values for that axis (JSON
+text for values that are not scalars), so optuna-dashboard and `optuna.visualization` plot grids like searches;
+matching never reads them, so a study file can gain axis values later. A trial that must run again (its worker died, it was interrupted,
 or `--retry-failed`) is ended FAIL and a WAITING copy is added whose `attempts` lists the superseded trial
 numbers; only the copy counts. Claiming goes through `set_trial_state_values(RUNNING)`, which succeeds for one
 worker only (journal log order, or SELECT ... FOR UPDATE on PostgreSQL).
@@ -9,6 +11,7 @@ worker only (journal log order, or SELECT ... FOR UPDATE on PostgreSQL).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -20,6 +23,7 @@ from typing import Any
 
 import optuna
 import psutil
+from optuna.distributions import CategoricalDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -29,7 +33,7 @@ from plugins.errors import HarnessError, MissingDependencyError
 
 __all__ = ["open_storage", "storage_label", "enqueue", "claim", "fail_and_requeue", "requeue",
            "recover_stale", "retry_failed", "latest_by_key", "superseded", "worker_stamp", "heartbeat",
-           "IDENTITY"]
+           "IDENTITY", "grid_params"]
 
 IDENTITY = ("trial_key", "label", "params", "seed", "mlflow_run_id")
 JOURNAL = "optuna.journal"
@@ -110,13 +114,35 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
 
 
 # -- enqueue -----------------------------------------------------------------------------------------------
+def _choice(v: Any) -> Any:
+    """An axis value as an Optuna categorical choice (None, bool, int, float, str; anything else as JSON)."""
+    return v if v is None or isinstance(v, bool | int | float | str) else json.dumps(v, sort_keys=True)
+
+
+def grid_params(specs: list[TrialSpec]) -> dict[str, tuple[dict[str, Any], dict[str, CategoricalDistribution]]]:
+    """trial_key -> (Optuna params, their distributions): each axis is categorical over all its values."""
+    choices: dict[str, list[Any]] = {}
+    for spec in specs:
+        for k, v in spec.params.items():
+            values = choices.setdefault(k, [])
+            if not any(type(c) is type(_choice(v)) and c == _choice(v) for c in values):
+                values.append(_choice(v))
+    dists = {k: CategoricalDistribution(v) for k, v in choices.items()}
+    return {s.key: ({k: _choice(v) for k, v in s.params.items()}, {k: dists[k] for k in s.params})
+            for s in specs}
+
+
 def enqueue(study: optuna.Study, specs: list[TrialSpec]) -> int:
-    """Add a WAITING trial for every spec whose key the study has never seen; returns how many were added."""
+    """Add a WAITING trial (identity in user attrs, combination as params) for every spec whose key the study
+    has never seen; returns how many were added."""
     seen = {t.user_attrs.get("trial_key") for t in study.get_trials(deepcopy=False)}
+    grid = grid_params(specs)
     added = 0
     for spec in specs:
         if spec.key not in seen:
-            study.enqueue_trial({}, user_attrs=identity(spec))
+            params, dists = grid[spec.key]
+            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=params,
+                                                      distributions=dists, user_attrs=identity(spec)))
             seen.add(spec.key)
             added += 1
     return added
@@ -127,7 +153,8 @@ def requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> None:
     attrs = {k: t.user_attrs[k] for k in IDENTITY if k in t.user_attrs}
     attrs["attempts"] = _attempts(t) + [{"number": t.number, "reason": reason}]
     fixed = t.system_attrs.get("fixed_params") or dict(t.params)
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=attrs,
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=dict(t.params),
+                                              distributions=dict(t.distributions), user_attrs=attrs,
                                               system_attrs={"fixed_params": fixed}))
 
 

@@ -95,7 +95,10 @@ def open_session(study: Study, *, folder: Path, storage: str | None, tracking_ur
         except KeyError:
             raise HarnessError(f"no study {study.name!r} in {queue.storage_label(storage)}; start it with "
                                "`harness run STUDY.yaml --storage ...` first") from None
-    uri = tracking_uri or osd.user_attrs.get("tracking_uri") or default_tracking_uri(folder)
+    stored = osd.user_attrs.get("tracking_uri")
+    if stored == default_tracking_uri(Path(osd.user_attrs.get("out_dir") or folder)):
+        stored = None    # the default store follows the study folder, wherever it was moved
+    uri = tracking_uri or stored or default_tracking_uri(folder)
     artifacts = folder / "mlartifacts" if uri.startswith("sqlite") else None
     tracker = Tracker(uri, study.name, artifact_root=artifacts) if track else None
     parent = osd.user_attrs.get("mlflow_parent_run_id", "")
@@ -361,7 +364,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     metrics = result["metrics"]
     tracker.log_metrics(run_id, metrics, spec.config.train.steps)
     tracker.log_artifacts(run_id, [*artifacts, *(trial_dir / f for f in (
-        "samples.png", "metrics_meta.json", "cost.json", "results.json"))])
+        "samples.png", "real.png", "metrics_meta.json", "cost.json", "results.json"))])
     value = metrics.get(metric, float("nan"))
     if not math.isfinite(value):
         reason = f"objective metric {metric!r} is {value} (results: {sorted(metrics)})"

@@ -1,20 +1,29 @@
 """MLflow: one parent run per study, one child run per trial (the layout in docs/ARCHITECTURE.md).
 
-The default store is SQLite under the study folder (an absolute URI, telemetry off) with artifacts beside it;
-any tracking URI (an `mlflow server`, PostgreSQL) is accepted. Runs are addressed by id through MlflowClient,
+The default store is SQLite under the study folder (an absolute URI, telemetry off) with artifacts beside it in
+`mlartifacts/`. MLflow 3.17 turns any relative artifact location into an absolute path, so those experiments use the
+proxied scheme `mlflow-artifacts:/<study>` instead: the harness copies artifact files to
+`<study folder>/mlartifacts/<path>` itself and `harness ui` serves them with `--artifacts-destination`, so a moved
+or copied study folder keeps its artifacts. Any tracking URI (an `mlflow server`, PostgreSQL) is accepted. Runs are addressed by id through MlflowClient,
 so a resumed trial continues its own child run and no run is left RUNNING after an interruption.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
+import shutil
+import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten"]
+__all__ = ["Tracker", "default_tracking_uri", "flatten", "PROXY", "variant_metrics"]
+
+PROXY = "mlflow-artifacts:/"     # artifact URIs relative to a server's --artifacts-destination (the study folder)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
@@ -46,11 +55,11 @@ class Tracker:
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
-        self.uri = uri
+        self.uri, self.artifact_root = uri, artifact_root
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
-            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            location = PROXY + re.sub(r"[^A-Za-z0-9_.-]", "_", experiment) if artifact_root is not None else None
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             except Exception:  # another process created it first  # noqa: BLE001
@@ -105,10 +114,41 @@ class Tracker:
         for i in range(0, len(items), _BATCH_METRICS):
             self.client.log_batch(run_id, metrics=items[i:i + _BATCH_METRICS])
 
-    def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
-        for p in paths:
-            if Path(p).exists():
-                self.client.log_artifact(run_id, str(p))
+    def log_artifacts(self, run_id: str, paths: Iterable[Path], artifact_path: str | None = None) -> None:
+        """Files (and folders) as artifacts of run_id, under artifact_path."""
+        local = self._local_artifacts(run_id)
+        for p in map(Path, paths):
+            if not p.exists():
+                continue
+            if local is None:
+                log = self.client.log_artifacts if p.is_dir() else self.client.log_artifact
+                log(run_id, str(p), artifact_path)
+                continue
+            dst = local / (artifact_path or "")
+            dst.mkdir(parents=True, exist_ok=True)
+            if p.is_dir():
+                shutil.copytree(p, dst / p.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(p, dst / p.name)
+
+    def _local_artifacts(self, run_id: str) -> Path | None:
+        """<artifact_root>/<path> for a proxied artifact URI on a local store (the client cannot write those)."""
+        uri = self.client.get_run(run_id).info.artifact_uri
+        if self.artifact_root is None or not uri.startswith(PROXY) or self.uri.startswith(("http:", "https:")):
+            return None
+        return self.artifact_root / uri[len(PROXY):].lstrip("/")
+
+    def log_study_summary(self, parent_id: str, report_dir: Path | None) -> dict[str, float]:
+        """The parent run gets each variant's mean and std over seeds of every final metric of its completed
+        child runs (`<variant>/<metric>`, `<variant>/<metric>.std`) and the report folder as artifact `report/`."""
+        children = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
+        summary = variant_metrics([(r.data.params, r.data.metrics) for r in children
+                                   if r.data.tags.get("harness.status") == "completed"])
+        self.log_metrics(parent_id, summary, 0)
+        if report_dir is not None and Path(report_dir).is_dir():
+            self.log_artifacts(parent_id, sorted(Path(report_dir).iterdir()), "report")
+        return summary
 
     def end_trial(self, run_id: str, *, status: str, failure: str | None = None) -> None:
         """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED)."""
@@ -142,3 +182,26 @@ class Tracker:
         for i in range(0, len(items), _BATCH_PARAMS):
             self.client.log_batch(run_id, params=items[i:i + _BATCH_PARAMS])
 
+
+
+def variant_metrics(runs: list[tuple[dict[str, str], dict[str, float]]]) -> dict[str, float]:
+    """[(params, final metrics) of each completed trial] -> {'<axis values>/<metric>': mean, '... .std': std}.
+    A variant is the set of `axis.*` params (all seeds of one combination); std is the sample std (0 for one)."""
+    groups: dict[str, dict[str, list[float]]] = {}
+    for params, metrics in runs:
+        axes = {k[len("axis."):]: v for k, v in sorted(params.items()) if k.startswith("axis.")}
+        name = " ".join(f"{k}:{v}" for k, v in axes.items()) or "base"
+        for m, v in metrics.items():
+            if math.isfinite(v):
+                groups.setdefault(_metric_name(name), {}).setdefault(m, []).append(v)
+    out: dict[str, float] = {}
+    for name, metrics in groups.items():
+        for m, vals in metrics.items():
+            out[f"{name}/{m}"] = statistics.fmean(vals)
+            out[f"{name}/{m}.std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return out
+
+
+def _metric_name(s: str) -> str:
+    """Only the characters MLflow allows in metric names (alphanumerics, _ - . space : /)."""
+    return re.sub(r"[^A-Za-z0-9_\-. :]", "_", s)

@@ -192,6 +192,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                         amp=amp, advance=hooks.advance, measure=cfg.eval.cost)
     if cfg.eval.grid_samples:
         save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
+        save_grid(data.reference(cfg.eval.grid_samples, seed=0), trial_dir / "real.png", cfg.eval.grid_samples)
     hooks.phase("metrics", None)
     values, meta = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (see benchmarks/README.md). Run from the repository root there, with
-# carry [".gpu", "runs"]; .gpu holds wheels from ../shared/gpu/stage.py and the Fashion-MNIST subset from
+# carry [".gpu", "runs"]; .gpu holds wheels/ (mamba-ssm, causal-conv1d and the project's dependencies for the
+# device's Python, e.g. from `pip download`/`pip wheel`) and the Fashion-MNIST subset from
 # benchmarks/gpu/subset_fashion_mnist.py. Everything it produces lands in $OUT.
 #   PHASE=1: GPU0 runs `harness bench` then joins backbone_comparison; GPU1 runs scan_ablation (one worker each)
 #   PHASE=2: scan_ablation then backbone_comparison with two workers (--gpus 0,1) on the same studies

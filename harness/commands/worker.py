@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from harness.commands._options import DEPRECATED_OUT, runs_dir
 from plugins.errors import HarnessError
 
 
@@ -35,8 +36,9 @@ def load_from_storage(storage: str, name: str, out: Path | None):
 
 def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (URL or journal path)."),
            study: str = typer.Option(..., "--study", help="The study name."),
-           out: Path = typer.Option(None, "--out", help="Write trial folders to OUT/<study> (default: the "
-                                    "coordinator's folder, kept in the storage)."),
+           runs: Path = typer.Option(None, "--runs", help="Write trial folders to RUNS/<study> (default: the "
+                                     "coordinator's folder, kept in the storage)."),
+           out: Path = typer.Option(None, "--out", hidden=True, help=DEPRECATED_OUT),
            tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the "
                                             "coordinator's)."),
            quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial."),
@@ -50,7 +52,7 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
     from harness.trial import default_device
     from plugins.registry import load_registries
 
-    schema, folder = load_from_storage(storage, study, out)
+    schema, folder = load_from_storage(storage, study, runs_dir(runs, out))
     registries = load_registries()
     validate_study(schema, registries)
     session = runner.open_session(schema, folder=folder, storage=storage, tracking_uri=tracking_uri,

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError
 
 __all__ = ["StudyData", "load_study_data", "short_key", "variant_label"]
@@ -57,6 +58,8 @@ class StudyData:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)   # trial_key -> provenance.json
     metrics_meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_key -> metrics_meta.json
     samples: dict[str, Path] = field(default_factory=dict)               # trial_key -> samples image
+    real: Path | None = None                  # a grid of real reference images (one trial's real.png)
+    token_grid: tuple[int, int, int] | None = None   # (frames, H, W) tokens of the trials, when known
     tracking_uri: str | None = None
 
 
@@ -186,6 +189,10 @@ def _artifact(client, run_id: str, path: str, folder: Path | None, tmp: Path) ->
     if client is None or run_id is None:
         return None
     try:
+        uri, store = client.get_run(run_id).info.artifact_uri, client.tracking_uri
+        if uri.startswith(PROXY) and store.startswith("sqlite:///"):   # harness's own store: <folder>/mlartifacts
+            local = Path(store[len("sqlite:///"):]).parent / "mlartifacts" / uri[len(PROXY):].lstrip("/") / path
+            return local if local.is_file() else None
         names = {a.path for a in client.list_artifacts(run_id)}
         if path not in names:
             return None
@@ -194,6 +201,17 @@ def _artifact(client, run_id: str, path: str, folder: Path | None, tmp: Path) ->
         return Path(client.download_artifacts(run_id, path, str(dst)))
     except Exception:  # noqa: BLE001 - an unreachable artifact store leaves the section out, not the report
         return None
+
+
+def _token_grid(spec: Any) -> tuple[int, int, int] | None:
+    """(frames, H, W) tokens a trial's model sees: dataset resolution / patch size (/ 8 in VAE latent mode)."""
+    opts = spec.config.dataset.options
+    res, patch = opts.get("resolution"), spec.config.backbone.patch_size
+    if not isinstance(res, int):
+        return None
+    side = res // (8 if opts.get("vae_path") else 1) // patch
+    frames = opts.get("frames")
+    return (frames if isinstance(frames, int) else 1, side, side) if side > 0 else None
 
 
 def _pick(runs: list) -> Any:
@@ -230,6 +248,7 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
     if raw is not None:
         source = str(folder / "study.yaml") if folder else f"{data.name}/study.yaml"
         specs = {s.key: s for s in _study_spec(data, raw, source)}
+        data.token_grid = next(filter(None, map(_token_grid, specs.values())), None)
 
     by_key: dict[str, list] = {}
     for r in runs:
@@ -271,6 +290,8 @@ def _row_from_run(data: StudyData, key: str, run, client, tmp: Path) -> dict[str
         if path is not None:
             data.samples[key] = path
             break
+    if data.real is None:
+        data.real = _artifact(client, run.info.run_id, "real.png", folder, tmp)
     wanted = sorted(set(HISTORY_METRICS) | set(data.eval_metrics) | {data.objective})
     hist = {}
     for m in wanted:
@@ -320,6 +341,8 @@ def _rows_from_folders(data: StudyData, seen: set[str], specs: dict[str, Any]) -
                 store[d.name] = doc
         if (d / "samples.png").exists():
             data.samples[d.name] = d / "samples.png"
+        if data.real is None and (d / "real.png").exists():
+            data.real = d / "real.png"
         rows.append(row)
     return rows
 

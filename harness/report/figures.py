@@ -106,8 +106,14 @@ def bench(paths: list[Path]) -> tuple[Figure | None, list[dict[str, Any]]]:
 
 
 def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
+    """A real-data grid per study (the metrics' reference set), then one sample grid per variant."""
     out, used = [], set()
     for s in studies:
+        if s.real is not None and s.samples:
+            title = _label(s, "real data", multi)
+            out.append(Figure(f"real-{_slug(s.name)}.png", title, "Real images from the held-out reference set "
+                              "the metrics compare against, at the trials' resolution.", s.real.read_bytes(),
+                              "samples"))
         for _, t in s.trials.iterrows():
             label = _label(s, t["variant"], multi)
             if t["status"] != "completed" or label in used or t["trial_key"] not in s.samples:
@@ -125,15 +131,19 @@ def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
 
 
 def scan_figures(studies: list[StudyData]) -> list[Figure]:
+    """Each scan of the studies drawn on the trials' token grid (the first study's that knows it)."""
     names = []
+    grid = next((s.token_grid for s in studies if s.token_grid), None)
     for s in studies:
         if "scan.name" in s.trials.columns or "axis.scan.name" in s.trials.columns:
             col = "axis.scan.name" if "axis.scan.name" in s.trials.columns else "scan.name"
             for n in s.trials[col].dropna().astype(str):
                 if n not in names:
                     names.append(n)
-    return [Figure(f"scan-{_slug(n)}.png", n, f"Token paths of scan '{n}' (from the scan library).", png, "scans")
-            for n, png in scan_pictures(names)]
+    where = f" on the trials' {grid[1]}x{grid[2]} token grid" + (f" x {grid[0]} frames" if grid[0] > 1 else "") \
+        if grid else ""
+    return [Figure(f"scan-{_slug(n)}.png", n, f"Token paths of scan '{n}'{where} (from the scan library); "
+                   "click to enlarge.", png, "scans") for n, png in scan_pictures(names, grid)]
 
 
 def figures(studies: list[StudyData], tables: list[Table], bench_paths: list[Path]

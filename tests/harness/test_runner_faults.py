@@ -25,7 +25,7 @@ def faulty(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     study = write_study(root / "faults.yaml", "faults", axes=FAULTS, seeds=(0,))
     seed_mlflow_db(root / "runs" / "faults", root)
-    _main(["run", str(study), "--out", str(root / "runs"), "--quiet", "--no-report"])
+    _main(["run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report"])
     return root
 
 
@@ -93,7 +93,7 @@ def test_status_shows_each_failure_reason(faulty, capsys):
 
 
 def test_rerunning_repeats_nothing_and_retry_failed_queues_only_the_failed(faulty):
-    args = ["run", str(faulty / "faults.yaml"), "--out", str(faulty / "runs"), "--quiet", "--no-report"]
+    args = ["run", str(faulty / "faults.yaml"), "--runs", str(faulty / "runs"), "--quiet", "--no-report"]
     _main(args)
     assert len(optuna_trials("faults", journal(faulty / "runs" / "faults"))) == 5
     _main([*args, "--retry-failed"])
@@ -111,7 +111,7 @@ def test_sigkill_mid_study_then_rerun_runs_every_combination_once_resuming_from_
                         backbone={"sleep": 0.03})
     folder = tmp_path / "runs" / "kill"
     seed_mlflow_db(folder, tmp_path)
-    args = ["run", str(study), "--out", str(tmp_path / "runs"), "--workers", "2", "--quiet", "--no-report"]
+    args = ["run", str(study), "--runs", str(tmp_path / "runs"), "--workers", "2", "--quiet", "--no-report"]
     proc = subprocess.Popen(harness_cmd(*args), env=env(), start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -153,7 +153,7 @@ def test_sigint_requeues_the_running_trial_and_leaves_no_mlflow_run_running(tmp_
                         train={"steps": 30, "checkpoint_every": 10}, backbone={"sleep": 0.05})
     folder = tmp_path / "runs" / "int"
     seed_mlflow_db(folder, tmp_path)
-    args = ["run", str(study), "--out", str(tmp_path / "runs"), "--quiet", "--no-report"]
+    args = ["run", str(study), "--runs", str(tmp_path / "runs"), "--quiet", "--no-report"]
     proc = subprocess.Popen(harness_cmd(*args), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 300

@@ -23,7 +23,7 @@ def searched(tmp_path_factory):
                          "constraints": [{"metric": "toy-gap", "max": 1.0}]}}
     (root / "search.yaml").write_text(yaml.safe_dump(doc))
     seed_mlflow_db(root / "runs" / "search", root)
-    _main(["run", str(root / "search.yaml"), "--out", str(root / "runs"), "--quiet", "--no-report"])
+    _main(["run", str(root / "search.yaml"), "--runs", str(root / "runs"), "--quiet", "--no-report"])
     return root
 
 

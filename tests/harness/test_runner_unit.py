@@ -166,6 +166,45 @@ def test_enqueueing_twice_adds_each_combination_once(tmp_path):
     assert len(study.get_trials()) == 12
 
 
+def test_grid_trials_carry_their_combination_as_categorical_optuna_params(tmp_path):
+    import itertools
+
+    from optuna.distributions import CategoricalDistribution
+
+    from harness import queue
+    study, storage = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path))
+    trials = optuna.load_study(study_name="q", storage=storage).trials
+    combos = [dict(zip(GRID, v)) for v in itertools.product(*GRID.values())]  # the grid, written out
+    assert sorted(map(str, (t.params for t in trials))) == sorted(map(str, combos * 2))   # 2 seeds
+    for t in trials:
+        assert t.params == t.user_attrs["params"]
+        assert t.distributions == {k: CategoricalDistribution(v) for k, v in GRID.items()}
+
+
+def test_a_requeued_grid_trial_keeps_its_params(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:1])
+    t = queue.claim(study)
+    queue.fail_and_requeue(study, t, "test")
+    copy = study.get_trials()[1]
+    assert copy.state == TrialState.WAITING and copy.params == t.params and copy.params
+
+
+def test_a_grid_gaining_an_axis_value_later_still_enqueues_and_claims(tmp_path):
+    from harness import queue
+    from harness.study import expand_trials, load_study
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path))
+    wider = {**GRID, "train.lr": [0.001, 0.003, 0.01]}
+    more = expand_trials(load_study(write_study(tmp_path / "q2.yaml", "q", axes=wider)))
+    assert queue.enqueue(study, more) == 6
+    claimed = [queue.claim(study) for _ in range(18)]
+    assert all(c is not None for c in claimed) and queue.claim(study) is None
+    assert {c.params["train.lr"] for c in claimed} == {0.001, 0.003, 0.01}
+
+
 def test_two_storage_handles_never_claim_the_same_trial(tmp_path):
     from harness import queue
     study, _ = _queue_study(tmp_path)
@@ -228,7 +267,7 @@ def test_ending_orphans_kills_running_child_runs_but_spares_live_ones(tmp_path):
 def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, capsys):
     from harness.cli import main
     study = write_study(tmp_path / "d.yaml", "dry")
-    main(["run", str(study), "--dry-run", "--out", str(tmp_path / "runs")])
+    main(["run", str(study), "--dry-run", "--runs", str(tmp_path / "runs")])
     out = capsys.readouterr().out
     assert "dry: 12 trial(s)" in out and out.count("toy-blobs") == 12
     assert not (tmp_path / "runs").exists()

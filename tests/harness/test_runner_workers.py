@@ -31,7 +31,7 @@ def _check_exactly_once(trials, folder, name):
 def test_four_workers_on_the_journal_file_run_each_of_twelve_combinations_once(tmp_path):
     study = write_study(tmp_path / "grid.yaml", "grid4")
     seed_mlflow_db(tmp_path / "runs" / "grid4", tmp_path)
-    out = run_harness("run", str(study), "--out", str(tmp_path / "runs"), "--workers", "4", "--quiet",
+    out = run_harness("run", str(study), "--runs", str(tmp_path / "runs"), "--workers", "4", "--quiet",
                       "--no-report")
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     folder = tmp_path / "runs" / "grid4"
@@ -46,7 +46,7 @@ def test_four_workers_on_postgresql_run_each_of_twelve_combinations_once(tmp_pat
     try:
         study = write_study(tmp_path / "grid.yaml", "grid4pg")
         seed_mlflow_db(tmp_path / "runs" / "grid4pg", tmp_path)
-        out = run_harness("run", str(study), "--out", str(tmp_path / "runs"), "--workers", "4", "--quiet",
+        out = run_harness("run", str(study), "--runs", str(tmp_path / "runs"), "--workers", "4", "--quiet",
                           "--no-report", "--storage", url)
         assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
         assert not (tmp_path / "runs" / "grid4pg" / "optuna.journal").exists()

@@ -1,6 +1,6 @@
 """ZigMa (Hu et al., ECCV 2024): DiT-style blocks with a Mamba mixer core, each layer scanning in its own order.
 
-Follows the released architecture (CompVis/zigma `model_zigma.py`, see shared/reference §2.2-2.6): patch embed,
+Follows the released architecture (CompVis/zigma `model_zigma.py`): patch embed,
 sinusoidal time MLP (+ class embedding, + pooled text context), learned zero-init / sin-cos / no positional
 embedding, then `depth` blocks of RMSNorm -> adaLN shift/scale -> Mamba mixer (Mamba-1 by default) -> gate, with an optional
 cross-attention sub-block for text (8 heads x 64, LayerNorm + adaLN, gated) and no MLP.

@@ -1,0 +1,117 @@
+"""The report's pictures and layout: a real-data grid beside the samples, zoomable grids, scan pictures on the
+trials' token grid, tables that fit a 1,400 px window."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_study import make_study
+
+from harness.report import build_report
+
+CHROMIUM = shutil.which("chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--window-size=1400,1000",
+         "--virtual-time-budget=10000", "--dump-dom"]
+
+
+def _png(seed: int) -> bytes:
+    img = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (34, 34), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def scans_report(tmp_path_factory) -> Path:
+    """The toy scan study, one of whose trials also wrote real.png, and its report."""
+    folder = make_study(tmp_path_factory.mktemp("layout"))
+    next(d for d in sorted((folder / "trials").iterdir()) if d.is_dir()).joinpath("real.png").write_bytes(_png(7))
+    return build_report(folder, folder.parent.parent / "report")
+
+
+def test_the_real_data_grid_leads_the_sample_grids(scans_report):
+    figures = json.loads((scans_report / "summary.json").read_text())["figures"]
+    samples = [f for f in figures if f.startswith(("real-", "samples-"))]
+    assert samples[0] == "real-toy_scans.png" and len(samples) > 1
+    assert (scans_report / samples[0]).read_bytes() == _png(7)
+
+
+def test_the_token_grid_is_the_resolution_over_the_patch_size():
+    from harness.report.data import _token_grid
+    from harness.study import expand_trials, parse_study
+    doc = {"name": "g", "base": {"dataset": {"name": "digits", "resolution": 32},
+                                 "backbone": {"name": "zigma", "patch_size": 2}}}
+    assert _token_grid(expand_trials(parse_study(doc, source="g.yaml"))[0]) == (1, 16, 16)
+
+
+def _probe(page: Path, script: str, tmp: Path) -> dict:
+    """Load page with `script` run after load; returns the JSON it writes into <pre id="__probe">."""
+    probe = tmp / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", f"<script>{script}</script></body>", 1))
+    res = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False)
+    found = re.search(r'<pre id="__probe">(.*?)</pre>', res.stdout, re.DOTALL)
+    assert found, res.stderr[-2000:]
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+_WRITE = ("var out = document.createElement('pre'); out.id = '__probe'; out.textContent = JSON.stringify(r); "
+          "document.body.appendChild(out);")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_clicking_a_sample_grid_shows_it_at_full_window_size_and_escape_closes_it(scans_report, tmp_path):
+    script = """window.addEventListener('load', function () {
+      var thumb = document.querySelector('#samples ~ .grid img.zoomable'), zoom = document.getElementById('zoom');
+      var r = {hiddenBefore: zoom.hidden, thumbWidth: thumb.getBoundingClientRect().width};
+      thumb.click();
+      var big = zoom.querySelector('img');
+      r.shown = !zoom.hidden; r.same = big.src === thumb.src;
+      r.bigWidth = big.getBoundingClientRect().width; r.window = window.innerWidth;
+      document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));
+      r.hiddenAfter = zoom.hidden;
+      """ + _WRITE + "});"
+    r = _probe(scans_report / "index.html", script, tmp_path)
+    assert r["hiddenBefore"] and r["shown"] and r["same"] and r["hiddenAfter"], r
+    assert r["bigWidth"] > 0.9 * r["window"] > 3 * r["thumbWidth"], r
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _with_template_css(page: Path, tmp: Path) -> Path:
+    """The page with its <style> block replaced by the current template's (the CSS is all that differs)."""
+    style = re.compile(r"<style>.*?</style>", re.DOTALL)
+    css = style.search((REPO / "harness" / "report" / "templates" / "index.html.j2").read_text()).group(0)
+    out = tmp / "restyled.html"
+    out.write_text(style.sub(lambda _: css, page.read_text(), count=1))
+    return out
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.parametrize("published", ["backbone_comparison", "scan_ablation"])
+def test_every_results_table_of_a_published_report_fits_a_1400_px_window(published, tmp_path):
+    page = _with_template_css(REPO / "reports" / published / "index.html", tmp_path)
+    script = """window.addEventListener('load', function () {
+      var r = {window: window.innerWidth, tables: []};
+      document.querySelectorAll('#results ~ .tablewrap').forEach(function (w) {
+        r.tables.push([w.scrollWidth, w.clientWidth]);
+      });
+      """ + _WRITE + "});"
+    r = _probe(page, script, tmp_path)
+    assert r["window"] == 1400 and r["tables"], r
+    assert all(scroll <= client for scroll, client in r["tables"]), r
