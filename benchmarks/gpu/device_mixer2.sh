@@ -15,7 +15,7 @@ if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl 2>&1 | tail -2
   export PYTHONPATH=/tmp/site:$PWD
 else
-  export PYTHONPATH=$PWD
+  export PYTHONPATH=${SITE:+$SITE:}$PWD   # SITE: an unpacked site-packages folder carried instead of wheels
 fi
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpus.csv"
 python3 -c "import torch, mamba_ssm, causal_conv1d, triton; print('torch', torch.__version__, 'mamba_ssm', \
@@ -31,7 +31,7 @@ timeout 120 python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-to
 fi
 if [ "$PART" != checks ]; then
 B=$(( $(left) - 15 ))
-timeout $B python3 -m benchmarks.bench --device cuda --size B --tokens 1024,4096,16384 --compile \
+timeout $B python3 -m benchmarks.bench --device cuda --size B --tokens ${TOKENS:-1024,4096,16384} --compile \
   --variants zigzag-8,attention,zigzag-8-mamba2,no-scan,no-scan-mamba2,attention-compiled,zigzag-8-compiled,zigzag-8-mamba2-compiled \
   --no-ceiling --no-mixer-check --no-permute-check --time-budget-s $(( B - 45 )) --out "$OUT/bench" > "$OUT/bench.log" 2>&1
 echo "bench exit $? ($(( $(date +%s) - T0 )) s)"
