@@ -372,6 +372,9 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     for k, v in metrics.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("resumed_from_step", result["resumed_from_step"])
+    if result.get("checkpoint_refused"):
+        trial.set_user_attr("checkpoint_refused", result["checkpoint_refused"])
+        tracker.set_tag(run_id, "harness.checkpoint_refused", result["checkpoint_refused"])
     for c in session.study.objective.constraints:
         v = metrics.get(c.metric, float("nan"))
         trial.set_constraint(c.metric, v - c.max if math.isfinite(v) else float("inf"))

@@ -110,6 +110,9 @@ class Tracker:
             if Path(p).exists():
                 self.client.log_artifact(run_id, str(p))
 
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value[:5000])
+
     def end_trial(self, run_id: str, *, status: str, failure: str | None = None) -> None:
         """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED)."""
         mlflow_status = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
