@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plugins.errors import ConfigError, HarnessError, suggest
 
 __all__ = [
-    "Study", "TrialConfig", "TrialSpec", "load_study", "parse_study", "expand_trials", "trial_from_params",
+    "Study", "TrialConfig", "TrialSpec", "load_study", "parse_study", "read_yaml", "expand_trials", "trial_from_params",
     "resolve_trial",
     "validate_study", "format_validation_error",
 ]
@@ -304,24 +304,96 @@ def parse_study(raw: Any, *, source: str = "<study>", preset: str | None = None)
     return study
 
 
+MAX_STUDY_BYTES = 1 << 20          # a study file is a few KiB; anything near this is a mistake or an attack
+MAX_YAML_NODES = 100_000           # YAML nodes after alias expansion (an alias bomb expands to billions)
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, plus: duplicate keys are an error, and the document's size after alias
+    expansion is bounded before anything is built from it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark)
+            except TypeError:
+                continue  # unhashable keys fail in the base class with its own message
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, mark: Any) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.problem_mark, self.problem = key, mark, f"duplicate key {key!r}"
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes `root` has with every alias expanded, counting no further than `limit`."""
+    count, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return count
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.extend((k, v))
+    return count
+
+
+def _safe_load(text: str, source: str) -> Any:
+    """yaml.safe_load with duplicate keys refused and alias expansion bounded (before it happens)."""
+    loader = _StudyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: the YAML expands to more than {MAX_YAML_NODES:,} values (anchors and "
+                              "aliases repeated inside each other?); study files are limited to that")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_study(path: str | Path, *, preset: str | None = None) -> Study:
     """Read, merge the preset, validate. Raises ConfigError naming the file and key."""
     path = Path(path)
     source = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_STUDY_BYTES:
+            raise ConfigError(f"{source}: the study file is {size / 2**20:.1f} MiB; study files are limited to "
+                              f"{MAX_STUDY_BYTES // 2**10} KiB (list seeds as a range in a script, not by the "
+                              "million)")
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{source}: no such study file") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read the study file ({exc.__class__.__name__})") from None
+    return parse_study(read_yaml(text, source), source=source, preset=preset)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """A study's YAML text -> Python values (safe_load semantics; duplicate keys and alias bombs refused)."""
+    if len(text) > MAX_STUDY_BYTES:
+        raise ConfigError(f"{source}: the study text is {len(text) / 2**20:.1f} MiB; study files are limited "
+                          f"to {MAX_STUDY_BYTES // 2**10} KiB")
     try:
-        raw = yaml.safe_load(text)
+        return _safe_load(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
-    return parse_study(raw, source=source, preset=preset)
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
