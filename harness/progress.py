@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from optuna.trial import FrozenTrial
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn)
 
@@ -49,8 +50,8 @@ class RichProgress:
     def __init__(self, total: Callable[[], dict[str, int]]) -> None:
         self.total = total
         self.console = Console(file=sys.stderr)
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(),
                                  console=self.console, transient=False)
         c = total()
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
@@ -64,7 +65,7 @@ class RichProgress:
         self.progress.stop()
 
     def say(self, msg: str) -> None:
-        self.progress.console.print(msg, highlight=False)
+        self.progress.console.print(msg, highlight=False, markup=False)
 
     def refresh(self) -> None:
         c = self.total()
@@ -81,7 +82,8 @@ class RichProgress:
 
         def finished(spec: TrialSpec, status: str, detail: str) -> None:
             colour = {"completed": "green", "failed": "red"}.get(status, "yellow")
-            self.say(f"[{colour}]{status}[/{colour}] {spec.label} [{spec.key}] {detail}")
+            self.progress.console.print(f"[{colour}]{status}[/{colour}] "
+                                        + escape(f"{spec.label} [{spec.key}] {detail}"), highlight=False)
             self.refresh()
 
         def trial_hooks() -> TrialHooks:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plugins.errors import HarnessError
@@ -18,27 +19,27 @@ from plugins.errors import HarnessError
 
 def _dry_run(study, specs) -> None:
     console = Console()
-    table = Table(title=f"{study.name}: {len(specs)} trial(s)" + (f" (preset {study._preset})"
-                                                                  if getattr(study, "_preset", None) else ""),
+    table = Table(title=escape(f"{study.name}: {len(specs)} trial(s)" + (f" (preset {study._preset})"
+                                                                         if getattr(study, "_preset", None) else "")),
                   title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("key", style="cyan")
     keys = list(dict.fromkeys(k for s in specs for k in s.params))
     for k in keys:
-        table.add_column(k, style="bold")
+        table.add_column(escape(k), style="bold")
     table.add_column("seed", justify="right")
     table.add_column("steps", justify="right")
     table.add_column("dataset")
     table.add_column("backbone")
     for i, s in enumerate(specs):
         c = s.config
-        table.add_row(str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed),
-                      str(c.train.steps), c.dataset.name,
-                      f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+        cells = (str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed), str(c.train.steps),
+                 c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+        table.add_row(*map(escape, cells))
     console.print(table)
     if study.search is not None:
         console.print(f"search: {study.search.n_trials} trial(s) sampled by {study.search.sampler} over "
-                      + ", ".join(study.search.space), highlight=False)
+                      + ", ".join(study.search.space), highlight=False, markup=False)
 
 
 def parse_gpus(gpus: str) -> list[str]:
@@ -203,10 +204,16 @@ def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> No
         else:
             out = session.folder.parent.parent / "reports" / session.study.name   # runs/x -> reports/x
             say(f"report: {build_report(session.folder, out, tracking_uri=session.tracker.uri)}")
+    c = runner.counts(session)
     bad = [rc for rc in rcs if rc not in (0, None)]
-    if bad:
+    if bad and (c["pending"] or c["running"]):
         raise HarnessError(f"{len(bad)} worker process(es) exited with an error (codes {bad}); "
                            "rerun the same command to continue")
+    if bad:  # e.g. a killed worker whose trial another worker finished: nothing is left to do
+        say(f"note: {len(bad)} worker process(es) exited with an error (codes {bad}); every trial has ended")
+    if c["failed"]:
+        say(f"{c['failed']} trial(s) failed (reasons above); `harness run ... --retry-failed` queues them again")
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
