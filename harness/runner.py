@@ -58,7 +58,7 @@ class Session:
 
 def _sampler(study: Study, worker_index: int) -> optuna.samplers.BaseSampler:
     """The search sampler, seeded per worker so concurrent workers do not propose the same point."""
-    seed = study.seeds[0] * 1000 + worker_index
+    seed = (study.seeds[0] * 1000 + worker_index) % 2**32   # samplers take 32-bit seeds
     kind = study.search.sampler if study.search is not None else "tpe"
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed)

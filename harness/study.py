@@ -23,11 +23,12 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,14 +42,22 @@ __all__ = [
 ]
 
 
+MAX_SEED = 2**31 - 1               # seeds are 31-bit (seed_for masks to 31 bits; samplers take 32-bit seeds)
+MAX_LIST = 1000                    # seeds, axis values, axes blocks: larger lists are mistakes
+MAX_TRIALS = 10_000                # combinations x seeds of one study file
+MAX_NAME = 100                     # a study name is a folder, an Optuna study and an MLflow experiment
+
+_Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _WithOptions(BaseModel):
     """A component reference: `name` plus that component's own options (validated against its plugin)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -74,7 +83,7 @@ class BackboneConfig(_WithOptions):
 
 class ScanConfig(_Strict):
     name: str = "zigzag-8"                    # registry key of a scan scheme
-    seed: int | None = None                   # for random scans; None -> the trial seed
+    seed: _Seed | None = None                 # for random scans; None -> the trial seed
 
     @model_validator(mode="before")
     @classmethod
@@ -185,8 +194,9 @@ class Study(_Strict):
     name: str
     description: str = ""
     base: TrialConfig = TrialConfig()
-    axes: tuple[dict[str, tuple[Any, ...]], ...] = ()
-    seeds: tuple[int, ...] = (0,)
+    axes: tuple[dict[str, Annotated[tuple[Any, ...], Field(max_length=MAX_LIST)]], ...] = Field(
+        (), max_length=MAX_LIST)
+    seeds: tuple[_Seed, ...] = Field((0,), max_length=MAX_LIST)
     search: Search | None = None
     objective: Objective = Objective()
     baseline: dict[str, Any] | None = None    # the axis values reports compare against, e.g. {scan.name: sweep-1}
@@ -196,6 +206,8 @@ class Study(_Strict):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("use letters, digits, '-', '_' and '.' only")
+        if len(v) > MAX_NAME:
+            raise ValueError(f"at most {MAX_NAME} characters (it names a folder), got {len(v)}")
         return v
 
     @field_validator("axes", mode="before")
@@ -485,6 +497,15 @@ def expand_trials(study: Study) -> list[TrialSpec]:
             _check_axis_key(source, f"axes[{b}].{key}", key)
             if not values:
                 raise ConfigError(f"{source}: axes[{b}].{key}: give at least one value")
+            seen_values: dict[str, int] = {}
+            for i, v in enumerate(values):
+                j = seen_values.setdefault(json.dumps(v, sort_keys=True, default=str), i)
+                if j != i:
+                    raise ConfigError(f"{source}: axes[{b}].{key}[{i}]: {v!r} repeats axes[{b}].{key}[{j}]")
+        n = math.prod(len(v) for v in block.values()) * len(study.seeds)
+        if n > MAX_TRIALS:
+            raise ConfigError(f"{source}: axes[{b}]: {n:,} trials (combinations x seeds); a study file is limited "
+                              f"to {MAX_TRIALS:,}")
         keys = list(block)
         for idx in itertools.product(*(range(len(block[k])) for k in keys)):
             params = {k: block[k][i] for k, i in zip(keys, idx)}
@@ -559,6 +580,20 @@ def resolve_trial(spec: TrialSpec, registries: Any, *, source: str = "<study>") 
     return out
 
 
+def _check_samples(source: str, trials: list[TrialSpec], registries: Any) -> None:
+    """eval.num_samples (and intermediate_samples with eval.every) reach every metric's min_samples."""
+    for spec in trials:
+        e = spec.config.eval
+        for m in e.metrics:
+            need = getattr(registries["metrics"].get(m), "min_samples", 1)
+            for key, n in (("num_samples", e.num_samples), ("intermediate_samples", e.intermediate_samples)):
+                if key == "intermediate_samples" and e.every is None:
+                    continue
+                if n < need:
+                    where = _where(spec, f"eval.{key}", f"base.eval.{key}")
+                    raise ConfigError(f"{source}: {where}: metric {m!r} needs at least {need} samples, got {n}")
+
+
 def validate_study(study: Study, registries: Any) -> list[TrialSpec]:
     """Expand and resolve every trial; checks objective and baseline keys. Raises ConfigError."""
     source = getattr(study, "_source", "<study>")
@@ -577,9 +612,16 @@ def validate_study(study: Study, registries: Any) -> list[TrialSpec]:
                 con.metric, sorted(known_metrics | cost_metrics), what="metric"))
     if study.baseline:
         axis_keys = {k for block in study.axes for k in block}
-        for k in study.baseline:
+        for k, v in study.baseline.items():
             if k not in axis_keys:
                 raise ConfigError(f"{source}: baseline.{k}: " + suggest(k, axis_keys, what="axis key"))
+            values = [x for block in study.axes for x in block.get(k, ())]
+            if v not in values:
+                raise ConfigError(f"{source}: baseline.{k}: {v!r} is none of the axis values {list(values)}")
+    _check_samples(source, trials, registries)
+    if study.search is not None and len(study.axes) > 1:
+        raise ConfigError(f"{source}: axes: a search study takes one axes block (its values become categorical "
+                          f"choices), got {len(study.axes)}")
     if study.search is not None:
         for k in study.search.space:
             _check_axis_key(source, f"search.space.{k}", k)

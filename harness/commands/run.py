@@ -111,13 +111,14 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     registries = load_registries()
     study = load_study(study_file, preset=preset)
     specs = validate_study(study, registries)
+    check_buildable(study, specs, registries)      # the same checks as `harness validate`, dry run or not
     if dry_run:
         _dry_run(study, specs)
         return
     if gpus and workers:
         raise HarnessError("give either --gpus (one worker per GPU) or --workers (CPU worker processes)")
-    check_buildable(study, specs, registries)
     gpu_ids = parse_gpus(gpus) if gpus else []
+    _check_writable(out / study.name, storage)
 
     from harness import runner
     from harness.progress import LineProgress
@@ -157,6 +158,32 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         raise
     _close_runs(session, "FINISHED")
     _finish(session, quiet=quiet, no_report=no_report, say=line.say, rcs=rcs)
+
+
+def _check_writable(folder: Path, storage: str | None) -> None:
+    """The study folder (and its journal) can be written, or one clear line naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+        journal = folder / "optuna.journal"
+        if storage is None and journal.exists() and not os.access(journal, os.W_OK):
+            raise PermissionError(f"{journal} is read-only")
+    except OSError as exc:
+        raise HarnessError(f"--out: cannot write the study folder {folder} ({type(exc).__name__}: "
+                           f"{exc.strerror or exc}); `harness status` and `harness report` read a finished "
+                           "study without writing") from None
+
+
+def report_dir(folder: Path, name: str) -> Path:
+    """Where `run` writes the report: reports/<name> beside the --out folder (runs/x -> reports/x), or inside
+    --out when --out is the working directory or above it (never outside what the user named)."""
+    out = folder.parent
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        return out / "reports" / name
+    return out.parent / "reports" / name
 
 
 def _close_runs(session, status: str) -> None:
@@ -202,7 +229,7 @@ def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> No
         except ImportError:
             say("report: harness.report is not available; skipped")
         else:
-            out = session.folder.parent.parent / "reports" / session.study.name   # runs/x -> reports/x
+            out = report_dir(session.folder, session.study.name)   # runs/x -> reports/x
             say(f"report: {build_report(session.folder, out, tracking_uri=session.tracker.uri)}")
     c = runner.counts(session)
     bad = [rc for rc in rcs if rc not in (0, None)]
