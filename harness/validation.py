@@ -34,7 +34,7 @@ def check_buildable(study: Any, trials: list, registries: Any) -> int:
         dkey = c.dataset.model_dump_json()
         if dkey not in datasets:
             entry = entries["dataset"]
-            options = entry.options.model_validate(c.dataset.options) if entry.options else None
+            options = _preview(entry.options.model_validate(c.dataset.options)) if entry.options else None
             try:
                 datasets[dkey] = entry.load(options)
             except HarnessError as exc:
@@ -48,6 +48,16 @@ def check_buildable(study: Any, trials: list, registries: Any) -> int:
             raise ConfigError(f"{source}: {spec.label}: cannot build backbone {c.backbone.name!r}: {exc}") from None
         built.add(sig)
     return len(built)
+
+
+#: validation loads a few items, not the dataset: its shapes and labels are what a model build needs
+_PREVIEW = {"num_train": 8, "num_reference": 2}
+
+
+def _preview(options: Any) -> Any:
+    """Dataset options with the item counts a plugin offers (num_train, num_reference) cut to a few."""
+    fields = type(options).model_fields
+    return options.model_copy(update={k: v for k, v in _PREVIEW.items() if k in fields})
 
 
 def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, device: torch.device,

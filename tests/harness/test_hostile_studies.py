@@ -74,3 +74,11 @@ def test_a_study_file_of_millions_of_seeds_is_refused_by_size_at_once(tmp_path):
     rec = _run_capped("validate", [path])[str(path)]
     assert rec["code"] == 2 and rec["seconds"] < 5, rec
     assert f"{path}: the study file is 2.9 MiB; study files are limited to 1024 KiB" in rec["output"]
+
+
+def test_validating_digits_at_1024_pixels_stays_under_the_memory_cap(tmp_path):
+    path = tmp_path / "big.yaml"   # the whole dataset at 1024x1024 would take ~19 GB
+    path.write_text("name: big\nbase:\n  dataset: {name: digits, resolution: 1024}\n"
+                    "  backbone: {size: tiny, patch_size: 16}\n  eval: {num_samples: 16, metrics: [fd-effnet]}\n")
+    rec = _run_capped("validate", [path])[str(path)]
+    assert rec["code"] == 0 and "1 trial(s), 1 distinct model(s) built" in rec["output"], rec
