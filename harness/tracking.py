@@ -7,14 +7,15 @@ so a resumed trial continues its own child run and no run is left RUNNING after 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten"]
+__all__ = ["Tracker", "default_tracking_uri", "flatten", "file_lock"]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
@@ -23,6 +24,24 @@ _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
 def default_tracking_uri(study_dir: Path) -> str:
     """sqlite:////abs/path/mlflow.db (absolute: a relative URI would follow the working directory)."""
     return f"sqlite:///{(Path(study_dir).resolve() / 'mlflow.db')}"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl.flock) on `path`, held by this process until the block ends."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -48,6 +67,13 @@ class Tracker:
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        db = _sqlite_path(uri)
+        # MLflow creates a SQLite store's schema on first use; two processes doing it at once collide
+        # ('table experiment_tags already exists'), so the first use is serialised by a lock beside the file
+        with file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext():
+            self._experiment(experiment, artifact_root)
+
+    def _experiment(self, experiment: str, artifact_root: Path | None) -> None:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = artifact_root.resolve().as_uri() if artifact_root is not None else None

@@ -125,10 +125,13 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
 
     folder = (out / study.name).resolve()
     yaml_text = study_file.read_text()
-    session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri,
-                                  create=True)
-    line = LineProgress(total=lambda: runner.counts(session))
-    runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
+    from harness.tracking import file_lock
+    # two coordinators started at once on one folder: one prepares (schema, parent run, queue), then the other
+    with file_lock(folder / ".coordinator.lock"):
+        session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri,
+                                      create=True)
+        line = LineProgress(total=lambda: runner.counts(session))
+        runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
     _write_study_yaml(folder / "study.yaml", yaml_text, preset)
 
     rcs: list[int] = []
