@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten", "file_lock"]
+__all__ = ["Tracker", "default_tracking_uri", "file_lock", "flatten"]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
                 code = 0
             except SystemExit as exc:
                 code = exc.code
-            except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails on it
+            except BaseException:
                 import traceback
                 out.write("Traceback (escaped from main)\n" + traceback.format_exc())
                 code = -1

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.harness.runner_support import GRID, PLUGIN, mlflow_runs, run_harness, seed_mlflow_db, write_study
+from tests.harness.runner_support import PLUGIN, mlflow_runs, run_harness, seed_mlflow_db, write_study
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

@@ -10,7 +10,15 @@ from collections import Counter
 import pytest
 from optuna.trial import TrialState
 
-from tests.harness.runner_support import REPO, env, harness_cmd, journal, mlflow_runs, optuna_trials, write_study
+from tests.harness.runner_support import (
+    REPO,
+    env,
+    harness_cmd,
+    journal,
+    mlflow_runs,
+    optuna_trials,
+    write_study,
+)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from plugins.errors import DuplicateNameError, HarnessError, UnknownNameError
 from plugins.registry import Registry
-from plugins.specs import ScanEntry, KINDS
+from plugins.specs import KINDS, ScanEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = [sys.executable, "-m", "harness.cli"]
@@ -130,8 +130,9 @@ def test_a_scan_whose_order_is_not_a_permutation_is_refused_at_validation_naming
 
 
 def test_layer_scan_refuses_an_order_with_a_repeated_token():
-    from zigma.scans import LayerScan
     import torch
+
+    from zigma.scans import LayerScan
     with pytest.raises(ValueError, match="not a permutation of 0..3"):
         LayerScan(orders=(torch.tensor([0, 1, 1, 3]),))
     assert LayerScan(orders=(torch.tensor([2, 0, 3, 1]),)).num_directions == 1
