@@ -529,7 +529,22 @@ def _where(spec: TrialSpec, key: str, default: str) -> str:
     return spec.origin.get(key, default)
 
 
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite float in nested options, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
+
+
 def _check_options(source: str, where: str, entry: Any, options: dict[str, Any]) -> None:
+    bad = _non_finite(options)
+    if bad is not None:   # plugins' option models may allow inf; a study file never needs it
+        raise ConfigError(f"{source}: {where}.{bad}: Input should be a finite number")
     model = getattr(entry, "options", None)
     if model is None:
         if options:
