@@ -234,17 +234,25 @@ def load_checkpoint(path: Path, *, net, ema, opt, scaler, gens, config_hash: str
         if blob["config_hash"] != config_hash:
             return None
         state = _check_structure(blob, net=net, ema=ema, gens=gens)
+        try:   # first: the optimizer checks its groups before it changes anything
+            opt.load_state_dict(blob["opt"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise _Refused(f"'opt' does not fit this optimizer ({type(exc).__name__}: {exc})") from None
     except _Refused as exc:
         moved = _set_aside(path)
         reason = f"{path.name} refused: {exc}; moved to {moved.name}, starting from step 0"
         _log.warning("%s: %s", path.parent.name, reason)
         return TrainState(extras={"checkpoint_refused": reason})
-    net.load_state_dict(blob["net"])
-    ema.load_state_dict(blob["ema"])
-    opt.load_state_dict(blob["opt"])
-    if scaler is not None and blob["scaler"] is not None:
-        scaler.load_state_dict(blob["scaler"])
-    _set_rng_state(blob["rng"], gens)
+    try:
+        net.load_state_dict(blob["net"])
+        ema.load_state_dict(blob["ema"])
+        if scaler is not None and blob["scaler"] is not None:
+            scaler.load_state_dict(blob["scaler"])
+        _set_rng_state(blob["rng"], gens)
+    except Exception as exc:  # noqa: BLE001 - half restored: this attempt cannot go on, the next starts fresh
+        moved = _set_aside(path)
+        raise TrialFailed(f"{path.name} could not be restored ({type(exc).__name__}: {exc}); moved to "
+                          f"{moved.name}, a rerun starts from step 0") from None
     state.resumed_from = state.step
     return state
 

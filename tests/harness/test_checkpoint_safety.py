@@ -100,3 +100,33 @@ def test_a_study_with_a_crafted_checkpoint_tags_the_mlflow_run_and_optuna_trial(
     assert "refused" in trial.user_attrs["checkpoint_refused"]
     _, children = mlflow_runs(folder, "evil")
     assert "refused" in children[0].data.tags["harness.checkpoint_refused"]
+
+
+def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_anything_is_restored(tmp_path):
+    from harness.training import TrainState, load_checkpoint, save_checkpoint
+    net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(net.parameters())
+    gens = {"noise": torch.Generator()}
+    save_checkpoint(tmp_path / "checkpoint.pt", net=net, ema=ema, opt=opt, scaler=None, state=TrainState(step=3),
+                    gens=gens, config_hash="h")
+    other = torch.nn.Linear(2, 2)
+    before = other.weight.detach().clone()
+    two_groups = torch.optim.AdamW([{"params": [other.weight]}, {"params": [other.bias]}])
+    state = load_checkpoint(tmp_path / "checkpoint.pt", net=other, ema=torch.nn.Linear(2, 2), opt=two_groups,
+                            scaler=None, gens=gens, config_hash="h")
+    assert state.step == 0 and "'opt' does not fit this optimizer" in state.extras["checkpoint_refused"]
+    assert torch.equal(other.weight, before)
+    assert (tmp_path / "checkpoint.refused.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_saved_checkpoint_loads_with_weights_only_and_resumes_its_step(tmp_path):
+    from harness.training import TrainState, load_checkpoint, save_checkpoint
+    net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(net.parameters())
+    gens = {"noise": torch.Generator()}
+    save_checkpoint(tmp_path / "checkpoint.pt", net=net, ema=ema, opt=opt, scaler=None,
+                    state=TrainState(step=7, extras={"note": "x"}), gens=gens, config_hash="h")
+    torch.load(tmp_path / "checkpoint.pt", weights_only=True)   # raises if anything but tensors and primitives
+    state = load_checkpoint(tmp_path / "checkpoint.pt", net=net, ema=ema, opt=opt, scaler=None, gens=gens,
+                            config_hash="h")
+    assert (state.step, state.resumed_from, state.extras) == (7, 7, {"note": "x"})
