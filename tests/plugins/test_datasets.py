@@ -143,6 +143,15 @@ def test_image_folder_loads_user_images_and_holds_out_a_reference(tmp_path):
     assert values == {10 * i for i in range(20)}
 
 
+def test_image_folder_num_reference_keeps_the_first_held_out_items(tmp_path):
+    for i in range(20):
+        _png(tmp_path / f"img{i:02d}.png", value=10 * i)
+    full = _load("image-folder", root=str(tmp_path), resolution=8, holdout=0.25)
+    cut = _load("image-folder", root=str(tmp_path), resolution=8, holdout=0.25, num_reference=2)
+    assert (full.extras["num_reference"], cut.extras["num_reference"]) == (5, 2)
+    assert torch.equal(cut.reference(2), full.reference(5)[:2])   # sorted draws of all = the first items
+
+
 def test_image_folder_uses_train_test_and_class_subfolders(tmp_path):
     for split, n in (("train", 6), ("test", 2)):
         for cls in ("cat", "dog"):
