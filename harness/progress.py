@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from optuna.trial import FrozenTrial
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -50,9 +51,10 @@ class RichProgress:
     def __init__(self, total: Callable[[], dict[str, int]]) -> None:
         self.total = total
         self.console = Console(file=sys.stderr)
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=False)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}", markup=False),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 console=self.console, transient=False)
         c = total()
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
@@ -65,7 +67,7 @@ class RichProgress:
         self.progress.stop()
 
     def say(self, msg: str) -> None:
-        self.progress.console.print(msg, highlight=False)
+        self.progress.console.print(msg, highlight=False, markup=False)
 
     def refresh(self) -> None:
         c = self.total()
@@ -82,7 +84,8 @@ class RichProgress:
 
         def finished(spec: TrialSpec, status: str, detail: str) -> None:
             colour = {"completed": "green", "failed": "red"}.get(status, "yellow")
-            self.say(f"[{colour}]{status}[/{colour}] {spec.label} [{spec.key}] {detail}")
+            self.progress.console.print(f"[{colour}]{status}[/{colour}] "
+                                        + escape(f"{spec.label} [{spec.key}] {detail}"), highlight=False)
             self.refresh()
 
         def trial_hooks() -> TrialHooks:

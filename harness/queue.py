@@ -200,6 +200,13 @@ def _alive(stamp: dict[str, Any]) -> bool:
         return False
 
 
+def worker_died(t: FrozenTrial) -> bool:
+    """A RUNNING trial whose worker stamp names this host and a process that no longer exists."""
+    stamp = t.user_attrs.get("worker")
+    return (t.state == TrialState.RUNNING and isinstance(stamp, dict) and stamp.get("host") == socket.gethostname()
+            and not _alive(stamp))
+
+
 def recover_stale(study: optuna.Study, *, unclaimed_after: float = 120.0) -> list[int]:
     """Re-queue RUNNING trials of dead workers on this host (a journal file has no heartbeat).
 

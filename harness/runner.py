@@ -58,7 +58,7 @@ class Session:
 
 def _sampler(study: Study, worker_index: int) -> optuna.samplers.BaseSampler:
     """The search sampler, seeded per worker so concurrent workers do not propose the same point."""
-    seed = study.seeds[0] * 1000 + worker_index
+    seed = (study.seeds[0] * 1000 + worker_index) % 2**32   # samplers take 32-bit seeds
     kind = study.search.sampler if study.search is not None else "tpe"
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
@@ -146,9 +146,16 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
 def current_trials(session: Session) -> tuple[dict[str, FrozenTrial], int]:
     """(trial_key -> the trial standing for it, number of keys from an earlier version of the study file).
     Trial keys include the resolved config, so editing the file (or another preset) makes new keys."""
-    latest = queue.latest_by_key(session.optuna.get_trials(deepcopy=False))
-    if session.is_search:
-        return latest, 0
+    trials = session.optuna.get_trials(deepcopy=False)
+    latest = queue.latest_by_key(trials)
+    if session.is_search:  # every sampled trial counts, also one that failed before it had a key
+        gone, out = queue.superseded(trials), {}
+        for t in trials:
+            if t.number in gone or "duplicate_of" in t.user_attrs:
+                continue
+            key = t.user_attrs.get("trial_key")
+            out[key if key is not None and latest.get(key) is t else f"#{t.number}"] = t
+        return out, 0
     current = {k: t for k, t in latest.items() if k in session.specs}
     return current, len(latest) - len(current)
 
@@ -159,8 +166,8 @@ def counts(session: Session) -> dict[str, int]:
     out = {"done": 0, "failed": 0, "pruned": 0, "running": 0, "pending": 0}
     names = {TrialState.COMPLETE: "done", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned",
              TrialState.RUNNING: "running", TrialState.WAITING: "pending"}
-    for t in current:
-        out[names[t.state]] += 1
+    for t in current:  # a trial whose worker died is not running: the next `harness run` queues it again
+        out["pending" if queue.worker_died(t) else names[t.state]] += 1
     if session.is_search:
         out["pending"] += max(0, session.study.search.n_trials - len(current))
     else:
@@ -375,6 +382,9 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     for k, v in metrics.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("resumed_from_step", result["resumed_from_step"])
+    if result.get("checkpoint_refused"):
+        trial.set_user_attr("checkpoint_refused", result["checkpoint_refused"])
+        tracker.set_tag(run_id, "harness.checkpoint_refused", result["checkpoint_refused"])
     for c in session.study.objective.constraints:
         v = metrics.get(c.metric, float("nan"))
         trial.set_constraint(c.metric, v - c.max if math.isfinite(v) else float("inf"))

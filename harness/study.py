@@ -23,11 +23,12 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -35,20 +36,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from plugins.errors import ConfigError, HarnessError, suggest
 
 __all__ = [
-    "Study", "TrialConfig", "TrialSpec", "keyed_dump", "load_study", "parse_study", "expand_trials", "trial_from_params",
+    "Study", "TrialConfig", "TrialSpec", "keyed_dump", "load_study", "parse_study", "read_yaml", "expand_trials",
+    "trial_from_params",
     "resolve_trial",
     "validate_study", "format_validation_error",
 ]
 
 
+MAX_SEED = 2**31 - 1               # seeds are 31-bit (seed_for masks to 31 bits; samplers take 32-bit seeds)
+MAX_LIST = 1000                    # seeds, axis values, axes blocks: larger lists are mistakes
+MAX_TRIALS = 10_000                # combinations x seeds of one study file
+MAX_NAME = 100                     # a study name is a folder, an Optuna study and an MLflow experiment
+
+_Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _WithOptions(BaseModel):
     """A component reference: `name` plus that component's own options (validated against its plugin)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -79,7 +89,7 @@ class BackboneConfig(_WithOptions):
 
 class ScanConfig(_Strict):
     name: str = "zigzag-8"                    # registry key of a scan scheme
-    seed: int | None = None                   # for random scans; None -> the trial seed
+    seed: _Seed | None = None                 # for random scans; None -> the trial seed
 
     @model_validator(mode="before")
     @classmethod
@@ -190,8 +200,9 @@ class Study(_Strict):
     name: str
     description: str = ""
     base: TrialConfig = TrialConfig()
-    axes: tuple[dict[str, tuple[Any, ...]], ...] = ()
-    seeds: tuple[int, ...] = (0,)
+    axes: tuple[dict[str, Annotated[tuple[Any, ...], Field(max_length=MAX_LIST)]], ...] = Field(
+        (), max_length=MAX_LIST)
+    seeds: tuple[_Seed, ...] = Field((0,), max_length=MAX_LIST)
     search: Search | None = None
     objective: Objective = Objective()
     baseline: dict[str, Any] | None = None    # the axis values reports compare against, e.g. {scan.name: sweep-1}
@@ -201,6 +212,8 @@ class Study(_Strict):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("use letters, digits, '-', '_' and '.' only")
+        if len(v) > MAX_NAME:
+            raise ValueError(f"at most {MAX_NAME} characters (it names a folder), got {len(v)}")
         return v
 
     @field_validator("axes", mode="before")
@@ -309,24 +322,96 @@ def parse_study(raw: Any, *, source: str = "<study>", preset: str | None = None)
     return study
 
 
+MAX_STUDY_BYTES = 1 << 20          # a study file is a few KiB; anything near this is a mistake or an attack
+MAX_YAML_NODES = 100_000           # YAML nodes after alias expansion (an alias bomb expands to billions)
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, plus: duplicate keys are an error, and the document's size after alias
+    expansion is bounded before anything is built from it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark)
+            except TypeError:
+                continue  # unhashable keys fail in the base class with its own message
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, mark: Any) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.problem_mark, self.problem = key, mark, f"duplicate key {key!r}"
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """How many nodes `root` has with every alias expanded, counting no further than `limit`."""
+    count, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return count
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.extend((k, v))
+    return count
+
+
+def _safe_load(text: str, source: str) -> Any:
+    """yaml.safe_load with duplicate keys refused and alias expansion bounded (before it happens)."""
+    loader = _StudyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: the YAML expands to more than {MAX_YAML_NODES:,} values (anchors and "
+                              "aliases repeated inside each other?); study files are limited to that")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_study(path: str | Path, *, preset: str | None = None) -> Study:
     """Read, merge the preset, validate. Raises ConfigError naming the file and key."""
     path = Path(path)
     source = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_STUDY_BYTES:
+            raise ConfigError(f"{source}: the study file is {size / 2**20:.1f} MiB; study files are limited to "
+                              f"{MAX_STUDY_BYTES // 2**10} KiB (list seeds as a range in a script, not by the "
+                              "million)")
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{source}: no such study file") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read the study file ({exc.__class__.__name__})") from None
+    return parse_study(read_yaml(text, source), source=source, preset=preset)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """A study's YAML text -> Python values (safe_load semantics; duplicate keys and alias bombs refused)."""
+    if len(text) > MAX_STUDY_BYTES:
+        raise ConfigError(f"{source}: the study text is {len(text) / 2**20:.1f} MiB; study files are limited "
+                          f"to {MAX_STUDY_BYTES // 2**10} KiB")
     try:
-        raw = yaml.safe_load(text)
+        return _safe_load(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
-    return parse_study(raw, source=source, preset=preset)
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,6 +512,15 @@ def expand_trials(study: Study) -> list[TrialSpec]:
             _check_axis_key(source, f"axes[{b}].{key}", key)
             if not values:
                 raise ConfigError(f"{source}: axes[{b}].{key}: give at least one value")
+            seen_values: dict[str, int] = {}
+            for i, v in enumerate(values):
+                j = seen_values.setdefault(json.dumps(v, sort_keys=True, default=str), i)
+                if j != i:
+                    raise ConfigError(f"{source}: axes[{b}].{key}[{i}]: {v!r} repeats axes[{b}].{key}[{j}]")
+        n = math.prod(len(v) for v in block.values()) * len(study.seeds)
+        if n > MAX_TRIALS:
+            raise ConfigError(f"{source}: axes[{b}]: {n:,} trials (combinations x seeds); a study file is limited "
+                              f"to {MAX_TRIALS:,}")
         keys = list(block)
         for idx in itertools.product(*(range(len(block[k])) for k in keys)):
             params = {k: block[k][i] for k, i in zip(keys, idx)}
@@ -450,7 +544,22 @@ def _where(spec: TrialSpec, key: str, default: str) -> str:
     return spec.origin.get(key, default)
 
 
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite float in nested options, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}" if path else str(k))
+        if found is not None:
+            return found
+    return None
+
+
 def _check_options(source: str, where: str, entry: Any, options: dict[str, Any]) -> None:
+    bad = _non_finite(options)
+    if bad is not None:   # plugins' option models may allow inf; a study file never needs it
+        raise ConfigError(f"{source}: {where}.{bad}: Input should be a finite number")
     model = getattr(entry, "options", None)
     if model is None:
         if options:
@@ -507,6 +616,20 @@ def resolve_trial(spec: TrialSpec, registries: Any, *, source: str = "<study>") 
     return out
 
 
+def _check_samples(source: str, trials: list[TrialSpec], registries: Any) -> None:
+    """eval.num_samples (and intermediate_samples with eval.every) reach every metric's min_samples."""
+    for spec in trials:
+        e = spec.config.eval
+        for m in e.metrics:
+            need = getattr(registries["metrics"].get(m), "min_samples", 1)
+            for key, n in (("num_samples", e.num_samples), ("intermediate_samples", e.intermediate_samples)):
+                if key == "intermediate_samples" and e.every is None:
+                    continue
+                if n < need:
+                    where = _where(spec, f"eval.{key}", f"base.eval.{key}")
+                    raise ConfigError(f"{source}: {where}: metric {m!r} needs at least {need} samples, got {n}")
+
+
 def validate_study(study: Study, registries: Any) -> list[TrialSpec]:
     """Expand and resolve every trial; checks objective and baseline keys. Raises ConfigError."""
     source = getattr(study, "_source", "<study>")
@@ -525,9 +648,16 @@ def validate_study(study: Study, registries: Any) -> list[TrialSpec]:
                 con.metric, sorted(known_metrics | cost_metrics), what="metric"))
     if study.baseline:
         axis_keys = {k for block in study.axes for k in block}
-        for k in study.baseline:
+        for k, v in study.baseline.items():
             if k not in axis_keys:
                 raise ConfigError(f"{source}: baseline.{k}: " + suggest(k, axis_keys, what="axis key"))
+            values = [x for block in study.axes for x in block.get(k, ())]
+            if v not in values:
+                raise ConfigError(f"{source}: baseline.{k}: {v!r} is none of the axis values {list(values)}")
+    _check_samples(source, trials, registries)
+    if study.search is not None and len(study.axes) > 1:
+        raise ConfigError(f"{source}: axes: a search study takes one axes block (its values become categorical "
+                          f"choices), got {len(study.axes)}")
     if study.search is not None:
         for k in study.search.space:
             _check_axis_key(source, f"search.space.{k}", k)

@@ -10,6 +10,7 @@ so a resumed trial continues its own child run and no run is left RUNNING after 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -17,11 +18,11 @@ import re
 import shutil
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten", "PROXY", "variant_metrics"]
+__all__ = ["Tracker", "default_tracking_uri", "file_lock", "flatten", "PROXY", "variant_metrics"]
 
 PROXY = "mlflow-artifacts:/"     # artifact URIs relative to a server's --artifacts-destination (the study folder)
 
@@ -32,6 +33,24 @@ _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
 def default_tracking_uri(study_dir: Path) -> str:
     """sqlite:////abs/path/mlflow.db (absolute: a relative URI would follow the working directory)."""
     return f"sqlite:///{(Path(study_dir).resolve() / 'mlflow.db')}"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl.flock) on `path`, held by this process until the block ends."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -57,6 +76,13 @@ class Tracker:
 
         self.uri, self.artifact_root = uri, artifact_root
         self.client = MlflowClient(tracking_uri=uri)
+        db = _sqlite_path(uri)
+        # MLflow creates a SQLite store's schema on first use; two processes doing it at once collide
+        # ('table experiment_tags already exists'), so the first use is serialised by a lock beside the file
+        with file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext():
+            self._experiment(experiment, artifact_root)
+
+    def _experiment(self, experiment: str, artifact_root: Path | None) -> None:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = PROXY + re.sub(r"[^A-Za-z0-9_.-]", "_", experiment) if artifact_root is not None else None
@@ -149,6 +175,9 @@ class Tracker:
         if report_dir is not None and Path(report_dir).is_dir():
             self.log_artifacts(parent_id, sorted(Path(report_dir).iterdir()), "report")
         return summary
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value[:5000])
 
     def end_trial(self, run_id: str, *, status: str, failure: str | None = None) -> None:
         """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED)."""

@@ -211,7 +211,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         (trial_dir / "cost.json").write_text(json.dumps({**figures, "how": how}, indent=2, default=str))
     (trial_dir / "metrics_meta.json").write_text(json.dumps(meta, indent=2, default=str))
     results = {k: float(v) for k, v in results.items()}
+    refused = {k: v for k, v in state.extras.items() if k == "checkpoint_refused"}  # why it started afresh
     (trial_dir / "results.json").write_text(json.dumps(
         {**results, "resumed_from_step": state.resumed_from, "trial_key": spec.key, "label": spec.label,
-         "params": spec.params, "seed": spec.seed}, indent=2, default=str))
-    return {"metrics": results, "meta": meta, "resumed_from_step": state.resumed_from}
+         "params": spec.params, "seed": spec.seed, **refused}, indent=2, default=str))
+    return {"metrics": results, "meta": meta, "resumed_from_step": state.resumed_from, **refused}

@@ -35,20 +35,43 @@ def check_buildable(study: Any, trials: list, registries: Any) -> int:
         dkey = c.dataset.model_dump_json()
         if dkey not in datasets:
             entry = entries["dataset"]
-            options = entry.options.model_validate(c.dataset.options) if entry.options else None
+            options = _preview(entry.options.model_validate(c.dataset.options)) if entry.options else None
             try:
                 datasets[dkey] = entry.load(options)
             except HarnessError as exc:
                 raise ConfigError(f"{source}: dataset {c.dataset.name!r}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug, named with its plugin
+                plugin = registries["datasets"].plugin_of(c.dataset.name)
+                raise ConfigError(f"{source}: dataset {c.dataset.name!r} (plugin {plugin!r}) failed to load: "
+                                  f"{type(exc).__name__}: {_first_line(exc)}") from None
         info = datasets[dkey].info
         try:
             build_model(c, entries, info, seed=spec.seed, device=torch.device("meta"))
         except HarnessError as exc:
             raise ConfigError(f"{source}: {spec.label}: {exc}") from None
-        except (ValueError, TypeError, RuntimeError, AssertionError) as exc:
-            raise ConfigError(f"{source}: {spec.label}: cannot build backbone {c.backbone.name!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the backbone's or scan's plugin rejected it, or has a bug
+            plugins = f"plugin {registries['backbones'].plugin_of(c.backbone.name)!r}"
+            if entries.get("scan") is not None:
+                plugins += f"; scan {c.scan.name!r} from plugin {registries['scans'].plugin_of(c.scan.name)!r}"
+            raise ConfigError(f"{source}: {spec.label}: cannot build backbone {c.backbone.name!r} ({plugins}): "
+                              f"{_first_line(exc)}") from None
         built.add(sig)
     return len(built)
+
+
+#: validation loads a few items, not the dataset: its shapes and labels are what a model build needs
+_PREVIEW = {"num_train": 8, "num_reference": 2}
+
+
+def _preview(options: Any) -> Any:
+    """Dataset options with the item counts a plugin offers (num_train, num_reference) cut to a few."""
+    fields = type(options).model_fields
+    return options.model_copy(update={k: v for k, v in _PREVIEW.items() if k in fields})
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, device: torch.device,

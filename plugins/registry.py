@@ -15,7 +15,7 @@ from . import hookspecs
 from .errors import DuplicateNameError, HarnessError, UnknownNameError, suggest
 from .specs import KINDS
 
-__all__ = ["Registry", "Registries", "load_registries", "plugin_manager", "ENTRY_POINT_GROUP", "BUILTIN_PLUGINS"]
+__all__ = ["PluginError", "Registry", "Registries", "load_registries", "plugin_manager", "ENTRY_POINT_GROUP", "BUILTIN_PLUGINS"]
 
 ENTRY_POINT_GROUP = "zigma_harness"
 #: Built-in plugins are ordinary plugins, one module each.
@@ -95,7 +95,12 @@ class Registries:
             for impl in caller.get_hookimpls():
                 def register(entry, _plugin=impl.plugin_name, _reg=reg):
                     _reg.add(entry, _plugin)
-                impl.function(register=register)
+                try:
+                    impl.function(register=register)
+                except HarnessError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line naming the plugin
+                    raise PluginError(f"plugin {impl.plugin_name!r}: {hook} raised {_one_line(exc)}") from exc
             self.by_kind[kind] = reg
             setattr(self, kind.replace("-", "_"), reg)
 
@@ -104,6 +109,15 @@ class Registries:
             return self.by_kind[kind]
         except KeyError:
             raise UnknownNameError(suggest(kind, self.by_kind, what="component kind")) from None
+
+
+class PluginError(HarnessError):
+    """A plugin failed while loading or registering (its own bug); the message names the plugin."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _env_list(var: str) -> list[str]:
@@ -120,12 +134,20 @@ def plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
     for modname in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname.split(".", 1)[1])
     if os.environ.get("ZIGMA_HARNESS_DISABLE_AUTOLOAD", "") not in ("1", "true", "yes"):
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except HarnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an installed plugin that fails to import
+            raise PluginError(f"an installed plugin (entry-point group {ENTRY_POINT_GROUP!r}) failed to load: "
+                              f"{_one_line(exc)}") from exc
     for modname in [*_env_list("ZIGMA_HARNESS_PLUGINS"), *extra_modules]:
         try:
             module = importlib.import_module(modname)
         except ImportError as exc:
             raise HarnessError(f"cannot import plugin module {modname!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the module's own bug
+            raise PluginError(f"plugin module {modname!r} raised on import: {_one_line(exc)}") from exc
         if pm.get_plugin(modname) is None and not pm.is_blocked(modname):
             pm.register(module, name=modname)
     pm.check_pending()

@@ -168,6 +168,7 @@ class MetricEntry(_Entry):
     label: str = ""
     higher_is_better: bool = False
     modality: str = "any"
+    min_samples: int = 1               # fewest samples it is defined on (a covariance needs 2); validate checks
 
 
 @dataclass(frozen=True)

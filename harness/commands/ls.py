@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plugins.errors import suggest, UnknownNameError
@@ -37,7 +38,7 @@ def ls(kind: str = typer.Argument(None, help="One of: " + ", ".join(KINDS) + " (
         reg = registries[k]
         if plain:
             for item in reg:
-                console.print(item.entry.name, highlight=False)
+                console.print(item.entry.name, highlight=False, markup=False)
             continue
         table = Table(title=f"{k} ({len(reg)})", title_justify="left")
         table.add_column("name", style="bold cyan", no_wrap=True)
@@ -45,7 +46,8 @@ def ls(kind: str = typer.Argument(None, help="One of: " + ", ".join(KINDS) + " (
         table.add_column("details")
         table.add_column("description")
         for item in reg:
-            table.add_row(item.entry.name, item.plugin, _extra(item.entry), item.entry.description)
+            table.add_row(*(escape(str(x)) for x in (item.entry.name, item.plugin, _extra(item.entry),
+                                                     item.entry.description)))
         console.print(table)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
@@ -120,10 +121,10 @@ def table(tokens: str = typer.Option("256,1024,4096,16384", "--tokens", help="To
             for s in sizes:
                 costs = {}
                 for c in counts:
-                    bar.update(task, description=f"counting {n}-{s} @{c} tokens (meta device)")
+                    bar.update(task, description=f"counting {escape(n)}-{escape(s)} @{c} tokens (meta device)")
                     costs[c] = model_costs(n, s, c, channels=channels, scan=scan, pos_embed=pos_embed)
                     bar.advance(task)
-                out.add_row(n, s, costs[ref][2], f"{costs[ref][0] / 1e6:.1f}",
+                out.add_row(escape(n), escape(s), costs[ref][2], f"{costs[ref][0] / 1e6:.1f}",
                             *(f"{costs[c][1] / 1e9:,.1f}" for c in counts), *_official(n, s))
     console.print(out)
 

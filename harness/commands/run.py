@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.commands._options import DEPRECATED_OUT, runs_dir
@@ -19,27 +20,27 @@ from plugins.errors import HarnessError
 
 def _dry_run(study, specs) -> None:
     console = Console()
-    table = Table(title=f"{study.name}: {len(specs)} trial(s)" + (f" (preset {study._preset})"
-                                                                  if getattr(study, "_preset", None) else ""),
+    table = Table(title=escape(f"{study.name}: {len(specs)} trial(s)" + (f" (preset {study._preset})"
+                                                                         if getattr(study, "_preset", None) else "")),
                   title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("key", style="cyan")
     keys = list(dict.fromkeys(k for s in specs for k in s.params))
     for k in keys:
-        table.add_column(k, style="bold")
+        table.add_column(escape(k), style="bold")
     table.add_column("seed", justify="right")
     table.add_column("steps", justify="right")
     table.add_column("dataset")
     table.add_column("backbone")
     for i, s in enumerate(specs):
         c = s.config
-        table.add_row(str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed),
-                      str(c.train.steps), c.dataset.name,
-                      f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+        cells = (str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed), str(c.train.steps),
+                 c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+        table.add_row(*map(escape, cells))
     console.print(table)
     if study.search is not None:
         console.print(f"search: {study.search.n_trials} trial(s) sampled by {study.search.sampler} over "
-                      + ", ".join(study.search.space), highlight=False)
+                      + ", ".join(study.search.space), highlight=False, markup=False)
 
 
 def parse_gpus(gpus: str) -> list[str]:
@@ -113,23 +114,27 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     registries = load_registries()
     study = load_study(study_file, preset=preset)
     specs = validate_study(study, registries)
+    check_buildable(study, specs, registries)      # the same checks as `harness validate`, dry run or not
     if dry_run:
         _dry_run(study, specs)
         return
     if gpus and workers:
         raise HarnessError("give either --gpus (one worker per GPU) or --workers (CPU worker processes)")
-    check_buildable(study, specs, registries)
     gpu_ids = parse_gpus(gpus) if gpus else []
+    _check_writable(out / study.name, storage)
 
     from harness import runner
     from harness.progress import LineProgress
 
     folder = (runs_dir(runs, out) / study.name).resolve()
     yaml_text = study_file.read_text()
-    session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri,
-                                  create=True)
-    line = LineProgress(total=lambda: runner.counts(session))
-    runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
+    from harness.tracking import file_lock
+    # two coordinators started at once on one folder: one prepares (schema, parent run, queue), then the other
+    with file_lock(folder / ".coordinator.lock"):
+        session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri,
+                                      create=True)
+        line = LineProgress(total=lambda: runner.counts(session))
+        runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
     _write_study_yaml(folder / "study.yaml", yaml_text, preset)
 
     rcs: list[int] = []
@@ -159,6 +164,32 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         raise
     _close_runs(session, "FINISHED")
     _finish(session, quiet=quiet, no_report=no_report, say=line.say, rcs=rcs)
+
+
+def _check_writable(folder: Path, storage: str | None) -> None:
+    """The study folder (and its journal) can be written, or one clear line naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+        journal = folder / "optuna.journal"
+        if storage is None and journal.exists() and not os.access(journal, os.W_OK):
+            raise PermissionError(f"{journal} is read-only")
+    except OSError as exc:
+        raise HarnessError(f"--out: cannot write the study folder {folder} ({type(exc).__name__}: "
+                           f"{exc.strerror or exc}); `harness status` and `harness report` read a finished "
+                           "study without writing") from None
+
+
+def report_dir(folder: Path, name: str) -> Path:
+    """Where `run` writes the report: reports/<name> beside the --out folder (runs/x -> reports/x), or inside
+    --out when --out is the working directory or above it (never outside what the user named)."""
+    out = folder.parent
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        return out / "reports" / name
+    return out.parent / "reports" / name
 
 
 def _close_runs(session, status: str) -> None:
@@ -205,15 +236,21 @@ def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> No
         except ImportError:
             say("report: harness.report is not available; skipped")
         else:
-            out = session.folder.parent.parent / "reports" / session.study.name   # runs/x -> reports/x
+            out = report_dir(session.folder, session.study.name)   # runs/x -> reports/x
             path = build_report(session.folder, out, tracking_uri=session.tracker.uri)
             say(f"report: {path}")
-    if runner.counts(session)["done"]:   # the parent run: metrics per variant and the report
+    c = runner.counts(session)
+    if c["done"]:   # the parent run: metrics per variant and the report
         session.tracker.log_study_summary(session.parent_run_id, path)
     bad = [rc for rc in rcs if rc not in (0, None)]
-    if bad:
+    if bad and (c["pending"] or c["running"]):
         raise HarnessError(f"{len(bad)} worker process(es) exited with an error (codes {bad}); "
                            "rerun the same command to continue")
+    if bad:  # e.g. a killed worker whose trial another worker finished: nothing is left to do
+        say(f"note: {len(bad)} worker process(es) exited with an error (codes {bad}); every trial has ended")
+    if c["failed"]:
+        say(f"{c['failed']} trial(s) failed (reasons above); `harness run ... --retry-failed` queues them again")
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:

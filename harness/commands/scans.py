@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plugins.errors import HarnessError
@@ -152,7 +153,7 @@ def table(grid: str = typer.Option("16x16", "--grid", help="Token grid HxW."),
         scans = _layer_scans(item.entry.name, g, depth, seed)
         per_layer = sorted({s.num_directions for s in scans})
         segments = sorted({s.segments for s in scans})
-        names = (item.entry.name, item.plugin)[: 1 + several]
+        names = (escape(item.entry.name), escape(item.plugin))[: 1 + several]
         out.add_row(*names, "/".join(map(str, per_layer)), str(distinct_orders(scans)),
                     f"{continuity(scans, g):.3f}", "/".join(map(str, segments)))
     console = Console()
@@ -163,7 +164,8 @@ def table(grid: str = typer.Option("16x16", "--grid", help="Token grid HxW."),
                   "consecutive steps (inside a segment) that move to a grid 4-neighbour (6-neighbour across "
                   "frames).", highlight=False)
     if skipped:
-        console.print(f"video scans left out (give --frames T > 1): {', '.join(skipped)}", highlight=False)
+        console.print(f"video scans left out (give --frames T > 1): {', '.join(skipped)}", highlight=False,
+                      markup=False)
 
 
 def register(app: typer.Typer) -> None:

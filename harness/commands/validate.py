@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from plugins.errors import HarnessError
 from plugins.registry import load_registries
@@ -35,10 +36,10 @@ def validate(studies: list[Path] = typer.Argument(..., help="Study files to chec
                 built = check_buildable(study, trials, registries) if build else 0
             except HarnessError as exc:
                 failures += 1
-                console.print(f"[red]✗[/red] {exc}", highlight=False, soft_wrap=True)
+                console.print(f"[red]✗[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 continue
             extra = f", {built} distinct model(s) built" if build else ""
-            console.print(f"[green]✓[/green] {tag}: {len(trials)} trial(s){extra}", highlight=False, soft_wrap=True)
+            console.print(f"[green]✓[/green] {escape(tag)}: {len(trials)} trial(s){extra}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(code=2)
 

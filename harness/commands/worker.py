@@ -14,10 +14,9 @@ from plugins.errors import HarnessError
 def load_from_storage(storage: str, name: str, out: Path | None):
     """(Study schema, study folder) from the YAML text and preset kept in the Optuna study's user attrs."""
     import optuna
-    import yaml
 
     from harness import queue
-    from harness.study import parse_study
+    from harness.study import parse_study, read_yaml
 
     store = queue.open_storage(storage, Path(out or ".") / name)
     try:
@@ -28,8 +27,8 @@ def load_from_storage(storage: str, name: str, out: Path | None):
     if "study_yaml" not in attrs:
         raise HarnessError(f"study {name!r} in {queue.storage_label(storage)} was not created by "
                            "`harness run`")
-    study = parse_study(yaml.safe_load(attrs["study_yaml"]), preset=attrs.get("preset"),
-                        source=f"{name} (study file kept in the storage)")
+    source = f"{name} (study file kept in the storage)"
+    study = parse_study(read_yaml(attrs["study_yaml"], source), preset=attrs.get("preset"), source=source)
     folder = (Path(out) / name) if out is not None else Path(attrs.get("out_dir") or Path("runs") / name)
     return study, folder
 

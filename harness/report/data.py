@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from harness.study import read_yaml
 from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError
 
@@ -237,13 +238,13 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
 
     raw = None
     if folder is not None and (folder / "study.yaml").exists():
-        raw = yaml.safe_load((folder / "study.yaml").read_text())
+        raw = read_yaml((folder / "study.yaml").read_text(), str(folder / "study.yaml"))  # shared folders: bounded
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             data.name = _effective_name(raw)  # the experiment is named after the study, whatever the folder is called
     runs, parent = _trial_runs(client, data.name) if client is not None else ([], None)
     if raw is None and parent is not None:
         path = _artifact(client, parent.info.run_id, "study.yaml", None, tmp)
-        raw = yaml.safe_load(path.read_text()) if path else None
+        raw = read_yaml(path.read_text(), f"{data.name}/study.yaml (MLflow artifact)") if path else None
     specs = {}
     if raw is not None:
         source = str(folder / "study.yaml") if folder else f"{data.name}/study.yaml"

@@ -104,14 +104,17 @@ class UInt8Dataset(torch.utils.data.Dataset):
         return to_channels(self.images, self.channels)
 
 
-def make_reference(held_out: torch.Tensor, *, channels: int, name: str) -> Callable[..., torch.Tensor]:
-    """reference(n, seed=0) -> uint8 (n, ..., channels, H, W): n held-out items drawn without replacement."""
+def make_reference(held_out: torch.Tensor, *, channels: int, name: str,
+                   size: int | None = None) -> Callable[..., torch.Tensor]:
+    """reference(n, seed=0) -> uint8 (n, ..., channels, H, W): n held-out items drawn without replacement;
+    `size`: resized to size x size when drawn (so an unused held-out split is never resized whole)."""
     available = held_out.shape[0]
 
     def reference(n: int, seed: int = 0) -> torch.Tensor:
         if not 1 <= n <= available:
             raise DataError(f"{name}: asked for {n} reference items, the held-out split has {available}")
         idx = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        return to_channels(held_out[idx], channels).contiguous()
+        items = held_out[idx] if size is None else resize_uint8(held_out[idx], size)
+        return to_channels(items, channels).contiguous()
 
     return reference

@@ -26,6 +26,7 @@ class _FolderOptions(DataOptions):
     convert: bool = False                            # convert other colour modes instead of failing
     holdout: float = Field(0.1, gt=0, lt=1)          # held-out fraction for metrics when there is no test/
     seed: int = 0                                    # the held-out split
+    num_reference: int | None = Field(None, ge=2)    # keep only the first num_reference held-out items (None: all)
 
 
 class ImageFolderOptions(_FolderOptions):
@@ -114,6 +115,7 @@ def load_image_folder(opts: ImageFolderOptions) -> DataBundle:
     train, test = _split(items, root, opts, "image-folder")
     if opts.num_train is not None:
         train = train[:opts.num_train]
+    test = test[:opts.num_reference] if opts.num_reference is not None else test
 
     def stack(part: list) -> torch.Tensor:
         return torch.from_numpy(np.stack([_to_array(_open(p), p, opts) for p, _ in part]))
@@ -151,6 +153,7 @@ def load_video_folder(opts: VideoFolderOptions) -> DataBundle:
     train, test = _split([(v, -1) for v in videos], root, opts, "video-folder")
     if opts.num_train is not None:
         train = train[:opts.num_train]
+    test = test[:opts.num_reference] if opts.num_reference is not None else test
     need = (opts.frames - 1) * opts.frame_stride + 1
 
     def clip(src: Path) -> np.ndarray:

@@ -37,15 +37,16 @@ class FashionMNISTOptions(ImageOptions):
 
 def _bundle(name: str, *, opts: ImageOptions, train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor,
             source: str) -> DataBundle:
-    """Resize (N, 1, h, w) uint8 splits, cap num_train, and wrap them as a DataBundle."""
-    train, test = resize_uint8(train, opts.resolution), resize_uint8(test, opts.resolution)
+    """Cap num_train, resize the (N, 1, h, w) uint8 train split (the held-out split is resized as drawn, item by
+    item, which gives the same pixels), and wrap them as a DataBundle."""
     if opts.num_train is not None:
         train, train_y = train[:opts.num_train], train_y[:opts.num_train]
+    train = resize_uint8(train, opts.resolution)
     info = DataInfo(name=name, channels=opts.channels, height=opts.resolution, width=opts.resolution,
                     num_classes=10, num_train=train.shape[0], source=source,
-                    fingerprint=fingerprint(train, train_y, test, extra=f"{name}:{opts.channels}"))
+                    fingerprint=fingerprint(train, train_y, test, extra=f"{name}:{opts.channels}:{opts.resolution}"))
     return DataBundle(info=info, train=UInt8Dataset(train, channels=opts.channels, labels=train_y),
-                      reference=make_reference(test, channels=opts.channels, name=name),
+                      reference=make_reference(test, channels=opts.channels, name=name, size=opts.resolution),
                       extras={"num_reference": test.shape[0], "reference_split": "test"})
 
 

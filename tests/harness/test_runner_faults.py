@@ -25,7 +25,9 @@ def faulty(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     study = write_study(root / "faults.yaml", "faults", axes=FAULTS, seeds=(0,))
     seed_mlflow_db(root / "runs" / "faults", root)
-    _main(["run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report"])
+    with pytest.raises(SystemExit) as exit_:
+        _main(["run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report"])
+    assert exit_.value.code == 1, "a study with failed trials exits non-zero"
     return root
 
 
@@ -94,9 +96,11 @@ def test_status_shows_each_failure_reason(faulty, capsys):
 
 def test_rerunning_repeats_nothing_and_retry_failed_queues_only_the_failed(faulty):
     args = ["run", str(faulty / "faults.yaml"), "--runs", str(faulty / "runs"), "--quiet", "--no-report"]
-    _main(args)
-    assert len(optuna_trials("faults", journal(faulty / "runs" / "faults"))) == 5
-    _main([*args, "--retry-failed"])
+    for argv in (args, [*args, "--retry-failed"]):
+        with pytest.raises(SystemExit):   # exit 1: failed trials remain
+            _main(argv)
+        if argv is args:
+            assert len(optuna_trials("faults", journal(faulty / "runs" / "faults"))) == 5
     trials = optuna_trials("faults", journal(faulty / "runs" / "faults"))
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 2, TrialState.FAIL: 6}
     retried = [t for t in trials if t.user_attrs.get("attempts")]

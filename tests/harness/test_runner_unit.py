@@ -103,8 +103,8 @@ def test_a_resumed_trial_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_
                   hooks=TrialHooks(advance=stop_at_15))
     resumed = run_trial(spec, registries, trial_dir=tmp_path / "b", device=cpu, cache_dir=tmp_path / "c")
     assert resumed["resumed_from_step"] == 10 and straight["resumed_from_step"] == 0
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     for k in a["ema"]:
         torch.testing.assert_close(a["ema"][k], b["ema"][k], rtol=0, atol=0)
     assert resumed["metrics"]["toy-gap"] == straight["metrics"]["toy-gap"]

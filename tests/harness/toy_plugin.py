@@ -61,6 +61,7 @@ class BackboneOptions(BaseModel):
     width: int = 16
     fail: Literal["none", "raise", "nan"] = "none"
     fail_step: int = 3
+    fail_message: str = "toy failure on purpose"
     sleep: float = 0.0
 
 
@@ -68,12 +69,13 @@ class ToyMLP(nn.Module):
     """x (N, 1, 4, 4), t (N,), y (N,) -> (N, 1, 4, 4)."""
 
     def __init__(self, *, width: int, num_classes: int | None, fail: str, fail_step: int, sleep: float,
-                 device=None) -> None:
+                 device=None, fail_message: str = "toy failure on purpose") -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(16 + 1 + width, width, device=device), nn.SiLU(),
                                  nn.Linear(width, 16, device=device))
         self.label = nn.Embedding((num_classes or 0) + 1, width, device=device)
         self.fail, self.fail_step, self.sleep, self.calls = fail, fail_step, sleep, 0
+        self.fail_message = fail_message
 
     def forward(self, x, t, *, y=None, context=None, context_mask=None):
         """x (N, 1, 4, 4), t (N,) -> (N, 1, 4, 4)."""
@@ -82,7 +84,7 @@ class ToyMLP(nn.Module):
             if self.sleep:
                 time.sleep(self.sleep)
             if self.fail == "raise" and self.calls > self.fail_step:
-                raise RuntimeError("toy failure on purpose")
+                raise RuntimeError(self.fail_message)
         y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if y is None else y
         h = torch.cat([x.flatten(1), t[:, None].to(x.dtype), self.label(y)], dim=1)   # (N, 17 + width)
         out = self.net(h).view_as(x)
@@ -92,10 +94,11 @@ class ToyMLP(nn.Module):
 
 
 def _build_backbone(*, size, input_shape, patch_size, scan, num_classes, context_dim, pos_embed,
-                    mixer_backend, device, dtype, width, fail, fail_step, sleep, generator=None) -> nn.Module:
+                    mixer_backend, device, dtype, width, fail, fail_step, sleep, fail_message="toy failure on purpose",
+                    generator=None) -> nn.Module:
     assert tuple(input_shape) == SHAPE, f"toy-mlp takes {SHAPE}, got {input_shape}"
     return ToyMLP(width=width, num_classes=num_classes, fail=fail, fail_step=fail_step, sleep=sleep,
-                  device=None if str(device) == "meta" else device)
+                  device=None if str(device) == "meta" else device, fail_message=fail_message)
 
 
 class MeanGap:

@@ -143,6 +143,15 @@ def test_image_folder_loads_user_images_and_holds_out_a_reference(tmp_path):
     assert values == {10 * i for i in range(20)}
 
 
+def test_image_folder_num_reference_keeps_the_first_held_out_items(tmp_path):
+    for i in range(20):
+        _png(tmp_path / f"img{i:02d}.png", value=10 * i)
+    full = _load("image-folder", root=str(tmp_path), resolution=8, holdout=0.25)
+    cut = _load("image-folder", root=str(tmp_path), resolution=8, holdout=0.25, num_reference=2)
+    assert (full.extras["num_reference"], cut.extras["num_reference"]) == (5, 2)
+    assert torch.equal(cut.reference(2), full.reference(5)[:2])   # sorted draws of all = the first items
+
+
 def test_image_folder_uses_train_test_and_class_subfolders(tmp_path):
     for split, n in (("train", 6), ("test", 2)):
         for cls in ("cat", "dog"):
@@ -252,3 +261,21 @@ def test_a_video_with_too_few_frames_is_a_data_error_naming_it(tmp_path):
             _png(tmp_path / f"clip{v}" / f"{t}.png")
     with pytest.raises(DataError, match="clip0: 2 frame"):
         _load("video-folder", root=str(tmp_path), frames=4, holdout=0.5)
+
+
+def test_digits_reference_resized_as_drawn_equals_the_whole_split_resized_then_indexed():
+    from plugins._data.common import resize_uint8
+    from plugins._data.real import DigitsOptions, digits_splits, load_digits
+    _, _, test, _ = digits_splits()
+    bundle = load_digits(DigitsOptions(resolution=20))
+    idx = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(3))[:40].sort().values
+    assert torch.equal(bundle.reference(40, seed=3), resize_uint8(test, 20)[idx])
+
+
+def test_validation_loads_only_a_few_items_of_a_dataset():
+    from harness.validation import _preview
+    from plugins._data.procedural import ShapesOptions
+    from plugins._data.real import DigitsOptions
+    assert _preview(DigitsOptions(resolution=1024)).num_train == 8
+    opts = _preview(ShapesOptions())
+    assert (opts.num_train, opts.num_reference) == (8, 2)

@@ -10,7 +10,7 @@ import pytest
 
 from plugins.errors import DuplicateNameError, HarnessError, UnknownNameError
 from plugins.registry import Registry
-from plugins.specs import ScanEntry, KINDS
+from plugins.specs import KINDS, ScanEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = [sys.executable, "-m", "harness.cli"]
@@ -100,3 +100,39 @@ def test_two_plugins_registering_one_name_fail_with_both_names(tmp_path):
     msg = out.stderr.strip()
     assert "scan 'reverse-raster' is registered by both plugin" in msg
     assert "acme-scans" in msg and "other-scans" in msg
+
+
+def _with_plugin(tmp_path, module, *args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZIGMA_HARNESS_PLUGINS": module,
+           "MLFLOW_DISABLE_TELEMETRY": "true", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([*HARNESS, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_a_plugin_hook_that_raises_is_one_line_naming_the_plugin_and_exit_2(tmp_path):
+    out = _with_plugin(tmp_path, "tests.plugins.raising_plugin", "ls", "samplers")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: plugin 'tests.plugins.raising_plugin': register_samplers raised KeyError: "
+        "'oops [/red] in the plugin'"]
+
+
+def test_a_scan_whose_order_is_not_a_permutation_is_refused_at_validation_naming_the_scan(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("name: x\nbase:\n  dataset: {name: digits, resolution: 8}\n  backbone: {size: tiny}\n"
+                     "  scan: not-a-perm\n  eval: {num_samples: 4, metrics: [fd-effnet]}\n")
+    out = _with_plugin(tmp_path, "tests.plugins.nonperm_scan_plugin", "validate", str(study))
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    (line,) = out.stdout.strip().splitlines()
+    assert "scan 'not-a-perm' from plugin 'tests.plugins.nonperm_scan_plugin'" in line
+    assert "the order is not a permutation of 0..15" in line
+
+
+def test_layer_scan_refuses_an_order_with_a_repeated_token():
+    import torch
+
+    from zigma.scans import LayerScan
+    with pytest.raises(ValueError, match="not a permutation of 0..3"):
+        LayerScan(orders=(torch.tensor([0, 1, 1, 3]),))
+    assert LayerScan(orders=(torch.tensor([2, 0, 3, 1]),)).num_directions == 1

@@ -117,6 +117,11 @@ class LayerScan:
         if not self.orders:
             raise ValueError("a LayerScan needs at least one order")
         n = self.orders[0].numel()
+        for k, o in enumerate(self.orders):   # checked once, here: every later gather trusts the orders
+            if o.dim() != 1 or o.is_floating_point() or o.numel() != n or not torch.equal(
+                    o.sort().values, torch.arange(n, dtype=o.dtype, device=o.device)):
+                raise ValueError(f"scan direction {k}: the order is not a permutation of 0..{n - 1} "
+                                 f"(shape {tuple(o.shape)}, dtype {o.dtype})")
         if n % self.segments:
             raise ValueError(f"{n} tokens do not split into {self.segments} segments")
         if not self.inverses:
