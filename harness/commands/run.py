@@ -121,12 +121,12 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     if gpus and workers:
         raise HarnessError("give either --gpus (one worker per GPU) or --workers (CPU worker processes)")
     gpu_ids = parse_gpus(gpus) if gpus else []
-    _check_writable(out / study.name, storage)
+    folder = (runs_dir(runs, out) / study.name).resolve()
+    _check_writable(folder, storage)
 
     from harness import runner
     from harness.progress import LineProgress
 
-    folder = (runs_dir(runs, out) / study.name).resolve()
     yaml_text = study_file.read_text()
     from harness.tracking import file_lock
     # two coordinators started at once on one folder: one prepares (schema, parent run, queue), then the other
@@ -177,14 +177,14 @@ def _check_writable(folder: Path, storage: str | None) -> None:
         if storage is None and journal.exists() and not os.access(journal, os.W_OK):
             raise PermissionError(f"{journal} is read-only")
     except OSError as exc:
-        raise HarnessError(f"--out: cannot write the study folder {folder} ({type(exc).__name__}: "
+        raise HarnessError(f"--runs: cannot write the study folder {folder} ({type(exc).__name__}: "
                            f"{exc.strerror or exc}); `harness status` and `harness report` read a finished "
                            "study without writing") from None
 
 
 def report_dir(folder: Path, name: str) -> Path:
-    """Where `run` writes the report: reports/<name> beside the --out folder (runs/x -> reports/x), or inside
-    --out when --out is the working directory or above it (never outside what the user named)."""
+    """Where `run` writes the report: reports/<name> beside the --runs folder (runs/x -> reports/x), or inside
+    --runs when --runs is the working directory or above it (never outside what the user named)."""
     out = folder.parent
     cwd = Path.cwd().resolve()
     if out == cwd or out in cwd.parents:

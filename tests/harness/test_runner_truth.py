@@ -102,7 +102,7 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_and_exit_2(tmp_path
     res = run_harness("run", str(study), "--runs", str(tmp_path / "afile"), timeout=300)
     assert res.returncode == 2, res.stderr[-3000:]
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
-    assert f"--out: cannot write the study folder {tmp_path / 'afile' / 'w'}" in res.stderr
+    assert f"--runs: cannot write the study folder {tmp_path / 'afile' / 'w'}" in res.stderr
 
 
 def test_a_killed_worker_whose_trial_another_finished_does_not_make_run_exit_2(monkeypatch):
@@ -113,8 +113,10 @@ def test_a_killed_worker_whose_trial_another_finished_does_not_make_run_exit_2(m
     said = []
     done = {"done": 4, "failed": 0, "pruned": 0, "running": 0, "pending": 0, "total": 4}
     monkeypatch.setattr(runner, "counts", lambda session: done)
-    run_cmd._finish(None, quiet=True, no_report=True, say=said.append, rcs=[0, -9])   # returns: exit 0
+    from types import SimpleNamespace
+    session = SimpleNamespace(parent_run_id=None, tracker=SimpleNamespace(log_study_summary=lambda *a: None))
+    run_cmd._finish(session, quiet=True, no_report=True, say=said.append, rcs=[0, -9])   # returns: exit 0
     assert "every trial has ended" in said[0]
     monkeypatch.setattr(runner, "counts", lambda session: {**done, "done": 3, "pending": 1})
     with pytest.raises(Exception, match="rerun the same command to continue"):
-        run_cmd._finish(None, quiet=True, no_report=True, say=said.append, rcs=[0, -9])
+        run_cmd._finish(session, quiet=True, no_report=True, say=said.append, rcs=[0, -9])
