@@ -321,6 +321,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     trial_dir = session.folder / "trials" / spec.key
     th = hooks.trial()
     th.log = lambda metrics, step: tracker.log_metrics(run_id, metrics, step)
+    th.history = lambda name, points: tracker.log_history(run_id, name, points)
     metric = session.study.objective.metric
 
     def report(values: dict[str, float], step: int) -> None:
@@ -375,7 +376,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     for c in session.study.objective.constraints:
         v = metrics.get(c.metric, float("nan"))
         trial.set_constraint(c.metric, v - c.max if math.isfinite(v) else float("inf"))
-    tracker.end_trial(run_id, status="completed")
+    tracker.end_trial(run_id, status="completed", resumed_from_step=int(result["resumed_from_step"]))
     try:
         osd.tell(trial, value)
     except UpdateFinishedTrialError:

@@ -105,18 +105,32 @@ class Tracker:
         for i in range(0, len(items), _BATCH_METRICS):
             self.client.log_batch(run_id, metrics=items[i:i + _BATCH_METRICS])
 
+    def log_history(self, run_id: str, name: str, points: list[tuple[int, float]]) -> None:
+        """One metric's history [(step, value), ...] in batches of 1000 (not one call per step)."""
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        items = [Metric(name, float(v), now, int(step)) for step, v in points]
+        for i in range(0, len(items), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=items[i:i + _BATCH_METRICS])
+
     def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
         for p in paths:
             if Path(p).exists():
                 self.client.log_artifact(run_id, str(p))
 
-    def end_trial(self, run_id: str, *, status: str, failure: str | None = None) -> None:
-        """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED)."""
+    def end_trial(self, run_id: str, *, status: str, failure: str | None = None,
+                  resumed_from_step: int = 0) -> None:
+        """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED).
+        An earlier attempt's failure text is removed (a completed trial never reads 'interrupted')."""
         mlflow_status = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                          "interrupted": "KILLED"}[status]
         tags = {"harness.status": status}
         if failure:
             tags["harness.failure"] = failure[:5000]
+        elif "harness.failure" in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, "harness.failure")
+        if resumed_from_step:
+            tags["harness.resumed_from_step"] = str(resumed_from_step)
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)
         self.client.set_terminated(run_id, mlflow_status)
