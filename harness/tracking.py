@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten"]
+__all__ = ["Tracker", "default_tracking_uri", "flatten", "standard_tags"]
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _BATCH_PARAMS, _BATCH_METRICS = 100, 1000
@@ -35,6 +35,22 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)
     return out
+
+
+def standard_tags(run_name: str) -> dict[str, str]:
+    """MLflow's own tags: mlflow.runName, mlflow.user and (where known) mlflow.source.git.commit."""
+    import getpass
+
+    from harness.provenance import git_info
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = os.environ.get("USER", "")
+    tags = {"mlflow.runName": run_name, "mlflow.user": user}
+    if sha := git_info()["sha"]:
+        tags["mlflow.source.git.commit"] = sha
+    return tags
 
 
 class Tracker:
@@ -77,9 +93,14 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
             return run_id  # type: ignore[return-value]
         run = self.client.create_run(self.experiment_id, run_name=study, tags={
-            "harness.kind": "study", "harness.study": study, "harness.preset": preset or ""})
+            **standard_tags(study), "harness.kind": "study", "harness.study": study, "harness.preset": preset or ""})
         self._log_params(run.info.run_id, flatten(params or {}))
         return run.info.run_id
+
+    def keep_study(self, run_id: str, text: str) -> None:
+        """The resolved study file as run (preset recorded) -> the parent run's artifact study.yaml, so a report
+        from the tracking store alone finds the axes, seeds and baseline."""
+        self.client.log_text(run_id, text, "study.yaml")
 
     def end_study(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
@@ -92,7 +113,7 @@ class Tracker:
             self.client.set_tag(run_id, "harness.status", "running")
             return run_id  # type: ignore[return-value]
         run = self.client.create_run(self.experiment_id, run_name=label, tags={
-            "mlflow.parentRunId": parent_id, "harness.kind": "trial", "harness.trial_key": key,
+            **standard_tags(label), "mlflow.parentRunId": parent_id, "harness.kind": "trial", "harness.trial_key": key,
             "harness.label": label, "harness.status": "running"})
         self._log_params(run.info.run_id, params)
         return run.info.run_id

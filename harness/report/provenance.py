@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .data import StudyData
+from .stats import TEST
 from .tables import Table
 
 __all__ = ["notes", "provenance"]
@@ -78,7 +79,18 @@ def provenance(study: StudyData) -> dict[str, Any]:
         "baseline": study.baseline or {},
         "trials": {k: int(v) for k, v in sorted(status.items())},
         "ran": _span(study),
+        "resumed": [f"{t['variant']} seed {t['seed']} (from step {int(t['resumed_from_step'])})"
+                    for _, t in study.trials.iterrows() if t["status"] == "completed"
+                    and _num(t.get("resumed_from_step")) > 0] if len(study.trials) else [],
     }
+
+
+def _num(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return f if f == f else 0.0
 
 
 def _span(study: StudyData) -> str:
@@ -97,9 +109,10 @@ def _span(study: StudyData) -> str:
 def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, Any]]) -> list[str]:
     """Plain statements a reader needs to read the numbers right."""
     out = [("Each cell is the mean ± sample standard deviation (ddof=1) over the completed seeds of a variant; "
-            "the seed count is in the n column. Δ is the difference of means against the baseline row; '~' marks "
-            "|Δ| ≤ 2·SE (SE of the difference of two means), i.e. not distinguishable from seed noise. With one "
-            "seed the noise cannot be estimated and no '~' is given.")]
+            f"the seed count is in the n column. Δ is the difference of means against the baseline row, tested with "
+            f"{TEST}: '~' marks p ≥ 0.05 (not distinguishable from seed noise), and only a difference with "
+            "p < 0.05 is coloured better/worse. With fewer than two seeds on either side the noise cannot be "
+            "estimated: no test, no colour, and no 'best' in bold.")]
     for m in (m for t in tables[:1] for m in t.metrics if m.kind == "quality"):
         if m.name in METRIC_NOTES:
             out.append(METRIC_NOTES[m.name])
@@ -132,6 +145,9 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
                        "(listed with their reasons below).")
         if missing:
             out.append(f"{p['study']}: {missing} trial(s) of the study have no recorded run; the study is unfinished.")
+        if p.get("resumed"):
+            out.append(f"{p['study']}: resumed after an interruption (cost figures from the segment that finished "
+                       f"each; 'resumed' in the n column): {', '.join(p['resumed'])}.")
         if len(p["git_sha"]) > 1:
             out.append(f"{p['study']}: trials ran from {len(p['git_sha'])} different git commits.")
     return out
