@@ -210,6 +210,11 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                                        else float("nan")),
                    train_step_ms=1000.0 * state.timed_seconds / state.timed_steps if state.timed_steps
                    else float("nan"), timed_steps=state.timed_steps, **wall)
+    # what ran, for the report's header (the dataset as loaded, not as configured)
+    p = cfg.backbone.patch_size or 1
+    results.update(data_height=info.height, data_width=info.width, data_frames=info.frames or 1,
+                   data_num_train=len(data.train), data_num_reference=data.extras.get("num_reference", float("nan")),
+                   tokens=(info.frames or 1) * (info.height // p) * (info.width // p))
     how: dict[str, Any] = {
         "train_images_per_s": f"images / seconds of the {state.timed_steps} timed training steps of the segment "
                               f"that finished the trial (steps {state.resumed_from + 1}..{cfg.train.steps}, first "

@@ -102,7 +102,8 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
         head = [head[i] for i in keep]
         rows = [{**r, "cells": [r["cells"][i] for i in keep]} for r in rows]
     unset = any(r.values[k] is None for r in table.rows for k in keys)
-    return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, "unset": unset,
+    tested = any(r.cells[m.name].noise is not None or r.cells[m.name].best for r in table.rows for m in metrics)
+    return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, "unset": unset, "tested": tested,
             **_stacked(head, rows)}
 
 

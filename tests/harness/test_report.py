@@ -135,8 +135,8 @@ def test_results_csv_has_one_tidy_row_per_trial(report):
 
     frame = pd.read_csv(report / "results.csv")
     assert len(frame) == 6
-    assert list(frame.columns[:10]) == ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id",
-                                        "started", "ended"]
+    assert list(frame.columns[:11]) == ["study", "trial_key", "label", "variant", "seed", "status",
+                                        "resumed_from_step", "failure", "run_id", "started", "ended"]
     assert {"axis.scan.name", "metrics.fd-effnet", "params.train.lr"} <= set(frame.columns)
     assert sorted(frame["status"]) == ["completed"] * 5 + ["failed"]
 
