@@ -102,7 +102,7 @@ def _distinct(t: Any, column: str, *, integer: bool = False) -> str:
     for v in t[column]:
         if v is None or (isinstance(v, float) and v != v) or v == "":
             continue
-        text = f"{int(float(v)):,}" if integer else str(v)
+        text = f"{int(float(v)):,}" if integer else (f"{v:g}" if isinstance(v, float) else str(v))
         if text not in out:
             out.append(text)
     return " / ".join(out) or "?"

@@ -87,3 +87,28 @@ def test_an_interrupted_then_resumed_trial_is_marked_resumed_never_completed_int
     assert row["status"] == "completed" and row["failure"] == "" and row["resumed_from_step"] == 10
     readme = (out / "README.md").read_text()
     assert "1 (1 resumed)" in readme and "interrupted" not in readme
+
+
+@pytest.mark.slow  # one real smoke trial (digits, tiny ZigMa, fd-effnet): ~30-60 s on a 2-core CPU
+def test_the_smoke_reports_header_states_what_ran(tmp_path):
+    """The README's smoke command, cut to one scan: the header names digits, 16×16, the tiny model, 1 seed and the
+    40 steps that ran, whatever the study's free-text description says about the full study."""
+    from harness.report import build_report
+    from tests.harness.runner_support import REPO, env
+
+    doc = yaml.safe_load((REPO / "studies" / "scan_ablation.yaml").read_text())
+    doc["axes"] = {"scan.name": ["sweep-1"]}
+    path = tmp_path / "scan_ablation.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--preset", "smoke", "--out",
+                          str(tmp_path / "runs"), "--no-report", "--quiet"], env={**env(), "ZIGMA_HARNESS_PLUGINS": ""},
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    report = build_report(tmp_path / "runs" / "scan_ablation-smoke", tmp_path / "report")
+    header = (report / "README.md").read_text().split("## Provenance")[0]
+    ran = header.split("Ran: ", 1)[1].split("\n", 1)[0]
+    assert ran.startswith("digits (1,500 train / 297 reference images) at 16×16")
+    assert "size tiny" in ran and "1 seed (0)" in ran and "40 training steps of batch 16" in ran
+    assert "NFE 10" in ran and "Fashion-MNIST" not in ran
