@@ -79,7 +79,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
         info.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
-                    gpu_memory_gb=round(props.total_memory / 2**30, 2), cuda=torch.version.cuda,
+                    gpu_memory_gb=round(props.total_memory / 1e9, 2), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), gpu_count=torch.cuda.device_count())
     return info
 
