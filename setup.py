@@ -18,7 +18,8 @@ def build_info(src: Path) -> str | None:
     if not sha:
         def git(*args: str) -> str | None:
             try:
-                out = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10)
+                out = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
+                                     check=False)
             except (OSError, subprocess.TimeoutExpired):
                 return None
             return out.stdout.strip() if out.returncode == 0 else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .data import StudyData
@@ -91,7 +92,7 @@ def _num(v: Any) -> float:
         f = float(v)
     except (TypeError, ValueError):
         return 0.0
-    return f if f == f else 0.0
+    return 0.0 if math.isnan(f) else f
 
 
 def _distinct(t: Any, column: str, *, integer: bool = False) -> str:
@@ -100,7 +101,7 @@ def _distinct(t: Any, column: str, *, integer: bool = False) -> str:
         return "?"
     out: list[str] = []
     for v in t[column]:
-        if v is None or (isinstance(v, float) and v != v) or v == "":
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
             continue
         text = f"{int(float(v)):,}" if integer else (f"{v:g}" if isinstance(v, float) else str(v))
         if text not in out:

@@ -8,6 +8,8 @@ counter-clockwise), each flattened row-major, and uses list entry i as the token
 used as a gather path). The curve: gilbert2d(w, h) starts at (0, 0) with major axis a = (w, 0) when w >= h.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def official_hilbert_path(n: int) -> list[np.ndarray]:
 def test_the_oracle_is_a_hilbert_curve_visiting_every_cell_once():
     cells = _gilbert_cells(0, 0, 16, 0, 0, 16)
     assert sorted(cells) == [(x, y) for x in range(16) for y in range(16)]
-    assert all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in zip(cells, cells[1:]))
+    assert all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in itertools.pairwise(cells))
 
 
 @pytest.mark.parametrize("n", [4, 8, 16])
