@@ -252,7 +252,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
     def check(step: int) -> None:
         if (b := int(bad_step.item())) >= 0:
             raise TrialFailed(f"non-finite training loss at step {b}", step=b)
-        state.peak_memory_gb = max(state.peak_memory_gb, peak.read())
+        state.peak_memory_gb = max(state.peak_memory_gb, peak.read_total())
         if cfg.max_memory_gb is not None and state.peak_memory_gb > cfg.max_memory_gb:
             raise TrialFailed(f"peak memory {state.peak_memory_gb:.3f} GB exceeded train.max_memory_gb="
                               f"{cfg.max_memory_gb} at step {step}", step=step)
@@ -310,5 +310,5 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
                                 gens=gens, config_hash=config_hash)
     flush()
     state.wall = dict(split.seconds)
-    state.peak_memory_gb = max(state.peak_memory_gb, peak.read())
+    state.peak_memory_gb = max(state.peak_memory_gb, peak.read_total())
     return ema, state

@@ -223,7 +223,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         "wall": "host wall-clock seconds per phase of that segment (data, step, log, eval, checkpoint) and of "
                 "the trial (sample, metrics, cost); on CUDA queued step work is waited for in 'log'",
         "peak_memory_gb": "GB = 1e9 bytes; " + ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-                                                 else "peak RSS growth above the level at the segment's start"),
+                                                 else "the process's peak resident set (VmHWM) in the segment"),
         "resumed_from_step": state.resumed_from}
     if cfg.eval.cost:
         hooks.phase("cost", None)

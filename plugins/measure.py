@@ -197,6 +197,14 @@ class PeakMemory:
             return max(0, (_status_kb("VmHWM") or 0) * 1024 - self._base) / GB
         return _ru_maxrss_bytes() / GB
 
+    def read_total(self) -> float:
+        """Peak GB of the whole process since the last reset (CPU: the peak resident set itself, not its growth)."""
+        if self.device.type == "cuda":
+            return self.read()
+        if self.method.startswith("cpu peak RSS (VmHWM"):
+            return (_status_kb("VmHWM") or 0) * 1024 / GB
+        return _ru_maxrss_bytes() / GB
+
     def __enter__(self) -> Self:
         self.reset()
         return self

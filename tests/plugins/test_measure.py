@@ -31,6 +31,15 @@ def test_peak_memory_on_cuda_reads_the_allocator_peak_in_gb():
     assert mem.delta_gb >= 0.1 and mem.method == "torch.cuda.max_memory_allocated"
 
 
+def test_peak_memory_total_on_cpu_is_at_least_the_resident_set_now():
+    mem = PeakMemory("cpu")
+    mem.reset()
+    if not mem.method.startswith("cpu peak RSS (VmHWM"):
+        pytest.skip("no VmHWM reset on this system")
+    rss = int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS:")).split()[1]) * 1024
+    assert mem.read_total() * GB >= 0.9 * rss and mem.read() <= mem.read_total()
+
+
 def test_time_calls_runs_warmup_untimed_and_times_each_later_call():
     calls = []
     out = time_calls(lambda: calls.append(1), device=torch.device("cpu"), warmup=2, iters=3)
