@@ -180,7 +180,6 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
             hooks.report(values, step)
 
     hooks.phase("train", cfg.train.steps)
-    split = WallSplit()
     ema, state = train(
         net=net, transport=transport, loader_for=loader_for, per_epoch=stream.per_epoch,
         condition=cond.train_kwargs, cfg=cfg.train, seed=spec.seed, device=device,
@@ -190,6 +189,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         extra_generators={"droppath": drop_gen})
 
     wall = {f"wall_{k}_s": v for k, v in state.wall.items()}
+    split = WallSplit()                                   # the trial's phases after training
     hooks.phase("sample", cfg.eval.num_samples)
     with split("sample"):
         out = sample_images(ema, transport, sampler, cond, n=cfg.eval.num_samples, batch_size=cfg.eval.batch_size,
