@@ -8,7 +8,7 @@ parameter counts match within ~10%), class-conditional, on latents (channels, 2*
 side*side tokens, batch = max(1, batch_tokens // tokens) so every point sees the same tokens a step.
 - train: one flow-matching step (forward, MSE loss, backward, AdamW step; bf16 autocast on CUDA), median of N;
 - sample: one forward at the same batch under inference_mode (one NFE); sample_ms_per_image = forward * nfe / batch;
-- peak memory since a reset before the model is built (see measure.py), for training and for sampling.
+- peak memory since a reset before the model is built (see plugins/measure.py), for training and for sampling.
 A point that runs out of memory is recorded as status "oom" and the run goes on; a variant that cannot run here
 (fused mixer without mamba-ssm or CUDA) is "skipped" with the reason. Results are written after every point.
 
@@ -44,7 +44,7 @@ from zigma.mixer.fused import fused_kernels
 from zigma.scans import LayerCycle, Sweep, zigzag_paths
 
 from .analysis import goal_ratios, plot, summary_lines
-from .measure import PeakMemory, Timing, is_oom, time_calls
+from plugins.measure import PeakMemory, Timing, is_oom, time_calls
 from .micro import kernel_ceiling, mixer_vs_linear, permute_cost
 
 __all__ = ["Variant", "VARIANTS", "CEILING_AFTER", "Config", "make_config", "points", "run", "write",

@@ -25,7 +25,7 @@ from torch import nn
 from zigma.mixer import MambaMixer, fused_available
 from zigma.scans import inverse, permute_tokens, relative_order, zigzag_paths
 
-from .measure import is_oom, time_calls
+from plugins.measure import is_oom, time_calls
 
 __all__ = ["permute_cost", "mixer_vs_linear", "kernel_ceiling"]
 

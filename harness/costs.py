@@ -1,22 +1,27 @@
-"""A trial's cost figures, measured with plugins/_metrics/cost.py (the helpers `harness bench` uses too).
+"""A trial's cost figures besides those of its own training run (timing and memory: plugins/measure.py).
 
-params_m (backbone parameters, millions), gflops (forward, one image, 1 FLOP per multiply-accumulate),
-train_images_per_s (full optimisation steps on a copy of the trained model, warm-up excluded, synchronized),
-sample_ms_per_image and nfe (the trial's sampler with the EMA weights at the eval batch size: the final
-sampling pass's batches after its first when there are two or more, else extra batches right after it).
+params_m (backbone parameters, millions); gflops (forward, one image, 1 FLOP per multiply-accumulate);
+sample_ms_per_image and its spread (the trial's sampler with the EMA weights at the eval batch size, over at least
+MIN_SAMPLE_BATCHES timed batches: the final sampling pass's full batches after its first, topped up with extra
+batches drawn right after it); model_step_images_per_s (a model-only steady-state figure: optimisation steps on a
+copy of the trained model with one fixed batch, no data loading; never the run's own train_images_per_s).
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 from typing import Any
 
 import torch
 
 from harness.sampling import Conditioning, Net, sample_batch
 from harness.training import Stepper, seed_for
+from plugins.measure import Timer, time_calls
 
-__all__ = ["trial_costs"]
+__all__ = ["trial_costs", "MIN_SAMPLE_BATCHES"]
+
+MIN_SAMPLE_BATCHES = 5  #: timed sampling batches per trial, at least
 
 
 def _batch(data: Any, n: int) -> dict[str, Any]:
@@ -26,43 +31,46 @@ def _batch(data: Any, n: int) -> dict[str, Any]:
 
 def trial_costs(*, net: Net, ema: Net, transport: Any, sampler: Any, cond: Conditioning, cfg: Any, data: Any,
                 device: torch.device, amp: torch.dtype | None, seed: int,
-                sampling: dict[str, Any] | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """(figures, meta) for one trained trial; meta says how each figure was measured. `sampling`: the final
-    sampling pass's measure_sampling figures, when it had at least two full batches (else measured here)."""
-    from plugins._metrics.cost import count_params, flops, measure_sampling, measure_training_throughput
+                batch_seconds: list[float]) -> tuple[dict[str, float], dict[str, Any]]:
+    """(figures, meta) for one trained trial; meta says how each figure was measured. `batch_seconds`: the
+    timed full batches of the final sampling pass (Samples.batch_seconds)."""
+    from plugins.metrics import count_params, flops
     from zigma.random import sample_seeds
 
-    shape, iters = data.info.shape, cfg.eval.cost_iters
-    labels, captions = cond.prompts(1, seed)
-    c, _ = cond.pair(ema, labels, captions)
+    shape, n = data.info.shape, cfg.eval.batch_size
+    labels, captions = cond.prompts(n, seed)
+    c, _ = cond.pair(ema, labels[:1] if labels is not None else None, captions[:1] if captions else None)
     with torch.no_grad():
         x, t = torch.zeros((1, *shape), device=device), torch.full((1,), 0.5, device=device)
         f = flops(ema.backbone, x, t, **c)
     out = {"params_m": count_params(ema.backbone) / 1e6, "gflops": f["gflops"]}
-    meta: dict[str, Any] = {"flops_method": f["flops_method"], "iters": iters, "warmup": 1}
+    meta: dict[str, Any] = {"flops_method": f["flops_method"]}
 
+    # sampling latency: >= MIN_SAMPLE_BATCHES timed batches (the pass that just ran warmed the sampler up)
+    extra = max(0, MIN_SAMPLE_BATCHES - len(batch_seconds))
+    seeds = sample_seeds(seed, range(n))
+    timer = Timer(device)
+    for _ in range(extra):
+        with timer.region():
+            sample_batch(ema, transport, sampler, cond, seeds=seeds, labels=labels, captions=captions, shape=shape,
+                         cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp)
+    ms = [1000.0 * s / n for s in [*batch_seconds, *timer.take()]]
+    out["sample_ms_per_image"] = statistics.fmean(ms)
+    out["sample_ms_per_image_std"] = statistics.stdev(ms) if len(ms) > 1 else float("nan")
+    out["sample_batches"] = float(len(ms))
+    meta["sample_timing"] = (f"{len(ms)} timed batches of {n}: {len(batch_seconds)} from the final sampling pass "
+                             f"(its first batch untimed), {extra} extra right after it; mean and sample std "
+                             "over batches")
+
+    # model-only steady-state step figure (named so; the run's own train_images_per_s comes from training)
+    iters = cfg.eval.cost_iters
     batch = _batch(data, cfg.train.batch_size)
     x1 = batch["x"].to(device)
     kwargs = cond.train_kwargs(batch, torch.Generator().manual_seed(seed_for(seed, 7)))
     stepper = Stepper(copy.deepcopy(net).train(), copy.deepcopy(ema), transport, cfg.train, device)
     gen = torch.Generator(device=device).manual_seed(seed_for(seed, 8))
-    train = measure_training_throughput(lambda: stepper(x1, kwargs, cfg.train.steps, gen),
-                                        cfg.train.batch_size, warmup=1, iters=iters, device=device)
-    stepper = None  # free the copies before sampling
-    out["train_images_per_s"] = train["train_images_per_s"]
-    meta["train_memory_method"] = train["memory_method"]
-
-    n = cfg.eval.batch_size
-    if sampling is None:
-        labels, captions = cond.prompts(n, seed)
-        seeds = sample_seeds(seed, range(n))
-        sampling = measure_sampling(
-            lambda: sample_batch(ema, transport, sampler, cond, seeds=seeds, labels=labels, captions=captions,
-                                 shape=shape, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp),
-            n, warmup=0, iters=iters, device=device)        # the final sampling pass just warmed it up
-        meta["sample_timing"] = f"{iters} extra batch(es) of {n} after the final sampling pass"
-    else:
-        meta["sample_timing"] = f"batches 2..{sampling['iters'] + 1} of the final sampling pass ({n} each)"
-    out["sample_ms_per_image"] = 1000.0 * sampling["sample_latency_per_image_s"]
-    out["nfe"] = float(sampling["nfe"]) if sampling["nfe"] is not None else float("nan")
+    ms_step = time_calls(lambda: stepper(x1, kwargs, cfg.train.steps, gen), device=device, warmup=1, iters=iters)
+    out["model_step_images_per_s"] = 1000.0 * cfg.train.batch_size / ms_step.mean
+    meta["model_step_timing"] = (f"{iters} optimisation steps on a copy of the trained model with one fixed batch "
+                                 f"of {cfg.train.batch_size} (1 warm-up step, no data loading)")
     return out, meta

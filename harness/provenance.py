@@ -24,13 +24,16 @@ _REPO = Path(__file__).resolve().parent.parent
 
 
 def git_info(repo: Path = _REPO) -> dict[str, Any]:
-    """{'sha': ..., 'dirty': bool} of the checkout the code runs from; sha None outside git.
+    """{'sha': ..., 'dirty': bool} of the code that runs; sha None where no source says it.
 
-    A copy whose .git is absent or stale (a GPU machine given the working tree) names its commit in
-    ZIGMA_HARNESS_GIT_SHA, which then wins over git (dirty: unknown unless ZIGMA_HARNESS_GIT_DIRTY is 0 or 1)."""
+    In order: ZIGMA_HARNESS_GIT_SHA (a copy whose .git is absent or stale, e.g. a GPU machine given the working
+    tree; dirty unknown unless ZIGMA_HARNESS_GIT_DIRTY is 0 or 1); harness/_build_info.py, written by setup.py
+    when a non-editable install is built; git in the checkout."""
     if os.environ.get("ZIGMA_HARNESS_GIT_SHA"):
         flag = os.environ.get("ZIGMA_HARNESS_GIT_DIRTY")
         return {"sha": os.environ["ZIGMA_HARNESS_GIT_SHA"], "dirty": None if flag not in ("0", "1") else flag == "1"}
+    if repo == _REPO and (built := _build_info()) is not None:
+        return built
 
     def git(*args: str) -> str | None:
         try:
@@ -42,6 +45,15 @@ def git_info(repo: Path = _REPO) -> dict[str, Any]:
     sha = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if sha else None
     return {"sha": sha, "dirty": bool(status) if status is not None else None}
+
+
+def _build_info() -> dict[str, Any] | None:
+    """The commit a non-editable install was built from (harness/_build_info.py), None in a checkout."""
+    try:
+        from harness import _build_info  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return {"sha": _build_info.GIT_SHA, "dirty": _build_info.GIT_DIRTY}
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
@@ -67,7 +79,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
         info.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
-                    gpu_memory_gb=round(props.total_memory / 2**30, 2), cuda=torch.version.cuda,
+                    gpu_memory_gb=round(props.total_memory / 1e9, 2), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), gpu_count=torch.cuda.device_count())
     return info
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import optuna
 import torch
+import yaml
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
@@ -31,7 +32,7 @@ from harness.tracking import Tracker, default_tracking_uri, flatten
 from harness.trial import TrialFailed, TrialHooks, run_trial
 from plugins.errors import HarnessError
 
-__all__ = ["Session", "open_session", "prepare", "run_worker", "run_one", "counts", "WorkerStopped",
+__all__ = ["Session", "open_session", "prepare", "study_file_text", "run_worker", "run_one", "counts", "WorkerStopped",
            "MAX_AUTO_ATTEMPTS"]
 
 MAX_AUTO_ATTEMPTS = 3      # a trial whose worker keeps dying is not re-queued forever
@@ -108,6 +109,15 @@ def open_session(study: Study, *, folder: Path, storage: str | None, tracking_ur
     return session
 
 
+def study_file_text(text: str, preset: str | None) -> str:
+    """The study file as run, with the preset recorded as a top-level `preset:` key."""
+    if preset is None:
+        return text
+    raw = yaml.safe_load(text)
+    raw["preset"] = preset
+    return f"# written by `harness run --preset {preset}`\n" + yaml.safe_dump(raw, sort_keys=False)
+
+
 def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_failed: bool = False,
             say: Callable[[str], None] = print) -> None:
     """Coordinator work before workers start: study attrs, parent run, dead workers, the queue, retries."""
@@ -124,6 +134,7 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
         study=study.name, preset=preset, run_id=osd.user_attrs.get("mlflow_parent_run_id"),
         params={"study": study.name, "preset": preset or "", "objective": study.objective.metric})
     osd.set_user_attr("mlflow_parent_run_id", session.parent_run_id)
+    session.tracker.keep_study(session.parent_run_id, study_file_text(yaml_text, preset))
     recovered = queue.recover_stale(osd)
     if recovered:
         say(f"re-queued {len(recovered)} trial(s) whose worker died: {recovered}")
@@ -331,6 +342,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     trial_dir = session.folder / "trials" / spec.key
     th = hooks.trial()
     th.log = lambda metrics, step: tracker.log_metrics(run_id, metrics, step)
+    th.history = lambda name, points: tracker.log_history(run_id, name, points)
     metric = session.study.objective.metric
 
     def report(values: dict[str, float], step: int) -> None:
@@ -388,7 +400,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     for c in session.study.objective.constraints:
         v = metrics.get(c.metric, float("nan"))
         trial.set_constraint(c.metric, v - c.max if math.isfinite(v) else float("inf"))
-    tracker.end_trial(run_id, status="completed")
+    tracker.end_trial(run_id, status="completed", resumed_from_step=int(result["resumed_from_step"]))
     try:
         osd.tell(trial, value)
     except UpdateFinishedTrialError:

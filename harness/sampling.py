@@ -114,14 +114,13 @@ def sample_batch(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, 
 @dataclass
 class Samples:
     """fake: uint8 (n, *shape); labels / captions: the conditioning of each sample; nfe: mean per batch;
-    timing: plugins/_metrics/cost.measure_sampling's figures over the full batches after the first, when there
-    were at least two (None otherwise)."""
+    batch_seconds: with measure=True, the seconds of every full batch after the first (its warm-up)."""
 
     fake: torch.Tensor
     labels: torch.Tensor | None
     captions: list[str] | None
     nfe: float
-    timing: dict[str, Any] | None
+    batch_seconds: list[float]
 
 
 @torch.no_grad()
@@ -129,9 +128,9 @@ def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *,
                   shape: tuple[int, ...], seed: int, cfg_scale: float, device: torch.device,
                   amp: torch.dtype | None, advance: Callable[[int, str], None] = lambda c, i: None,
                   measure: bool = False) -> Samples:
-    """n samples, sample i from noise seeded by (seed, i), in batches of batch_size. With measure=True the
-    batches after the first (its warm-up) are timed by measure_sampling as they are drawn."""
-    from plugins._metrics.cost import measure_sampling
+    """n samples, sample i from noise seeded by (seed, i), in batches of batch_size. With measure=True every
+    full batch after the first (its warm-up) is timed as it is drawn (plugins.measure.Timer)."""
+    from plugins.measure import Timer
     from zigma.random import sample_seeds
 
     labels, captions = cond.prompts(n, seed)
@@ -149,17 +148,16 @@ def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *,
         return results[i]
 
     full = [i for i, (lo, hi) in enumerate(spans) if hi - lo == batch_size]
-    timing = None
-    if measure and len(full) >= 2:
-        order = iter(full)
-        timing = measure_sampling(lambda: draw(next(order)), batch_size, warmup=1, iters=len(full) - 1,
-                                  device=device)
+    timer = Timer(device)
     for i in range(len(spans)):
-        if i not in results:
+        if measure and i in full[1:]:
+            with timer.region():
+                draw(i)
+        else:
             draw(i)
     fake = torch.cat([to_uint8(results[i].x1).cpu() for i in range(len(spans))])
     nfe = sum(results[i].nfe for i in range(len(spans))) / len(spans)
-    return Samples(fake, labels, captions, nfe, timing)
+    return Samples(fake, labels, captions, nfe, timer.take())
 
 
 def save_grid(fake: torch.Tensor, path: Path, n: int) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "file_lock", "flatten", "PROXY", "variant_metrics"]
+__all__ = ["Tracker", "default_tracking_uri", "file_lock", "flatten", "PROXY", "standard_tags", "variant_metrics"]
 
 PROXY = "mlflow-artifacts:/"     # artifact URIs relative to a server's --artifacts-destination (the study folder)
 
@@ -63,6 +63,22 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)
     return out
+
+
+def standard_tags(run_name: str) -> dict[str, str]:
+    """MLflow's own tags: mlflow.runName, mlflow.user and (where known) mlflow.source.git.commit."""
+    import getpass
+
+    from harness.provenance import git_info
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = os.environ.get("USER", "")
+    tags = {"mlflow.runName": run_name, "mlflow.user": user}
+    if sha := git_info()["sha"]:
+        tags["mlflow.source.git.commit"] = sha
+    return tags
 
 
 class Tracker:
@@ -112,9 +128,14 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
             return run_id  # type: ignore[return-value]
         run = self.client.create_run(self.experiment_id, run_name=study, tags={
-            "harness.kind": "study", "harness.study": study, "harness.preset": preset or ""})
+            **standard_tags(study), "harness.kind": "study", "harness.study": study, "harness.preset": preset or ""})
         self._log_params(run.info.run_id, flatten(params or {}))
         return run.info.run_id
+
+    def keep_study(self, run_id: str, text: str) -> None:
+        """The resolved study file as run (preset recorded) -> the parent run's artifact study.yaml, so a report
+        from the tracking store alone finds the axes, seeds and baseline."""
+        self.client.log_text(run_id, text, "study.yaml")
 
     def end_study(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
@@ -127,7 +148,7 @@ class Tracker:
             self.client.set_tag(run_id, "harness.status", "running")
             return run_id  # type: ignore[return-value]
         run = self.client.create_run(self.experiment_id, run_name=label, tags={
-            "mlflow.parentRunId": parent_id, "harness.kind": "trial", "harness.trial_key": key,
+            **standard_tags(label), "mlflow.parentRunId": parent_id, "harness.kind": "trial", "harness.trial_key": key,
             "harness.label": label, "harness.status": "running"})
         self._log_params(run.info.run_id, params)
         return run.info.run_id
@@ -179,13 +200,27 @@ class Tracker:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.client.set_tag(run_id, key, value[:5000])
 
-    def end_trial(self, run_id: str, *, status: str, failure: str | None = None) -> None:
-        """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED)."""
+    def log_history(self, run_id: str, name: str, points: list[tuple[int, float]]) -> None:
+        """One metric's history [(step, value), ...] in batches of 1000 (not one call per step)."""
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        items = [Metric(name, float(v), now, int(step)) for step, v in points]
+        for i in range(0, len(items), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=items[i:i + _BATCH_METRICS])
+
+    def end_trial(self, run_id: str, *, status: str, failure: str | None = None,
+                  resumed_from_step: int = 0) -> None:
+        """status: completed | failed | pruned | interrupted (MLflow FINISHED, FAILED, FINISHED, KILLED).
+        An earlier attempt's failure text is removed (a completed trial never reads 'interrupted')."""
         mlflow_status = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED",
                          "interrupted": "KILLED"}[status]
         tags = {"harness.status": status}
         if failure:
             tags["harness.failure"] = failure[:5000]
+        elif "harness.failure" in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, "harness.failure")
+        if resumed_from_step:
+            tags["harness.resumed_from_step"] = str(resumed_from_step)
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)
         self.client.set_terminated(run_id, mlflow_status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -15,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from torch import nn
 
 from harness.study import TrainConfig
+from plugins.measure import PeakMemory, Timer, WallSplit
 
 __all__ = ["TrialFailed", "BatchStream", "ema_decay", "update_ema", "autocast_dtype", "lr_at", "TrainState",
-           "train", "Stepper", "PeakTracker", "seed_for"]
+           "train", "Stepper", "seed_for"]
 
 _log = logging.getLogger("harness.training")
 
@@ -114,17 +113,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @dataclass
 class TrainState:
-    """What a checkpoint holds besides weights: progress, data position and timing."""
+    """What a checkpoint holds besides weights: progress, data position and timing.
+
+    The cost fields (timed_*, wall, peak_memory_gb) describe the segment that ran last: a resumed run starts
+    them afresh, so a resumed trial's figures come from the segment that finished it (`resumed_from` > 0)."""
 
     step: int = 0
     epoch: int = 0
     batch: int = 0
-    train_seconds: float = 0.0
-    timed_images: int = 0
-    timed_seconds: float = 0.0
+    train_seconds: float = 0.0                 # wall seconds of every segment together
+    timed_images: int = 0                      # images of the timed steps (warm-up excluded)
+    timed_seconds: float = 0.0                 # seconds spent in those steps (CUDA events or perf_counter)
+    timed_steps: int = 0
     last_loss: float = float("nan")
-    peak_memory_gb: float = 0.0
+    peak_memory_gb: float = 0.0                # GB = 1e9 bytes
     resumed_from: int = 0
+    wall: dict[str, float] = field(default_factory=dict)   # host wall seconds: data, step, log, eval, checkpoint
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -257,11 +261,6 @@ def load_checkpoint(path: Path, *, net, ema, opt, scaler, gens, config_hash: str
     return state
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Stepper:
     """One optimisation step: autocast forward, backward (fp16 scaled), clip BEFORE the step, AdamW, EMA."""
 
@@ -302,10 +301,16 @@ class Stepper:
         return loss.detach()
 
 
+def warmup_steps(steps: int) -> int:
+    """Steps at the start of each segment left out of the timing: min(5, max(steps // 10, 1))."""
+    return min(5, max(steps // 10, 1))
+
+
 def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], Iterator[dict]],
           per_epoch: int, condition: Callable[[dict, torch.Generator], dict], cfg: TrainConfig, seed: int,
           device: torch.device, ckpt: Path, config_hash: str,
           log: Callable[[dict[str, float], int], None] = lambda m, s: None,
+          history: Callable[[str, list[tuple[int, float]]], None] = lambda name, points: None,
           evaluate: Callable[[nn.Module, int], None] | None = None, eval_every: int | None = None,
           progress: Callable[[int, float], None] = lambda step, loss: None,
           extra_generators: dict[str, torch.Generator] | None = None) -> tuple[nn.Module, TrainState]:
@@ -313,6 +318,8 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
 
     loader_for(epoch, batch) yields batches from that data position; condition(batch, gen) -> model kwargs
     (label dropout drawn from gen). extra_generators (e.g. stochastic depth) are checkpointed too.
+    Every step after the segment's warm-up is timed (plugins.measure.Timer: CUDA events read at log points, no
+    extra sync); history('train_step_s', [(step, seconds), ...]) receives them in batches at each log point.
     Raises TrialFailed on non-finite loss or when the memory limit is exceeded.
     """
     net.to(device).train()
@@ -322,114 +329,77 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
             "dropout": torch.Generator().manual_seed(seed_for(seed, 3)), **(extra_generators or {})}
     state = load_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, gens=gens,
                             config_hash=config_hash) or TrainState()
-    peak = PeakTracker(device)
-    warmup = min(5, max(cfg.steps // 10, 1))   # steps excluded from the throughput figure
+    # this segment's cost figures start afresh (a resumed trial reports the segment that finished it)
+    state.timed_images, state.timed_seconds, state.timed_steps, state.peak_memory_gb = 0, 0.0, 0, 0.0
+    peak, timer, split = PeakMemory(device), Timer(device), WallSplit()
+    peak.reset()
+    warmup, first = warmup_steps(cfg.steps), state.step
     batches = loader_for(state.epoch, state.batch)
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, device=device, dtype=torch.long)
-    window, clock = 0, _Stopwatch(device)
+    window, timed = 0, []                       # timed: step numbers whose durations the timer holds
     t_start = time.perf_counter()
 
     def check(step: int) -> None:
         if (b := int(bad_step.item())) >= 0:
             raise TrialFailed(f"non-finite training loss at step {b}", step=b)
-        state.peak_memory_gb = max(state.peak_memory_gb, peak.gb())
+        state.peak_memory_gb = max(state.peak_memory_gb, peak.read_total())
         if cfg.max_memory_gb is not None and state.peak_memory_gb > cfg.max_memory_gb:
             raise TrialFailed(f"peak memory {state.peak_memory_gb:.3f} GB exceeded train.max_memory_gb="
                               f"{cfg.max_memory_gb} at step {step}", step=step)
 
+    def flush() -> None:
+        seconds = timer.take()
+        assert len(seconds) == len(timed), f"{len(seconds)} timed regions for {len(timed)} timed steps"
+        state.timed_seconds += sum(seconds)
+        state.timed_steps += len(seconds)
+        if seconds:
+            history("train_step_s", list(zip(timed, seconds)))
+        timed.clear()
+
     while state.step < cfg.steps:
         step = state.step
-        if step - state.resumed_from == warmup:
-            clock.start()
-        batch = next(batches)
-        x1 = batch["x"].to(device, non_blocking=True)
-        loss = stepper(x1, condition(batch, gens["dropout"]), step, gens["noise"])
-        bad_step = torch.where((~torch.isfinite(loss)) & (bad_step < 0), step, bad_step)
-        loss_sum += loss.float()
+        with split("data"):
+            batch = next(batches)
+            x1 = batch["x"].to(device, non_blocking=True)
+            kwargs = condition(batch, gens["dropout"])
+        with split("step"):
+            if step - first >= warmup:
+                with timer.region():
+                    loss = stepper(x1, kwargs, step, gens["noise"])
+                timed.append(step + 1)
+                state.timed_images += x1.shape[0]
+            else:
+                loss = stepper(x1, kwargs, step, gens["noise"])
+            bad_step = torch.where((~torch.isfinite(loss)) & (bad_step < 0), step, bad_step)
+            loss_sum += loss.float()
         window += 1
-        clock.images += cfg.batch_size if clock.running else 0
         state.step = step + 1
         state.epoch, state.batch = BatchStream.advance(state.epoch, state.batch, per_epoch)
         last = state.step == cfg.steps
         if state.step % cfg.log_every == 0 or last:
-            check(step)
-            state.last_loss = loss_sum.item() / window
-            log({"train_loss": state.last_loss, "lr": lr_at(step, cfg)}, state.step)
-            loss_sum.zero_()
-            window = 0
+            with split("log"):
+                check(step)
+                flush()
+                state.last_loss = loss_sum.item() / window
+                log({"train_loss": state.last_loss, "lr": lr_at(step, cfg)}, state.step)
+                loss_sum.zero_()
+                window = 0
         progress(state.step, state.last_loss)
         if eval_every and state.step % eval_every == 0 and not last and evaluate is not None:
-            check(step)
-            with clock.paused():
+            with split("eval"):
+                check(step)
                 evaluate(ema, state.step)
         if state.step % cfg.checkpoint_every == 0 or last:
-            check(step)
-            with clock.paused():
-                state.timed_images, state.timed_seconds = clock.add_to(state.timed_images,
-                                                                       state.timed_seconds)
+            with split("checkpoint"):
+                check(step)
+                flush()
+                state.wall = dict(split.seconds)
                 state.train_seconds += time.perf_counter() - t_start
                 t_start = time.perf_counter()
                 save_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, state=state,
                                 gens=gens, config_hash=config_hash)
-    state.peak_memory_gb = max(state.peak_memory_gb, peak.gb())
+    flush()
+    state.wall = dict(split.seconds)
+    state.peak_memory_gb = max(state.peak_memory_gb, peak.read_total())
     return ema, state
-
-
-class PeakTracker:
-    """Peak memory since construction, readable at any time: the CUDA allocator peak, or on CPU the peak
-    resident set (VmHWM after a reset through /proc/self/clear_refs, as plugins/_metrics/cost.PeakMemory
-    measures it; sampled RSS where /proc is unavailable)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self._sampled = device, 0.0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            self._hwm = False
-            return
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self._hwm = True
-        except OSError:
-            self._hwm = False
-
-    def gb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**30
-        if self._hwm:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20
-        self._sampled = max(self._sampled, psutil.Process(os.getpid()).memory_info().rss / 2**30)
-        return self._sampled
-
-
-class _Stopwatch:
-    """Training time and images, device-synchronized, paused around evaluation and checkpoint writes."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.running, self.images, self.seconds, self._t = device, False, 0, 0.0, 0.0
-
-    def start(self) -> None:
-        _sync(self.device)
-        self.running, self._t = True, time.perf_counter()
-
-    def _stop(self) -> None:
-        if self.running:
-            _sync(self.device)
-            self.seconds += time.perf_counter() - self._t
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        self._stop()
-        try:
-            yield
-        finally:
-            if self.running:
-                self._t = time.perf_counter()
-
-    def add_to(self, images: int, seconds: float) -> tuple[int, float]:
-        """Move what was measured so far into the totals (called while paused)."""
-        out = images + self.images, seconds + self.seconds
-        self.images, self.seconds = 0, 0.0
-        return out

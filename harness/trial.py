@@ -16,9 +16,10 @@ from harness.costs import trial_costs
 from harness.provenance import provenance
 from harness.study import TrialConfig, TrialSpec, keyed_dump, resolve_trial
 from harness.sampling import Conditioning, Net, sample_images, save_grid
-from harness.training import BatchStream, TrialFailed, autocast_dtype, seed_for, train
+from harness.training import BatchStream, TrialFailed, autocast_dtype, seed_for, train, warmup_steps
 from harness.validation import build_model
 from plugins.errors import HarnessError
+from plugins.measure import WallSplit
 from plugins.specs import DataBundle, MetricContext
 
 __all__ = ["run_trial", "TrialFailed", "TrialHooks", "config_hash", "default_device"]
@@ -29,6 +30,7 @@ class TrialHooks:
     """How a trial talks to the runner; `report(metrics, step)` (intermediate values) may prune it."""
 
     log: Callable[[dict[str, float], int], None] = lambda metrics, step: None
+    history: Callable[[str, list[tuple[int, float]]], None] = lambda name, points: None  # one metric's points
     report: Callable[[dict[str, float], int], None] | None = None
     phase: Callable[[str, int | None], None] = lambda name, total: None     # a new progress phase
     advance: Callable[[int, str], None] = lambda completed, info: None     # progress within the phase
@@ -181,34 +183,60 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     ema, state = train(
         net=net, transport=transport, loader_for=loader_for, per_epoch=stream.per_epoch,
         condition=cond.train_kwargs, cfg=cfg.train, seed=spec.seed, device=device,
-        ckpt=trial_dir / "checkpoint.pt", config_hash=config_hash(cfg), log=hooks.log,
+        ckpt=trial_dir / "checkpoint.pt", config_hash=config_hash(cfg), log=hooks.log, history=hooks.history,
         evaluate=evaluate, eval_every=cfg.eval.every,
         progress=lambda step, loss: hooks.advance(step, f"loss {loss:.4f}"),
         extra_generators={"droppath": drop_gen})
 
+    wall = {f"wall_{k}_s": v for k, v in state.wall.items()}
+    split = WallSplit()                                   # the trial's phases after training
     hooks.phase("sample", cfg.eval.num_samples)
-    out = sample_images(ema, transport, sampler, cond, n=cfg.eval.num_samples, batch_size=cfg.eval.batch_size,
-                        shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device,
-                        amp=amp, advance=hooks.advance, measure=cfg.eval.cost)
-    if cfg.eval.grid_samples:
-        save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
-        save_grid(data.reference(cfg.eval.grid_samples, seed=0), trial_dir / "real.png", cfg.eval.grid_samples)
+    with split("sample"):
+        out = sample_images(ema, transport, sampler, cond, n=cfg.eval.num_samples, batch_size=cfg.eval.batch_size,
+                            shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device,
+                            amp=amp, advance=hooks.advance, measure=cfg.eval.cost)
+        if cfg.eval.grid_samples:
+            save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
+            save_grid(data.reference(cfg.eval.grid_samples, seed=0), trial_dir / "real.png", cfg.eval.grid_samples)
     hooks.phase("metrics", None)
-    values, meta = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
+    with split("metrics"):
+        values, meta = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
 
     results = dict(values)
     results.update(final_train_loss=state.last_loss, train_seconds=state.train_seconds,
                    peak_memory_gb=state.peak_memory_gb, nfe=out.nfe,
                    params_m=sum(p.numel() for p in ema.backbone.parameters()) / 1e6,
-                   # measured in the training loop; the cost phase below replaces it
+                   # the run's own clock: images / seconds inside its timed training steps (warm-up excluded)
                    train_images_per_s=(state.timed_images / state.timed_seconds if state.timed_seconds > 0
-                                       else float("nan")))
+                                       else float("nan")),
+                   train_step_ms=1000.0 * state.timed_seconds / state.timed_steps if state.timed_steps
+                   else float("nan"), timed_steps=state.timed_steps, **wall)
+    # what ran, for the report's header (the dataset as loaded, not as configured)
+    p = cfg.backbone.patch_size or 1
+    results.update(data_height=info.height, data_width=info.width, data_frames=info.frames or 1,
+                   data_num_train=len(data.train), data_num_reference=data.extras.get("num_reference", float("nan")),
+                   tokens=(info.frames or 1) * (info.height // p) * (info.width // p))
+    how: dict[str, Any] = {
+        "train_images_per_s": f"images / seconds of the {state.timed_steps} timed training steps of the segment "
+                              f"that finished the trial (steps {state.resumed_from + 1}..{cfg.train.steps}, first "
+                              f"{warmup_steps(cfg.train.steps)} untimed), "
+                              + ("CUDA events" if device.type == "cuda" else "time.perf_counter"),
+        "wall": "host wall-clock seconds per phase of that segment (data, step, log, eval, checkpoint) and of "
+                "the trial (sample, metrics, cost); on CUDA queued step work is waited for in 'log'",
+        "peak_memory_gb": "GB = 1e9 bytes; " + ("torch.cuda.max_memory_allocated" if device.type == "cuda"
+                                                 else "the process's peak resident set (VmHWM) in the segment"),
+        "resumed_from_step": state.resumed_from}
     if cfg.eval.cost:
         hooks.phase("cost", None)
-        figures, how = trial_costs(net=net, ema=ema, transport=transport, sampler=sampler, cond=cond, cfg=cfg,
-                                   data=data, device=device, amp=amp, seed=spec.seed, sampling=out.timing)
+        with split("cost"):
+            figures, cost_how = trial_costs(net=net, ema=ema, transport=transport, sampler=sampler, cond=cond,
+                                            cfg=cfg, data=data, device=device, amp=amp, seed=spec.seed,
+                                            batch_seconds=out.batch_seconds)
         results.update(figures)
-        (trial_dir / "cost.json").write_text(json.dumps({**figures, "how": how}, indent=2, default=str))
+        how.update(cost_how)
+    results.update({f"wall_{k}_s": v for k, v in split.seconds.items()})
+    (trial_dir / "cost.json").write_text(json.dumps(
+        {k: v for k, v in results.items() if k not in values} | {"how": how}, indent=2, default=str))
     (trial_dir / "metrics_meta.json").write_text(json.dumps(meta, indent=2, default=str))
     results = {k: float(v) for k, v in results.items()}
     refused = {k: v for k, v in state.extras.items() if k == "checkpoint_refused"}  # why it started afresh

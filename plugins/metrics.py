@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from ._metrics.cond_accuracy import CondAccuracy, CondAccuracyOptions
+from ._metrics.cost import count_params, flops  # public: harness costs use them
 from ._metrics.features import EffNetLite0
 from ._metrics.frechet import EffNetOptions, FeatureMetricOptions, FrechetMetric, KIDMetric, KIDOptions
 from .errors import MissingDependencyError

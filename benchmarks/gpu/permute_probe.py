@@ -23,7 +23,7 @@ import zigma.scans.base as scans_base
 from zigma.scans import inverse, permute_tokens, relative_order, zigzag_paths
 
 from ..bench import make_config, run
-from ..measure import time_calls
+from plugins.measure import time_calls
 
 METHODS = ("index_select", "rows", "advanced")  # zigma.scans.base._GATHER values ("auto" picks rows on CUDA)
 

@@ -135,7 +135,7 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
                                       create=True)
         line = LineProgress(total=lambda: runner.counts(session))
         runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
-    _write_study_yaml(folder / "study.yaml", yaml_text, preset)
+    (folder / "study.yaml").write_text(runner.study_file_text(yaml_text, preset))
 
     rcs: list[int] = []
     try:
@@ -211,17 +211,6 @@ def _run_here(session, registries, *, quiet: bool, line) -> None:
         return
     with RichProgress(lambda: runner.counts(session)) as bars:
         runner.run_worker(session, registries, device=device, hooks=bars.hooks())
-
-
-def _write_study_yaml(path: Path, text: str, preset: str | None) -> None:
-    """The study file as run, with the preset recorded as a top-level `preset:` key."""
-    import yaml
-    if preset is None:
-        path.write_text(text)
-        return
-    raw = yaml.safe_load(text)
-    raw["preset"] = preset
-    path.write_text(f"# written by `harness run --preset {preset}`\n" + yaml.safe_dump(raw, sort_keys=False))
 
 
 def _finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> None:

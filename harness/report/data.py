@@ -1,7 +1,7 @@
 """Load a finished study (runs/<study>/ or a tracking URI) into one tidy table: one row per trial.
 
 Columns of `StudyData.trials` (MLflow's own `search_runs` frame uses the same prefixes):
-`study, trial_key, label, variant, seed, status, failure, run_id, started, ended`, then `axis.<key>` (typed axis values),
+`study, trial_key, label, variant, seed, status, resumed_from_step, failure, run_id, started, ended`, then `axis.<key>` (typed axis values),
 `metrics.<name>` (final values) and `params.<key>` (every logged parameter, as logged).
 
 What is read, in the layout of docs/ARCHITECTURE.md ("Study output folder and tracking layout"):
@@ -261,7 +261,7 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
         data.blocks = [list(b) for b in sorted(found, key=lambda b: (-len(b), b))]
     seen = {row["trial_key"] for row in rows}
     rows += [{"trial_key": s.key, "label": s.label, "seed": s.seed, "status": "missing", "failure": "no run recorded",
-              "run_id": "", **{f"axis.{k}": v for k, v in s.params.items()}}
+              "run_id": "", "resumed_from_step": 0, **{f"axis.{k}": v for k, v in s.params.items()}}
              for s in specs.values() if s.key not in seen]
     data.trials = _frame(data, rows)
     return data
@@ -275,6 +275,7 @@ def _row_from_run(data: StudyData, key: str, run, client, tmp: Path) -> dict[str
     row: dict[str, Any] = {"trial_key": key, "label": tags.get("harness.label", ""), "seed": seed,
                            "status": status, "failure": tags.get("harness.failure", ""), "run_id": run.info.run_id}
     row["started"], row["ended"] = _iso(run.info.start_time), _iso(run.info.end_time)
+    row["resumed_from_step"] = int(tags.get("harness.resumed_from_step", 0) or 0)
     row.update({f"axis.{k}": v for k, v in axes.items()})
     row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
     row.update({f"params.{k}": v for k, v in params.items()})
@@ -334,7 +335,8 @@ def _rows_from_folders(data: StudyData, seen: set[str], specs: dict[str, Any]) -
         axes = results.get("params") if isinstance(results.get("params"), dict) else (spec.params if spec else {})
         seed = results.get("seed", spec.seed if spec else None)
         row = {"trial_key": d.name, "label": results.get("label", spec.label if spec else ""), "seed": seed,
-               "status": results.get("status", "completed"), "failure": results.get("failure", ""), "run_id": ""}
+               "status": results.get("status", "completed"), "failure": results.get("failure", ""), "run_id": "",
+               "resumed_from_step": int(results.get("resumed_from_step", 0) or 0)}
         row.update({f"axis.{k}": v for k, v in axes.items()})
         row.update({f"metrics.{k}": v for k, v in _flat_metrics(results).items()})
         for fname, store in (("provenance.json", data.provenance), ("metrics_meta.json", data.metrics_meta)):
@@ -363,7 +365,8 @@ def _frame(data: StudyData, rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.setdefault("label", "")
         if not row["label"]:
             row["label"] = f"{variant_label(ordered)} seed={row['seed']}"
-    first = ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id", "started", "ended"]
+    first = ["study", "trial_key", "label", "variant", "seed", "status", "resumed_from_step", "failure", "run_id",
+             "started", "ended"]
     cols = set().union(*(r.keys() for r in rows)) if rows else set(first)
     axis_cols = [f"axis.{k}" for b in data.blocks for k in b if f"axis.{k}" in cols]
     axis_cols = list(dict.fromkeys(axis_cols + sorted(c for c in cols if c.startswith("axis."))))

@@ -22,9 +22,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from .stats import pareto_front
 from .tables import MetricInfo, Table
 
-__all__ = ["STYLE", "bench_plot", "frame_strip", "history_plot", "pareto_front", "pareto_plot", "png_bytes"]
+__all__ = ["STYLE", "bench_plot", "frame_strip", "history_plot", "pareto_plot", "png_bytes"]
 
 DPI = 110
 STYLE = {
@@ -138,25 +139,12 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
     return png_bytes(draw)
 
 
-def pareto_front(points: list[tuple[float, float]], *, x_higher: bool, y_higher: bool) -> list[int]:
-    """Indices of the non-dominated points (ties kept)."""
-    def better_eq(a: float, b: float, higher: bool) -> bool:
-        return a >= b if higher else a <= b
-
-    out = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(better_eq(x2, x, x_higher) and better_eq(y2, y, y_higher) and (x2, y2) != (x, y)
-                        for j, (x2, y2) in enumerate(points) if j != i)
-        if not dominated:
-            out.append(i)
-    return out
-
-
 def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[bytes, list[str]]:
     """Variant means (error bars: std over seeds) of quality vs cost; the non-dominated ones joined and named."""
     rows = [r for r in table.rows if math.isfinite(r.cells[quality.name].mean) and math.isfinite(r.cells[cost.name].mean)]
     pts = [(r.cells[cost.name].mean, r.cells[quality.name].mean) for r in rows]
-    front = pareto_front(pts, x_higher=cost.higher_is_better, y_higher=quality.higher_is_better)
+    front = pareto_front([(r.cells[cost.name], r.cells[quality.name]) for r in rows],
+                         x_higher=cost.higher_is_better, y_higher=quality.higher_is_better)
 
     def draw():
         fig, ax = plt.subplots(figsize=(6.4, 4.0))

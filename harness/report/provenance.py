@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .data import StudyData
+from .stats import TEST
 from .tables import Table
 
-__all__ = ["notes", "provenance"]
+__all__ = ["notes", "provenance", "what_ran"]
 
 #: what each quality metric is, and what it is not
 METRIC_NOTES = {
@@ -78,7 +80,60 @@ def provenance(study: StudyData) -> dict[str, Any]:
         "baseline": study.baseline or {},
         "trials": {k: int(v) for k, v in sorted(status.items())},
         "ran": _span(study),
+        "what_ran": what_ran(study),
+        "resumed": [f"{t['variant']} seed {t['seed']} (from step {int(t['resumed_from_step'])})"
+                    for _, t in study.trials.iterrows() if t["status"] == "completed"
+                    and _num(t.get("resumed_from_step")) > 0] if len(study.trials) else [],
     }
+
+
+def _num(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(f) else f
+
+
+def _distinct(t: Any, column: str, *, integer: bool = False) -> str:
+    """The distinct values of one column over the completed trials, ' / '-joined in first-seen order."""
+    if column not in t.columns:
+        return "?"
+    out: list[str] = []
+    for v in t[column]:
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+            continue
+        text = f"{int(float(v)):,}" if integer else (f"{v:g}" if isinstance(v, float) else str(v))
+        if text not in out:
+            out.append(text)
+    return " / ".join(out) or "?"
+
+
+def what_ran(study: StudyData) -> str:
+    """The header sentence generated from the resolved configuration and data of the study's completed trials."""
+    t = study.trials
+    if not len(t):
+        return ""
+    t = t[t["status"] == "completed"]
+    if not len(t):
+        return "No trial completed yet."
+    seeds = sorted({int(s) for s in t["seed"].dropna()})
+    params = ""
+    if "metrics.params_m" in t.columns and t["metrics.params_m"].notna().any():
+        params = " (" + " / ".join(dict.fromkeys(f"{v:.3g}" for v in t["metrics.params_m"].dropna())) + " M parameters)"
+    h, w = _distinct(t, "metrics.data_height", integer=True), _distinct(t, "metrics.data_width", integer=True)
+    frames = _distinct(t, "metrics.data_frames", integer=True)
+    res = f"{h}×{w}" + (f"×{frames} frames" if frames not in ("1", "?") else "")
+    return (f"Ran: {_distinct(t, 'params.dataset.name')} "
+            f"({_distinct(t, 'metrics.data_num_train', integer=True)} train / "
+            f"{_distinct(t, 'metrics.data_num_reference', integer=True)} reference images) at {res}, "
+            f"{_distinct(t, 'metrics.tokens', integer=True)} tokens (patch {_distinct(t, 'params.backbone.patch_size')}); "
+            f"backbone {_distinct(t, 'params.backbone.name')} size {_distinct(t, 'params.backbone.size')}{params}; "
+            f"{_distinct(t, 'params.train.steps', integer=True)} training steps of batch "
+            f"{_distinct(t, 'params.train.batch_size')}; {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
+            f"({', '.join(map(str, seeds))}); {_distinct(t, 'params.eval.num_samples', integer=True)} samples per "
+            f"trial from sampler {_distinct(t, 'params.sampler.name')} at NFE {_distinct(t, 'metrics.nfe')}; "
+            f"{len(t)} completed trial{'s' if len(t) != 1 else ''}.")
 
 
 def _span(study: StudyData) -> str:
@@ -97,9 +152,10 @@ def _span(study: StudyData) -> str:
 def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, Any]]) -> list[str]:
     """Plain statements a reader needs to read the numbers right."""
     out = [("Each cell is the mean ± sample standard deviation (ddof=1) over the completed seeds of a variant; "
-            "the seed count is in the n column. Δ is the difference of means against the baseline row; '~' marks "
-            "|Δ| ≤ 2·SE (SE of the difference of two means), i.e. not distinguishable from seed noise. With one "
-            "seed the noise cannot be estimated and no '~' is given.")]
+            f"the seed count is in the n column. Δ is the difference of means against the baseline row, tested with "
+            f"{TEST}: '~' marks p ≥ 0.05 (not distinguishable from seed noise), and only a difference with "
+            "p < 0.05 is coloured better/worse. With fewer than two seeds on either side the noise cannot be "
+            "estimated: no test, no colour, and no 'best' in bold.")]
     for m in (m for t in tables[:1] for m in t.metrics if m.kind == "quality"):
         if m.name in METRIC_NOTES:
             out.append(METRIC_NOTES[m.name])
@@ -132,6 +188,9 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
                        "(listed with their reasons below).")
         if missing:
             out.append(f"{p['study']}: {missing} trial(s) of the study have no recorded run; the study is unfinished.")
+        if p.get("resumed"):
+            out.append(f"{p['study']}: resumed after an interruption (cost figures from the segment that finished "
+                       f"each; 'resumed' in the n column): {', '.join(p['resumed'])}.")
         if len(p["git_sha"]) > 1:
             out.append(f"{p['study']}: trials ran from {len(p['git_sha'])} different git commits.")
     return out

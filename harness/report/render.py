@@ -80,7 +80,8 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
         last = max((i for i, k in enumerate(keys) if r.values[k] is not None), default=len(keys) - 1)
         cells = [(_key_text(r.values[k]) + (" (baseline)" if r.baseline and deltas and i == last else ""), "key",
                   _key_text(r.values[k])) for i, k in enumerate(keys)] if keys else [("base", "key", "base")]
-        cells.append((f"{r.n_seeds}" + (f" (+{r.n_failed} not completed)" if r.n_failed else ""), "num", r.n_seeds))
+        cells.append((f"{r.n_seeds}" + (f" ({r.n_resumed} resumed)" if r.n_resumed else "")
+                      + (f" (+{r.n_failed} not completed)" if r.n_failed else ""), "num", r.n_seeds))
         for m in metrics:
             c, d = r.cells[m.name], table.decimals[m.name]
             text = fmt(c.mean, d) + (f" ± {fmt(c.std, d)}" if math.isfinite(c.std) else "")
@@ -92,7 +93,8 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
             else:
                 rel = fmt(100 * c.rel, 1, sign=True) + "%" if math.isfinite(c.rel) else ""
                 text = rel if kind == "cost" and rel else fmt(c.delta, d, sign=True) + (f" ({rel})" if rel else "")
-                cls = "noise" if c.noise else {True: "better", False: "worse", None: ""}[c.better]
+                # colour only a difference Welch's test finds beyond the noise (never with one seed)
+                cls = {True: "noise", None: "", False: {True: "better", False: "worse", None: ""}[c.better]}[c.noise]
                 cells.append((("~ " if c.noise else "") + text, f"num {cls}".strip(), c.delta))
         rows.append({"cells": cells, "baseline": r.baseline and deltas})
     if not deltas:  # one variant: nothing to compare against
@@ -100,7 +102,8 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
         head = [head[i] for i in keep]
         rows = [{**r, "cells": [r["cells"][i] for i in keep]} for r in rows]
     unset = any(r.values[k] is None for r in table.rows for k in keys)
-    return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, "unset": unset,
+    tested = any(r.cells[m.name].noise is not None or r.cells[m.name].best for r in table.rows for m in metrics)
+    return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, "unset": unset, "tested": tested,
             **_stacked(head, rows)}
 
 
@@ -160,7 +163,8 @@ def _raw_trials(studies: list[StudyData], tables: list[Table], multi: bool) -> d
 
 def _results_frame(studies: list[StudyData]) -> pd.DataFrame:
     frame = pd.concat([s.trials for s in studies], ignore_index=True)
-    first = ["study", "trial_key", "label", "variant", "seed", "status", "failure", "run_id", "started", "ended"]
+    first = ["study", "trial_key", "label", "variant", "seed", "status", "resumed_from_step", "failure", "run_id",
+             "started", "ended"]
     groups = [sorted(c for c in frame.columns if c.startswith(p)) for p in ("axis.", "metrics.", "params.")]
     axis = [c for s in studies for c in s.trials.columns if c.startswith("axis.")]
     return frame[first + list(dict.fromkeys(axis)) + groups[1] + groups[2]]
@@ -225,8 +229,10 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "tables": [{"title": t.title, "keys": t.keys, "baseline": t.baseline_label, "rows": [
             {"variant": r.label.split(": ", 1)[-1] if "study" in r.values else r.label, "label": r.label,
              "values": r.values, "n_seeds": r.n_seeds, "n_failed": r.n_failed,
+             "n_resumed": r.n_resumed,
              "baseline": r.baseline, "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta,
-                                                     "rel_delta": c.rel, "within_noise": c.noise, "best": c.best}
+                                                     "rel_delta": c.rel, "within_noise": c.noise, "p_welch": c.p,
+                                                     "best": c.best}
                                                  for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
         "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figs],
         "notes": ctx["notes"],

@@ -1,8 +1,8 @@
 """Comparison tables: mean ± std over seeds per variant, delta vs the baseline, better-direction arrows.
 
 A variant's cell holds the mean and sample standard deviation (ddof=1) over its completed seeds. The delta is
-mean(variant) - mean(baseline); it is marked '~' (within seed noise) when |delta| <= 2 * SE with
-SE = sqrt(s_v^2 / n_v + s_b^2 / n_b), which needs at least two seeds on both sides.
+mean(variant) - mean(baseline), tested with Welch's t-test (report/stats.py); it is marked '~' (within seed
+noise) when p >= 0.05. The test, and the 'best' of a column, need at least two seeds on both sides / every row.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .data import StudyData, short_key, variant_label
+from .stats import ALPHA, welch_p
 
 __all__ = ["Cell", "MetricInfo", "Row", "Table", "build_tables", "failed_trials", "fmt", "metric_infos"]
 
@@ -31,7 +32,6 @@ COST = {
 KNOWN_QUALITY = {"fd-effnet": ("FD-EffNetLite0", False), "fid": ("FID", False), "kid": ("KID", False),
                  "frame-fd": ("Frame FD", False), "cond-accuracy": ("Cond. accuracy", True),
                  "final_train_loss": ("Final train loss", False)}
-NOISE_SIGMAS = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class Cell:
     n: int
     delta: float = math.nan
     rel: float = math.nan          # delta / |baseline mean|
-    noise: bool | None = None      # True: |delta| within seed noise; None: cannot tell (n < 2)
+    noise: bool | None = None      # True: within seed noise (Welch p >= 0.05); None: cannot tell (n < 2)
+    p: float = math.nan            # Welch's t-test p-value against the baseline
     best: bool = False
     better: bool | None = None     # the delta's sign in the metric's better direction
 
@@ -71,6 +72,7 @@ class Row:
     label: str                     # the variant, prefixed 'study: ' when several studies are compared
     n_seeds: int
     n_failed: int
+    n_resumed: int = 0             # completed seeds whose last segment resumed from a checkpoint
     cells: dict[str, Cell] = field(default_factory=dict)
     baseline: bool = False
 
@@ -157,6 +159,8 @@ def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order
             row.n_failed += 1
             continue
         row.n_seeds += 1
+        resumed = t.get("resumed_from_step")
+        row.n_resumed += bool(_isset(resumed) and float(resumed) > 0)
         for m in metrics:
             v = t.get(f"metrics.{m.name}")
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
@@ -182,6 +186,7 @@ def _pick_baseline(rows: list[Row], baseline: dict[str, Any] | None) -> Row:
 
 
 def _compare(rows: list[Row], metrics: list[MetricInfo], base: Row) -> None:
+    """Deltas against `base` with Welch's test; 'best' (the column's extreme mean) only on a row of >= 2 seeds."""
     base.baseline = True
     for m in metrics:
         b = base.cells[m.name]
@@ -189,15 +194,15 @@ def _compare(rows: list[Row], metrics: list[MetricInfo], base: Row) -> None:
         best = (max if m.higher_is_better else min)(finite) if len(set(finite)) > 1 else None
         for r in rows:
             c = r.cells[m.name]
-            c.best = best is not None and c.mean == best
+            c.best = best is not None and c.mean == best and c.n >= 2
             if r is base or not (math.isfinite(c.mean) and math.isfinite(b.mean)):
                 continue
             c.delta = c.mean - b.mean
             c.rel = c.delta / abs(b.mean) if b.mean != 0 else math.nan
             c.better = None if c.delta == 0 else ((c.delta > 0) == m.higher_is_better)
-            if c.n > 1 and b.n > 1:
-                se = math.sqrt(c.std ** 2 / c.n + b.std ** 2 / b.n)
-                c.noise = abs(c.delta) <= NOISE_SIGMAS * se
+            p = welch_p(c, b)
+            if p is not None:
+                c.p, c.noise = p, p >= ALPHA
 
 
 def _metric_names(studies: list[StudyData], frame: pd.DataFrame) -> list[str]:

@@ -23,11 +23,15 @@ _DIGITS_TEST = 297          # held-out digits (1/6 of 1,797), a fixed random spl
 _DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zigma-harness" / "fashion-mnist"
 
 
-class DigitsOptions(ImageOptions):
+class _HeldOutOptions(ImageOptions):
+    num_reference: int | None = Field(None, ge=1)   # keep only the first num_reference held-out items (None: all)
+
+
+class DigitsOptions(_HeldOutOptions):
     """scikit-learn digits: 1,500 train / 297 test real 8x8 images (17 grey levels), resized."""
 
 
-class FashionMNISTOptions(ImageOptions):
+class FashionMNISTOptions(_HeldOutOptions):
     """Fashion-MNIST: 60,000 train / 10,000 test real 28x28 grey images."""
 
     resolution: int = Field(28, ge=4, le=1024)
@@ -35,12 +39,14 @@ class FashionMNISTOptions(ImageOptions):
     download: bool = False      # fetch with torchvision when no local copy exists (needs the network)
 
 
-def _bundle(name: str, *, opts: ImageOptions, train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor,
+def _bundle(name: str, *, opts: _HeldOutOptions, train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor,
             source: str) -> DataBundle:
-    """Cap num_train, resize the (N, 1, h, w) uint8 train split (the held-out split is resized as drawn, item by
-    item, which gives the same pixels), and wrap them as a DataBundle."""
+    """Cap num_train and num_reference (first items), resize the (N, 1, h, w) uint8 train split (the held-out
+    split is resized as drawn, item by item, which gives the same pixels), and wrap them as a DataBundle."""
     if opts.num_train is not None:
         train, train_y = train[:opts.num_train], train_y[:opts.num_train]
+    if opts.num_reference is not None:
+        test = test[:opts.num_reference]
     train = resize_uint8(train, opts.resolution)
     info = DataInfo(name=name, channels=opts.channels, height=opts.resolution, width=opts.resolution,
                     num_classes=10, num_train=train.shape[0], source=source,

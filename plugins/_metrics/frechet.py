@@ -32,7 +32,7 @@ class EffNetOptions(FeatureMetricOptions):
 
 class KIDOptions(EffNetOptions):
     num_subsets: int = Field(100, ge=1)
-    subset_size: int = Field(1000, ge=2)             # clipped to the number of samples
+    subset_size: int | None = Field(None, ge=2)      # None: min(1000, samples // 2), so subsets differ
     seed: int = 0                                    # subset draws
 
 
@@ -110,6 +110,7 @@ class KIDMetric(_FeatureMetric):
     def compute(self, fake: torch.Tensor, ctx: MetricContext) -> dict[str, Any]:
         feats, ref, meta = self._features(fake, ctx)
         o: KIDOptions = self.options  # type: ignore[assignment]
-        mean, std, m = kernel_distance(feats, ref, num_subsets=o.num_subsets, subset_size=o.subset_size, seed=o.seed)
+        size = o.subset_size if o.subset_size is not None else max(2, min(1000, feats.shape[0] // 2))
+        mean, std, m = kernel_distance(feats, ref, num_subsets=o.num_subsets, subset_size=size, seed=o.seed)
         return {self.name: mean, f"{self.name}.std": std, **meta, "meta.subset_size": m,
                 "meta.num_subsets": o.num_subsets}

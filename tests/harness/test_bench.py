@@ -168,11 +168,12 @@ def test_harness_bench_writes_the_json_through_the_cli(tmp_path):
     assert json.loads(out.read_text())["rows"][0]["status"] == "ok" and out.with_suffix(".png").exists()
 
 
-def test_the_bench_imports_only_zigma_torch_numpy_and_matplotlib():
+def test_the_bench_imports_neither_the_runner_nor_the_tracking_stack():
+    """benchmarks.bench measures with plugins.measure (the one measurement module) and nothing heavier."""
     code = "import sys, benchmarks.bench; print(' '.join(sorted(sys.modules)))"
     loaded = {m.split(".")[0] for m in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                                       check=True, timeout=120).stdout.split()}
-    assert not loaded & {"plugins", "harness", "pydantic", "optuna", "mlflow", "yaml", "typer", "pluggy"}
+    assert "plugins" in loaded and not loaded & {"harness", "optuna", "mlflow", "typer"}
 
 
 @pytest.mark.slow  # dynamo tracing: ~10-25 s on a busy 2-core CPU

@@ -111,6 +111,49 @@ def test_a_resumed_trial_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_
     assert resumed["metrics"]["final_train_loss"] == straight["metrics"]["final_train_loss"]
 
 
+def test_train_images_per_s_agrees_with_an_independent_clock_around_each_step(tmp_path, registries, monkeypatch):
+    """images / seconds inside the timed steps, warm-up min(5, max(steps // 10, 1)) steps left out."""
+    import time
+
+    from harness import training
+    from harness.trial import run_trial
+
+    calls: list[float] = []
+    step_fn = training.Stepper.__call__
+
+    def clocked(self, *args):
+        t0 = time.perf_counter()
+        time.sleep(0.003)                    # a step long enough that the clock's own overhead is negligible
+        out = step_fn(self, *args)
+        calls.append(time.perf_counter() - t0)
+        return out
+
+    monkeypatch.setattr(training.Stepper, "__call__", clocked)
+    spec = _spec(tmp_path, train={"steps": 30, "checkpoint_every": 30, "batch_size": 8})
+    m = run_trial(spec, registries, trial_dir=tmp_path / "t", device=CPU, cache_dir=tmp_path / "c")["metrics"]
+    warm = min(5, max(30 // 10, 1))
+    independent = 8 * (30 - warm) / sum(calls[warm:])
+    assert len(calls) == 30 and m["timed_steps"] == 30 - warm
+    assert m["train_images_per_s"] == pytest.approx(independent, rel=0.05)
+
+
+def test_a_resumed_trials_cost_comes_from_the_segment_that_finished_it(tmp_path, registries):
+    from harness.trial import TrialHooks, run_trial
+    spec = _spec(tmp_path, train={"steps": 20, "checkpoint_every": 10})
+
+    def stop_at_15(step, info):
+        if step == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, registries, trial_dir=tmp_path / "b", device=CPU, cache_dir=tmp_path / "c",
+                  hooks=TrialHooks(advance=stop_at_15))
+    res = run_trial(spec, registries, trial_dir=tmp_path / "b", device=CPU, cache_dir=tmp_path / "c")
+    warm = min(5, max(20 // 10, 1))
+    assert res["metrics"]["timed_steps"] == 20 - 10 - warm      # steps 11..20 less the segment's warm-up
+    assert json.loads((tmp_path / "b" / "cost.json").read_text())["how"]["resumed_from_step"] == 10
+
+
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, registries):
     from harness.trial import run_trial
     spec = _spec(tmp_path, train={"steps": 10, "checkpoint_every": 5})
@@ -315,7 +358,8 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
     assert json.loads((tmp_path / "r" / "results.json").read_text())["toy-gap"] == m["toy-gap"]
     assert Path(tmp_path / "r" / "samples.png").exists()
     cost = json.loads((tmp_path / "r" / "cost.json").read_text())
-    assert cost["how"]["sample_timing"] == "batches 2..3 of the final sampling pass (4 each)"
+    assert m["sample_batches"] == 5 and "2 from the final sampling pass" in cost["how"]["sample_timing"]
+    assert m["sample_ms_per_image_std"] >= 0 and m["model_step_images_per_s"] > 0
     assert set(json.loads((tmp_path / "r" / "metrics_meta.json").read_text())) == {"toy-gap"}
 
 

@@ -56,6 +56,19 @@ def test_num_train_limits_the_training_set():
     assert len(_load("digits", num_train=100).train) == 100
 
 
+def test_num_reference_keeps_the_first_held_out_items():
+    """The subset the GPU reports used (first N of the split, as benchmarks/gpu/subset_fashion_mnist.py cut it)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    perm = np.random.default_rng(0).permutation(len(d.target))          # the documented fixed 1,500 / 297 split
+    first = np.round(d.images[perm[:297][:50]] * 255.0 / 16.0).astype(np.uint8)[:, None]
+    bundle = _load("digits", resolution=8, channels=1, num_reference=50)
+    with pytest.raises(DataError, match="held-out split has 50"):
+        bundle.reference(51)
+    assert np.array_equal(bundle.reference(50).numpy(), first)
+
+
 @pytest.mark.skipif(not FASHION_PRESENT, reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_reads_the_debian_files():
     bundle = _load("fashion-mnist")

@@ -82,6 +82,13 @@ def test_results_carry_implementation_extractor_count_and_reference_hash(scores)
     assert fd["meta.label"] == "FD-EffNetLite0" and kid["meta.subset_size"] == 100
 
 
+def test_kid_subsets_default_to_half_the_samples(sets, tmp_path):
+    """With subset_size unset, each KID subset holds N // 2 of the N samples, so the subsets differ."""
+    bundle, samples = sets
+    kid = _metric("kid", input_size=SIZE).compute(samples["test"], _ctx(bundle, tmp_path))
+    assert kid["meta.subset_size"] == N // 2 and kid["kid.std"] > 0
+
+
 def test_cached_and_uncached_reference_statistics_give_the_same_number(sets, tmp_path):
     bundle, samples = sets
     ctx = _ctx(bundle, tmp_path)

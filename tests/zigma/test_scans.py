@@ -93,10 +93,10 @@ def test_hilbert_has_eight_distinct_variants_when_both_sides_have_the_same_parit
         assert len({tuple(p.tolist()) for p in zs.hilbert_paths(h, w)}) == 8
 
 
-def test_hilbert_as_released_is_the_rank_map_with_120_of_255_neighbour_steps_at_16x16():
-    # reference: the official code's order at N=16 has 120/255 neighbour steps (zigma-paper-and-code.md §1.6)
-    for true, released in zip(zs.hilbert_paths(16, 16), zs.hilbert_as_released_paths(16, 16)):
-        assert torch.equal(released, zs.inverse(true))
+def test_hilbert_as_released_has_120_of_255_neighbour_steps_at_16x16():
+    # reference: the official code's order at N=16 has 120/255 neighbour steps (ZigMa's hilbert_path, measured);
+    # the layer-by-layer official order is checked in test_hilbert_as_released.py
+    for released in zs.hilbert_as_released_paths(16, 16):
         assert _cont(released, 16) == (120, 255)
 
 

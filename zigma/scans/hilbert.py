@@ -63,5 +63,19 @@ def hilbert_paths(h: int, w: int) -> tuple[torch.Tensor, ...]:
 
 @lru_cache(maxsize=256)
 def hilbert_as_released_paths(h: int, w: int) -> tuple[torch.Tensor, ...]:
-    """The official code's 'hilbert' orders: each rank map (token -> step) used as a path (step -> token)."""
-    return tuple(inverse(p) for p in hilbert_paths(h, w))
+    """The official code's 'hilbert' orders: each rank map (token -> step) used as a path (step -> token).
+
+    Square grids, in the official list order (ZigMa `hilbert_path(N)`): R, Rᵀ, rot90(R), rot90(R)ᵀ, rot180(R), ...,
+    rot270(R)ᵀ, where R[x, y] is the step of cell (x, y) on the curve that starts along the first axis; layer i
+    of hilbert-as-released-K uses entry i mod K. The official code is square-only: other grids get the inverses
+    of hilbert_paths."""
+    if h != w:
+        return tuple(inverse(p) for p in hilbert_paths(h, w))
+    rank = torch.empty(h * w, dtype=torch.int64)
+    rank[torch.tensor([r * w + c for r, c in _gilbert(h, w)])] = torch.arange(h * w)
+    base = rank.reshape(h, w).T                          # (x, y): the official curve starts along x
+    out = []
+    for k in range(4):
+        m = torch.rot90(base, k, dims=(0, 1))
+        out += [m.flatten(), m.T.flatten()]
+    return tuple(p.contiguous() for p in out)

@@ -1,0 +1,56 @@
+"""Statistics of the report, done by scipy: Welch's t-test of a variant against the baseline, and a Pareto front
+that ignores differences inside the seed noise."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from scipy import stats
+
+__all__ = ["ALPHA", "TEST", "welch_p", "differs", "pareto_front"]
+
+ALPHA = 0.05
+#: how the report names its test
+TEST = ("Welch's t-test (scipy.stats.ttest_ind_from_stats, equal_var=False), two-sided, α = 0.05, over the "
+        "per-seed values of the two variants")
+
+
+def welch_p(a: Any, b: Any) -> float | None:
+    """Two-sided p-value of Welch's t-test between two cells (mean, std, n); None when either has n < 2."""
+    if a.n < 2 or b.n < 2 or not (math.isfinite(a.mean) and math.isfinite(b.mean)):
+        return None
+    if a.std == 0 and b.std == 0:            # no spread on either side: equal or certainly different
+        return 1.0 if a.mean == b.mean else 0.0
+    return float(stats.ttest_ind_from_stats(a.mean, a.std, a.n, b.mean, b.std, b.n, equal_var=False).pvalue)
+
+
+def differs(a: Any, b: Any) -> bool | None:
+    """Whether a and b differ beyond the seed noise (p < ALPHA); None when that cannot be tested (n < 2)."""
+    p = welch_p(a, b)
+    return None if p is None else p < ALPHA
+
+
+def _better(a: Any, b: Any, higher: bool) -> bool:
+    """a is better than b beyond the noise (plain comparison of means where the noise is unknown)."""
+    d = differs(a, b)
+    ahead = a.mean > b.mean if higher else a.mean < b.mean
+    return ahead and d is not False
+
+
+def pareto_front(points: list[tuple[Any, Any]], *, x_higher: bool, y_higher: bool) -> list[int]:
+    """Indices of the (x cell, y cell) points no other point dominates. q dominates p when q is better beyond
+    the noise on one axis and not worse beyond the noise on the other (means alone where n < 2)."""
+    out = []
+    for i, (x, y) in enumerate(points):
+        dominated = False
+        for j, (x2, y2) in enumerate(points):
+            if j == i:
+                continue
+            bx, by = _better(x2, x, x_higher), _better(y2, y, y_higher)
+            if (bx and not _better(y, y2, y_higher)) or (by and not _better(x, x2, x_higher)):
+                dominated = True
+                break
+        if not dominated:
+            out.append(i)
+    return out

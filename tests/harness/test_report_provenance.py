@@ -1,0 +1,114 @@
+"""Numbers a reviewer can trust (issue 15): a report from the tracking store alone equals the one from the runs
+folder; one seed gives no significance colour and no 'best'; a resumed trial is marked so, never 'completed /
+interrupted'; the header says what ran."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.harness.runner_support import run_harness, seed_mlflow_db, write_study
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A toy study run by `harness run`: widths 8 and 16, one seed, baseline width 16 (not the first)."""
+    root = tmp_path_factory.mktemp("toy")
+    path = write_study(root / "s.yaml", "trust", axes={"backbone.width": [8, 16]}, seeds=(0,))
+    doc = yaml.safe_load(path.read_text())
+    doc["baseline"] = {"backbone.width": 16}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    seed_mlflow_db(root / "runs" / "trust", root)
+    out = run_harness("run", str(path), "--out", str(root / "runs"), "--no-report", "--quiet")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return root
+
+
+def _summary(folder):
+    doc = json.loads((folder / "summary.json").read_text())
+    return {k: doc[k] for k in ("tables", "pareto", "failed")}
+
+
+@pytest.mark.slow  # the module's toy study run takes ~35 s on a busy 2-core CPU
+def test_a_report_from_the_tracking_store_alone_equals_the_one_from_the_runs_folder(toy_run):
+    from harness.report import build_report
+
+    study = toy_run / "runs" / "trust"
+    from_folder = build_report(study, toy_run / "reports" / "folder")
+    from_store = build_report("trust", toy_run / "reports" / "store", runs_dir=toy_run / "elsewhere",
+                              tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
+    a, b = _summary(from_folder), _summary(from_store)
+    assert a["tables"][0]["baseline"] == b["tables"][0]["baseline"] == "16"
+    assert a == b
+
+
+@pytest.mark.slow
+def test_a_one_seed_report_has_no_significance_colour_and_no_best(toy_run):
+    from harness.report import build_report
+
+    out = build_report(toy_run / "runs" / "trust", toy_run / "reports" / "one-seed")
+    cells = [c for t in json.loads((out / "summary.json").read_text())["tables"] for r in t["rows"]
+             for c in r["metrics"].values()]
+    assert cells and not any(c["best"] for c in cells) and all(c["within_noise"] is None for c in cells)
+    html = (out / "index.html").read_text()
+    assert not re.search(r'class="[^"]*\b(better|worse|best|noise)\b', html)
+    readme = (out / "README.md").read_text()
+    assert "**bold**: best" not in readme and "Welch's t-test" in readme
+
+
+def test_an_interrupted_then_resumed_trial_is_marked_resumed_never_completed_interrupted(tmp_path):
+    """The runner's lifecycle on the tracker: orphan ended 'interrupted', the same run resumed and completed."""
+    import pandas as pd
+
+    from harness.report import build_report
+    from harness.study import expand_trials, load_study
+    from harness.tracking import Tracker
+
+    folder = tmp_path / "runs" / "life"
+    seed_mlflow_db(folder, tmp_path)
+    path = write_study(folder / "study.yaml", "life", axes={"backbone.width": [8]}, seeds=(0,))
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}", "life", artifact_root=folder / "mlartifacts")
+    parent = tracker.start_study(study="life", preset=None)
+    tracker.keep_study(parent, path.read_text())
+    spec = expand_trials(load_study(path))[0]
+    params = {"axis.backbone.width": "8", "seed": "0"}
+    run = tracker.start_trial(parent_id=parent, key=spec.key, label=spec.label, params=params)
+    assert tracker.end_orphans(parent, set(), "interrupted (runner stopped)") == 1
+    again = tracker.start_trial(parent_id=parent, key=spec.key, label=spec.label, params=params, run_id=run)
+    tracker.log_metrics(again, {"toy-gap": 0.5}, 20)
+    tracker.end_trial(again, status="completed", resumed_from_step=10)
+    out = build_report(folder, tmp_path / "report")
+    frame = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["status"] == "completed" and row["failure"] == "" and row["resumed_from_step"] == 10
+    readme = (out / "README.md").read_text()
+    assert "1 (1 resumed)" in readme and "interrupted" not in readme
+
+
+@pytest.mark.slow  # one real smoke trial (digits, tiny ZigMa, fd-effnet): ~30-60 s on a 2-core CPU
+def test_the_smoke_reports_header_states_what_ran(tmp_path):
+    """The README's smoke command, cut to one scan: the header names digits, 16×16, the tiny model, 1 seed and the
+    40 steps that ran, whatever the study's free-text description says about the full study."""
+    from harness.report import build_report
+    from tests.harness.runner_support import REPO, env
+
+    doc = yaml.safe_load((REPO / "studies" / "scan_ablation.yaml").read_text())
+    doc["axes"] = {"scan.name": ["sweep-1"]}
+    path = tmp_path / "scan_ablation.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--preset", "smoke", "--out",
+                          str(tmp_path / "runs"), "--no-report", "--quiet"], env={**env(), "ZIGMA_HARNESS_PLUGINS": ""},
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    report = build_report(tmp_path / "runs" / "scan_ablation-smoke", tmp_path / "report")
+    header = (report / "README.md").read_text().split("## Provenance")[0]
+    ran = header.split("Ran: ", 1)[1].split("\n", 1)[0]
+    assert ran.startswith("digits (1,500 train / 297 reference images) at 16×16")
+    assert "size tiny" in ran and "1 seed (0)" in ran and "40 training steps of batch 16" in ran
+    assert "NFE 10" in ran and "Fashion-MNIST" not in ran
