@@ -135,7 +135,12 @@ class Tracker:
     def keep_study(self, run_id: str, text: str) -> None:
         """The resolved study file as run (preset recorded) -> the parent run's artifact study.yaml, so a report
         from the tracking store alone finds the axes, seeds and baseline."""
-        self.client.log_text(run_id, text, "study.yaml")
+        local = self._local_artifacts(run_id)
+        if local is None:
+            self.client.log_text(run_id, text, "study.yaml")
+            return
+        local.mkdir(parents=True, exist_ok=True)
+        (local / "study.yaml").write_text(text)
 
     def end_study(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
