@@ -16,6 +16,8 @@ import psutil
 import torch
 from torch import nn
 
+from harness.checkpoint_async import wait_pending, write_atomic, write_in_background
+from harness.compile import maybe_compile
 from harness.study import TrainConfig
 
 __all__ = ["TrialFailed", "BatchStream", "ema_decay", "update_ema", "autocast_dtype", "lr_at", "TrainState",
@@ -138,18 +140,19 @@ def _set_rng_state(state: dict[str, Any], gens: dict[str, torch.Generator]) -> N
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, *, net, ema, opt, scaler, state: TrainState, gens, config_hash: str) -> None:
-    """Atomic write (tmp file + rename) so a kill never leaves a torn checkpoint."""
+def save_checkpoint(path: Path, *, net, ema, opt, scaler, state: TrainState, gens, config_hash: str,
+                    background: bool = False) -> None:
+    """Atomic write (tmp file + rename) so a kill never leaves a torn checkpoint; background=True writes a CPU
+    snapshot from a thread (harness/checkpoint_async.py)."""
     blob = {"version": 1, "config_hash": config_hash, "net": net.state_dict(), "ema": ema.state_dict(),
             "opt": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "state": state.__dict__, "rng": _rng_state(gens)}
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+            "state": copy.deepcopy(state.__dict__), "rng": _rng_state(gens)}
+    (write_in_background if background else write_atomic)(blob, path)
 
 
 def load_checkpoint(path: Path, *, net, ema, opt, scaler, gens, config_hash: str) -> TrainState | None:
     """Restore everything from `path`; None when absent or written for another configuration."""
+    wait_pending(path)
     if not path.exists():
         return None
     blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -181,7 +184,7 @@ class Stepper:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.amp = autocast_dtype(device, cfg.precision)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
-        self.model = torch.compile(net) if cfg.compile else net
+        self.model = maybe_compile(net, cfg.compile)
         self.device = device
 
     def __call__(self, x1: torch.Tensor, kwargs: dict[str, Any], step: int, generator: torch.Generator
@@ -280,7 +283,8 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
                 state.train_seconds += time.perf_counter() - t_start
                 t_start = time.perf_counter()
                 save_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, state=state,
-                                gens=gens, config_hash=config_hash)
+                                gens=gens, config_hash=config_hash, background=cfg.checkpoint_async)
+    wait_pending(ckpt)
     state.peak_memory_gb = max(state.peak_memory_gb, peak.gb())
     return ema, state
 
