@@ -95,6 +95,7 @@ class _TimedIter:
 def instrument(clock: PhaseClock, *, on_step: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Patch the harness's phase functions (module globals) to run under `clock`; on_step() runs before every
     training step (the profiler window hooks in there). Everything is restored on exit."""
+    import harness.metric_buffer as metric_buffer
     import harness.tracking as tracking
     import harness.training as training
     import harness.trial as trial
@@ -119,6 +120,7 @@ def instrument(clock: PhaseClock, *, on_step: Callable[[], None] = lambda: None)
             patch(mod, "extract_features", "features")
     for attr in ("start_trial", "log_metrics", "log_artifacts", "end_trial"):
         patch(tracking.Tracker, attr, "tracking")
+    patch(metric_buffer.MetricBuffer, "flush", "tracking")
     step_call = training.Stepper.__call__
 
     def step(self, *args, **kwargs):

@@ -46,6 +46,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ckpt-async": ("checkpoints written from a background thread", {"train.checkpoint_async": True}),
     "ckpt-end": ("one checkpoint, at the end", {"train.checkpoint_every": lambda c: c["train"]["steps"]}),
     "no-cost": ("without the side cost probe (eval.cost: false)", {"eval.cost": False}),
+    "log-batch": ("training metrics sent to MLflow in one batch at the end", {"train.log_buffer": 10**6}),
 }
 VARIANTS["all"] = ("resident + compile + eval-batch + ckpt-async", {
     k: v for name in ("resident", "compile", "eval-batch", "ckpt-async") for k, v in VARIANTS[name][1].items()})
@@ -100,6 +101,7 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
     """One instrumented trial; returns its record (phases, utilisation, metrics, profiled window)."""
     from dataclasses import replace
 
+    from harness.metric_buffer import MetricBuffer
     from harness.trial import TrialHooks, run_trial
     overrides = dict(VARIANTS[variant][1])
     if steps is not None:
@@ -118,8 +120,12 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
         with clock.phase("tracking"):
             run_id = tracker.start_trial(parent_id=parent, key=spec.key, label=f"{variant}:{spec.label}",
                                          params={"variant": variant})
-        hooks = TrialHooks(log=lambda m, s: tracker.log_metrics(run_id, m, s))
-        result = run_trial(spec, registries, trial_dir=trial_dir, device=device, cache_dir=cache, hooks=hooks)
+        buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)   # as harness/runner.py
+        try:
+            result = run_trial(spec, registries, trial_dir=trial_dir, device=device, cache_dir=cache,
+                               hooks=TrialHooks(log=buffer))
+        finally:
+            buffer.flush()
         tracker.log_metrics(run_id, result["metrics"], spec.config.train.steps)
         tracker.log_artifacts(run_id, [trial_dir / "results.json"])
         tracker.end_trial(run_id, status="completed")
@@ -231,7 +237,7 @@ def markdown(result: dict) -> str:
     if result.get("failures"):
         lines += ["", "Failed trials:", ""] + [f"- {f['variant']} #{f['index']}: {f['error']}"
                                               for f in result["failures"]]
-    lines += ["", "Phases: " + phase_clock.__doc__.split("\n\n")[1].replace("\n", " ")]
+    lines += ["", phase_clock.__doc__.split("\n\n")[1].replace("\n", " ")]
     return "\n".join(lines) + "\n"
 
 

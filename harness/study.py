@@ -122,6 +122,8 @@ class TrainConfig(_Strict):
     data_on_device: Literal["off", "auto", "on"] = "off"   # whole training set on the device, batches cut there
     # by the same seeded permutation (no DataLoader); auto: on a CUDA device when it takes < 1/4 of free memory
     checkpoint_async: bool = False            # write checkpoints from a background thread (a CPU copy is taken)
+    log_buffer: int = Field(1, ge=1)          # training log calls kept before one MLflow log_batch (1: each at once);
+    # whatever is kept is sent when the trial ends, however it ends
     max_memory_gb: float | None = Field(None, gt=0)  # a trial above this peak memory fails with the reason
 
 

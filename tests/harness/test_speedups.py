@@ -178,3 +178,23 @@ def test_compiled_and_eager_training_steps_give_the_same_losses():
         losses[setting] = [stepper(torch.randn(8, 1, 4, 4, generator=data), {}, s, g).item() for s in range(4)]
     assert losses[False][0] != losses[False][-1], "the steps trained nothing"
     assert losses["max-autotune-no-cudagraphs"] == pytest.approx(losses[False], rel=1e-4, abs=1e-6)
+
+
+def test_buffered_training_metrics_reach_mlflow_as_the_same_history(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from harness.metric_buffer import MetricBuffer
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    exp = client.create_experiment("buf")
+    runs = {n: client.create_run(exp).info.run_id for n in ("direct", "buffered")}
+    logs = [({"train_loss": 1.0 / (s + 1), "lr": 0.1}, s) for s in range(0, 50, 5)]
+    for metrics, step in logs:     # the oracle: one log_metric call per value
+        for k, v in metrics.items():
+            client.log_metric(runs["direct"], k, v, step=step)
+    buffer = MetricBuffer(client, runs["buffered"], every=4)
+    for metrics, step in logs:
+        buffer(metrics, step)
+    buffer.flush()
+    for key in ("train_loss", "lr"):
+        hist = {n: sorted((m.step, m.value) for m in client.get_metric_history(r, key)) for n, r in runs.items()}
+        assert hist["buffered"] == hist["direct"] and len(hist["direct"]) == 10
