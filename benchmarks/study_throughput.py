@@ -302,17 +302,21 @@ def main(argv: list[str] | None = None) -> dict:
                                    steps=min(10, specs[0].config.train.steps), **common)
         print(f"warm-up trial: {result['warmup']['wall_s']:.1f} s", flush=True)
         write()
-    for setting in [s.strip() for s in a.probe.split(",") if s.strip()]:
-        value = {"false": False, "true": True}.get(setting.lower(), setting)
+    def probe(setting: Any) -> None:
         try:
-            probe = step_probe(specs[0], registries, device, value, warm=10, iters=a.probe_iters)
+            out = step_probe(specs[0], registries, device, setting, warm=10, iters=a.probe_iters)
         except Exception as exc:  # noqa: BLE001 - one shot on the GPU: record it and go on
-            probe = {"mode": str(value), "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
-            print(f"step probe {value}: {probe['error']}", flush=True)
+            out = {"mode": str(setting), "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            print(f"step probe {setting}: {out['error']}", flush=True)
         else:
-            print(f"step probe {probe['mode']}: {probe['ms_per_step']:.2f} ms/step", flush=True)
-        result["step_probe"].append(probe)
+            print(f"step probe {out['mode']}: {out['ms_per_step']:.2f} ms/step", flush=True)
+        result["step_probe"].append(out)
         write()
+
+    settings = [{"false": False, "true": True}.get(s.strip().lower(), s.strip()) for s in a.probe.split(",")
+                if s.strip()]
+    for setting in [s for s in settings if s is False]:       # eager first; compiled ones after the first round,
+        probe(setting)                                          # when the compile caches are warm
     for i in range(min(a.trials, len(specs))):
         for v in variants:
             done = [r["wall_s"] for r in result["records"] if r["variant"] in (v, "baseline")] or \
@@ -331,6 +335,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{v} trial {i} ({rec['label']} seed {rec['seed']}): {rec['wall_s']:.1f} s "
                   + " ".join(f"{p}={s:.1f}" for p, s in rec["phases_s"].items() if s >= 0.05), flush=True)
             write()
+        if i == 0:
+            for setting in [s for s in settings if s is not False]:
+                if a.budget_s is None or time.perf_counter() - t_start < a.budget_s:
+                    probe(setting)
     tracker.end_study(parent)
     write()
     print((a.out / "study_throughput.md").read_text() if result["records"] else "no trial ran")

@@ -2,12 +2,12 @@
 # Study throughput on one lent H200 (issue 16): benchmarks/study_throughput.py on studies/scan_ablation.yaml at its
 # full budget, today's path beside each speed-up switch, results in $OUT. From the repository root there:
 #   carry [".gpu/study"]   (wheels/ and data/fashion-mnist, as for benchmarks/gpu/device_study.sh)
-#   LIMIT=530 bash benchmarks/gpu/throughput_run.sh
+#   LIMIT=520 bash benchmarks/gpu/throughput_run.sh
 # MODE=tpg instead runs the study itself with --trials-per-gpu ${TPG:-2} until the limit (a second call), so
 # harness status / gpu_util.csv show whether several trials on one GPU pay.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
-T0=$(date +%s); LIMIT=${LIMIT:-530}; MODE=${MODE:-bench}
+T0=$(date +%s); LIMIT=${LIMIT:-520}; MODE=${MODE:-bench}
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/study/wheels/*.whl 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD
