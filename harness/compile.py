@@ -30,7 +30,20 @@ def compile_mode(setting: bool | str) -> str | None:
 def maybe_compile(module: nn.Module, setting: bool | str) -> nn.Module:
     """`module` itself when eager, else torch.compile(module, mode=...) (same parameters, same state_dict)."""
     mode = compile_mode(setting)
-    return module if mode is None else torch.compile(module, mode=mode)
+    if mode is None:
+        return module
+    _allow_recompiles()
+    return torch.compile(module, mode=mode)
+
+
+def _allow_recompiles(limit: int = 64) -> None:
+    """A worker compiles a new model every trial (scan orders differ): raise Dynamo's per-function recompile limit
+    (8 by default; past it the model runs eager without a word) so a whole study stays compiled."""
+    import torch._dynamo.config as dynamo
+    for name in ("recompile_limit", "cache_size_limit"):      # the name changed across torch versions
+        if hasattr(dynamo, name) and getattr(dynamo, name) < limit:
+            setattr(dynamo, name, limit)
+            return
 
 
 def sampling_net(ema: Any, setting: bool | str) -> Any:
