@@ -77,3 +77,32 @@ def test_the_smoke_preset_runs_through_the_benchmark(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads(Path(tmp_path / "st" / "study_throughput.json").read_text())
     assert saved["summary"]["baseline"]["n"] == 1 and saved["records"][0]["metrics"]["fd-effnet"] > 0
+
+
+def test_harness_bench_study_writes_the_throughput_json(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from plugins.registry import load_registries
+    monkeypatch.setenv("ZIGMA_HARNESS_PLUGINS", PLUGIN)
+    load_registries.cache_clear()
+    try:
+        study = write_study(tmp_path / "s.yaml", "tpcli", axes={"backbone.width": [8]}, seeds=(0,),
+                            train={"steps": 6, "checkpoint_every": 3})
+        res = CliRunner().invoke(app, ["bench", "--study", str(study), "--variants", "baseline", "--trials", "1",
+                                       "--device", "cpu", "--out", str(tmp_path / "o")])
+    finally:
+        load_registries.cache_clear()
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "o" / "study_throughput.json").read_text())
+    assert [r["variant"] for r in saved["records"]] == ["baseline"]
+
+
+def test_an_unknown_study_variant_is_one_line_and_exit_2(tmp_path):
+    from tests.harness.runner_support import run_harness
+    study = write_study(tmp_path / "s.yaml", "tpbad", axes={"backbone.width": [8]}, seeds=(0,))
+    out = run_harness("bench", "--study", str(study), "--variants", "baseline,fastest", "--device", "cpu",
+                      "--out", str(tmp_path / "o"), timeout=120)
+    assert out.returncode == 2
+    assert "unknown study variant(s) ['fastest']" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "o").exists()
