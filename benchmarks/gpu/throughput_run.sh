@@ -26,7 +26,7 @@ if [ "$MODE" = tpg ]; then
 else
   # order = priority: the budget stops starting trials that would not end in time (results written after each)
   timeout -k 20 $(( $(left) - 15 )) python3 -m benchmarks.study_throughput studies/scan_ablation.yaml \
-    --variants "${VARIANTS:-baseline,all,compile,resident,eval-batch,ckpt-async,no-cost}" --trials "${TRIALS:-2}" \
+    --variants "${VARIANTS:-baseline,all,compile,eval-batch,resident,ckpt-async}" --trials "${TRIALS:-2}" \
     --probe "${PROBE:-false,max-autotune-no-cudagraphs}" --probe-iters 100 --profile-steps 20 \
     --budget-s $(( $(left) - 45 )) --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1
   echo "benchmark exit $?"
