@@ -26,8 +26,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import queue
-from harness.study import Study, TrialConfig, TrialSpec, expand_trials, trial_from_params
 from harness.metric_buffer import MetricBuffer
+from harness.study import Study, TrialConfig, TrialSpec, expand_trials, trial_from_params
 from harness.tracking import Tracker, default_tracking_uri, flatten
 from harness.trial import TrialFailed, TrialHooks, run_trial
 from plugins.errors import HarnessError

@@ -153,8 +153,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     net.set_generator(drop_gen)
 
     stream = BatchStream(len(data.train), cfg.train.batch_size, spec.seed)
-    loader_for, _source = batch_source(cfg.train.data_on_device, data.train, batch_size=cfg.train.batch_size,
-                                       seed=spec.seed, num_workers=cfg.train.num_workers, device=device)
+    loader_for, _ = batch_source(cfg.train.data_on_device, data.train, batch_size=cfg.train.batch_size,
+                                 seed=spec.seed, num_workers=cfg.train.num_workers, device=device)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
 
