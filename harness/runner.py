@@ -27,6 +27,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import queue
+from harness.metric_buffer import MetricBuffer
 from harness.study import Study, TrialConfig, TrialSpec, expand_trials, trial_from_params
 from harness.tracking import Tracker, default_tracking_uri, flatten
 from harness.trial import TrialFailed, TrialHooks, run_trial
@@ -341,7 +342,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     trial.set_user_attr("mlflow_run_id", run_id)
     trial_dir = session.folder / "trials" / spec.key
     th = hooks.trial()
-    th.log = lambda metrics, step: tracker.log_metrics(run_id, metrics, step)
+    th.log = buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)
     th.history = lambda name, points: tracker.log_history(run_id, name, points)
     metric = session.study.objective.metric
 
@@ -355,9 +356,12 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     artifacts = [trial_dir / f for f in ("config.json", "provenance.json")]
     try:
         with queue.heartbeat(osd, frozen._trial_id):  # noqa: SLF001
-            result = run_trial(spec, registries, trial_dir=trial_dir, device=device,
-                               cache_dir=_cache_dir(session),
-                               hooks=th, source=getattr(session.study, "_source", "<study>"))
+            try:
+                result = run_trial(spec, registries, trial_dir=trial_dir, device=device,
+                                   cache_dir=_cache_dir(session),
+                                   hooks=th, source=getattr(session.study, "_source", "<study>"))
+            finally:
+                buffer.flush()
     except optuna.TrialPruned as exc:
         tracker.log_artifacts(run_id, artifacts)
         tracker.end_trial(run_id, status="pruned", failure=str(exc))

@@ -60,6 +60,7 @@ class Conditioning:
             return {}
         drop = torch.rand(n, generator=gen) < self.dropout
         if self.kind == "class":
+            drop = drop.to(batch["y"].device)    # labels may already be on the device (train.data_on_device)
             y = torch.where(drop, torch.full_like(batch["y"], self.num_classes), batch["y"])
             return {"y": y.to(self.device)}
         return {"captions": ["" if d else c for d, c in zip(drop.tolist(), batch["caption"])]}

@@ -132,7 +132,13 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(25, ge=1)
     num_workers: int = Field(0, ge=0)
-    compile: bool = False
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
+    # torch.compile of the model in the training step: false = eager; true = mode "default"; or the mode
+    data_on_device: Literal["off", "auto", "on"] = "off"   # whole training set on the device, batches cut there
+    # by the same seeded permutation (no DataLoader); auto: on a CUDA device when it takes < 1/4 of free memory
+    checkpoint_async: bool = False            # write checkpoints from a background thread (a CPU copy is taken)
+    log_buffer: int = Field(1, ge=1)          # training log calls kept before one MLflow log_batch (1: each at once);
+    # whatever is kept is sent when the trial ends, however it ends
     max_memory_gb: float | None = Field(None, gt=0)  # a trial above this peak memory fails with the reason
 
 
@@ -146,6 +152,8 @@ class EvalConfig(_Strict):
     cost: bool = True                         # params, GFLOPs, throughput, latency, peak memory
     cost_iters: int = Field(5, ge=1)
     grid_samples: int = Field(64, ge=0)       # sample grid logged as an image
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
+    # torch.compile of the sampler's model call (EMA network), like train.compile
 
 
 class TrialConfig(_Strict):

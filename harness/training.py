@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.checkpoint_async import wait_pending, write_atomic, write_in_background
+from harness.compile import maybe_compile
 from harness.study import TrainConfig
 from plugins.measure import PeakMemory, Timer, WallSplit
 
@@ -154,15 +156,15 @@ def _state_primitive(state: TrainState) -> dict[str, Any]:
     return out
 
 
-def save_checkpoint(path: Path, *, net, ema, opt, scaler, state: TrainState, gens, config_hash: str) -> None:
-    """Atomic write (tmp file + rename) so a kill never leaves a torn checkpoint. Tensors and primitive
-    containers only, so it loads with `weights_only=True`."""
+def save_checkpoint(path: Path, *, net, ema, opt, scaler, state: TrainState, gens, config_hash: str,
+                    background: bool = False) -> None:
+    """Atomic write (tmp file + rename) so a kill never leaves a torn checkpoint; background=True writes a CPU
+    snapshot from a thread (harness/checkpoint_async.py). Tensors and primitive containers only, so it loads
+    with `weights_only=True`."""
     blob = {"version": 1, "config_hash": config_hash, "net": net.state_dict(), "ema": ema.state_dict(),
             "opt": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "state": _state_primitive(state), "rng": _rng_state(gens)}
-    tmp = path.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    (write_in_background if background else write_atomic)(blob, path)
 
 
 class _Refused(Exception):
@@ -231,6 +233,7 @@ def load_checkpoint(path: Path, *, net, ema, opt, scaler, gens, config_hash: str
     save_checkpoint writes is not used; it is moved aside and a fresh TrainState with
     `extras['checkpoint_refused']` (the reason) is returned, so the trial starts from step 0 and says so.
     """
+    wait_pending(path)
     if not path.exists():
         return None
     try:
@@ -271,7 +274,7 @@ class Stepper:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.amp = autocast_dtype(device, cfg.precision)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
-        self.model = torch.compile(net) if cfg.compile else net
+        self.model = maybe_compile(net, cfg.compile)
         self.device = device
 
     def __call__(self, x1: torch.Tensor, kwargs: dict[str, Any], step: int, generator: torch.Generator
@@ -398,7 +401,8 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
                 state.train_seconds += time.perf_counter() - t_start
                 t_start = time.perf_counter()
                 save_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, state=state,
-                                gens=gens, config_hash=config_hash)
+                                gens=gens, config_hash=config_hash, background=cfg.checkpoint_async)
+    wait_pending(ckpt)
     flush()
     state.wall = dict(split.seconds)
     state.peak_memory_gb = max(state.peak_memory_gb, peak.read_total())

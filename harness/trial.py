@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 
+from harness.compile import sampling_net
 from harness.costs import trial_costs
+from harness.data_stream import batch_source
 from harness.provenance import provenance
 from harness.study import TrialConfig, TrialSpec, keyed_dump, resolve_trial
 from harness.sampling import Conditioning, Net, sample_images, save_grid
@@ -153,13 +155,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     net.set_generator(drop_gen)
 
     stream = BatchStream(len(data.train), cfg.train.batch_size, spec.seed)
-
-    def loader_for(epoch: int, batch: int):
-        sampler_ = BatchStream(len(data.train), cfg.train.batch_size, spec.seed, epoch=epoch, batch=batch)
-        workers = cfg.train.num_workers
-        loader = torch.utils.data.DataLoader(data.train, batch_sampler=sampler_, num_workers=workers,
-                                             pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-        return iter(loader)
+    loader_for, _ = batch_source(cfg.train.data_on_device, data.train, batch_size=cfg.train.batch_size,
+                                 seed=spec.seed, num_workers=cfg.train.num_workers, device=device)
 
     cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -170,7 +167,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     def evaluate(ema: Net, step: int) -> None:
         hooks.phase(f"eval@{step}", cfg.eval.intermediate_samples)
         out = sample_images(
-            ema, transport, sampler, cond, n=cfg.eval.intermediate_samples, batch_size=cfg.eval.batch_size,
+            sampling_net(ema, cfg.eval.compile), transport, sampler, cond, n=cfg.eval.intermediate_samples,
+            batch_size=cfg.eval.batch_size,
             shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
             advance=hooks.advance)
         values, _ = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
@@ -192,9 +190,10 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     split = WallSplit()                                   # the trial's phases after training
     hooks.phase("sample", cfg.eval.num_samples)
     with split("sample"):
-        out = sample_images(ema, transport, sampler, cond, n=cfg.eval.num_samples, batch_size=cfg.eval.batch_size,
-                            shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device,
-                            amp=amp, advance=hooks.advance, measure=cfg.eval.cost)
+        out = sample_images(sampling_net(ema, cfg.eval.compile), transport, sampler, cond, n=cfg.eval.num_samples,
+                            batch_size=cfg.eval.batch_size, shape=info.shape, seed=spec.seed,
+                            cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp, advance=hooks.advance,
+                            measure=cfg.eval.cost)
         if cfg.eval.grid_samples:
             save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
             save_grid(data.reference(cfg.eval.grid_samples, seed=0), trial_dir / "real.png", cfg.eval.grid_samples)

@@ -60,8 +60,18 @@ def bench(
     out: Path = typer.Option(Path("bench-out"), help="A folder (-> bench.json, bench.png) or FILE.json."),
     plot: Path = typer.Option(None, help="The plot's path (default: beside the JSON)."),
     list_variants: bool = typer.Option(False, "--list", help="Name every variant and exit."),
+    study: Path = typer.Option(None, "--study", metavar="STUDY.yaml", help="Study throughput instead: the study's "
+                               "first --trials trials per --variants (benchmarks/study_throughput.py; --device, "
+                               "--time-budget-s, --out apply)."),
+    preset: str = typer.Option(None, "--preset", help="With --study: apply this preset."),
+    trials: int = typer.Option(2, "--trials", min=1, help="With --study: trials per variant."),
 ) -> None:
-    """Measure train step, sampling and peak memory side by side; write JSON + a log-log plot; print the goal ratios."""
+    """Measure train step, sampling and peak memory side by side; write JSON + a log-log plot; print the goal ratios.
+    With --study: whole trials of a study, phase by phase, today's path beside each speed-up switch."""
+    if study is not None:
+        _study_throughput(study, preset=preset, trials=trials, variants=variants, device=device,
+                          budget=time_budget_s, out=out)
+        return
     mod = _bench_module()
     if list_variants:
         for name, v in mod.VARIANTS.items():
@@ -83,6 +93,27 @@ def bench(
     mod.write(doc, json_path, plot_path)
     typer.echo("\n".join(mod.summary_lines(doc)))
     typer.echo(f"wrote {json_path} and {plot_path} ({doc['wall_s']:.0f} s)")
+
+
+def _study_throughput(study: Path, *, preset: str | None, trials: int, variants: str | None, device: str,
+                      budget: float | None, out: Path) -> None:
+    _bench_module()                                  # puts a checkout's benchmarks/ on the path
+    import benchmarks.study_throughput as st
+    if not study.is_file():
+        raise ConfigError(f"harness bench --study: no such file: {study}")
+    names = variants or "baseline,resident,eval-batch,ckpt-async,all"
+    unknown = [v for v in names.split(",") if v.strip() and v.strip() not in st.VARIANTS]
+    if unknown:
+        raise ConfigError(f"harness bench --variants: unknown study variant(s) {unknown}; available: "
+                          f"{', '.join(st.VARIANTS)}")
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("harness bench --study: no CUDA device is visible (use --device cpu)")
+    argv = [str(study), "--variants", names, "--trials", str(trials), "--device", device, "--out", str(out)]
+    argv += ["--preset", preset] if preset else []
+    argv += ["--budget-s", str(budget)] if budget is not None else []
+    st.main(argv)
 
 
 def register(app: typer.Typer) -> None:

@@ -91,6 +91,29 @@ def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, f
     return [p.returncode for p in procs]
 
 
+def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int) -> tuple[list[str], list[dict[str, str]]]:
+    """(names, environments) of the worker processes to start; none: run in this process.
+
+    --gpus: per_device workers on each GPU; --workers N: N CPU workers; neither, with per_device > 1: per_device
+    workers on this process's device (the first visible GPU, or the CPU)."""
+    threads = lambda n: os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # noqa: E731
+    if gpu_ids:
+        names = [f"gpu{g}" + (f".{k}" if per_device > 1 else "") for g in gpu_ids for k in range(per_device)]
+        return names, [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_ids for _ in range(per_device)]
+    if workers:
+        cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads(workers)}
+        return [f"w{i}" for i in range(workers)], [dict(cpu) for _ in range(workers)]
+    if per_device > 1:
+        import torch
+        if torch.cuda.is_available():
+            first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+            return [f"gpu{first}.{k}" for k in range(per_device)], [{"CUDA_VISIBLE_DEVICES": first}
+                                                                     for _ in range(per_device)]
+        cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads(per_device)}
+        return [f"cpu.{k}" for k in range(per_device)], [dict(cpu) for _ in range(per_device)]
+    return [], []
+
+
 def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The study file."),
         preset: str = typer.Option(None, "--preset", "-p", help="Apply this preset (e.g. smoke)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved trials and exit."),
@@ -103,6 +126,9 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
                                          "under the study folder)."),
         gpus: str = typer.Option(None, "--gpus", help="One worker process per GPU, e.g. 0,1,2,3 or all."),
         workers: int = typer.Option(0, "--workers", min=0, help="CPU worker processes (0: this one)."),
+        trials_per_gpu: int = typer.Option(1, "--trials-per-gpu", min=1, help="Worker processes per GPU "
+                                           "(small trials share a device); without --gpus: on this process's "
+                                           "device (first GPU, or the CPU)."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue failed trials again."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial, no bars."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end.")) -> None:
@@ -120,6 +146,8 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         return
     if gpus and workers:
         raise HarnessError("give either --gpus (one worker per GPU) or --workers (CPU worker processes)")
+    if workers and trials_per_gpu > 1:
+        raise HarnessError("--trials-per-gpu: give it with --gpus (or alone), not with --workers")
     gpu_ids = parse_gpus(gpus) if gpus else []
     folder = (runs_dir(runs, out) / study.name).resolve()
     _check_writable(folder, storage)
@@ -140,12 +168,8 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     rcs: list[int] = []
     try:
         for _round in range(3):  # a worker that died leaves RUNNING trials: re-queued, run in the next round
-            if gpu_ids or workers:
-                names = [f"gpu{g}" for g in gpu_ids] or [f"w{i}" for i in range(workers)]
-                threads = str(max(1, (os.cpu_count() or 1) // len(names)))
-                cpu = {"CUDA_VISIBLE_DEVICES": "",
-                       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-                envs = [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_ids] or [dict(cpu) for _ in names]
+            names, envs = worker_plan(gpu_ids=gpu_ids, workers=workers, per_device=trials_per_gpu)
+            if names:
                 rcs = spawn_workers(names=names, envs=envs, study=study.name, folder=folder, storage=storage,
                                     tracking_uri=session.tracker.uri, quiet=quiet, say=line.say)
                 if any(rc in (130, -signal.SIGINT) for rc in rcs):

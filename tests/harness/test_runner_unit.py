@@ -324,6 +324,15 @@ def test_gpus_on_a_machine_without_cuda_is_one_clear_error(monkeypatch):
         parse_gpus("0,1")
 
 
+def test_trials_per_gpu_starts_that_many_workers_on_each_named_gpu():
+    from harness.commands.run import worker_plan
+    names, envs = worker_plan(gpu_ids=["4", "6"], workers=0, per_device=2)
+    assert names == ["gpu4.0", "gpu4.1", "gpu6.0", "gpu6.1"]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "4", "6", "6"]
+    assert worker_plan(gpu_ids=["4"], workers=0, per_device=1) == (["gpu4"], [{"CUDA_VISIBLE_DEVICES": "4"}])
+    assert worker_plan(gpu_ids=[], workers=0, per_device=1) == ([], [])
+
+
 def test_gpus_are_mapped_through_the_visible_devices(monkeypatch):
     from harness.commands.run import parse_gpus
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

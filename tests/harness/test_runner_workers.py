@@ -1,4 +1,5 @@
-"""Four CPU worker processes share one study: every one of 12 combinations runs exactly once."""
+"""Several worker processes share one study (four CPU workers; three per device with --trials-per-gpu): every
+one of 12 combinations runs exactly once."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def test_four_workers_on_the_journal_file_run_each_of_twelve_combinations_once(t
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     folder = tmp_path / "runs" / "grid4"
     _check_exactly_once(optuna_trials("grid4", journal(folder)), folder, "grid4")
+
+
+def test_three_trials_per_device_run_each_of_twelve_combinations_once(tmp_path):
+    study = write_study(tmp_path / "grid.yaml", "grid3")
+    seed_mlflow_db(tmp_path / "runs" / "grid3", tmp_path)
+    out = run_harness("run", str(study), "--out", str(tmp_path / "runs"), "--trials-per-gpu", "3", "--quiet",
+                      "--no-report")
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
+    assert "started 3 worker(s): cpu.0" in out.stdout + out.stderr
+    folder = tmp_path / "runs" / "grid3"
+    _check_exactly_once(optuna_trials("grid3", journal(folder)), folder, "grid3")
 
 
 @pytest.mark.postgres
