@@ -15,6 +15,7 @@ every trial. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -135,6 +136,9 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
         wall = time.perf_counter() - t0
         phases = clock.stop()
     busy = util.take()
+    gc.collect()                              # as harness.runner.run_worker does between trials
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return {"variant": variant, "index": index, "label": spec.label, "seed": spec.seed, "wall_s": wall,
             "phases_s": phases, "util": busy, "profiled_steps": prof.result,
             "metrics": {k: v for k, v in result["metrics"].items()

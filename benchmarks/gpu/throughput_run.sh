@@ -24,6 +24,10 @@ if [ "$MODE" = tpg ]; then
   echo "run exit $?"
   python3 -m harness.cli status runs/scan_ablation > "$OUT/status.txt" 2>&1; cat "$OUT/status.txt"
 else
+  if python3 -m pytest --version > /dev/null 2>&1; then     # the switches' GPU tests (seconds), when pytest is there
+    timeout 90 python3 -m pytest tests/harness/test_speedups.py -m gpu -q -p no:cacheprovider > "$OUT/gpu_tests.txt" 2>&1
+    tail -3 "$OUT/gpu_tests.txt"
+  fi
   # order = priority: the budget stops starting trials that would not end in time (results written after each)
   timeout -k 20 $(( $(left) - 15 )) python3 -m benchmarks.study_throughput studies/scan_ablation.yaml \
     --variants "${VARIANTS:-baseline,all,compile,eval-batch,resident,ckpt-async}" --trials "${TRIALS:-2}" \

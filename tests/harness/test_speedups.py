@@ -198,3 +198,30 @@ def test_buffered_training_metrics_reach_mlflow_as_the_same_history(tmp_path):
     for key in ("train_loss", "lr"):
         hist = {n: sorted((m.step, m.value) for m in client.get_metric_history(r, key)) for n, r in runs.items()}
         assert hist["buffered"] == hist["direct"] and len(hist["direct"]) == 10
+
+
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@_CUDA
+def test_resident_batches_on_the_gpu_equal_the_dataloaders():
+    from harness.data_stream import ResidentData
+    data = _uint8_set(captions=True)
+    got = [{k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in b.items()}
+           for b in itertools.islice(ResidentData(data, torch.device("cuda")).batches(5, 3, 1, 2), 10)]
+    _same_batches(got, _loader_batches(data, batch_size=5, seed=3, epoch=1, batch=2, count=10))
+
+
+@pytest.mark.gpu
+@_CUDA
+def test_label_dropout_takes_labels_already_on_the_gpu():
+    from harness.sampling import Conditioning
+    data = type("D", (), {"info": type("I", (), {"num_classes": 10})()})()
+    cuda = torch.device("cuda")
+    y = torch.arange(8) % 10
+    on_host = Conditioning("class", 0.5, data, cuda).train_kwargs({"x": torch.zeros(8, 1), "y": y},
+                                                                   torch.Generator().manual_seed(0))
+    on_gpu = Conditioning("class", 0.5, data, cuda).train_kwargs({"x": torch.zeros(8, 1), "y": y.to(cuda)},
+                                                                  torch.Generator().manual_seed(0))
+    assert torch.equal(on_host["y"], on_gpu["y"]) and on_gpu["y"].device.type == "cuda"
