@@ -9,9 +9,14 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
 T0=$(date +%s); LIMIT=${LIMIT:-520}; MODE=${MODE:-bench}
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/study/wheels/*.whl 2>&1 | tail -2
-export PYTHONPATH=/tmp/site:$PWD
-mkdir -p /usr/share/datasets/fashion-mnist && cp .gpu/study/data/fashion-mnist/*.gz /usr/share/datasets/fashion-mnist/
+if [ -n "${SITE:-}" ]; then      # an unpacked site-packages carried instead of wheels
+  export PYTHONPATH=$SITE:$PWD
+else
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/study/wheels/*.whl 2>&1 | tail -2
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+DATA=${DATA:-.gpu/study/data/fashion-mnist}
+mkdir -p /usr/share/datasets/fashion-mnist && cp "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpus.csv"
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader -l 1 > "$OUT/gpu_util.csv" &
 SMI=$!
