@@ -51,6 +51,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 VARIANTS["all"] = ("resident + compile + eval-batch + ckpt-async", {
     k: v for name in ("resident", "compile", "eval-batch", "ckpt-async") for k, v in VARIANTS[name][1].items()})
+VARIANTS["all-eager"] = ("resident + eval-batch + ckpt-async + log-batch, no compile", {
+    k: v for name in ("resident", "eval-batch", "ckpt-async", "log-batch") for k, v in VARIANTS[name][1].items()})
 
 
 def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
