@@ -22,7 +22,7 @@ def toy_run(tmp_path_factory):
     doc["baseline"] = {"backbone.width": 16}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     seed_mlflow_db(root / "runs" / "trust", root)
-    out = run_harness("run", str(path), "--out", str(root / "runs"), "--no-report", "--quiet")
+    out = run_harness("run", str(path), "--runs", str(root / "runs"), "--no-report", "--quiet")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return root
 
@@ -102,7 +102,7 @@ def test_the_smoke_reports_header_states_what_ran(tmp_path):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--preset", "smoke", "--out",
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--preset", "smoke", "--runs",
                           str(tmp_path / "runs"), "--no-report", "--quiet"], env={**env(), "ZIGMA_HARNESS_PLUGINS": ""},
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

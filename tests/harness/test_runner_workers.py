@@ -42,7 +42,7 @@ def test_four_workers_on_the_journal_file_run_each_of_twelve_combinations_once(t
 def test_three_trials_per_device_run_each_of_twelve_combinations_once(tmp_path):
     study = write_study(tmp_path / "grid.yaml", "grid3")
     seed_mlflow_db(tmp_path / "runs" / "grid3", tmp_path)
-    out = run_harness("run", str(study), "--out", str(tmp_path / "runs"), "--trials-per-gpu", "3", "--quiet",
+    out = run_harness("run", str(study), "--runs", str(tmp_path / "runs"), "--trials-per-gpu", "3", "--quiet",
                       "--no-report")
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     assert "started 3 worker(s): cpu.0" in out.stdout + out.stderr

@@ -26,7 +26,7 @@ def test_two_coordinators_started_together_finish_with_every_trial_exactly_once(
     study = write_study(tmp_path / "twin.yaml", "twin", axes={"backbone.width": [8, 16]}, seeds=(0, 1),
                         train={"steps": 10, "checkpoint_every": 5})
     out = tmp_path / "runs"       # no pre-made mlflow.db: both processes find the SQLite schema missing
-    args = harness_cmd("run", str(study), "--out", str(out), "--quiet", "--no-report")
+    args = harness_cmd("run", str(study), "--runs", str(out), "--quiet", "--no-report")
     procs = [subprocess.Popen(args, env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True) for _ in range(2)]
     try:
