@@ -40,7 +40,7 @@ class BudgetConfig(BaseModel):
     @model_validator(mode="after")
     def _whole_steps(self) -> BudgetConfig:
         if self.kind in ("steps", "images") and float(self.value) != int(self.value):
-            raise ValueError(f"a {self.kind} budget is a whole number, got {self.value}")
+            raise ValueError(f"{self.kind} budgets are whole numbers, got {self.value}")
         return self
 
 
