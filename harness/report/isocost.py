@@ -73,8 +73,9 @@ def winner(cells: dict[str, Cell], *, higher_is_better: bool) -> str | None:
     for k, c in ok.items():
         if k == best:
             continue
-        noise = max(ok[best].spread, c.spread)
-        if not math.isfinite(noise) or sign * (ok[best].mean - c.mean) <= noise:
+        if not (math.isfinite(ok[best].spread) and math.isfinite(c.spread)):
+            return None                                      # one seed: no spread to beat
+        if sign * (ok[best].mean - c.mean) <= max(ok[best].spread, c.spread):
             return None
     return best
 

@@ -42,6 +42,7 @@ def test_a_winner_needs_a_lead_larger_than_the_seed_spread():
     assert winner({"a": Cell(10.0, 2.0, 3), "b": Cell(11.5, 1.0, 3)}, higher_is_better=False) is None
     assert winner({"a": Cell(10.0, float("nan"), 1), "b": Cell(20.0, float("nan"), 1)},
                   higher_is_better=False) is None
+    assert winner({"a": Cell(10.0, 1.0, 3), "b": Cell(20.0, float("nan"), 1)}, higher_is_better=False) is None
 
 
 def test_the_sentence_says_the_curves_cross_when_the_leader_changes():
