@@ -4,7 +4,8 @@ Each completed trial with intermediate evaluations gives, per seed, the objectiv
 GPU-hours (timed training-step seconds / 3600) and training TFLOPs, joined on the training step. Curves: one line
 per variant, the mean of the seeds' curves (each read linearly in log-compute on a shared grid inside the range
 every seed covers) with the min-max band. Iso-cost tables: each variant's quality at log-spaced budgets of equal
-GPU time and equal FLOPs across the range every trial covers (harness/report/isocost.py), mean ± std over seeds.
+GPU time and equal FLOPs over all trials' range, where at least two variants reach them
+(harness/report/isocost.py), mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -61,23 +62,29 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _table(curves: dict[str, list], info: MetricInfo, what: str, unit: str) -> dict[str, Any] | None:
-    rng = common_range(curves)
-    if rng is None:
-        return None
-    points = budgets(*rng)
-    heads = [f"{_fmt(b)} {unit}" for b in points]
-    rows, winners = [], []
+def _table(curves: dict[str, list], info: MetricInfo, what: str, unit: str) -> dict[str, Any]:
+    """Cells at 6 budgets log-spaced over every trial's range together; budgets fewer than 2 variants reach are
+    left out (a cell is n/a where one of the variant's seeds does not reach the budget)."""
+    xs = [x for seeds in curves.values() for c in seeds for x, _ in c if x > 0]
+    points = budgets(min(xs), max(xs), 6) if xs else []
     cells = {v: [at_budget(seeds, b) for b in points] for v, seeds in curves.items()}
-    for v, cs in cells.items():
-        rows.append({"variant": v, "n": len(curves[v]), "cells": [
-            "n/a" if c.mean is None else (f"{_fmt(c.mean)} ± {_fmt(c.spread)}" if math.isfinite(c.spread)
-                                          else _fmt(c.mean)) for c in cs]})
-    for i, h in enumerate(heads):
-        winners.append((h, winner({v: cs[i] for v, cs in cells.items()}, higher_is_better=info.higher_is_better)))
+    keep = [i for i in range(len(points)) if sum(cs[i].mean is not None for cs in cells.values()) >= 2]
+    title = f"{info.title} at equal {what}"
+    if not keep:
+        spans = "; ".join(f"{v} {_fmt(min(x for c in seeds for x, _ in c))}–{_fmt(max(x for c in seeds for x, _ in c))}"
+                          for v, seeds in curves.items())
+        return {"title": title, "budgets": [], "heads": [], "rows": [], "markdown": "",
+                "sentence": f"No {what} budget is reached by two variants, so there is no iso-cost comparison "
+                            f"(ranges in {unit}: {spans})."}
+    heads = [f"{_fmt(points[i])} {unit}" for i in keep]
+    rows = [{"variant": v, "n": len(curves[v]), "cells": [
+        "n/a" if (c := cs[i]).mean is None else (f"{_fmt(c.mean)} ± {_fmt(c.spread)}" if math.isfinite(c.spread)
+                                                 else _fmt(c.mean)) for i in keep]} for v, cs in cells.items()]
+    winners = [(heads[j], winner({v: cs[i] for v, cs in cells.items()}, higher_is_better=info.higher_is_better))
+               for j, i in enumerate(keep)]
     md = "\n".join([f"| variant | n | {' | '.join(heads)} |", "|---|--:|" + "--:|" * len(heads),
                     *(f"| {r['variant']} | {r['n']} | {' | '.join(r['cells'])} |" for r in rows)])
-    return {"title": f"{info.title} at equal {what}", "heads": heads, "rows": rows, "markdown": md,
+    return {"title": title, "budgets": [points[i] for i in keep], "heads": heads, "rows": rows, "markdown": md,
             "sentence": crossing_sentence(winners, what)}
 
 
@@ -99,11 +106,10 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
                  f"{info.title} from the intermediate evaluations (eval.every, on eval.intermediate_samples samples) "
                  "against images, GPU-hours and TFLOPs; mean over seeds (each seed's curve read linearly in "
                  "log-compute) with the min–max band.", png, "compute")
-    tables = [t for name, _, _, what, unit in AXES if what and merged[name]
-              if (t := _table(merged[name], info, what, unit)) is not None]
+    tables = [_table(merged[name], info, what, unit) for name, _, _, what, unit in AXES if what and merged[name]]
     method = ("Iso-cost values: each seed's curve read at the budget by linear interpolation in log10(compute) "
               "between the two evaluations around it, never extrapolated (n/a when a seed's evaluations do not "
-              "reach the budget); mean ± sample std over seeds; budgets log-spaced over the range every trial "
-              "covers. A variant is named ahead only where its lead exceeds the larger seed std of the pair. "
+              "reach the budget); mean ± sample std over seeds; budgets log-spaced over all trials' range, shown "
+              "where at least two variants reach them. A variant is named ahead only where its lead exceeds the larger seed std of the pair. "
               "Values are on the intermediate sample size, so they are not comparable with the final table.")
     return {"figures": [fig], "tables": tables, "method": method}

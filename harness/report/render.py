@@ -240,7 +240,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
                                                  for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
         "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figs],
         "notes": ctx["notes"],
-        "iso_cost": [{k: t[k] for k in ("title", "heads", "rows", "sentence")} for t in compute["tables"]]
+        "iso_cost": [{k: t[k] for k in ("title", "budgets", "heads", "rows", "sentence")} for t in compute["tables"]]
         if compute else [],
     }
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
