@@ -127,3 +127,25 @@ def test_a_fractional_images_budget_is_refused_naming_the_dotted_key(tmp_path):
                        train={"budget": {"kind": "images", "value": 3.5}})
     with pytest.raises(HarnessError, match=r"s\.yaml: base\.train\.budget: .*whole numbers, got 3\.5"):
         load_study(path)
+
+
+def _simulate(exact: bool, *, step_s: float, budget: float, log_every: int) -> int:
+    """The training loop's budget protocol (harness/training.py) with fixed step durations; -> steps run."""
+    from harness.budget import Budget, BudgetConfig
+    b = Budget(BudgetConfig(kind="gpu_seconds", value=budget), max_steps=1000, exact_seconds=exact)
+    b.bind({}, step=0, batch_size=4)
+    pending, step = 0.0, 0
+    while b.bound() is None:
+        step += 1
+        pending += step_s
+        b.step(4, pending if exact else None)        # CPU: the timer's pending seconds are known; CUDA: not
+        if b.needs_flush(step, log_every) or (exact and step % log_every == 0):
+            b.add_seconds(pending)
+            pending = 0.0
+    return step
+
+
+def test_gpu_seconds_on_cuda_stop_at_the_first_log_point_past_the_budget_and_on_cpu_exactly():
+    # 0.1 s steps, budget 0.72 s: the 8th step reaches it (0.8 s); with log points every 5 steps, CUDA sees it at 10
+    assert _simulate(True, step_s=0.1, budget=0.72, log_every=5) == 8
+    assert _simulate(False, step_s=0.1, budget=0.72, log_every=5) == 10
