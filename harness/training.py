@@ -402,6 +402,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         if budget.eval_due() and evaluate is not None:
             with split("eval"):
                 check(step)
+                flush()                             # evaluation waits for the device anyway: seconds up to here
                 evaluate(ema, state.step)
         if state.step % cfg.checkpoint_every == 0 or last:
             with split("checkpoint"):

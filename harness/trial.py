@@ -232,7 +232,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                    tokens=(info.frames or 1) * (info.height // p) * (info.width // p))
     how: dict[str, Any] = {
         "train_images_per_s": f"images / seconds of the {state.timed_steps} timed training steps of the segment "
-                              f"that finished the trial (steps {state.resumed_from + 1}..{cfg.train.steps}, first "
+                              f"that finished the trial (steps {state.resumed_from + 1}..{spent['steps_run']}, first "
                               f"{warmup_steps(cfg.train.steps)} untimed), "
                               + ("CUDA events" if device.type == "cuda" else "time.perf_counter"),
         "wall": "host wall-clock seconds per phase of that segment (data, step, log, eval, checkpoint) and of "

@@ -149,3 +149,18 @@ def test_gpu_seconds_on_cuda_stop_at_the_first_log_point_past_the_budget_and_on_
     # 0.1 s steps, budget 0.72 s: the 8th step reaches it (0.8 s); with log points every 5 steps, CUDA sees it at 10
     assert _simulate(True, step_s=0.1, budget=0.72, log_every=5) == 8
     assert _simulate(False, step_s=0.1, budget=0.72, log_every=5) == 10
+
+
+def test_a_resumed_trial_continues_its_budget_counters_from_the_checkpoint(tmp_path, registries, monkeypatch):
+    import harness.trial
+    monkeypatch.setattr(harness.trial, "config_hash", lambda cfg: "same")   # let the second run resume the first
+    budget = {"kind": "images", "value": 200}
+    first, _, _, _ = _run(tmp_path, registries, train={"steps": 10, "batch_size": 8, "checkpoint_every": 5,
+                                                       "budget": budget})
+    assert first["budget_kind"] == "steps" and first["metrics"]["steps_run"] == 10     # the ceiling came first
+    second, logs, _, _ = _run(tmp_path, registries, train={"steps": 100, "batch_size": 8, "checkpoint_every": 5,
+                                                           "budget": budget})
+    # 200 images at batch 8: step 25, of which steps 11..25 ran in the second segment
+    assert second["resumed_from_step"] == 10 and second["metrics"]["steps_run"] == 25
+    assert second["metrics"]["images_seen"] == 200 and second["budget_kind"] == "images"
+    assert min(s for m, s in logs if "train_loss" in m) > 10
