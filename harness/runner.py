@@ -385,7 +385,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
         hooks.finished(spec, "failed", reason)
         return "failed", reason
     metrics = result["metrics"]
-    tracker.log_metrics(run_id, metrics, spec.config.train.steps)
+    tracker.log_metrics(run_id, metrics, int(metrics.get("steps_run", spec.config.train.steps)))
     tracker.log_artifacts(run_id, [*artifacts, *(trial_dir / f for f in (
         "samples.png", "real.png", "metrics_meta.json", "cost.json", "results.json"))])
     value = metrics.get(metric, float("nan"))
@@ -398,6 +398,9 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     for k, v in metrics.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("resumed_from_step", result["resumed_from_step"])
+    if result.get("budget_kind"):                           # which training budget bound the trial
+        trial.set_user_attr("budget_kind", result["budget_kind"])
+        tracker.set_tag(run_id, "harness.budget_kind", result["budget_kind"])
     if result.get("checkpoint_refused"):
         trial.set_user_attr("checkpoint_refused", result["checkpoint_refused"])
         tracker.set_tag(run_id, "harness.checkpoint_refused", result["checkpoint_refused"])

@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.budget import BudgetConfig
 from plugins.errors import ConfigError, HarnessError, suggest
 
 __all__ = [
@@ -140,6 +141,8 @@ class TrainConfig(_Strict):
     log_buffer: int = Field(1, ge=1)          # training log calls kept before one MLflow log_batch (1: each at once);
     # whatever is kept is sent when the trial ends, however it ends
     max_memory_gb: float | None = Field(None, gt=0)  # a trial above this peak memory fails with the reason
+    budget: BudgetConfig | None = None        # {kind: steps|images|gpu_seconds|flops, value}; None = train.steps
+    # steps; for the other kinds train.steps is a ceiling (harness/budget.py says how each is counted and stopped)
 
 
 class EvalConfig(_Strict):
@@ -147,7 +150,8 @@ class EvalConfig(_Strict):
     batch_size: int = Field(100, ge=1)
     metrics: tuple[str, ...] = ("fd-effnet",)
     metric_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    every: int | None = Field(None, ge=1)     # intermediate evaluation (and pruning) every N steps
+    every: int | float | None = Field(None, gt=0)  # intermediate evaluation (and pruning) every N units of the
+    # training budget (steps by default; images, seconds or FLOPs with train.budget), on intermediate_samples
     intermediate_samples: int = Field(200, ge=1)
     cost: bool = True                         # params, GFLOPs, throughput, latency, peak memory
     cost_iters: int = Field(5, ge=1)
@@ -432,6 +436,8 @@ def keyed_dump(config: TrialConfig) -> dict[str, Any]:
     out = config.model_dump(mode="json")
     if out["backbone"].get("mixer") == {"name": "mamba1"}:
         del out["backbone"]["mixer"]
+    if out["train"].get("budget", 0) is None:   # no budget: train.steps, as before budgets existed
+        del out["train"]["budget"]
     return out
 
 

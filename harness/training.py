@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.budget import Budget
 from harness.checkpoint_async import wait_pending, write_atomic, write_in_background
 from harness.compile import maybe_compile
 from harness.study import TrainConfig
@@ -316,13 +317,16 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
           history: Callable[[str, list[tuple[int, float]]], None] = lambda name, points: None,
           evaluate: Callable[[nn.Module, int], None] | None = None, eval_every: int | None = None,
           progress: Callable[[int, float], None] = lambda step, loss: None,
-          extra_generators: dict[str, torch.Generator] | None = None) -> tuple[nn.Module, TrainState]:
+          extra_generators: dict[str, torch.Generator] | None = None,
+          budget: Budget | None = None) -> tuple[nn.Module, TrainState]:
     """Train `net` for cfg.steps from its last checkpoint. Returns (EMA copy, state).
 
     loader_for(epoch, batch) yields batches from that data position; condition(batch, gen) -> model kwargs
     (label dropout drawn from gen). extra_generators (e.g. stochastic depth) are checkpointed too.
     Every step after the segment's warm-up is timed (plugins.measure.Timer: CUDA events read at log points, no
     extra sync); history('train_step_s', [(step, seconds), ...]) receives them in batches at each log point.
+    budget (harness/budget.py) decides when training stops and when `evaluate` is due (eval_every is then
+    ignored); without one, cfg.steps steps and an evaluation every eval_every steps.
     Raises TrialFailed on non-finite loss or when the memory limit is exceeded.
     """
     net.to(device).train()
@@ -341,6 +345,8 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
     loss_sum = torch.zeros((), device=device)
     bad_step = torch.full((), -1, device=device, dtype=torch.long)
     window, timed = 0, []                       # timed: step numbers whose durations the timer holds
+    budget = budget or Budget(None, max_steps=cfg.steps, every=eval_every)
+    budget.bind(state.extras, step=state.step, batch_size=cfg.batch_size)
     t_start = time.perf_counter()
 
     def check(step: int) -> None:
@@ -356,11 +362,12 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         assert len(seconds) == len(timed), f"{len(seconds)} timed regions for {len(timed)} timed steps"
         state.timed_seconds += sum(seconds)
         state.timed_steps += len(seconds)
+        budget.add_seconds(sum(seconds))
         if seconds:
             history("train_step_s", list(zip(timed, seconds)))
         timed.clear()
 
-    while state.step < cfg.steps:
+    while budget.bound() is None:
         step = state.step
         with split("data"):
             batch = next(batches)
@@ -379,7 +386,10 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         window += 1
         state.step = step + 1
         state.epoch, state.batch = BatchStream.advance(state.epoch, state.batch, per_epoch)
-        last = state.step == cfg.steps
+        budget.step(x1.shape[0], timer.peek())
+        if budget.needs_flush(state.step, cfg.log_every):
+            flush()
+        last = budget.bound() is not None
         if state.step % cfg.log_every == 0 or last:
             with split("log"):
                 check(step)
@@ -389,9 +399,10 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
                 loss_sum.zero_()
                 window = 0
         progress(state.step, state.last_loss)
-        if eval_every and state.step % eval_every == 0 and not last and evaluate is not None:
+        if budget.eval_due() and evaluate is not None:
             with split("eval"):
                 check(step)
+                flush()                             # evaluation waits for the device anyway: seconds up to here
                 evaluate(ema, state.step)
         if state.step % cfg.checkpoint_every == 0 or last:
             with split("checkpoint"):

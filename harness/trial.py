@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from harness.budget import Budget, forward_flops_per_image
 from harness.compile import sampling_net
 from harness.costs import trial_costs
 from harness.data_stream import batch_source
@@ -164,6 +165,13 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         return MetricContext(data=data, device=device, cache_dir=str(cache_dir), labels=labels,
                              captions=captions, progress=False)
 
+    # training budget (harness/budget.py); FLOPs counted when a budget or eval.every needs them
+    fpi = (forward_flops_per_image(net, cond, info.shape, device, spec.seed)
+           if cfg.train.budget is not None or cfg.eval.every else None)
+    budget = Budget(cfg.train.budget, max_steps=cfg.train.steps, flops_per_image=fpi, every=cfg.eval.every,
+                    exact_seconds=device.type != "cuda")
+    total = budget.planned_steps(cfg.train.batch_size)
+
     def evaluate(ema: Net, step: int) -> None:
         hooks.phase(f"eval@{step}", cfg.eval.intermediate_samples)
         out = sample_images(
@@ -172,19 +180,24 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
             shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
             advance=hooks.advance)
         values, _ = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
+        hooks.log({**{f"during/{k}": v for k, v in values.items()}, "during/images": budget.amount("images"),
+                   "during/train_seconds": budget.seconds, "during/train_tflops": budget.train_flops / 1e12},
+                  step)
+        hooks.phase("train", total)
+        if budget.bound() is not None:   # the curve's last point; the final evaluation follows on num_samples
+            return
         hooks.log(values, step)
-        hooks.phase("train", cfg.train.steps)
         if hooks.report is not None:
             hooks.report(values, step)
 
-    hooks.phase("train", cfg.train.steps)
+    hooks.phase("train", total)
     ema, state = train(
         net=net, transport=transport, loader_for=loader_for, per_epoch=stream.per_epoch,
         condition=cond.train_kwargs, cfg=cfg.train, seed=spec.seed, device=device,
         ckpt=trial_dir / "checkpoint.pt", config_hash=config_hash(cfg), log=hooks.log, history=hooks.history,
         evaluate=evaluate, eval_every=cfg.eval.every,
         progress=lambda step, loss: hooks.advance(step, f"loss {loss:.4f}"),
-        extra_generators={"droppath": drop_gen})
+        extra_generators={"droppath": drop_gen}, budget=budget)
 
     wall = {f"wall_{k}_s": v for k, v in state.wall.items()}
     split = WallSplit()                                   # the trial's phases after training
@@ -210,6 +223,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                                        else float("nan")),
                    train_step_ms=1000.0 * state.timed_seconds / state.timed_steps if state.timed_steps
                    else float("nan"), timed_steps=state.timed_steps, **wall)
+    spent = budget.record()                             # what bound the training and how much it used
+    results.update({k: v for k, v in spent.items() if k != "budget_kind"})
     # what ran, for the report's header (the dataset as loaded, not as configured)
     p = cfg.backbone.patch_size or 1
     results.update(data_height=info.height, data_width=info.width, data_frames=info.frames or 1,
@@ -217,7 +232,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                    tokens=(info.frames or 1) * (info.height // p) * (info.width // p))
     how: dict[str, Any] = {
         "train_images_per_s": f"images / seconds of the {state.timed_steps} timed training steps of the segment "
-                              f"that finished the trial (steps {state.resumed_from + 1}..{cfg.train.steps}, first "
+                              f"that finished the trial (steps {state.resumed_from + 1}..{spent['steps_run']}, first "
                               f"{warmup_steps(cfg.train.steps)} untimed), "
                               + ("CUDA events" if device.type == "cuda" else "time.perf_counter"),
         "wall": "host wall-clock seconds per phase of that segment (data, step, log, eval, checkpoint) and of "
@@ -232,6 +247,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                                             cfg=cfg, data=data, device=device, amp=amp, seed=spec.seed,
                                             batch_seconds=out.batch_seconds)
         results.update(figures)
+        if not spent["train_flops"] == spent["train_flops"]:     # NaN: count not taken before training
+            results["train_flops"] = spent["images_seen"] * 3.0 * figures["gflops"] * 1e9
         how.update(cost_how)
     results.update({f"wall_{k}_s": v for k, v in split.seconds.items()})
     (trial_dir / "cost.json").write_text(json.dumps(
@@ -240,6 +257,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     results = {k: float(v) for k, v in results.items()}
     refused = {k: v for k, v in state.extras.items() if k == "checkpoint_refused"}  # why it started afresh
     (trial_dir / "results.json").write_text(json.dumps(
-        {**results, "resumed_from_step": state.resumed_from, "trial_key": spec.key, "label": spec.label,
+        {**results, "budget_kind": spent["budget_kind"], "resumed_from_step": state.resumed_from,
+         "trial_key": spec.key, "label": spec.label,
          "params": spec.params, "seed": spec.seed, **refused}, indent=2, default=str))
-    return {"metrics": results, "meta": meta, "resumed_from_step": state.resumed_from, **refused}
+    return {"metrics": results, "meta": meta, "resumed_from_step": state.resumed_from,
+            "budget_kind": spent["budget_kind"], **refused}

@@ -91,6 +91,10 @@ class Timer:
         yield
         self._pending.append(time.perf_counter() - t0)
 
+    def peek(self) -> float | None:
+        """Seconds of the regions not yet taken when known without waiting (CPU), else None (CUDA)."""
+        return None if self.cuda else sum(self._pending)
+
     def take(self) -> list[float]:
         """Seconds of the regions finished since the last take, in order."""
         pending, self._pending = self._pending, []

@@ -56,6 +56,7 @@ class StudyData:
     search: bool = False
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
     histories: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)  # run -> metric
+    during: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)  # run -> during/* points
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)   # trial_key -> provenance.json
     metrics_meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_key -> metrics_meta.json
     samples: dict[str, Path] = field(default_factory=dict)               # trial_key -> samples image
@@ -302,6 +303,8 @@ def _row_from_run(data: StudyData, key: str, run, client, tmp: Path) -> dict[str
             if len(pts) > 1:
                 hist[m] = pts
     data.histories[run.info.run_id] = hist
+    data.during[run.info.run_id] = {m: sorted((h.step, h.value) for h in client.get_metric_history(run.info.run_id, m))
+                                    for m in run.data.metrics if m.startswith("during/")}   # eval.every points
     return row
 
 

@@ -25,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from .stats import pareto_front
 from .tables import MetricInfo, Table
 
-__all__ = ["STYLE", "bench_plot", "frame_strip", "history_plot", "pareto_plot", "png_bytes"]
+__all__ = ["STYLE", "bench_plot", "compute_plot", "frame_strip", "history_plot", "pareto_plot", "png_bytes"]
 
 DPI = 110
 STYLE = {
@@ -184,3 +184,26 @@ def frame_strip(path: Path, max_frames: int = 8) -> bytes:
     buf = io.BytesIO()
     strip.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+def compute_plot(panels: dict[str, dict[str, tuple[list, list, list, list]]], info: MetricInfo) -> bytes:
+    """Quality vs compute, one panel per axis title: variant -> (x, mean, min, max), log x."""
+
+    def draw():
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+        for ax, (title, curves) in zip(axes[0], panels.items()):
+            for color, (variant, (x, mean, lo, hi)) in zip(_colors(len(curves)), curves.items()):
+                if not x:
+                    continue
+                ax.plot(x, mean, color=color, lw=1.4, label=variant)
+                ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(title)
+            ax.set_ylabel(f"{info.title} {info.arrow}")
+        axes[0][0].legend(loc="best")
+        fig.suptitle(f"{info.title} vs training compute (mean over seeds; band: min–max)")
+        fig.tight_layout()
+        return fig
+
+    return png_bytes(draw)

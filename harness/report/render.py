@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from .compute import compute_section
 from .data import StudyData, load_study_data
 from .figures import Figure, figures
 from .provenance import notes, provenance
@@ -25,7 +26,7 @@ __all__ = ["GENERATED_PREFIX", "build_report"]
 
 #: the one line of index.html / README.md / summary.json that differs between two builds of the same data
 GENERATED_PREFIX = "Generated "
-_OURS = re.compile(r"^(curve-|pareto|bench|samples-|scan-).*\.png$")
+_OURS = re.compile(r"^(curve-|compute-|pareto|bench|samples-|scan-).*\.png$")
 _TEMPLATES = Path(__file__).parent / "templates"
 #: an axis-key cell of a row whose axes block does not set that key (DiT's scan in a backbone comparison)
 UNSET = "—"
@@ -194,6 +195,8 @@ def build_report(studies: str | Path | list[str | Path], out_dir: str | Path | N
 def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], provs: list[dict[str, Any]],
            figs: list[Figure], pareto: dict[str, Any], bench_rows: list[dict[str, Any]], results: pd.DataFrame,
            multi: bool) -> None:
+    compute = compute_section(data)                   # quality vs compute (eval.every histories), or None
+    figs = figs + (compute["figures"] if compute else [])
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
         if old.is_file() and _OURS.match(old.name):
@@ -213,7 +216,8 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "name": name, "title": ("Comparison: " + " vs ".join(d.name for d in data)) if multi else f"Study: {name}",
         "studies": data, "provs": provs, "views": views, "figures": figs, "failed": failed,
         "notes": notes(data, tables, provs), "generated": GENERATED_PREFIX + stamp, "pareto": pareto,
-        "sections": {s: [f for f in figs if f.section == s] for s in ("curves", "cost", "samples", "scans")},
+        "sections": {s: [f for f in figs if f.section == s]
+                     for s in ("curves", "compute", "cost", "samples", "scans")}, "compute": compute,
         "metrics": tables[0].metrics if tables else [], "multi": multi, "raw": raw,
     }
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
@@ -236,6 +240,8 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
                                                  for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
         "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figs],
         "notes": ctx["notes"],
+        "iso_cost": [{k: t[k] for k in ("title", "budgets", "heads", "rows", "sentence")} for t in compute["tables"]]
+        if compute else [],
     }
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8")

@@ -39,7 +39,9 @@ def flops(model: nn.Module, *inputs: Any, **kwargs: Any) -> dict[str, Any]:
     else:
         from torch.utils.flop_counter import FlopCounterMode
 
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        from zigma.backbones.flops import _CUSTOM   # CPU attention counted too (see there)
+
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as counter:
             model(*inputs, **kwargs)
         total = counter.get_total_flops() // 2
         method = "torch.utils.flop_counter.FlopCounterMode (MACs)"

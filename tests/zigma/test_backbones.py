@@ -273,3 +273,19 @@ def test_video_model_with_temporal_embedding_adds_one_vector_per_frame():
     plain, temporal = build_zigma(**kw), build_zigma(temporal_pos_embed=True, **kw)
     assert temporal.num_params() - plain.num_params() == 2 * SIZES["tiny"]["mamba"].width
     assert temporal(torch.randn(2, 2, 3, 8, 8), torch.rand(2)).shape == (2, 2, 3, 8, 8)
+
+
+def test_attention_flops_are_counted_on_cpu_as_the_hand_formula():
+    # torch's counter knows only the CUDA attention kernels; on CPU SDPA must still count QK^T and AV:
+    # 2 matmuls x (L x L x E) multiply-adds per head -> B * H * 2 * L * L * E MACs (flops() counts MACs)
+    from torch import nn
+
+    from zigma.backbones import flops
+
+    class Attn(nn.Module):
+        def forward(self, x, t):
+            q = x.view(1, 4, 1024, 64)                                  # (B, H, L, E)
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    x = torch.zeros(1, 4 * 1024 * 64)
+    assert flops(Attn(), x, torch.zeros(1)) == 1 * 4 * 2 * 1024 * 1024 * 64

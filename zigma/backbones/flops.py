@@ -24,7 +24,19 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+# torch's counter has formulas for the CUDA attention kernels only: on CPU, scaled_dot_product_attention runs
+# aten._scaled_dot_product_flash_attention_for_cpu and would count 0 FLOPs (torch 2.14); count it like the others
+_CPU_SDPA = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs (2 per MAC, torch's convention) of QK^T and AV, as torch counts the CUDA kernels."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CUSTOM = {_CPU_SDPA: _cpu_sdpa_flop} if _CPU_SDPA is not None else {}   # keyed by overload packet
 
 from ..mixer import MambaMixer
 
@@ -80,7 +92,7 @@ def flops(model: nn.Module, x: torch.Tensor, t: torch.Tensor | None = None, *, i
     for b in skipped:
         b.forward = identity
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as counter:
             model(x, t, **forward_kwargs)
     finally:
         for m in (*mixers, *skipped):

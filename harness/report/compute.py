@@ -1,0 +1,115 @@
+"""Quality vs compute: curves from the `during/*` histories (eval.every) and the iso-cost tables.
+
+Each completed trial with intermediate evaluations gives, per seed, the objective's points against images seen,
+GPU-hours (timed training-step seconds / 3600) and training TFLOPs, joined on the training step. Curves: one line
+per variant, the mean of the seeds' curves (each read linearly in log-compute on a shared grid inside the range
+every seed covers) with the min-max band. Iso-cost tables: each variant's quality at log-spaced budgets of equal
+GPU time and equal FLOPs over all trials' range, where at least two variants reach them
+(harness/report/isocost.py), mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import plots
+from .data import StudyData
+from .figures import Figure
+from .isocost import at_budget, budgets, common_range, crossing_sentence, interpolate, winner
+from .tables import MetricInfo, metric_infos
+
+__all__ = ["compute_section"]
+
+#: (during/* history, axis title, scale to the axis unit, table title, budget label unit)
+AXES = (("during/images", "training images", 1.0, None, "images"),
+        ("during/train_seconds", "GPU-hours (timed training steps)", 1 / 3600, "GPU time", "GPU-h"),
+        ("during/train_tflops", "training TFLOPs", 1.0, "FLOPs", "TFLOP"))
+
+
+def _curves(study: StudyData, metric: str, multi: bool) -> dict[str, dict[str, list[list[tuple[float, float]]]]]:
+    """axis history -> variant -> seeds' (compute, quality) curves of the completed trials."""
+    out: dict[str, dict[str, list]] = {a[0]: {} for a in AXES}
+    for _, t in study.trials.iterrows():
+        if t["status"] != "completed" or not t["run_id"]:
+            continue
+        during = study.during.get(t["run_id"], {})
+        q = dict(during.get(f"during/{metric}", []))
+        label = f"{study.name}: {t['variant']}" if multi else t["variant"]
+        for name, _, scale, _, _ in AXES:
+            xs = dict(during.get(name, []))
+            pts = [(xs[s] * scale, v) for s, v in sorted(q.items()) if s in xs and math.isfinite(xs[s])]
+            if len(pts) >= 2:
+                out[name].setdefault(label, []).append(pts)
+    return out
+
+
+def _mean_band(seeds: list[list[tuple[float, float]]]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(x, mean, min, max) over seeds on 40 log-spaced points of the range every seed covers."""
+    rng = common_range({"v": seeds})
+    if rng is None:
+        return [], [], [], []
+    xs = [float(x) for x in np.geomspace(rng[0], rng[1], 40)] if rng[0] < rng[1] else [rng[0]]
+    vals = [[interpolate(c, x) for c in seeds] for x in xs]
+    keep = [(x, v) for x, v in zip(xs, vals) if all(u is not None for u in v)]
+    return ([x for x, _ in keep], [sum(v) / len(v) for _, v in keep], [min(v) for _, v in keep],
+            [max(v) for _, v in keep])
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _table(curves: dict[str, list], info: MetricInfo, what: str, unit: str) -> dict[str, Any]:
+    """Cells at 6 budgets log-spaced over every trial's range together; budgets fewer than 2 variants reach are
+    left out (a cell is n/a where one of the variant's seeds does not reach the budget)."""
+    xs = [x for seeds in curves.values() for c in seeds for x, _ in c if x > 0]
+    points = budgets(min(xs), max(xs), 6) if xs else []
+    cells = {v: [at_budget(seeds, b) for b in points] for v, seeds in curves.items()}
+    keep = [i for i in range(len(points)) if sum(cs[i].mean is not None for cs in cells.values()) >= 2]
+    title = f"{info.title} at equal {what}"
+    if not keep:
+        spans = "; ".join(f"{v} {_fmt(min(x for c in seeds for x, _ in c))}–{_fmt(max(x for c in seeds for x, _ in c))}"
+                          for v, seeds in curves.items())
+        return {"title": title, "budgets": [], "heads": [], "rows": [], "markdown": "",
+                "sentence": f"No {what} budget is reached by two variants, so there is no iso-cost comparison "
+                            f"(ranges in {unit}: {spans})."}
+    heads = [f"{_fmt(points[i])} {unit}" for i in keep]
+    rows = [{"variant": v, "n": len(curves[v]), "cells": [
+        "n/a" if (c := cs[i]).mean is None else (f"{_fmt(c.mean)} ± {_fmt(c.spread)}" if math.isfinite(c.spread)
+                                                 else _fmt(c.mean)) for i in keep]} for v, cs in cells.items()]
+    winners = [(heads[j], winner({v: cs[i] for v, cs in cells.items()}, higher_is_better=info.higher_is_better))
+               for j, i in enumerate(keep)]
+    md = "\n".join([f"| variant | n | {' | '.join(heads)} |", "|---|--:|" + "--:|" * len(heads),
+                    *(f"| {r['variant']} | {r['n']} | {' | '.join(r['cells'])} |" for r in rows)])
+    return {"title": title, "budgets": [points[i] for i in keep], "heads": heads, "rows": rows, "markdown": md,
+            "sentence": crossing_sentence(winners, what)}
+
+
+def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
+    """{'figures', 'tables', 'method'} for the studies' during/* curves, or None when no trial has them."""
+    multi = len(studies) > 1
+    metric = studies[0].objective
+    info = metric_infos([metric])[0]
+    merged: dict[str, dict[str, list]] = {a[0]: {} for a in AXES}
+    for s in studies:
+        for name, by_variant in _curves(s, metric, multi).items():
+            merged[name].update(by_variant)
+    if not any(merged.values()):
+        return None
+    panels = {title: {v: _mean_band(seeds) for v, seeds in merged[name].items()}
+              for name, title, _, _, _ in AXES if merged[name]}
+    png = plots.compute_plot(panels, info)
+    fig = Figure(f"compute-{metric}.png".replace("/", "-"), f"{info.title} vs training compute",
+                 f"{info.title} from the intermediate evaluations (eval.every, on eval.intermediate_samples samples) "
+                 "against images, GPU-hours and TFLOPs; mean over seeds (each seed's curve read linearly in "
+                 "log-compute) with the min–max band.", png, "compute")
+    tables = [_table(merged[name], info, what, unit) for name, _, _, what, unit in AXES if what and merged[name]]
+    method = ("Iso-cost values: each seed's curve read at the budget by linear interpolation in log10(compute) "
+              "between the two evaluations around it, never extrapolated (n/a when a seed's evaluations do not "
+              "reach the budget); mean ± sample std over seeds; budgets log-spaced over all trials' range, shown "
+              "where at least two variants reach them. A variant is named ahead only where its lead exceeds the larger seed std of the pair. "
+              "Values are on the intermediate sample size, so they are not comparable with the final table.")
+    return {"figures": [fig], "tables": tables, "method": method}

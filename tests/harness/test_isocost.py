@@ -1,0 +1,51 @@
+"""harness/report/isocost.py against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.report.isocost import Cell, at_budget, common_range, crossing_sentence, interpolate, winner
+
+
+def test_interpolation_is_linear_in_log_compute_by_a_hand_computed_case():
+    # points at 10 and 1000 with qualities 40 and 20: log10 goes 1 -> 3, so 100 (log10 = 2) sits half-way -> 30
+    assert interpolate([(10, 40.0), (1000, 20.0)], 100) == pytest.approx(30.0)
+    # 10**1.5 ~ 31.62 is a quarter of the way -> 40 - 0.25 * 20 = 35
+    assert interpolate([(1000, 20.0), (10, 40.0)], 10 ** 1.5) == pytest.approx(35.0)
+
+
+def test_no_extrapolation_outside_a_seeds_range():
+    assert interpolate([(10, 40.0), (1000, 20.0)], 9.99) is None
+    assert interpolate([(10, 40.0), (1000, 20.0)], 1001) is None
+
+
+def test_a_budget_is_the_mean_and_sample_std_over_seeds_of_the_interpolated_values():
+    # seed a at 100: 30 (half-way in log between 40 and 20); seed b at 100: 36 exactly (a point there)
+    cell = at_budget([[(10, 40.0), (1000, 20.0)], [(100, 36.0), (400, 30.0)]], 100)
+    assert cell.mean == pytest.approx(33.0) and cell.spread == pytest.approx(math.sqrt(18.0)) and cell.n == 2
+
+
+def test_a_variant_is_na_when_one_seed_does_not_reach_the_budget():
+    cell = at_budget([[(10, 40.0), (1000, 20.0)], [(10, 41.0), (50, 35.0)]], 100)
+    assert cell.mean is None and cell.n == 1
+
+
+def test_the_common_range_is_what_every_seed_of_every_variant_covers():
+    assert common_range({"a": [[(10, 1.0), (1000, 0.5)]], "b": [[(20, 1.0), (300, 0.5)], [(5, 1.0), (500, 0.5)]]}) \
+        == (20, 300)
+
+
+def test_a_winner_needs_a_lead_larger_than_the_seed_spread():
+    assert winner({"a": Cell(10.0, 1.0, 3), "b": Cell(12.5, 1.0, 3)}, higher_is_better=False) == "a"
+    assert winner({"a": Cell(10.0, 2.0, 3), "b": Cell(11.5, 1.0, 3)}, higher_is_better=False) is None
+    assert winner({"a": Cell(10.0, float("nan"), 1), "b": Cell(20.0, float("nan"), 1)},
+                  higher_is_better=False) is None
+    assert winner({"a": Cell(10.0, 1.0, 3), "b": Cell(20.0, float("nan"), 1)}, higher_is_better=False) is None
+
+
+def test_the_sentence_says_the_curves_cross_when_the_leader_changes():
+    s = crossing_sentence([("1 GPU-s", "dit"), ("10 GPU-s", None), ("100 GPU-s", "zigma")], "GPU time")
+    assert "dit at 1 GPU-s; zigma at 100 GPU-s" in s and "cross: the leader changes" in s
+    assert "do not cross" in crossing_sentence([("1", "dit"), ("2", "dit")], "FLOPs")
