@@ -109,8 +109,8 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
     if steps is not None:
         overrides.update({"train.steps": steps, "train.checkpoint_every": steps, "train.warmup_steps": 0})
     spec = replace(spec, config=with_overrides(spec.config, overrides))
-    from plugins._metrics import frechet
-    frechet._FAKE_FEATURES.clear()   # noqa: SLF001 - exact switches give the same samples; a study's never repeat
+    from plugins.metrics import clear_fake_feature_cache
+    clear_fake_feature_cache()   # exact switches give the same samples; a study's never repeat
     trial_dir = folder / "trials" / f"{variant}-{index}"
     shutil.rmtree(trial_dir, ignore_errors=True)
     clock = PhaseClock(device)

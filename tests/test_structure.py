@@ -64,7 +64,6 @@ def test_the_import_checks_catch_absolute_and_relative_imports_in_a_throwaway_tr
         ["harness/report/b.py: harness.commands.scans"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 refactor pending")
 def test_no_module_outside_plugins_imports_a_private_plugins_module():
     offenders = _offenders(("zigma", "harness", "benchmarks"), lambda rel: False, _private_plugin_module)
     assert not offenders, "\n".join(offenders)
