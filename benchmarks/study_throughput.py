@@ -122,7 +122,7 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
         with clock.phase("tracking"):
             run_id = tracker.start_trial(parent_id=parent, key=spec.key, label=f"{variant}:{spec.label}",
                                          params={"variant": variant})
-        buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)   # as harness/runner.py
+        buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)   # as harness/runner/worker.py
         try:
             result = run_trial(spec, registries, trial_dir=trial_dir, device=device, cache_dir=cache,
                                hooks=TrialHooks(log=buffer))

@@ -69,7 +69,6 @@ def test_no_module_outside_plugins_imports_a_private_plugins_module():
     assert not offenders, "\n".join(offenders)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 refactor pending")
 def test_only_harness_cli_imports_harness_commands():
     offenders = _offenders(PACKAGES, lambda rel: rel == "harness/cli.py", _commands_module)
     assert not offenders, "\n".join(offenders)

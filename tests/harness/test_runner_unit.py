@@ -317,7 +317,7 @@ def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, cap
 
 
 def test_gpus_on_a_machine_without_cuda_is_one_clear_error(monkeypatch):
-    from harness.commands.run import parse_gpus
+    from harness.launch import parse_gpus
     from plugins.errors import HarnessError
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(HarnessError, match="no CUDA device is visible"):
@@ -325,7 +325,7 @@ def test_gpus_on_a_machine_without_cuda_is_one_clear_error(monkeypatch):
 
 
 def test_trials_per_gpu_starts_that_many_workers_on_each_named_gpu():
-    from harness.commands.run import worker_plan
+    from harness.launch import worker_plan
     names, envs = worker_plan(gpu_ids=["4", "6"], workers=0, per_device=2)
     assert names == ["gpu4.0", "gpu4.1", "gpu6.0", "gpu6.1"]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "4", "6", "6"]
@@ -334,7 +334,7 @@ def test_trials_per_gpu_starts_that_many_workers_on_each_named_gpu():
 
 
 def test_gpus_are_mapped_through_the_visible_devices(monkeypatch):
-    from harness.commands.run import parse_gpus
+    from harness.launch import parse_gpus
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
