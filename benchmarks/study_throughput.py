@@ -276,8 +276,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(2)
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     registries = load_registries()
-    study = load_study(a.study, preset=a.preset)
-    specs = validate_study(study, registries)
+    loaded = load_study(a.study, preset=a.preset)
+    study = loaded.study
+    specs = validate_study(loaded, registries)
     for v in variants:            # every override validates before any work
         with_overrides(specs[0].config, VARIANTS[v][1])
     a.out.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ def model_signature(config: Any) -> tuple:
 
 def check_buildable(study: Any, trials: list, registries: Any) -> int:
     """Load every distinct dataset and build every distinct model (meta device). Returns the number built."""
-    from harness.study import resolve_trial
+    from harness.study import as_loaded, resolve_trial
 
-    source = getattr(study, "_source", "<study>")
+    source = as_loaded(study).source
     datasets: dict[str, Any] = {}
     built: set[tuple] = set()
     for spec in trials:

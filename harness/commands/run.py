@@ -13,10 +13,11 @@ from harness.cli_options import DEPRECATED_OUT, runs_dir
 from plugins.errors import HarnessError
 
 
-def _dry_run(study, specs) -> None:
+def _dry_run(loaded, specs) -> None:
     console = Console()
-    table = Table(title=escape(f"{study.name}: {len(specs)} trial(s)" + (f" (preset {study._preset})"
-                                                                         if getattr(study, "_preset", None) else "")),
+    study = loaded.study
+    table = Table(title=escape(f"{study.name}: {len(specs)} trial(s)"
+                               + (f" (preset {loaded.preset})" if loaded.preset else "")),
                   title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("key", style="cyan")
@@ -63,11 +64,12 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     from plugins.registry import load_registries
 
     registries = load_registries()
-    study = load_study(study_file, preset=preset)
-    specs = validate_study(study, registries)
-    check_buildable(study, specs, registries)      # the same checks as `harness validate`, dry run or not
+    loaded = load_study(study_file, preset=preset)
+    study = loaded.study
+    specs = validate_study(loaded, registries)
+    check_buildable(loaded, specs, registries)      # the same checks as `harness validate`, dry run or not
     if dry_run:
-        _dry_run(study, specs)
+        _dry_run(loaded, specs)
         return
     if gpus and workers:
         raise HarnessError("give either --gpus (one worker per GPU) or --workers (CPU worker processes)")
@@ -84,7 +86,7 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     from harness.tracking import file_lock
     # two coordinators started at once on one folder: one prepares (schema, parent run, queue), then the other
     with file_lock(folder / ".coordinator.lock"):
-        session = runner.open_session(study, folder=folder, storage=storage, tracking_uri=tracking_uri,
+        session = runner.open_session(loaded, folder=folder, storage=storage, tracking_uri=tracking_uri,
                                       create=True)
         line = LineProgress(total=lambda: runner.counts(session))
         runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)

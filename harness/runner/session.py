@@ -13,7 +13,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import queue
-from harness.study import Study, TrialSpec, expand_trials
+from harness.study import LoadedStudy, Study, TrialSpec, as_loaded, expand_trials
 from harness.tracking import Tracker, default_tracking_uri
 from plugins.errors import HarnessError
 
@@ -26,14 +26,18 @@ warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to b
 
 @dataclass
 class Session:
-    """One process's view of a study: schema, Optuna study, tracker and folder."""
+    """One process's view of a study: schema (with its source), Optuna study, tracker and folder."""
 
-    study: Study
+    loaded: LoadedStudy
     optuna: optuna.Study
     tracker: Tracker | None          # None for read-only views (`harness status`)
     folder: Path
     parent_run_id: str
     specs: dict[str, TrialSpec] = field(default_factory=dict)    # grid: trial_key -> spec
+
+    @property
+    def study(self) -> Study:
+        return self.loaded.study
 
     @property
     def is_search(self) -> bool:
@@ -59,9 +63,11 @@ def _pruner(study: Study) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_session(study: Study, *, folder: Path, storage: str | None, tracking_uri: str | None,
+def open_session(study: Study | LoadedStudy, *, folder: Path, storage: str | None, tracking_uri: str | None,
                  worker_index: int = 0, create: bool = False, track: bool = True) -> Session:
     """Open (create=True: create) the Optuna study and (track=True) the MLflow experiment of `study`."""
+    loaded = as_loaded(study)
+    study = loaded.study
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     store = queue.open_storage(storage, folder)
@@ -86,9 +92,9 @@ def open_session(study: Study, *, folder: Path, storage: str | None, tracking_ur
     artifacts = folder / "mlartifacts" if uri.startswith("sqlite") else None
     tracker = Tracker(uri, study.name, artifact_root=artifacts) if track else None
     parent = osd.user_attrs.get("mlflow_parent_run_id", "")
-    session = Session(study, osd, tracker, folder, parent)
+    session = Session(loaded, osd, tracker, folder, parent)
     if not session.is_search:
-        session.specs = {s.key: s for s in expand_trials(study)}
+        session.specs = {s.key: s for s in expand_trials(loaded)}
     return session
 
 
@@ -170,8 +176,8 @@ def counts(session: Session) -> dict[str, int]:
     return out
 
 
-def load_from_storage(storage: str, name: str, out: Path | None):
-    """(Study schema, study folder) from the YAML text and preset kept in the Optuna study's user attrs."""
+def load_from_storage(storage: str, name: str, out: Path | None) -> tuple[LoadedStudy, Path]:
+    """(Study, study folder) from the YAML text and preset kept in the Optuna study's user attrs."""
     from harness.study import parse_study, read_yaml
 
     store = queue.open_storage(storage, Path(out or ".") / name)

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness import queue
 from harness.metric_buffer import MetricBuffer
 from harness.runner.session import Session
-from harness.study import Study, TrialConfig, TrialSpec, trial_from_params
+from harness.study import LoadedStudy, TrialConfig, TrialSpec, trial_from_params
 from harness.tracking import flatten
 from harness.trial import TrialFailed, TrialHooks, run_trial
 from plugins.errors import HarnessError
@@ -51,12 +51,12 @@ def _primitive(v: Any) -> Any:
     return v if v is None or isinstance(v, bool | int | float | str) else json.dumps(v)
 
 
-def _suggest(trial: optuna.Trial, study: Study) -> dict[str, Any]:
+def _suggest(trial: optuna.Trial, loaded: LoadedStudy) -> dict[str, Any]:
     """Sample the search space (and the axes of a single block, as categorical choices)."""
     params: dict[str, Any] = {}
+    study = loaded.study
     if len(study.axes) > 1:
-        source = getattr(study, "_source", study.name)
-        raise HarnessError(f"{source}: search: a search study takes one axes block")
+        raise HarnessError(f"{loaded.source}: search: a search study takes one axes block")
     for key, values in (study.axes[0] if study.axes else {}).items():
         enc = [_primitive(v) for v in values]
         params[key] = values[enc.index(trial.suggest_categorical(key, enc))]
@@ -77,8 +77,8 @@ def _spec_for(session: Session, trial: optuna.Trial, frozen: FrozenTrial) -> Tri
         if key not in session.specs:
             raise TrialFailed(f"trial {key} is not in the study file any more")
         return session.specs[key]
-    params = _suggest(trial, session.study)
-    spec = trial_from_params(session.study, params, session.study.seeds[0])
+    params = _suggest(trial, session.loaded)
+    spec = trial_from_params(session.loaded, params, session.study.seeds[0])
     for k, v in queue.identity(spec).items():
         trial.set_user_attr(k, v)
     return spec
@@ -207,7 +207,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
             try:
                 result = run_trial(spec, registries, trial_dir=trial_dir, device=device,
                                    cache_dir=_cache_dir(session),
-                                   hooks=th, source=getattr(session.study, "_source", "<study>"))
+                                   hooks=th, source=session.loaded.source)
             finally:
                 buffer.flush()
     except optuna.TrialPruned as exc:
