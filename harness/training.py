@@ -19,29 +19,14 @@ from torch import nn
 
 from harness.checkpoint_async import wait_pending, write_atomic, write_in_background
 from harness.compile import maybe_compile
+from harness.errors import TrialFailed
+from harness.seeds import seed_for
 from harness.study import TrainConfig
 from plugins.measure import PeakMemory, Timer, WallSplit
 
-__all__ = ["TrialFailed", "BatchStream", "ema_decay", "update_ema", "autocast_dtype", "lr_at", "TrainState",
-           "train", "Stepper", "seed_for"]
+__all__ = ["BatchStream", "ema_decay", "update_ema", "autocast_dtype", "lr_at", "TrainState", "train", "Stepper"]
 
 _log = logging.getLogger("harness.training")
-
-
-class TrialFailed(Exception):
-    """A trial ended without a result (non-finite loss, out of memory, memory limit); `step`: where."""
-
-    def __init__(self, reason: str, *, step: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.step = reason, step
-
-
-def seed_for(seed: int, *purpose: int) -> int:
-    """A 63-bit seed derived from (trial seed, purpose, index): independent streams, stable over versions."""
-    out = seed & 0x7FFFFFFF
-    for p in purpose:
-        out = (out * 0x9E3779B1 + (p & 0xFFFFFFFF) + 0x7F4A7C15) % (2**63 - 25)
-    return out
 
 
 class BatchStream:

@@ -15,16 +15,18 @@ import torch
 from harness.compile import sampling_net
 from harness.costs import trial_costs
 from harness.data_stream import batch_source
+from harness.errors import TrialFailed
+from harness.model import Conditioning, Net, build_model
 from harness.provenance import provenance
+from harness.sampling import sample_images, save_grid
+from harness.seeds import seed_for
 from harness.study import TrialConfig, TrialSpec, keyed_dump, resolve_trial
-from harness.sampling import Conditioning, Net, sample_images, save_grid
-from harness.training import BatchStream, TrialFailed, autocast_dtype, seed_for, train, warmup_steps
-from harness.validation import build_model
+from harness.training import BatchStream, autocast_dtype, train, warmup_steps
 from plugins.errors import HarnessError
 from plugins.measure import WallSplit
 from plugins.specs import DataBundle, MetricContext
 
-__all__ = ["run_trial", "TrialFailed", "TrialHooks", "config_hash", "default_device"]
+__all__ = ["run_trial", "TrialHooks", "config_hash", "default_device"]
 
 
 @dataclass

@@ -24,11 +24,12 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import queue
+from harness.errors import TrialFailed
 from harness.metric_buffer import MetricBuffer
 from harness.runner.session import Session
 from harness.study import LoadedStudy, TrialConfig, TrialSpec, trial_from_params
 from harness.tracking import flatten
-from harness.trial import TrialFailed, TrialHooks, run_trial
+from harness.trial import TrialHooks, run_trial
 from plugins.errors import HarnessError
 
 __all__ = ["MAX_AUTO_ATTEMPTS", "WorkerHooks", "WorkerStopped", "run_one", "run_worker"]

@@ -165,7 +165,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, registri
 
 
 def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
-    from harness.sampling import Conditioning
+    from harness.model import Conditioning
     data = type("D", (), {"info": type("I", (), {"num_classes": 10})()})()
     batch = {"x": torch.zeros(4000, 1), "y": torch.zeros(4000, dtype=torch.long)}
     y = Conditioning("class", 0.25, data, CPU).train_kwargs(batch, torch.Generator().manual_seed(0))
@@ -174,9 +174,10 @@ def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
 
 
 def test_guided_samples_do_not_depend_on_the_eval_batch_size(tmp_path, registries):
-    from harness.sampling import Conditioning, Net, sample_images
-    from zigma.interpolants import Euler, LinearPath, Transport
+    from harness.model import Conditioning, Net
+    from harness.sampling import sample_images
     from tests.harness.toy_plugin import DataOptions, ToyMLP, _load
+    from zigma.interpolants import Euler, LinearPath, Transport
 
     data = _load(DataOptions())
     torch.manual_seed(0)
