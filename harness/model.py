@@ -13,7 +13,7 @@ from torch import nn
 
 from harness.seeds import seed_for
 from plugins.errors import ConfigError
-from plugins.specs import DataBundle
+from plugins.specs import DataBundle, option_values
 
 __all__ = ["Conditioning", "Net", "build_model"]
 
@@ -37,21 +37,15 @@ def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, d
         if not info.captions:
             raise ConfigError(f"conditioning.kind=text but dataset {info.name!r} has no captions")
         if context_dim is None:
-            text_entry = entries["text_encoder"]
-            opts = c.conditioning.text_encoder_options
-            context_dim = (text_entry.options.model_validate(opts).dim if text_entry.options is not None
-                           else opts.get("dim"))
-    options = dict(c.backbone.options)
+            context_dim = option_values(entries["text_encoder"], c.conditioning.text_encoder_options).get("dim")
     entry = entries["backbone"]
-    if entry.options is not None:
-        options = entry.options.model_validate(options).model_dump()
+    options = option_values(entry, c.backbone.options)
     # parameter init drawn from a generator seeded by the trial seed: the same seed builds the same weights
     generator = torch.Generator().manual_seed(seed) if torch.device(device).type == "cpu" else None
     extra = {"generator": generator} if generator is not None else {}
     if entries.get("mixer") is not None:
         mixer = entries["mixer"]
-        mixer_opts = mixer.options.model_validate(c.backbone.mixer.options).model_dump() if mixer.options else {}
-        extra["mixer"] = functools.partial(mixer.build, **mixer_opts)
+        extra["mixer"] = functools.partial(mixer.build, **option_values(mixer, c.backbone.mixer.options))
     return entry.build(size=c.backbone.size, input_shape=info.shape, patch_size=c.backbone.patch_size, scan=scan,
                        num_classes=num_classes, context_dim=context_dim, pos_embed=c.backbone.pos_embed,
                        mixer_backend=c.backbone.mixer_backend, device=device, dtype=dtype, **extra, **options)

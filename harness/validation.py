@@ -8,6 +8,7 @@ import torch
 
 from harness.model import build_model
 from plugins.errors import ConfigError, HarnessError
+from plugins.specs import validated_options
 
 __all__ = ["check_buildable", "model_signature"]
 
@@ -35,7 +36,8 @@ def check_buildable(study: Any, trials: list, registries: Any) -> int:
         dkey = c.dataset.model_dump_json()
         if dkey not in datasets:
             entry = entries["dataset"]
-            options = _preview(entry.options.model_validate(c.dataset.options)) if entry.options else None
+            options = validated_options(entry, c.dataset.options)
+            options = _preview(options) if options is not None else None
             try:
                 datasets[dkey] = entry.load(options)
             except HarnessError as exc:
