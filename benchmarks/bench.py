@@ -42,7 +42,6 @@ from plugins.measure import PeakMemory, Timing, is_oom, time_calls
 from zigma.backbones import SIZES, build_dit, build_vim, build_zigma, flops
 from zigma.mixer import FusedUnavailableError, fused_available
 from zigma.mixer.fused import fused_kernels
-from zigma.scans import LayerCycle, Sweep, zigzag_paths
 
 from .analysis import goal_ratios, plot, summary_lines
 from .bench_config import (
@@ -63,7 +62,6 @@ __all__ = ["Variant", "VARIANTS", "CEILING_AFTER", "Config", "make_config", "poi
            "output_paths", "summary_lines", "fused_path", "main"]
 
 BUILDERS = {"zigma": build_zigma, "vim": build_vim, "dit": build_dit}
-SCANS = {"zigzag-8": lambda: LayerCycle(zigzag_paths, 8, name="zigzag-8"), "sweep-1": lambda: Sweep(1, name="sweep-1")}
 #: every measured field of a row (None where the point did not run)
 MEASURED = ("step_ms", "step_ms_q1", "step_ms_q3", "train_images_per_s", "train_tokens_per_s", "forward_ms", "nfe",
             "sample_ms_per_image", "peak_memory_gb", "sample_peak_memory_gb", "params_m", "gflops", "mixer_backend")
@@ -79,6 +77,13 @@ def _backend(variant: Variant, device: torch.device) -> str:
     return variant.mixer_backend or ("fused" if device.type == "cuda" else "reference")
 
 
+def _scan(name: str):
+    """The registered scan scheme `name` (the same build as a study's `scan.name`)."""
+    from plugins.registry import load_registries
+
+    return load_registries().scans.get(name).build(seed=0)
+
+
 def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> torch.nn.Module:
     """The variant's model for `tokens` tokens, fp32 weights on `device`."""
     side = round(tokens ** 0.5)
@@ -92,7 +97,7 @@ def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> 
     kw["mixer"] = MIXERS[variant.mixer]
     if variant.backbone == "vim":
         return build_vim(**kw)
-    return build_zigma(scan=SCANS[variant.scan](), permute_mode=variant.permute_mode, **kw)
+    return build_zigma(scan=_scan(variant.scan), permute_mode=variant.permute_mode, **kw)
 
 
 def _compile(model: torch.nn.Module, backend: str) -> torch.nn.Module:

@@ -31,7 +31,7 @@ class Variant:
 
     backbone: str                  # zigma | vim | dit
     description: str
-    scan: str | None = None        # SCANS key (zigma only; vim is sweep-2, dit has no scan)
+    scan: str | None = None        # registered scan name (zigma only; vim is sweep-2, dit has no scan)
     permute_mode: str | None = None  # zigma: 'relative' (ours) | 'around' (official)
     mixer_backend: str | None = None  # None: fused on CUDA, reference on CPU; or 'fused' | 'reference'
     compiled: bool = False         # torch.compile of everything but the Mamba mixers (with --compile)
