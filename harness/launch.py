@@ -12,7 +12,8 @@ from pathlib import Path
 
 from plugins.errors import HarnessError
 
-__all__ = ["check_writable", "finish", "parse_gpus", "report_dir", "run_rounds", "spawn_workers", "worker_plan"]
+__all__ = ["check_writable", "finish", "parse_gpus", "report_dir", "run_rounds", "spawn_workers", "stop_on_signals",
+           "worker_plan"]
 
 ROUNDS = 3   # a worker that died leaves RUNNING trials: re-queued, run in the next round
 
@@ -63,6 +64,18 @@ def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, f
         for s, h in old.items():
             signal.signal(s, h)
     return [p.returncode for p in procs]
+
+
+def stop_on_signals() -> None:
+    """A worker process: SIGINT or SIGTERM raises KeyboardInterrupt (its running trial is re-queued), once: a second
+    signal (terminal + coordinator) must not break the cleanup."""
+    def stop(signum, _frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int) -> tuple[list[str], list[dict[str, str]]]:

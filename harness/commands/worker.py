@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import typer
@@ -23,7 +22,7 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
            worker_index: int = typer.Option(0, "--worker-index", hidden=True),
            max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials.")) -> None:
     """Claim and run trials of a study until its queue is empty."""
-    from harness import runner
+    from harness import launch, runner
     from harness.progress import LineProgress, RichProgress
     from harness.study import validate_study
     from harness.trial import default_device
@@ -37,13 +36,7 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
     if not session.parent_run_id:
         raise HarnessError(f"study {study!r} has no MLflow parent run yet; start it with `harness run` first")
 
-    def stop(signum, _frame):  # once: a second signal (terminal + coordinator) must not break the cleanup
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    launch.stop_on_signals()
     device = default_device()
     line = LineProgress(prefix=prefix, total=lambda: runner.counts(session))
     if quiet:
