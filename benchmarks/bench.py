@@ -1,4 +1,6 @@
 """Training-step time, sampling time and peak memory of ZigMa, Vim and DiT side by side, in one process.
+(long because: the measurement loop of a GPU run, point by point with OOM, budget and ceiling, reads top to bottom
+in one file; its options and variants live in bench_config.py, the kernel ceiling in micro.py.)
 
     python -m benchmarks.bench --device cuda --out bench-out/          # the full GPU run (see benchmarks/README.md)
     python -m benchmarks.bench --device cpu --size tiny --tokens 16,64 --batch-tokens 256 --out /tmp/b
@@ -22,7 +24,6 @@ The kernel ceiling (micro.py: one mixer, one ZigMa block, one DiT block) runs on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -32,164 +33,38 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from plugins.measure import PeakMemory, Timing, is_oom, time_calls
 from zigma.backbones import SIZES, build_dit, build_vim, build_zigma, flops
-from zigma.mixer import FusedUnavailableError, Mamba2Mixer, MambaMixer, fused_available
+from zigma.mixer import FusedUnavailableError, fused_available
 from zigma.mixer.fused import fused_kernels
-from zigma.scans import LayerCycle, Sweep, zigzag_paths
 
 from .analysis import goal_ratios, plot, summary_lines
-from plugins.measure import PeakMemory, Timing, is_oom, time_calls
+from .bench_config import (
+    CEILING_AFTER,
+    CUDA_BUDGET_S,
+    DTYPES,
+    MIXERS,
+    VARIANTS,
+    Config,
+    Variant,
+    check_config,
+    make_config,
+    parser,
+)
 from .micro import kernel_ceiling, mixer_vs_linear, permute_cost
 
 __all__ = ["Variant", "VARIANTS", "CEILING_AFTER", "Config", "make_config", "points", "run", "write",
            "output_paths", "summary_lines", "fused_path", "main"]
 
-BACKBONES = ("zigma", "vim", "dit")
 BUILDERS = {"zigma": build_zigma, "vim": build_vim, "dit": build_dit}
-SCANS = {"zigzag-8": lambda: LayerCycle(zigzag_paths, 8, name="zigzag-8"), "sweep-1": lambda: Sweep(1, name="sweep-1")}
 #: every measured field of a row (None where the point did not run)
 MEASURED = ("step_ms", "step_ms_q1", "step_ms_q3", "train_images_per_s", "train_tokens_per_s", "forward_ms", "nfe",
             "sample_ms_per_image", "peak_memory_gb", "sample_peak_memory_gb", "params_m", "gflops", "mixer_backend")
-#: default time budget of a CUDA run (s): no point starts later, so the default run ends in about 5 minutes (README);
-#: the variants are ordered so that the goal comparison, checkpointing and the ceiling come first
-CUDA_BUDGET_S = 270.0
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One line of the comparison: a backbone and how it is run."""
-
-    backbone: str                  # zigma | vim | dit
-    description: str
-    scan: str | None = None        # SCANS key (zigma only; vim is sweep-2, dit has no scan)
-    permute_mode: str | None = None  # zigma: 'relative' (ours) | 'around' (official)
-    mixer_backend: str | None = None  # None: fused on CUDA, reference on CPU; or 'fused' | 'reference'
-    compiled: bool = False         # torch.compile of everything but the Mamba mixers (with --compile)
-    small_batch: bool = False      # run at Config.small_batch_tokens, tokens <= Config.small_max_tokens
-    checkpointing: bool = False    # activation checkpointing of every block (backbone option `checkpointing`)
-    mixer: str = "mamba1"          # zigma/vim token mixer: MIXERS key
-
-
-VARIANTS: dict[str, Variant] = {
-    "zigzag-8": Variant("zigma", "ZigMa, zigzag-8, one relative permutation between layers (ours)",
-                        "zigzag-8", "relative"),
-    "attention": Variant("dit", "DiT, SDPA self-attention + MLP"),
-    "no-scan": Variant("zigma", "ZigMa, sweep-1: raster order in every layer, no permutation at all",
-                       "sweep-1", "relative"),
-    "zigzag-8-ckpt": Variant("zigma", "zigzag-8 with activation checkpointing (each block recomputed in backward)",
-                             "zigzag-8", "relative", checkpointing=True),
-    "attention-ckpt": Variant("dit", "DiT with activation checkpointing (each block recomputed in backward)",
-                              checkpointing=True),
-    "zigzag-8-around": Variant("zigma", "ZigMa, zigzag-8, permute + un-permute around every mixer (official)",
-                               "zigzag-8", "around"),
-    "zigzag-8-fused": Variant("zigma", "zigzag-8 with the fused mamba-ssm mixer, at the small batch",
-                              "zigzag-8", "relative", "fused", small_batch=True),
-    "zigzag-8-reference": Variant("zigma", "zigzag-8 with the pure-PyTorch reference mixer, at the small batch",
-                                  "zigzag-8", "relative", "reference", small_batch=True),
-    "sweep-2": Variant("vim", "Vim-style: raster + reversed raster in every layer (bidirectional)"),
-    "zigzag-8-compiled": Variant("zigma", "zigzag-8, torch.compile of all but the mixers",
-                                 "zigzag-8", "relative", compiled=True),
-    "attention-compiled": Variant("dit", "DiT, torch.compile of the whole model", compiled=True),
-    "zigzag-8-mamba2": Variant("zigma", "ZigMa, zigzag-8 (relative), Mamba-2 (SSD) mixer", "zigzag-8", "relative",
-                               mixer="mamba2"),
-    "no-scan-mamba2": Variant("zigma", "ZigMa, sweep-1 (no permutation), Mamba-2 (SSD) mixer", "sweep-1",
-                              "relative", mixer="mamba2"),
-    "zigzag-8-mamba2-compiled": Variant("zigma", "zigzag-8, Mamba-2 mixer, torch.compile of all but the mixers",
-                                        "zigzag-8", "relative", compiled=True, mixer="mamba2"),
-}
-#: token mixers of the zigma/vim variants (`--mixers`): the Mamba-1 and Mamba-2 mixers of zigma.mixer
-MIXERS = {"mamba1": MambaMixer, "mamba2": Mamba2Mixer}
-#: the kernel ceiling runs as soon as the points of these variants (those in the run) are done
-CEILING_AFTER = ("zigzag-8", "attention", "no-scan", "zigzag-8-ckpt", "attention-ckpt")
-
-
-@dataclass(frozen=True)
-class Config:
-    """What to measure and how (defaults: the GPU run of benchmarks/README.md)."""
-
-    tokens: tuple[int, ...] = (256, 1024, 4096, 16384, 65536)  # tokens a sample (square grids)
-    variants: tuple[str, ...] = ()        # VARIANTS keys, in run order
-    batch_tokens: int = 65536             # tokens a step: batch = max(1, batch_tokens // tokens)
-    small_batch_tokens: int = 4096        # ... for the fused-vs-reference pair and the mixer check
-    small_max_tokens: int = 4096          # largest tokens for the pair and the mixer check
-    size: str = "B"                       # SIZES key (mamba row for zigma/vim, attention row for dit)
-    patch_size: int = 2
-    channels: int = 4                     # latent channels (SD VAE)
-    num_classes: int = 1000
-    device: str = "cuda"
-    dtype: str = "bf16"                   # autocast dtype on CUDA (CPU runs in fp32)
-    warmup: int = 2                       # untimed calls before each timing
-    iters: int = 6                        # timed calls (median reported)
-    nfe: int = 50                         # function evaluations a sample, for sample_ms_per_image
-    lr: float = 1e-4
-    compile_backend: str = "inductor"
-    mixer_check: bool = True              # reference mixer vs an nn.Linear stack of its size (issue 11 CPU goal)
-    permute_check: bool = True            # cost of one token permutation (gather) forward + backward
-    ceiling: bool = True                  # one mixer / ZigMa block / DiT block fwd+bwd (the kernel ceiling)
-    time_budget_s: float | None = None    # points starting later are skipped; None: CUDA_BUDGET_S on CUDA, none on
-                                          # CPU; inf: no budget
-    seed: int = 0
-    threads: int | None = None            # torch.set_num_threads on CPU
-    extra: dict = field(default_factory=dict)  # free-form notes recorded in the output
-
-
-def _split(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
-def make_config(*, tokens: str | None = None, backbones: str | None = None, variants: str | None = None,
-                compile: bool = False, mixers: str | None = None, **options) -> Config:
-    """Config from command-line strings ('256,1024', 'zigma,dit', mixers 'mamba1,mamba2'); ValueError names the
-    bad value. `mixers` keeps the zigma/vim variants of those mixers (default: all)."""
-    if tokens is not None:
-        options["tokens"] = tuple(int(t) for t in _split(tokens))
-    picked_backbones = _split(backbones) if backbones else list(BACKBONES)
-    for b in picked_backbones:
-        if b not in BACKBONES:
-            raise ValueError(f"unknown backbone {b!r}; available: {', '.join(BACKBONES)}")
-    if variants:
-        names = _split(variants)
-        for name in names:
-            if name not in VARIANTS:
-                import difflib
-                near = difflib.get_close_matches(name, VARIANTS, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise ValueError(f"unknown variant {name!r}.{hint} Available: {', '.join(VARIANTS)}")
-    else:
-        names = [n for n, v in VARIANTS.items() if not v.compiled or compile]
-    picked_mixers = _split(mixers) if mixers else list(MIXERS)
-    for m in picked_mixers:
-        if m not in MIXERS:
-            raise ValueError(f"unknown mixer {m!r}; available: {', '.join(MIXERS)}")
-    names = [n for n in names if VARIANTS[n].backbone in picked_backbones
-             and (VARIANTS[n].backbone == "dit" or VARIANTS[n].mixer in picked_mixers)]
-    if not names:
-        raise ValueError(f"no variant left for backbones {', '.join(picked_backbones)}")
-    cfg = Config(variants=tuple(names), **options)
-    _check(cfg)
-    return cfg
-
-
-def _check(cfg: Config) -> None:
-    if not cfg.tokens or any(t < 1 or round(t ** 0.5) ** 2 != t for t in cfg.tokens):
-        raise ValueError(f"tokens must be perfect squares (square grids), got {cfg.tokens}")
-    if cfg.size not in SIZES:
-        raise ValueError(f"unknown size {cfg.size!r}; available: {', '.join(SIZES)}")
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {cfg.dtype!r}; available: {', '.join(DTYPES)}")
-    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise ValueError(f"device must be cpu or cuda[:i], got {cfg.device!r}")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but torch sees no CUDA device here (use --device cpu)")
-    if min(cfg.batch_tokens, cfg.small_batch_tokens, cfg.iters, cfg.nfe) < 1 or cfg.warmup < 0:
-        raise ValueError("batch tokens, iters and nfe must be >= 1 and warmup >= 0")
 
 
 # ----------------------------------------------------------------------------------------------- one point
@@ -200,6 +75,13 @@ def _batch(cfg: Config, variant: Variant, tokens: int) -> int:
 
 def _backend(variant: Variant, device: torch.device) -> str:
     return variant.mixer_backend or ("fused" if device.type == "cuda" else "reference")
+
+
+def _scan(name: str):
+    """The registered scan scheme `name` (the same build as a study's `scan.name`)."""
+    from plugins.registry import load_registries
+
+    return load_registries().scans.get(name).build(seed=0)
 
 
 def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> torch.nn.Module:
@@ -215,7 +97,7 @@ def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> 
     kw["mixer"] = MIXERS[variant.mixer]
     if variant.backbone == "vim":
         return build_vim(**kw)
-    return build_zigma(scan=SCANS[variant.scan](), permute_mode=variant.permute_mode, **kw)
+    return build_zigma(scan=_scan(variant.scan), permute_mode=variant.permute_mode, **kw)
 
 
 def _compile(model: torch.nn.Module, backend: str) -> torch.nn.Module:
@@ -352,7 +234,7 @@ def points(cfg: Config) -> list[tuple[str, int]]:
 def run(cfg: Config, *, on_update: Callable[[dict], None] | None = None,
         log: Callable[[str], None] = print) -> dict:
     """Measure every (variant, tokens) point of cfg -> the results document (see benchmarks/README.md)."""
-    _check(cfg)
+    check_config(cfg)
     device = torch.device(cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -514,49 +396,29 @@ def write(doc: dict, json_path: Path, plot_path: Path | None = None) -> None:
         plot(doc, plot_path)
 
 
-def _parser() -> argparse.ArgumentParser:
-    d = Config()
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", default=",".join(map(str, d.tokens)), help="tokens a sample, comma separated")
-    p.add_argument("--backbones", default=",".join(BACKBONES))
-    p.add_argument("--variants", default=None, help=f"comma separated, of: {', '.join(VARIANTS)}")
-    p.add_argument("--batch-tokens", type=int, default=d.batch_tokens)
-    p.add_argument("--small-batch-tokens", type=int, default=d.small_batch_tokens)
-    p.add_argument("--small-max-tokens", type=int, default=d.small_max_tokens)
-    p.add_argument("--size", default=d.size, choices=list(SIZES))
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--dtype", default=d.dtype, choices=list(DTYPES))
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--iters", type=int, default=d.iters)
-    p.add_argument("--nfe", type=int, default=d.nfe)
-    p.add_argument("--compile", action="store_true", help="also run the torch.compile variants")
-    p.add_argument("--mixers", default=",".join(MIXERS), help="token mixers of the zigma/vim variants, comma separated")
-    p.add_argument("--compile-backend", default=d.compile_backend, help="torch.compile backend (inductor)")
-    p.add_argument("--no-mixer-check", dest="mixer_check", action="store_false")
-    p.add_argument("--no-permute-check", dest="permute_check", action="store_false")
-    p.add_argument("--no-ceiling", dest="ceiling", action="store_false",
-                   help="skip the kernel ceiling (one mixer / ZigMa block / DiT block per tokens)")
-    p.add_argument("--time-budget-s", type=float, default=None,
-                   help=f"no point starts after this (default {CUDA_BUDGET_S:g} on CUDA, none on CPU; inf: none)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default="bench-out", help="a folder (-> bench.json, bench.png) or FILE.json")
-    p.add_argument("--plot", default=None, help="the plot's path (default: beside the JSON)")
-    p.add_argument("--list", dest="list_variants", action="store_true", help="name every variant and exit")
-    return p
+def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks.bench") -> int:
+    """The bench's one command line (`harness bench` forwards its arguments here); exit code."""
+    args = vars(parser(prog).parse_args(argv))
+    try:
+        return _main(args, prog)
+    except ValueError as err:
+        print(f"error: {prog}: {err}", file=sys.stderr)
+        return 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = vars(_parser().parse_args(argv))
+def _main(args: dict, prog: str) -> int:
     out, plot_path = args.pop("out"), args.pop("plot")
+    study, preset, trials = args.pop("study"), args.pop("preset"), args.pop("trials")
+    if study is not None:
+        from .study_throughput import from_bench
+
+        return from_bench(study, preset=preset, trials=trials, variants=args["variants"],
+                                 device=args["device"], budget=args["time_budget_s"], out=Path(out))
     if args.pop("list_variants"):
         for name, v in VARIANTS.items():
             print(f"{name:<20} {v.backbone:<6} {v.description}")
         return 0
-    try:
-        cfg = make_config(**args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = make_config(**args)
     json_path, plot_path = output_paths(out, plot_path)
     print(f"bench: {len(points(cfg))} points -> {json_path}", flush=True)
     doc = run(cfg, on_update=lambda d: write(d, json_path), log=lambda s: print(s, flush=True))

@@ -99,7 +99,7 @@ def instrument(clock: PhaseClock, *, on_step: Callable[[], None] = lambda: None)
     import harness.tracking as tracking
     import harness.training as training
     import harness.trial as trial
-    from plugins._metrics import frechet, reference
+    from plugins.metrics import feature_modules
 
     saved: list[tuple[Any, str, Any]] = []
 
@@ -115,7 +115,7 @@ def instrument(clock: PhaseClock, *, on_step: Callable[[], None] = lambda: None)
     patch(trial, "trial_costs", "cost")
     patch(training, "update_ema", "ema_ckpt")
     patch(training, "save_checkpoint", "ema_ckpt")
-    for mod in (frechet, reference):
+    for mod in feature_modules():
         if hasattr(mod, "extract_features"):
             patch(mod, "extract_features", "features")
     for attr in ("start_trial", "log_metrics", "log_artifacts", "end_trial"):

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from benchmarks import phase_clock
+from benchmarks.bench_config import STUDY_VARIANTS
 from benchmarks.phase_clock import PHASES, PhaseClock, UtilSampler, instrument, kernel_busy_us
 
 _FAST = "max-autotune-no-cudagraphs"
@@ -111,8 +112,8 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
     if steps is not None:
         overrides.update({"train.steps": steps, "train.checkpoint_every": steps, "train.warmup_steps": 0})
     spec = replace(spec, config=with_overrides(spec.config, overrides))
-    from plugins._metrics import frechet
-    frechet._FAKE_FEATURES.clear()   # noqa: SLF001 - exact switches give the same samples; a study's never repeat
+    from plugins.metrics import clear_fake_feature_cache
+    clear_fake_feature_cache()   # exact switches give the same samples; a study's never repeat
     trial_dir = folder / "trials" / f"{variant}-{index}"
     shutil.rmtree(trial_dir, ignore_errors=True)
     clock = PhaseClock(device)
@@ -124,7 +125,7 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
         with clock.phase("tracking"):
             run_id = tracker.start_trial(parent_id=parent, key=spec.key, label=f"{variant}:{spec.label}",
                                          params={"variant": variant})
-        buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)   # as harness/runner.py
+        buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)   # as harness/runner/worker.py
         try:
             result = run_trial(spec, registries, trial_dir=trial_dir, device=device, cache_dir=cache,
                                hooks=TrialHooks(log=buffer))
@@ -151,11 +152,10 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
 def step_probe(spec: Any, registries: Any, device: torch.device, setting: Any, *, warm: int, iters: int) -> dict:
     """Steady-state time of one training step of the trial's model (random data of its shape, same batch)."""
     from harness.compile import compile_mode
-    from harness.sampling import Net
+    from harness.model import Net, build_model
     from harness.study import resolve_trial
     from harness.training import Stepper
     from harness.trial import _load_data
-    from harness.validation import build_model
     from zigma.interpolants import Transport
     cfg = spec.config
     entries = resolve_trial(spec, registries)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("study", type=Path)
     p.add_argument("--preset", default=None)
-    p.add_argument("--variants", default="baseline,resident,eval-batch,ckpt-async,all",
+    p.add_argument("--variants", default=STUDY_VARIANTS,
                    help="comma separated: " + ", ".join(VARIANTS))
     p.add_argument("--trials", type=int, default=2, help="trials per variant (the study's first N trials)")
     p.add_argument("--budget-s", type=float, default=None, help="start no trial that would end after this")
@@ -278,8 +278,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(2)
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     registries = load_registries()
-    study = load_study(a.study, preset=a.preset)
-    specs = validate_study(study, registries)
+    loaded = load_study(a.study, preset=a.preset)
+    study = loaded.study
+    specs = validate_study(loaded, registries)
     for v in variants:            # every override validates before any work
         with_overrides(specs[0].config, VARIANTS[v][1])
     a.out.mkdir(parents=True, exist_ok=True)
@@ -352,6 +353,26 @@ def main(argv: list[str] | None = None) -> dict:
     write()
     print((a.out / "study_throughput.md").read_text() if result["records"] else "no trial ran")
     return result
+
+
+def from_bench(study: Path, *, preset: str | None, trials: int, variants: str | None, device: str,
+                      budget: float | None, out: Path) -> int:
+    """`bench --study`: check the options (ValueError naming the bad one), then run main()."""
+    if not study.is_file():
+        raise ValueError(f"--study: no such file: {study}")
+    if trials < 1:
+        raise ValueError(f"--trials: at least 1, got {trials}")
+    names = variants or STUDY_VARIANTS
+    unknown = [v for v in names.split(",") if v.strip() and v.strip() not in VARIANTS]
+    if unknown:
+        raise ValueError(f"--variants: unknown study variant(s) {unknown}; available: {', '.join(VARIANTS)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--study: no CUDA device is visible (use --device cpu)")
+    argv = [str(study), "--variants", names, "--trials", str(trials), "--device", device, "--out", str(out)]
+    argv += ["--preset", preset] if preset else []
+    argv += ["--budget-s", str(budget)] if budget is not None else []
+    main(argv)
+    return 0
 
 
 if __name__ == "__main__":

@@ -50,5 +50,5 @@ def sampling_net(ema: Any, setting: bool | str) -> Any:
     """The EMA Net with its backbone compiled for sampling (a new Net sharing every parameter), or ema itself."""
     if compile_mode(setting) is None:
         return ema
-    from harness.sampling import Net
+    from harness.model import Net
     return Net(maybe_compile(ema.backbone, setting), ema.text_encoder).eval()

@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
-from harness.sampling import Conditioning, Net, sample_batch
-from harness.training import Stepper, seed_for
+from harness.model import Conditioning, Net
+from harness.sampling import sample_batch
+from harness.seeds import seed_for
+from harness.training import Stepper
 from plugins.measure import Timer, time_calls
 
 __all__ = ["trial_costs", "MIN_SAMPLE_BATCHES"]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from harness.training import BatchStream
-from plugins._data.common import UInt8Dataset
+from plugins.datasets import UInt8Dataset
 
 __all__ = ["ResidentData", "batch_source", "loader_source"]
 

@@ -1,89 +1,23 @@
-"""Sampling with EMA weights: conditioning (labels, captions, label dropout), per-sample seeded noise, CFG."""
+"""Sampling with EMA weights: per-sample seeded noise, classifier-free guidance, batches and the sample grid."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from harness.training import seed_for
-from plugins.specs import DataBundle
+from harness.model import Conditioning, Net
 
-__all__ = ["Net", "Conditioning", "Samples", "sample_batch", "sample_images", "to_uint8", "save_grid"]
-
-
-class Net(nn.Module):
-    """The backbone plus the optional text encoder: trained, EMA-averaged and checkpointed together."""
-
-    def __init__(self, backbone: nn.Module, text_encoder: nn.Module | None = None) -> None:
-        super().__init__()
-        self.backbone, self.text_encoder = backbone, text_encoder
-
-    def set_generator(self, generator: torch.Generator | None) -> None:
-        """Forwarded to the backbone (stochastic depth draws from it)."""
-        if hasattr(self.backbone, "set_generator"):
-            self.backbone.set_generator(generator)
-
-    def encode(self, captions: Sequence[str]) -> dict[str, torch.Tensor]:
-        """captions -> {'context': (N, S, D), 'context_mask': (N, S)}."""
-        tokens, mask = self.text_encoder.encode(list(captions))
-        return {"context": tokens, "context_mask": mask}
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, *, y: torch.Tensor | None = None,
-                captions: Sequence[str] | None = None) -> torch.Tensor:
-        """x (N, *shape), t (N,), y (N,) or captions (N strings) -> x's shape."""
-        if captions is not None:
-            return self.backbone(x, t, **self.encode(captions))
-        return self.backbone(x, t, y=y)
+__all__ = ["Samples", "sample_batch", "sample_images", "to_uint8", "save_grid"]
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float in [-1, 1] -> uint8 in [0, 255]."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-class Conditioning:
-    """Training-time model kwargs with label dropout, and the (cond, uncond) pairs sampling needs."""
-
-    def __init__(self, kind: str, dropout: float, data: DataBundle, device: torch.device) -> None:
-        self.kind, self.dropout, self.data, self.device = kind, dropout, data, device
-        self.num_classes = data.info.num_classes
-
-    def train_kwargs(self, batch: dict, gen: torch.Generator) -> dict[str, Any]:
-        n = batch["x"].shape[0]
-        if self.kind == "none":
-            return {}
-        drop = torch.rand(n, generator=gen) < self.dropout
-        if self.kind == "class":
-            drop = drop.to(batch["y"].device)    # labels may already be on the device (train.data_on_device)
-            y = torch.where(drop, torch.full_like(batch["y"], self.num_classes), batch["y"])
-            return {"y": y.to(self.device)}
-        return {"captions": ["" if d else c for d, c in zip(drop.tolist(), batch["caption"])]}
-
-    def prompts(self, n: int, seed: int) -> tuple[torch.Tensor | None, list[str] | None]:
-        """The labels (i mod num_classes) or captions (training captions, seeded order) of n samples."""
-        if self.kind == "class":
-            return torch.arange(n) % self.num_classes, None
-        if self.kind == "text":
-            train = self.data.train
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed_for(seed, 5)))
-            return None, [train[int(order[i % len(order)])]["caption"] for i in range(n)]
-        return None, None
-
-    def pair(self, net: Net, labels: torch.Tensor | None, captions: list[str] | None) -> tuple[dict, dict]:
-        """(cond, uncond) backbone kwargs of one batch."""
-        if labels is not None:
-            y = labels.to(self.device)
-            return {"y": y}, {"y": torch.full_like(y, self.num_classes)}
-        if captions is not None:  # one call, so both halves are padded to the same length
-            n, both = len(captions), net.encode([*captions, *[""] * len(captions)])
-            return {k: v[:n] for k, v in both.items()}, {k: v[n:] for k, v in both.items()}
-        return {}, {}
 
 
 def _model_fn(net: Net, cond: Conditioning, labels, captions, cfg_scale: float, device: torch.device,

@@ -16,16 +16,18 @@ from harness.budget import Budget, forward_flops_per_image
 from harness.compile import sampling_net
 from harness.costs import trial_costs
 from harness.data_stream import batch_source
+from harness.errors import TrialFailed
+from harness.model import Conditioning, Net, build_model
 from harness.provenance import provenance
+from harness.sampling import sample_images, save_grid
+from harness.seeds import seed_for
 from harness.study import TrialConfig, TrialSpec, keyed_dump, resolve_trial
-from harness.sampling import Conditioning, Net, sample_images, save_grid
-from harness.training import BatchStream, TrialFailed, autocast_dtype, seed_for, train, warmup_steps
-from harness.validation import build_model
+from harness.training import BatchStream, autocast_dtype, train, warmup_steps
 from plugins.errors import HarnessError
 from plugins.measure import WallSplit
-from plugins.specs import DataBundle, MetricContext
+from plugins.specs import DataBundle, MetricContext, option_values, validated_options
 
-__all__ = ["run_trial", "TrialFailed", "TrialHooks", "config_hash", "default_device"]
+__all__ = ["run_trial", "TrialHooks", "config_hash", "default_device"]
 
 
 @dataclass
@@ -58,21 +60,15 @@ def _load_data(entry: Any, cfg: TrialConfig) -> DataBundle:
     """The trial's DataBundle, kept for the next trials of this worker (datasets are deterministic)."""
     key = f"{cfg.dataset.model_dump_json()}|{entry.load.__module__}"
     if key not in _DATA:
-        options = entry.options.model_validate(cfg.dataset.options) if entry.options else None
-        bundle = entry.load(options)
+        bundle = entry.load(validated_options(entry, cfg.dataset.options))
         _DATA.clear()  # keep one dataset: studies rarely alternate, and some are large
         _DATA[key] = bundle
     return _DATA[key]
 
 
-def _options(entry: Any, raw: dict[str, Any]) -> dict[str, Any]:
-    """A plugin's options validated (defaults filled in) by its own schema."""
-    return entry.options.model_validate(raw).model_dump() if entry.options is not None else dict(raw)
-
-
 def _build_metrics(entries: list, names: Sequence[str], options: dict[str, dict]) -> list[tuple[str, Any]]:
     """Build every metric once, before training, so a metric that cannot be built fails the trial early."""
-    return [(name, entry.build(**_options(entry, options.get(name, {})))) for name, entry in zip(names, entries)]
+    return [(name, entry.build(**option_values(entry, options.get(name, {})))) for name, entry in zip(names, entries)]
 
 
 def _metrics(metrics: list[tuple[str, Any]], fake: torch.Tensor,
@@ -137,9 +133,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     text_encoder = None
     if kind == "text":
         te_entry = entries["text_encoder"]
-        te_opts = dict(cfg.conditioning.text_encoder_options)
-        if te_entry.options is not None:
-            te_opts = te_entry.options.model_validate(te_opts).model_dump()
+        te_opts = option_values(te_entry, cfg.conditioning.text_encoder_options)
         text_encoder = te_entry.build(vocab=info.vocab, max_length=te_opts.pop("max_length", 32),
                                       device=device, dtype=None, **te_opts)
         if not te_entry.trainable:
@@ -150,7 +144,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     i = cfg.interpolant
     transport = Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
                           time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
-    sampler = entries["sampler"].build(**_options(entries["sampler"], cfg.sampler.options))
+    sampler = entries["sampler"].build(**option_values(entries["sampler"], cfg.sampler.options))
     metrics = _build_metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options)
     drop_gen = torch.Generator(device=device).manual_seed(seed_for(spec.seed, 6))
     net.set_generator(drop_gen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._data.common import UInt8Dataset  # noqa: F401 - public: harness/data_stream.py stacks it on the device
 from ._data.folders import ImageFolderOptions, VideoFolderOptions, load_image_folder, load_video_folder
 from ._data.procedural import MovingDigitsOptions, ShapesOptions, load_moving_digits, load_shapes
 from ._data.real import DigitsOptions, FashionMNISTOptions, load_digits, load_fashion_mnist

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from ._metrics.cond_accuracy import CondAccuracy, CondAccuracyOptions
 from ._metrics.cost import count_params, flops  # public: harness costs use them
 from ._metrics.features import EffNetLite0
 from ._metrics.frechet import EffNetOptions, FeatureMetricOptions, FrechetMetric, KIDMetric, KIDOptions
+from ._metrics.inception import DEFAULT_DEST as INCEPTION_DEST  # noqa: F401 - public: `harness fid prefetch`
+from ._metrics.inception import ENV_VAR as INCEPTION_ENV_VAR  # noqa: F401
+from ._metrics.inception import WEIGHTS_NAME as INCEPTION_WEIGHTS_NAME  # noqa: F401
+from ._metrics.inception import WEIGHTS_URL as INCEPTION_WEIGHTS_URL  # noqa: F401
 from .errors import MissingDependencyError
 from .hookspecs import hookimpl
 from .specs import MetricEntry
@@ -79,3 +85,24 @@ def register_metrics(register):
         build=build_cond_accuracy, options=CondAccuracyOptions,
         description="fraction of samples whose colour, shape and position (classifier on real data) match "
                     "their conditioning"))
+
+
+def download_inception_weights(dest: Path) -> Path:
+    """Fetch clean-fid's Inception weights to `dest` (`harness fid prefetch`); one clear line when it fails."""
+    from ._metrics import inception
+
+    return inception.download_weights(dest)
+
+
+def feature_modules() -> tuple:
+    """The modules whose global `extract_features` every feature metric calls (a profiler may wrap it there)."""
+    from ._metrics import frechet, reference
+
+    return frechet, reference
+
+
+def clear_fake_feature_cache() -> None:
+    """Forget the features of generated samples kept between metrics of one trial (benchmarks repeat samples)."""
+    from ._metrics import frechet
+
+    frechet._FAKE_FEATURES.clear()

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 __all__ = [
     "ScanEntry", "MixerEntry", "BackboneEntry", "InterpolantEntry", "SamplerEntry", "DatasetEntry", "MetricEntry",
     "TextEncoderEntry", "DataInfo", "DataBundle", "Metric", "MetricContext", "Sampler", "KINDS",
+    "option_values", "validated_options",
 ]
 
 _KEBAB = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
@@ -195,3 +196,12 @@ KINDS: dict[str, tuple[str, type, str]] = {
 }
 
 
+def validated_options(entry: Any, raw: dict[str, Any]) -> BaseModel | None:
+    """An entry's options validated by its own schema (defaults filled in); None when it has no schema."""
+    return entry.options.model_validate(raw) if entry.options is not None else None
+
+
+def option_values(entry: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """An entry's options as keyword arguments: validated (defaults filled in), or as given when it has no schema."""
+    options = validated_options(entry, raw)
+    return options.model_dump() if options is not None else dict(raw)

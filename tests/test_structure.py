@@ -4,7 +4,6 @@ imports `harness/commands/`, and long files say why they are long (issue 19)."""
 import ast
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("zigma", "plugins", "harness", "benchmarks")
@@ -64,13 +63,11 @@ def test_the_import_checks_catch_absolute_and_relative_imports_in_a_throwaway_tr
         ["harness/report/b.py: harness.commands.scans"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 refactor pending")
 def test_no_module_outside_plugins_imports_a_private_plugins_module():
     offenders = _offenders(("zigma", "harness", "benchmarks"), lambda rel: False, _private_plugin_module)
     assert not offenders, "\n".join(offenders)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 refactor pending")
 def test_only_harness_cli_imports_harness_commands():
     offenders = _offenders(PACKAGES, lambda rel: rel == "harness/cli.py", _commands_module)
     assert not offenders, "\n".join(offenders)
@@ -85,7 +82,6 @@ def _too_long_without_reason() -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 refactor pending")
 def test_no_source_file_is_over_400_lines_without_a_long_because_line_at_its_top():
     offenders = _too_long_without_reason()
     assert not offenders, "\n".join(offenders)

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from plugins._metrics import inception
+from plugins.metrics import (
+    INCEPTION_DEST,
+    INCEPTION_ENV_VAR,
+    INCEPTION_WEIGHTS_NAME,
+    INCEPTION_WEIGHTS_URL,
+    download_inception_weights,
+)
 
 __all__ = ["fid_app", "register"]
 
@@ -18,23 +24,23 @@ fid_app = typer.Typer(help="Inception FID weights: fetch them once, then point t
 @fid_app.command("prefetch")
 def prefetch(
     dest: Annotated[Path, typer.Option("--dest", help="where to write inception-2015-12-05.pt")] = (
-        inception.DEFAULT_DEST),
+        INCEPTION_DEST),
     force: Annotated[bool, typer.Option("--force", help="download again even if the file exists")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be downloaded, touch nothing")] = False,
 ) -> None:
     """Download the Inception weights for the `fid` metric (about 95 MB) and print how to use them."""
     dest = dest.expanduser()
     if dest.is_dir():
-        dest = dest / inception.WEIGHTS_NAME
+        dest = dest / INCEPTION_WEIGHTS_NAME
     if dry_run:
-        typer.echo(f"would download {inception.WEIGHTS_URL}\n          to {dest}")
+        typer.echo(f"would download {INCEPTION_WEIGHTS_URL}\n          to {dest}")
     elif dest.is_file() and not force:
         typer.echo(f"{dest} already exists (use --force to download again)")
     else:
-        typer.echo(f"downloading {inception.WEIGHTS_URL} ...")
-        inception.download_weights(dest)
+        typer.echo(f"downloading {INCEPTION_WEIGHTS_URL} ...")
+        download_inception_weights(dest)
         typer.echo(f"saved {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
-    typer.echo(f"use it with:  export {inception.ENV_VAR}={dest}\n"
+    typer.echo(f"use it with:  export {INCEPTION_ENV_VAR}={dest}\n"
                f"or in a study:  eval: {{metric_options: {{fid: {{weights_path: {dest}}}}}}}\n"
                f"(offline machines: copy the file over and do the same)")
 

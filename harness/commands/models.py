@@ -16,6 +16,7 @@ from rich.table import Table
 
 from plugins.errors import HarnessError, suggest
 from plugins.registry import load_registries
+from plugins.specs import option_values
 from zigma.backbones import SIZES, flops
 
 __all__ = ["OFFICIAL", "Official", "model_costs", "register"]
@@ -57,7 +58,7 @@ def model_costs(backbone: str, size: str, tokens: int, *, channels: int = 4, sca
     registries = load_registries()
     entry = registries.backbones.get(backbone)
     scheme = registries.scans.get(scan).build(seed=0) if entry.uses_scan else None
-    options = entry.options().model_dump() if entry.options is not None else {}
+    options = option_values(entry, {})
     model = entry.build(size=size, input_shape=(channels, side, side), patch_size=1, scan=scheme, num_classes=None,
                         context_dim=None, pos_embed=pos_embed, mixer_backend="reference",
                         device=torch.device("meta"), dtype=None, **options)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from harness.commands._options import RUNS_HELP
+from harness.cli_options import RUNS_HELP
 
 
 def report(studies: list[str] = typer.Argument(..., help="Study names (folders under --runs) or study folders; "

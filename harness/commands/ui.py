@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from harness.commands._options import DEPRECATED_OUT, RUNS_HELP, runs_dir, study_folder
+from harness.cli_options import DEPRECATED_OUT, RUNS_HELP, runs_dir, study_folder
 from plugins.errors import HarnessError, MissingDependencyError
 
 __all__ = ["ui_commands", "register"]

@@ -27,7 +27,7 @@ def validate(studies: list[Path] = typer.Argument(..., help="Study files to chec
     for path in studies:
         presets: list[str | None] = [preset]
         if all_presets:
-            presets = [None, *getattr(load_study(path), "_presets", ())]
+            presets = [None, *load_study(path).presets]
         for p in presets:
             tag = f"{path}" + (f" --preset {p}" if p else "")
             try:

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import typer
 
-from harness.commands._options import DEPRECATED_OUT, runs_dir
+from harness.cli_options import DEPRECATED_OUT, runs_dir
 from plugins.errors import HarnessError
-
-
-def load_from_storage(storage: str, name: str, out: Path | None):
-    """(Study schema, study folder) from the YAML text and preset kept in the Optuna study's user attrs."""
-    import optuna
-
-    from harness import queue
-    from harness.study import parse_study, read_yaml
-
-    store = queue.open_storage(storage, Path(out or ".") / name)
-    try:
-        attrs = optuna.load_study(study_name=name, storage=store).user_attrs
-    except KeyError:
-        raise HarnessError(f"no study {name!r} in {queue.storage_label(storage)}; start it with "
-                           "`harness run STUDY.yaml --storage ...`") from None
-    if "study_yaml" not in attrs:
-        raise HarnessError(f"study {name!r} in {queue.storage_label(storage)} was not created by "
-                           "`harness run`")
-    source = f"{name} (study file kept in the storage)"
-    study = parse_study(read_yaml(attrs["study_yaml"], source), preset=attrs.get("preset"), source=source)
-    folder = (Path(out) / name) if out is not None else Path(attrs.get("out_dir") or Path("runs") / name)
-    return study, folder
 
 
 def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (URL or journal path)."),
@@ -45,13 +22,13 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
            worker_index: int = typer.Option(0, "--worker-index", hidden=True),
            max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials.")) -> None:
     """Claim and run trials of a study until its queue is empty."""
-    from harness import runner
+    from harness import launch, runner
     from harness.progress import LineProgress, RichProgress
     from harness.study import validate_study
     from harness.trial import default_device
     from plugins.registry import load_registries
 
-    schema, folder = load_from_storage(storage, study, runs_dir(runs, out))
+    schema, folder = runner.load_from_storage(storage, study, runs_dir(runs, out))
     registries = load_registries()
     validate_study(schema, registries)
     session = runner.open_session(schema, folder=folder, storage=storage, tracking_uri=tracking_uri,
@@ -59,13 +36,7 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
     if not session.parent_run_id:
         raise HarnessError(f"study {study!r} has no MLflow parent run yet; start it with `harness run` first")
 
-    def stop(signum, _frame):  # once: a second signal (terminal + coordinator) must not break the cleanup
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    launch.stop_on_signals()
     device = default_device()
     line = LineProgress(prefix=prefix, total=lambda: runner.counts(session))
     if quiet:

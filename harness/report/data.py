@@ -119,7 +119,7 @@ def _effective_name(raw: dict[str, Any]) -> str:
     if preset is None:
         return raw["name"]
     try:
-        return parse_study(raw, preset=preset).name
+        return parse_study(raw, preset=preset).study.name
     except HarnessError:
         return raw["name"]
 
@@ -131,9 +131,10 @@ def _study_spec(data: StudyData, raw: dict[str, Any], source: str) -> list:
     raw = dict(raw)
     preset = raw.pop("preset", None)
     try:
-        study = parse_study(raw, source=source, preset=preset)
+        loaded = parse_study(raw, source=source, preset=preset)
     except ConfigError:
-        study = parse_study(raw, source=source)  # the preset is already merged into the file as run
+        loaded = parse_study(raw, source=source)  # the preset is already merged into the file as run
+    study = loaded.study
     data.name = study.name
     data.description = study.description
     data.preset = preset
@@ -154,7 +155,7 @@ def _study_spec(data: StudyData, raw: dict[str, Any], source: str) -> list:
         data.blocks = [sorted(study.search.space)]
         return []
     try:
-        return expand_trials(study)
+        return expand_trials(loaded)
     except HarnessError:
         return []
 

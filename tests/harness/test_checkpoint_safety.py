@@ -103,7 +103,7 @@ def test_a_study_with_a_crafted_checkpoint_tags_the_mlflow_run_and_optuna_trial(
 
 
 def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_anything_is_restored(tmp_path):
-    from harness.training import TrainState, load_checkpoint, save_checkpoint
+    from harness.checkpoint import TrainState, load_checkpoint, save_checkpoint
     net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(net.parameters())
     gens = {"noise": torch.Generator()}
@@ -120,7 +120,7 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_before_anyth
 
 
 def test_a_saved_checkpoint_loads_with_weights_only_and_resumes_its_step(tmp_path):
-    from harness.training import TrainState, load_checkpoint, save_checkpoint
+    from harness.checkpoint import TrainState, load_checkpoint, save_checkpoint
     net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(net.parameters())
     gens = {"noise": torch.Generator()}

@@ -71,7 +71,7 @@ def test_a_search_study_whose_trials_fail_reports_them_failed_and_exits_1(tmp_pa
 
 def test_a_dead_workers_trial_is_counted_pending_and_shown_as_died_not_running(tmp_path, monkeypatch, capsys):
     from harness import queue, runner
-    from harness.commands.status import print_status
+    from harness.runner import print_status
     from harness.study import load_study
     monkeypatch.setenv("ZIGMA_HARNESS_PLUGINS", PLUGIN)
     study = load_study(write_study(tmp_path / "d.yaml", "dead", axes={"backbone.width": [8]}, seeds=(0,)))
@@ -90,7 +90,7 @@ def test_a_dead_workers_trial_is_counted_pending_and_shown_as_died_not_running(t
 
 
 def test_the_report_of_run_out_dot_stays_inside_the_working_directory(tmp_path, monkeypatch):
-    from harness.commands.run import report_dir
+    from harness.launch import report_dir
     monkeypatch.chdir(tmp_path)
     assert report_dir(tmp_path / "s", "s") == tmp_path / "reports" / "s"
     assert report_dir(tmp_path / "runs" / "s", "s") == tmp_path / "reports" / "s"
@@ -106,17 +106,15 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_and_exit_2(tmp_path
 
 
 def test_a_killed_worker_whose_trial_another_finished_does_not_make_run_exit_2(monkeypatch):
-    from harness import runner
-    from harness.commands import run as run_cmd
-    from harness.commands import status
-    monkeypatch.setattr(status, "print_status", lambda *a, **k: None)
+    from harness import launch, runner
+    monkeypatch.setattr(runner, "print_status", lambda *a, **k: None)
     said = []
     done = {"done": 4, "failed": 0, "pruned": 0, "running": 0, "pending": 0, "total": 4}
     monkeypatch.setattr(runner, "counts", lambda session: done)
     from types import SimpleNamespace
     session = SimpleNamespace(parent_run_id=None, tracker=SimpleNamespace(log_study_summary=lambda *a: None))
-    run_cmd._finish(session, quiet=True, no_report=True, say=said.append, rcs=[0, -9])   # returns: exit 0
+    launch.finish(session, quiet=True, no_report=True, say=said.append, rcs=[0, -9])   # returns: exit 0
     assert "every trial has ended" in said[0]
     monkeypatch.setattr(runner, "counts", lambda session: {**done, "done": 3, "pending": 1})
     with pytest.raises(Exception, match="rerun the same command to continue"):
-        run_cmd._finish(session, quiet=True, no_report=True, say=said.append, rcs=[0, -9])
+        launch.finish(session, quiet=True, no_report=True, say=said.append, rcs=[0, -9])

@@ -165,7 +165,7 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path, registri
 
 
 def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
-    from harness.sampling import Conditioning
+    from harness.model import Conditioning
     data = type("D", (), {"info": type("I", (), {"num_classes": 10})()})()
     batch = {"x": torch.zeros(4000, 1), "y": torch.zeros(4000, dtype=torch.long)}
     y = Conditioning("class", 0.25, data, CPU).train_kwargs(batch, torch.Generator().manual_seed(0))
@@ -174,9 +174,10 @@ def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
 
 
 def test_guided_samples_do_not_depend_on_the_eval_batch_size(tmp_path, registries):
-    from harness.sampling import Conditioning, Net, sample_images
-    from zigma.interpolants import Euler, LinearPath, Transport
+    from harness.model import Conditioning, Net
+    from harness.sampling import sample_images
     from tests.harness.toy_plugin import DataOptions, ToyMLP, _load
+    from zigma.interpolants import Euler, LinearPath, Transport
 
     data = _load(DataOptions())
     torch.manual_seed(0)
@@ -317,7 +318,7 @@ def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, cap
 
 
 def test_gpus_on_a_machine_without_cuda_is_one_clear_error(monkeypatch):
-    from harness.commands.run import parse_gpus
+    from harness.launch import parse_gpus
     from plugins.errors import HarnessError
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(HarnessError, match="no CUDA device is visible"):
@@ -325,7 +326,7 @@ def test_gpus_on_a_machine_without_cuda_is_one_clear_error(monkeypatch):
 
 
 def test_trials_per_gpu_starts_that_many_workers_on_each_named_gpu():
-    from harness.commands.run import worker_plan
+    from harness.launch import worker_plan
     names, envs = worker_plan(gpu_ids=["4", "6"], workers=0, per_device=2)
     assert names == ["gpu4.0", "gpu4.1", "gpu6.0", "gpu6.1"]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "4", "6", "6"]
@@ -334,7 +335,7 @@ def test_trials_per_gpu_starts_that_many_workers_on_each_named_gpu():
 
 
 def test_gpus_are_mapped_through_the_visible_devices(monkeypatch):
-    from harness.commands.run import parse_gpus
+    from harness.launch import parse_gpus
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")

@@ -136,7 +136,7 @@ def test_the_plugin_guide_shows_the_example_module_verbatim():
 
 
 def test_scan_figure_gives_reports_one_axis_per_distinct_order():
-    from harness.commands.scans import scan_figure
+    from harness.report.scans import scan_figure
 
     fig = scan_figure("spiral-2", Grid(5, 5), 4, 0)
     assert len(fig.axes) == 2

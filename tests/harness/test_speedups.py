@@ -216,7 +216,7 @@ def test_resident_batches_on_the_gpu_equal_the_dataloaders():
 @pytest.mark.gpu
 @_CUDA
 def test_label_dropout_takes_labels_already_on_the_gpu():
-    from harness.sampling import Conditioning
+    from harness.model import Conditioning
     data = type("D", (), {"info": type("I", (), {"num_classes": 10})()})()
     cuda = torch.device("cuda")
     y = torch.arange(8) % 10

@@ -24,19 +24,19 @@ def test_axes_blocks_expand_as_a_union_of_cartesian_products_times_seeds():
 def test_preset_is_deep_merged_over_the_file():
     raw = {"name": "s", "base": {"train": {"steps": 1000, "lr": 0.001}},
            "presets": {"smoke": {"base": {"train": {"steps": 5}}}}}
-    study = parse_study(raw, preset="smoke")
+    study = parse_study(raw, preset="smoke").study
     assert study.base.train.steps == 5 and study.base.train.lr == 0.001
-    assert parse_study(raw).base.train.steps == 1000
+    assert parse_study(raw).study.base.train.steps == 1000
 
 
 def test_the_schema_is_frozen():
-    study = parse_study({"name": "s"})
+    study = parse_study({"name": "s"}).study
     with pytest.raises(ValidationError):
         study.base.train.steps = 3  # type: ignore[misc]
 
 
 def test_component_shorthand_and_options_are_kept():
-    study = parse_study({"name": "s", "base": {"scan": "sweep-2", "dataset": {"name": "digits", "resolution": 16}}})
+    study = parse_study({"name": "s", "base": {"scan": "sweep-2", "dataset": {"name": "digits", "resolution": 16}}}).study
     assert study.base.scan.name == "sweep-2"
     assert study.base.dataset.options == {"resolution": 16}
 
@@ -48,9 +48,9 @@ def test_trial_keys_are_stable_across_loads():
 
 def test_a_preset_runs_as_its_own_study_name():
     raw = {"name": "s", "presets": {"smoke": {"seeds": [0]}, "named": {"name": "other"}}}
-    assert parse_study(raw, preset="smoke").name == "s-smoke"
-    assert parse_study(raw, preset="named").name == "other"
-    assert parse_study(raw).name == "s"
+    assert parse_study(raw, preset="smoke").study.name == "s-smoke"
+    assert parse_study(raw, preset="named").study.name == "other"
+    assert parse_study(raw).study.name == "s"
 
 
 def test_validate_accepts_backbone_checkpointing_in_base_and_in_axes(capsys, tmp_path):
@@ -62,3 +62,10 @@ def test_validate_accepts_backbone_checkpointing_in_base_and_in_axes(capsys, tmp
     assert "3 trial(s), 3 distinct model(s) built" in out
     trials = expand_trials(parse_study({"name": "s", "axes": {"backbone.checkpointing": [False, True]}}))
     assert [t.config.backbone.options for t in trials] == [{"checkpointing": False}, {"checkpointing": True}]
+
+
+def test_a_loaded_study_keeps_its_source_the_preset_applied_and_every_preset_offered():
+    raw = {"name": "s", "presets": {"smoke": {"seeds": [1]}, "full": {}}}
+    loaded = parse_study(raw, source="f.yaml", preset="smoke")
+    assert (loaded.source, loaded.preset, loaded.presets) == ("f.yaml", "smoke", ("smoke", "full"))
+    assert loaded.study.seeds == (1,) and not hasattr(loaded.study, "_source")

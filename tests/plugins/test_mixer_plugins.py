@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from harness.model import build_model
 from harness.study import expand_trials, parse_study, resolve_trial
-from harness.validation import build_model
 from plugins.errors import ConfigError
 from plugins.registry import load_registries
 from plugins.specs import DataInfo

@@ -26,7 +26,7 @@ def study_folder(arg: str, runs: Path, preset: str | None = None) -> Path:
 
     p = Path(arg)
     if p.is_file():
-        return runs / load_study(p, preset=preset).name
+        return runs / load_study(p, preset=preset).study.name
     if preset is not None:
         raise HarnessError(f"--preset: {arg} is not a study file (a preset applies to a study file)")
     return p if p.is_dir() else runs / arg

@@ -1,0 +1,51 @@
+"""The standing of a study's trials as a table: done / running / failed (with reason) / pending."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+__all__ = ["print_status"]
+
+_STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITING": "dim", "PRUNED": "magenta"}
+_NAME = {"COMPLETE": "done", "FAIL": "failed", "RUNNING": "running", "WAITING": "pending", "PRUNED": "pruned"}
+
+
+def print_status(session, *, brief: bool = False, console: Console | None = None) -> None:
+    """A table of the trial standing for each combination, then the counts."""
+    from harness import queue, runner
+
+    console = console or Console()
+    trials = session.optuna.get_trials(deepcopy=False)
+    current, other = runner.current_trials(session)
+    c = runner.counts(session)
+    order = list(session.specs) or [t.user_attrs.get("trial_key") for t in trials]
+    rank = {k: i for i, k in enumerate(order)}
+    rows = sorted(current.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[1].number))
+    if not brief:
+        metric = session.study.objective.metric
+        table = Table(title=escape(f"{session.study.name} ({session.folder})"), title_justify="left")
+        for col in ("#", "key", "trial", "state", "tries", metric, "worker"):
+            table.add_column(col, overflow="fold")
+        for key, t in rows:
+            state = t.state.name
+            dead = state == "RUNNING" and queue.worker_died(t)
+            state = "WAITING" if dead else state
+            w = t.user_attrs.get("worker", {})
+            value = f"{t.value:.4g}" if t.value is not None else ""
+            table.add_row(str(t.number), escape(str(key)), escape(str(t.user_attrs.get("label", ""))),
+                          f"[{_STYLE[state]}]{'worker died, re-queued on the next run' if dead else _NAME[state]}"
+                          f"[/{_STYLE[state]}]",
+                          str(len(t.user_attrs.get("attempts", [])) + 1), value,
+                          f"{w.get('host')}:{w.get('pid')}" if state == "RUNNING" and w else "")
+        console.print(table)
+    for key, t in rows:
+        if t.state.name in ("FAIL", "PRUNED"):
+            reason = t.user_attrs.get("failure", "(no reason recorded)")
+            console.print(f"{_NAME[t.state.name]}: {t.user_attrs.get('label', key)} [{key}]: {reason}",
+                          highlight=False, soft_wrap=True, markup=False)
+    console.print(f"{session.study.name}: {c['done']} done, {c['running']} running, {c['failed']} failed, "
+                  f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})"
+                  + (f"; {other} more from an earlier version of the study file" if other else ""),
+                  highlight=False, markup=False)
