@@ -20,6 +20,13 @@ def test_shipped_study_validates_with_every_preset(capsys, study):
     try:
         main(["validate", str(study), "--all-presets"])
     except SystemExit as exc:  # only a failure exits
-        pytest.fail(f"exit {exc.code}: {capsys.readouterr().out}")
+        out = capsys.readouterr().out
+        failed = [line for line in out.splitlines() if line.startswith("✗")]
+        if failed and all("fashion-mnist: no IDX files" in line for line in failed):   # optional data, absent
+            presets = [line for line in out.splitlines() if "--preset" in line]
+            assert presets and all(line.startswith("✓") for line in presets), out
+            pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
+                        "the study's presets validated")
+        pytest.fail(f"exit {exc.code}: {out}")
     out = capsys.readouterr().out
     assert out.count("✓") >= 2 and "✗" not in out, out
