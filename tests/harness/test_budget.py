@@ -8,19 +8,10 @@ import math
 import pytest
 import torch
 
-from tests.harness.runner_support import PLUGIN, write_study
+from tests.harness.runner_support import write_study
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture()
-def registries(monkeypatch):
-    from plugins.registry import load_registries
-    monkeypatch.setenv("ZIGMA_HARNESS_PLUGINS", PLUGIN)
-    load_registries.cache_clear()
-    yield load_registries()
-    load_registries.cache_clear()
 
 
 def _run(tmp_path, registries, *, train, eval_=None, width=8):

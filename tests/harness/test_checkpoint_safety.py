@@ -7,10 +7,9 @@ import pickle
 import subprocess
 import sys
 
-import pytest
 import torch
 
-from tests.harness.runner_support import PLUGIN, mlflow_runs, run_harness, seed_mlflow_db, write_study
+from tests.harness.runner_support import mlflow_runs, run_harness, seed_mlflow_db, write_study
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -30,15 +29,6 @@ def _craft(path, marker) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         pickle.dump({"config_hash": "x", "net": _Payload(marker)}, fh)
-
-
-@pytest.fixture()
-def registries(monkeypatch):
-    from plugins.registry import load_registries
-    monkeypatch.setenv("ZIGMA_HARNESS_PLUGINS", PLUGIN)
-    load_registries.cache_clear()
-    yield load_registries()
-    load_registries.cache_clear()
 
 
 def test_the_crafted_pickle_does_run_code_when_loaded_unsafely(tmp_path):

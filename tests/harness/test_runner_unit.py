@@ -19,15 +19,6 @@ torch.set_num_threads(1)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture()
-def registries(monkeypatch):
-    from plugins.registry import load_registries
-    monkeypatch.setenv("ZIGMA_HARNESS_PLUGINS", PLUGIN)
-    load_registries.cache_clear()
-    yield load_registries()
-    load_registries.cache_clear()
-
-
 def _spec(tmp_path, **base):
     from harness.study import expand_trials, load_study
     path = write_study(tmp_path / "s.yaml", "unit", axes={"backbone.width": [8]}, seeds=(0,), **base)
