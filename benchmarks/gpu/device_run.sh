@@ -20,17 +20,17 @@ H="python3 -m harness.cli"
 pack() { tar czf "$OUT/runs.tgz" --exclude='checkpoint*.pt' runs 2>/dev/null; }
 trap pack EXIT
 if [ "${PHASE:-1}" = 1 ]; then
-  ( CUDA_VISIBLE_DEVICES=1 timeout $(left) $H run studies/scan_ablation.yaml --out runs --quiet --no-report \
+  ( CUDA_VISIBLE_DEVICES=1 timeout $(left) $H run studies/scan_ablation.yaml --runs runs --quiet --no-report \
       > "$OUT/scan_ablation.log" 2>&1 ) &
   ( export CUDA_VISIBLE_DEVICES=0
     timeout 300 python3 -m benchmarks.bench --device cuda --time-budget-s 270 --out "$OUT/bench" > "$OUT/bench.log" 2>&1
-    timeout $(left) $H run studies/backbone_comparison.yaml --out runs --quiet --no-report \
+    timeout $(left) $H run studies/backbone_comparison.yaml --runs runs --quiet --no-report \
       > "$OUT/backbone_comparison.log" 2>&1 ) &
   wait
 else
-  timeout $(( $(left) - 150 )) $H run studies/scan_ablation.yaml --out runs --gpus 0,1 --quiet --no-report \
+  timeout $(( $(left) - 150 )) $H run studies/scan_ablation.yaml --runs runs --gpus 0,1 --quiet --no-report \
     > "$OUT/scan_ablation.log" 2>&1
-  timeout $(left) $H run studies/backbone_comparison.yaml --out runs --gpus 0,1 --quiet --no-report \
+  timeout $(left) $H run studies/backbone_comparison.yaml --runs runs --gpus 0,1 --quiet --no-report \
     > "$OUT/backbone_comparison.log" 2>&1
 fi
 kill %1 2>/dev/null

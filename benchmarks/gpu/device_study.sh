@@ -18,7 +18,7 @@ python3 -c "import torch, mamba_ssm, optuna, mlflow, pydantic; print('torch', to
 GPUS=$(python3 -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
 pack() { tar czf "$OUT/runs.tgz" --exclude='checkpoint*.pt' runs 2>/dev/null; }
 trap pack EXIT
-timeout -k 20 $(( LIMIT - ($(date +%s) - T0) )) python3 -m harness.cli run "studies/$STUDY.yaml" --out runs \
+timeout -k 20 $(( LIMIT - ($(date +%s) - T0) )) python3 -m harness.cli run "studies/$STUDY.yaml" --runs runs \
   --gpus "$GPUS" --quiet --no-report > "$OUT/$STUDY.log" 2>&1
 echo "run exit $?"
 kill %1 2>/dev/null
