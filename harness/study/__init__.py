@@ -1,18 +1,4 @@
-"""Study files: YAML -> preset merged -> frozen, validated schema -> the list of trials.
-
-A study names a base trial configuration and the axes to sweep:
-
-    name: scan_ablation
-    base:                      # one TrialConfig; every key has a default
-      dataset: {name: fashion-mnist, resolution: 32}
-      backbone: {name: zigma, size: S, patch_size: 2}
-      scan: zigzag-8
-      train: {steps: 4000, batch_size: 128}
-    axes:                      # a mapping (one grid) or a list of mappings (union of grids: conditional ablations)
-      scan.name: [sweep-1, zigzag-1, zigzag-8]
-    seeds: [0, 1, 2]           # every combination runs once per seed
-    presets:
-      smoke: {base: {dataset: {name: digits}, train: {steps: 50}}, seeds: [0]}
+"""Study files: YAML -> preset merged -> frozen, validated schema -> the list of trials (the format: schema.py).
 
 Every error names the file and the dotted key and suggests near matches.
 """

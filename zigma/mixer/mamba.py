@@ -18,6 +18,20 @@ __all__ = ["BACKENDS", "COMBINES", "MambaMixer", "branch_orders", "direction_nam
 BACKENDS = ("auto", "fused", "reference")
 COMBINES = ("sum", "mean")
 _FUSABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def choose_backend(backend: str, x: torch.Tensor, available) -> str:
+    """'fused' or 'reference' for a mixer asked for `backend` and given input x; `available()` says whether the
+    fused kernels import. Asking for 'fused' on a tensor the kernels cannot take is an error, not a fallback."""
+    fusable = x.is_cuda and x.dtype in _FUSABLE_DTYPES
+    if backend == "reference":
+        return "reference"
+    if backend == "fused":
+        if not fusable:
+            raise ValueError(f"mixer backend 'fused' runs on CUDA fp32/fp16/bf16 tensors, got a {x.dtype} "
+                             f"tensor on {x.device}; use backend 'reference' or 'auto'")
+        return "fused"
+    return "fused" if fusable and available() else "reference"
 _reference_scan = selective_scan_bld  # module attribute so tests can swap in the step-by-step loop
 
 
@@ -124,15 +138,7 @@ class MambaMixer(nn.Module):
 
     def backend_used(self, x: torch.Tensor) -> str:
         """'fused' or 'reference': the path `forward(x)` takes for this input (device, dtype)."""
-        fusable = x.is_cuda and x.dtype in _FUSABLE_DTYPES
-        if self.backend == "reference":
-            return "reference"
-        if self.backend == "fused":
-            if not fusable:
-                raise ValueError(f"mixer backend 'fused' runs on CUDA fp32/fp16/bf16 tensors, got a {x.dtype} "
-                                 f"tensor on {x.device}; use backend 'reference' or 'auto'")
-            return "fused"
-        return "fused" if fusable and _fused.fused_available() else "reference"
+        return choose_backend(self.backend, x, _fused.fused_available)
 
     def forward(self, x: torch.Tensor, *, segments: int = 1, branch_index=None) -> torch.Tensor:
         """x: (B, L, D) in direction 0's order -> (B, L, D) in the same order.

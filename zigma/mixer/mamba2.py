@@ -23,7 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from zigma.mixer import fused as _fused
-from zigma.mixer.mamba import _FUSABLE_DTYPES, BACKENDS, COMBINES, _causal_conv_silu, _copy_random, branch_orders
+from zigma.mixer.mamba import BACKENDS, COMBINES, _causal_conv_silu, _copy_random, branch_orders, choose_backend
 from zigma.mixer.ssd import ssd_chunked
 from zigma.scans.base import inverse, permute_tokens
 
@@ -138,15 +138,7 @@ class Mamba2Mixer(nn.Module):
 
     def backend_used(self, x: torch.Tensor) -> str:
         """'fused' or 'reference': the path `forward(x)` takes for this input (device, dtype)."""
-        fusable = x.is_cuda and x.dtype in _FUSABLE_DTYPES
-        if self.backend == "reference":
-            return "reference"
-        if self.backend == "fused":
-            if not fusable:
-                raise ValueError(f"mixer backend 'fused' runs on CUDA fp32/fp16/bf16 tensors, got a {x.dtype} "
-                                 f"tensor on {x.device}; use backend 'reference' or 'auto'")
-            return "fused"
-        return "fused" if fusable and _fused.ssd_available() else "reference"
+        return choose_backend(self.backend, x, _fused.ssd_available)
 
     def _ssm(self, xbc: torch.Tensor, k: int, fused: bool) -> torch.Tensor:
         """Direction k's conv + SSD: xbc (B, L, E + 2GN) in its order -> y (B, L, E), D skip included."""
