@@ -156,24 +156,31 @@ class MambaMixer(nn.Module):
             return out.reshape(batch, length, -1)  # (B, L, D)
         branch = _fused.ssm_branch if backend == "fused" else _reference_branch
         xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, L, 2 * d_inner)
-        y = None
-        for k in range(self.num_directions):
-            idx = orders[k - 1] if k else None
-            inv = None if idx is None else inverse(idx)
-            xz_k = xz if k == 0 else xz.flip(1) if idx is None else permute_tokens(xz, idx, inv)  # direction k's order
-            xz_k = xz_k.reshape(batch * segments, length // segments, -1)  # (B*S, L/S, 2 * d_inner)
-            y_k = branch(xz_k, *self.direction_parameters(k)).reshape(batch, length, -1)  # (B, L, d_inner)
-            if k:
-                y_k = y_k.flip(1) if idx is None else permute_tokens(y_k, inv, idx)  # back to order 0
-            y = y_k if y is None else y + y_k
-        if self.combine == "mean":
-            y = y / self.num_directions
+        y = over_directions(xz, orders, segments, lambda u, k: branch(u, *self.direction_parameters(k)),
+                            self.combine)  # (B, L, d_inner)
         return self.out_proj(y)  # (B, L, D)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
                 f"dt_rank={self.dt_rank}, num_directions={self.num_directions}, combine={self.combine!r}, "
                 f"backend={self.backend!r}")
+
+
+def over_directions(u: torch.Tensor, orders: list, segments: int, branch, combine: str) -> torch.Tensor:
+    """u (B, L, C) in direction 0's order -> the directions' outputs (B, L, E) back in that order, summed (or
+    averaged: combine 'mean'). Direction k sees u in its own order (`orders[k - 1]`: a gather index, or None for
+    the reversed sequence), split into `segments` independent sequences: `branch(u_k (B*S, L/S, C), k)`."""
+    batch, length, _ = u.shape
+    y = None
+    for k in range(len(orders) + 1):
+        idx = orders[k - 1] if k else None
+        inv = None if idx is None else inverse(idx)
+        u_k = u if k == 0 else u.flip(1) if idx is None else permute_tokens(u, idx, inv)  # direction k's order
+        y_k = branch(u_k.reshape(batch * segments, length // segments, -1), k).reshape(batch, length, -1)
+        if k:
+            y_k = y_k.flip(1) if idx is None else permute_tokens(y_k, inv, idx)  # back to order 0
+        y = y_k if y is None else y + y_k
+    return y / (len(orders) + 1) if combine == "mean" else y
 
 
 def branch_orders(num_directions: int, branch_index, length: int, device) -> list[torch.Tensor | None]:

@@ -23,9 +23,9 @@ from einops import rearrange
 from torch import nn
 
 from zigma.mixer import fused as _fused
-from zigma.mixer.mamba import BACKENDS, COMBINES, _causal_conv_silu, _copy_random, branch_orders, choose_backend
+from zigma.mixer.mamba import (BACKENDS, COMBINES, _causal_conv_silu, _copy_random, branch_orders, choose_backend,
+                               over_directions)
 from zigma.mixer.ssd import ssd_chunked
-from zigma.scans.base import inverse, permute_tokens
 
 __all__ = ["GatedRMSNorm", "Mamba2Mixer"]
 
@@ -175,18 +175,7 @@ class Mamba2Mixer(nn.Module):
             return out.reshape(batch, length, -1)  # (B, L, D)
         zxbcdt = self.in_proj(x)  # (B, L, 2E + 2GN + H)
         z, xbcdt = zxbcdt[..., : self.d_inner], zxbcdt[..., self.d_inner:]
-        y = None
-        for k in range(self.num_directions):
-            idx = orders[k - 1] if k else None
-            inv = None if idx is None else inverse(idx)
-            u = xbcdt if k == 0 else xbcdt.flip(1) if idx is None else permute_tokens(xbcdt, idx, inv)
-            u = u.reshape(batch * segments, length // segments, -1)  # (B*S, L/S, E + 2GN + H)
-            y_k = self._ssm(u, k, fused).reshape(batch, length, -1)  # (B, L, E)
-            if k:
-                y_k = y_k.flip(1) if idx is None else permute_tokens(y_k, inv, idx)  # back to order 0
-            y = y_k if y is None else y + y_k
-        if self.combine == "mean":
-            y = y / self.num_directions
+        y = over_directions(xbcdt, orders, segments, lambda u, k: self._ssm(u, k, fused), self.combine)  # (B, L, E)
         return self.out_proj(self.norm(y, z))  # (B, L, D)
 
     def flops(self, batch: int, length: int) -> int:
