@@ -49,9 +49,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ckpt-end": ("one checkpoint, at the end", {"train.checkpoint_every": lambda c: c["train"]["steps"]}),
     "no-cost": ("without the side cost probe (eval.cost: false)", {"eval.cost": False}),
     "log-batch": ("training metrics sent to MLflow in one batch at the end", {"train.log_buffer": 10**6}),
+    "graph": ("the whole training step replayed as one CUDA graph", {"train.cuda_graph": True}),
 }
 VARIANTS["all"] = ("resident + compile + eval-batch + ckpt-async", {
     k: v for name in ("resident", "compile", "eval-batch", "ckpt-async") for k, v in VARIANTS[name][1].items()})
+VARIANTS["fast"] = ("graph + resident + eval-batch + ckpt-async + log-batch", {
+    k: v for name in ("graph", "resident", "eval-batch", "ckpt-async", "log-batch") for k, v in VARIANTS[name][1].items()})
 VARIANTS["all-eager"] = ("resident + eval-batch + ckpt-async + log-batch, no compile", {
     k: v for name in ("resident", "eval-batch", "ckpt-async", "log-batch") for k, v in VARIANTS[name][1].items()})
 
@@ -165,8 +168,9 @@ def step_probe(spec: Any, registries: Any, device: torch.device, setting: Any, *
     transport = Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
                           time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
     ema = Net(build_model(cfg, entries, info, seed=spec.seed, device=device, context_dim=None)).to(device)
-    stepper = Stepper(net, ema.requires_grad_(False), transport, cfg.train.model_copy(update={"compile": setting}),
-                      device)
+    graph = setting == "cuda-graph"            # the eager model, its whole step replayed as a CUDA graph
+    update = {"compile": False, "cuda_graph": True} if graph else {"compile": setting, "cuda_graph": False}
+    stepper = Stepper(net, ema.requires_grad_(False), transport, cfg.train.model_copy(update=update), device)
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(cfg.train.batch_size, *info.shape, device=device, generator=g)
     kwargs = {"y": torch.zeros(x.shape[0], dtype=torch.long, device=device)} if cfg.conditioning.kind == "class" \
@@ -180,7 +184,7 @@ def step_probe(spec: Any, registries: Any, device: torch.device, setting: Any, *
         stepper(x, kwargs, warm + s, g)
     _sync(device)
     t2 = time.perf_counter()
-    return {"mode": compile_mode(setting) or "eager", "ms_per_step": 1e3 * (t2 - t1) / iters,
+    return {"mode": "cuda-graph" if graph else compile_mode(setting) or "eager", "ms_per_step": 1e3 * (t2 - t1) / iters,
             "warmup_s": t1 - t0, "warm": warm, "iters": iters}
 
 

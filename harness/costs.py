@@ -18,6 +18,7 @@ import torch
 from harness.model import Conditioning, Net
 from harness.sampling import sample_batch
 from harness.seeds import seed_for
+from harness.cuda_graph import WARMUP_STEPS
 from harness.training import Stepper
 from plugins.measure import Timer, time_calls
 
@@ -71,8 +72,10 @@ def trial_costs(*, net: Net, ema: Net, transport: Any, sampler: Any, cond: Condi
     kwargs = cond.train_kwargs(batch, torch.Generator().manual_seed(seed_for(seed, 7)))
     stepper = Stepper(copy.deepcopy(net).train(), copy.deepcopy(ema), transport, cfg.train, device)
     gen = torch.Generator(device=device).manual_seed(seed_for(seed, 8))
-    ms_step = time_calls(lambda: stepper(x1, kwargs, cfg.train.steps, gen), device=device, warmup=1, iters=iters)
+    warm = 1 if stepper.graph is None else WARMUP_STEPS + 1      # a captured step: its eager steps and the capture
+    ms_step = time_calls(lambda: stepper(x1, kwargs, cfg.train.steps, gen), device=device, warmup=warm, iters=iters)
     out["model_step_images_per_s"] = 1000.0 * cfg.train.batch_size / ms_step.mean
     meta["model_step_timing"] = (f"{iters} optimisation steps on a copy of the trained model with one fixed batch "
-                                 f"of {cfg.train.batch_size} (1 warm-up step, no data loading)")
+                                 f"of {cfg.train.batch_size} ({warm} warm-up step(s), no data loading"
+                                 f"{', replayed as a CUDA graph' if stepper.graph is not None else ''})")
     return out, meta

@@ -17,6 +17,7 @@ from harness.budget import Budget
 from harness.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from harness.checkpoint_async import wait_pending
 from harness.compile import maybe_compile
+from harness.cuda_graph import StepGraph, flatten_kwargs, graph_blocker
 from harness.errors import TrialFailed
 from harness.seeds import seed_for
 from harness.study import TrainConfig
@@ -65,13 +66,17 @@ def ema_decay(decay: float, n: int, warmup: bool) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
-    e_params = [p for p in ema.parameters()]
-    m_params = [p.detach().to(p_e.dtype) for p, p_e in zip(model.parameters(), e_params)]
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied.
+
+    One multi-tensor lerp and one multi-tensor copy (a ZigMa keeps a scan-order index buffer per layer: copying
+    them one by one was a kernel launch each, every step)."""
+    e_params = list(ema.parameters())
+    m_params = [p if p.dtype == p_e.dtype else p.to(p_e.dtype) for p, p_e in zip(model.parameters(), e_params)]
     if e_params:
         torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
-    for b_e, b_m in zip(ema.buffers(), model.buffers()):
-        b_e.copy_(b_m)
+    e_bufs, m_bufs = list(ema.buffers()), list(model.buffers())
+    if e_bufs:
+        torch._foreach_copy_(e_bufs, m_bufs)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -103,18 +108,72 @@ class Stepper:
                  device: torch.device) -> None:
         self.net, self.ema, self.transport, self.cfg = net, ema, transport, cfg
         self.params = [p for p in net.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.amp = autocast_dtype(device, cfg.precision)
+        self.device = device
+        # train.cuda_graph (harness/cuda_graph.py): "auto" captures where it can, true insists, false never
+        self.graph_blocker = graph_blocker(cfg.cuda_graph, device, net, fp16=self.amp == torch.float16)
+        if self.graph_blocker is None and cfg.compile is not False:
+            self.graph_blocker = "train.compile is on (a compiled model is not captured again)"
+        if self.graph_blocker is not None and cfg.cuda_graph is True:
+            raise ValueError(f"train.cuda_graph is true but the step cannot be captured: {self.graph_blocker}")
+        self.graph = StepGraph(self._step, lambda: self.opt.zero_grad(set_to_none=True)) \
+            if self.graph_blocker is None else None
+        # a captured step reads the learning rate and step count from the device (capturable AdamW)
+        lr0: float | torch.Tensor = torch.tensor(cfg.lr, device=device) if self.graph else cfg.lr
+        self.opt = torch.optim.AdamW(self.params, lr=lr0, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                                     capturable=self.graph is not None)
+        self._lr: float | None = None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.model = maybe_compile(net, cfg.compile)
-        self.device = device
+        self._names: list[str] = []
+
+    def _set_lr(self, lr: float) -> None:
+        if lr == self._lr:
+            return
+        for group in self.opt.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self._lr = lr
 
     def __call__(self, x1: torch.Tensor, kwargs: dict[str, Any], step: int, generator: torch.Generator
                  ) -> torch.Tensor:
         """x1 (N, *shape) data -> the batch's mean loss (detached); parameters and EMA updated."""
-        lr = lr_at(step, self.cfg)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        self._set_lr(lr_at(step, self.cfg))
+        if self.graph is not None:
+            # the draws Transport.loss would make, in its order, outside the graph (harness/cuda_graph.py)
+            x0, t = self.draws(x1, generator)
+            names, tensors = flatten_kwargs(kwargs)
+            if self.graph.captured and names != self._names:
+                raise ValueError(f"the captured training step took model arguments {self._names}, now {names}")
+            self._names = names
+            loss = self.graph(x1, x0, t, *tensors)
+        else:
+            loss = self._eager(x1, kwargs, generator)
+        update_ema(self.ema, self.net, ema_decay(self.cfg.ema_decay, step, self.cfg.ema_warmup))
+        return loss
+
+    def draws(self, x1: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, t): the noise and times Transport.loss would draw from `generator`, in its order."""
+        x0 = torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
+        return x0, self.transport.sample_t(x1.shape[0], generator=generator, device=x1.device, dtype=x1.dtype)
+
+    def _step(self, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        """The captured step: forward, backward, clip, AdamW; no host synchronisation, no random draws."""
+        kwargs = dict(zip(self._names, tensors))
+        amp = self.amp
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None,
+                            cache_enabled=False):
+            loss = self.transport.loss(lambda xt, tt: self.model(xt, tt, **kwargs), x1, x0=x0, t=t).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        self.opt.step()
+        return loss.detach()
+
+    def _eager(self, x1: torch.Tensor, kwargs: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         amp = self.amp
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             loss = self.transport.loss(lambda xt, t: self.model(xt, t, **kwargs), x1, generator=generator)
@@ -132,7 +191,6 @@ class Stepper:
             self.scaler.update()
         else:
             self.opt.step()
-        update_ema(self.ema, self.net, ema_decay(self.cfg.ema_decay, step, self.cfg.ema_warmup))
         return loss.detach()
 
 

@@ -20,12 +20,15 @@ __all__ = ["TrialSpec", "expand_trials", "keyed_dump", "trial_from_params"]
 
 def keyed_dump(config: TrialConfig) -> dict[str, Any]:
     """config as JSON for trial keys and checkpoint hashes: the default mixer (mamba1, no options) is left out,
-    so trials resolved before `backbone.mixer` existed keep their keys and checkpoints."""
+    so trials resolved before `backbone.mixer` existed keep their keys and checkpoints; train.cuda_graph too."""
     out = config.model_dump(mode="json")
     if out["backbone"].get("mixer") == {"name": "mamba1"}:
         del out["backbone"]["mixer"]
     if out["train"].get("budget", 0) is None:   # no budget: train.steps, as before budgets existed
         del out["train"]["budget"]
+    # a speed switch that computes the same step (tests/harness/test_cuda_graph.py): not part of a trial's identity,
+    # so switching it on resumes and keeps the trials already run
+    out["train"].pop("cuda_graph", None)
     return out
 
 

@@ -62,7 +62,7 @@ def test_a_flops_budget_stops_on_the_step_that_reaches_it_by_a_hand_count(tmp_pa
 
 def test_a_gpu_seconds_budget_on_cpu_stops_on_the_first_step_whose_timed_seconds_reach_it(tmp_path, registries):
     from harness.training import warmup_steps
-    budget, ceiling = 0.12, 200
+    budget, ceiling = 0.12, 20_000          # a ceiling no machine reaches within the budget
     out, logs, _, hist = _run(tmp_path, registries, width=8,
                               train={"steps": ceiling, "batch_size": 8, "budget": {"kind": "gpu_seconds",
                                                                                    "value": budget}})

@@ -1,0 +1,112 @@
+"""`train.cuda_graph`: the whole training step (forward, backward, clipping, AdamW) replayed as one CUDA graph.
+
+At the small sizes of an ablation (ZigMa-XS, 256 tokens) a step is a few thousand short kernels and the host cannot
+launch them as fast as the GPU runs them (benchmarks/results/study_throughput_h200.md: 54 % of the step busy).
+`torch.cuda.graph` records the step's kernels once and replays them with one launch; mamba-ssm's fused kernels are
+recorded like any other (they run on the current stream and do not synchronise), which `torch.compile` cannot do
+(Dynamo graph-breaks at them). The recipe is PyTorch's "whole network capture" (CUDA semantics notes): warm-up steps on
+a side stream, gradients set to None before capture so backward allocates them in the graph's pool, a `capturable`
+optimizer whose step count and learning rate live on the device, autocast without its weight cache.
+
+Random draws stay outside the graph: the step's noise and times are drawn eagerly from the trial's generator in the
+same order as `Transport.loss` draws them, then copied into the graph's inputs, so a seed gives the same batches of
+noise with or without the graph. EMA, the loss bookkeeping and checkpoints also stay outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["WARMUP_STEPS", "StepGraph", "flatten_kwargs", "graph_blocker"]
+
+WARMUP_STEPS = 3        # eager (real) steps on a side stream before capture: lazy init, cuBLAS workspaces, autotuning
+
+
+def graph_blocker(setting: bool | str, device: torch.device, net: nn.Module, *, fp16: bool) -> str | None:
+    """Why the step cannot be captured here (None: it can). `setting` is train.cuda_graph (true / false / "auto")."""
+    if setting is False:
+        return "train.cuda_graph is false"
+    if device.type != "cuda":
+        return f"CUDA graphs need a CUDA device (this trial runs on {device.type})"
+    if fp16:
+        return "fp16 needs a GradScaler, whose inf checks synchronise the host (use bf16)"
+    from zigma.backbones.layers import DropPath
+    for name, module in net.named_modules():
+        if isinstance(module, DropPath) and module.p > 0:
+            return f"{name} draws random numbers inside the forward (stochastic depth, drop_path > 0)"
+    return None
+
+
+class StepGraph:
+    """Calls `fn(*inputs)` eagerly for WARMUP_STEPS calls, then captures it and replays it.
+
+    fn must be capturable: tensors in, tensors out, no host synchronisation, no CPU tensors, the same shapes every
+    call. `prepare()` runs before the capture (e.g. optimizer.zero_grad(set_to_none=True)). Inputs are copied into
+    static buffers each call; the returned tensor is a copy of the graph's output (valid after the next replay too).
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], prepare: Callable[[], None] = lambda: None,
+                 warmup: int = WARMUP_STEPS) -> None:
+        self.fn, self.prepare, self.warmup = fn, prepare, warmup
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: list[torch.Tensor] = []
+        self.out: torch.Tensor | None = None
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.graph is None and self.calls < self.warmup:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.fn(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self._capture(inputs)
+        else:
+            self._check(inputs)
+            for dst, src in zip(self.static, inputs):
+                dst.copy_(src, non_blocking=True)
+        assert self.graph is not None and self.out is not None
+        self.graph.replay()
+        return self.out.clone()
+
+    def _capture(self, inputs: tuple[torch.Tensor, ...]) -> None:
+        torch.cuda.synchronize()
+        self.static = [x.detach().clone() for x in inputs]
+        self.prepare()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.out = self.fn(*self.static)
+        self.graph = graph
+
+    def _check(self, inputs: tuple[torch.Tensor, ...]) -> None:
+        if len(inputs) != len(self.static) or any(a.shape != b.shape or a.dtype != b.dtype
+                                                   for a, b in zip(inputs, self.static)):
+            got = [tuple(x.shape) for x in inputs]
+            want = [tuple(x.shape) for x in self.static]
+            raise ValueError(f"a captured training step needs the same input shapes every step (captured {want}, "
+                             f"got {got}); a ragged last batch cannot be replayed")
+
+
+def flatten_kwargs(kwargs: dict[str, Any]) -> tuple[list[str], list[torch.Tensor]]:
+    """(names, tensors) of a step's model kwargs; anything but tensors (or None) cannot enter a graph."""
+    names, tensors = [], []
+    for name, value in kwargs.items():
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"model argument {name!r} is a {type(value).__name__}, not a tensor: the training step "
+                             "cannot be captured as a CUDA graph (set train.cuda_graph: false)")
+        names.append(name)
+        tensors.append(value)
+    return names, tensors

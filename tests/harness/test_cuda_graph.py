@@ -1,0 +1,135 @@
+"""train.cuda_graph: where the step may be captured, and that the captured step computes the eager step.
+
+CPU: the rules and the step function the graph records (its random draws made outside it) against the eager
+Stepper, whose draws happen inside Transport.loss. GPU (skipped on CPU): graph replays against eager steps.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from harness.cuda_graph import StepGraph, flatten_kwargs, graph_blocker
+from harness.study import TrainConfig
+from harness.training import Stepper
+from zigma.backbones.zigma import ZigMa
+from zigma.interpolants import LinearPath, Transport
+from zigma.scans import Grid, LayerCycle, zigzag_paths
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _zigma(backend: str, *, drop_path: float = 0.0, classes: int | None = None) -> ZigMa:
+    scans = LayerCycle(zigzag_paths, 2, name="zigzag-2").layer_scans(Grid(4, 4), 4)
+    return ZigMa(width=32, depth=4, heads=2, head_dim=16, layer_scans=scans, input_shape=(1, 8, 8), patch_size=2,
+                 num_classes=classes, context_dim=None, pos_embed="learned", temporal_pos_embed=False,
+                 mixer_backend=backend, drop_path=drop_path, d_state=4)
+
+
+def test_the_step_is_captured_only_where_it_can_be():
+    net = _zigma("reference")
+    assert graph_blocker("auto", CUDA, net, fp16=False) is None
+    assert graph_blocker(True, CUDA, net, fp16=False) is None
+    assert "false" in graph_blocker(False, CUDA, net, fp16=False)
+    assert "CUDA device" in graph_blocker("auto", CPU, net, fp16=False)
+    assert "fp16" in graph_blocker("auto", CUDA, net, fp16=True)
+    assert "stochastic depth" in graph_blocker("auto", CUDA, _zigma("reference", drop_path=0.1), fp16=False)
+
+
+def test_cuda_graph_true_where_it_cannot_be_is_an_error_naming_the_key_and_auto_falls_back():
+    transport = Transport(LinearPath(), prediction="velocity")
+    net = _zigma("reference")
+    with pytest.raises(ValueError, match=r"train\.cuda_graph is true .* CUDA device"):
+        Stepper(net, copy.deepcopy(net), transport, TrainConfig(cuda_graph=True), CPU)
+    stepper = Stepper(net, copy.deepcopy(net), transport, TrainConfig(cuda_graph="auto"), CPU)
+    assert stepper.graph is None and "CUDA device" in stepper.graph_blocker
+
+
+def test_model_arguments_that_are_not_tensors_cannot_enter_a_graph():
+    names, tensors = flatten_kwargs({"y": torch.ones(2), "context": None})
+    assert names == ["y"] and torch.equal(tensors[0], torch.ones(2))
+    with pytest.raises(ValueError, match="'captions' is a list"):
+        flatten_kwargs({"captions": ["a red square"]})
+
+
+@pytest.mark.parametrize("classes", [None, 10])
+def test_the_recorded_step_function_equals_the_eager_step_for_a_seed(classes):
+    """Oracle: the eager Stepper, whose noise and times Transport.loss draws from the generator itself."""
+    transport = Transport(LinearPath(), prediction="velocity")
+    cfg = TrainConfig(lr=0.01, precision="fp32", grad_clip=0.5, warmup_steps=2)
+    torch.manual_seed(0)
+    net_a = _zigma("reference", classes=classes)
+    net_b = copy.deepcopy(net_a)
+    eager = Stepper(net_a, copy.deepcopy(net_a).requires_grad_(False), transport, cfg, CPU)
+    graphed = Stepper(net_b, copy.deepcopy(net_b).requires_grad_(False), transport, cfg, CPU)
+    ga, gb, data = (torch.Generator().manual_seed(s) for s in (5, 5, 7))
+    for step in range(3):
+        x1 = torch.randn(6, 1, 8, 8, generator=data)
+        kwargs = {"y": torch.randint(0, 10, (6,), generator=data)} if classes else {}
+        want = eager(x1, kwargs, step, ga)
+        graphed._set_lr(0.01 * min(1.0, (step + 1) / 2))
+        x0, t = graphed.draws(x1, gb)
+        names, tensors = flatten_kwargs(kwargs)
+        graphed._names = names
+        got = graphed._step(x1, x0, t, *tensors)
+        assert torch.equal(got, want), f"step {step}: {got} != {want}"
+    for (name, pa), pb in zip(net_a.named_parameters(), net_b.parameters()):
+        assert torch.equal(pa, pb), name
+    assert ga.get_state().equal(gb.get_state()), "the draws consumed the generator differently"
+
+
+# ---- GPU --------------------------------------------------------------------------------------------------------
+
+
+def _run(cuda_graph, steps, *, precision="fp32", classes=None, state=None):
+    transport = Transport(LinearPath(), prediction="velocity")
+    torch.manual_seed(0)
+    net = _zigma("fused", classes=classes).to(CUDA)
+    if state is not None:
+        net.load_state_dict(state)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    cfg = TrainConfig(lr=3e-3, precision=precision, cuda_graph=cuda_graph, warmup_steps=3, ema_decay=0.9)
+    stepper = Stepper(net, ema, transport, cfg, CUDA)
+    g, data = torch.Generator(device=CUDA).manual_seed(3), torch.Generator(device=CUDA).manual_seed(4)
+    losses = []
+    for step in range(steps):
+        x1 = torch.randn(16, 1, 8, 8, generator=data, device=CUDA)
+        kwargs = {"y": torch.randint(0, 10, (16,), generator=data, device=CUDA)} if classes else {}
+        losses.append(stepper(x1, kwargs, step, g).item())
+    return stepper, losses, net, ema
+
+
+@pytest.mark.gpu
+@_CUDA
+@pytest.mark.parametrize("classes", [None, 10])
+def test_graph_replays_give_the_eager_steps_losses_and_weights(classes):
+    graphed, lg, net_g, ema_g = _run(True, 12, classes=classes)
+    eager, le, net_e, ema_e = _run(False, 12, classes=classes)
+    assert graphed.graph is not None and graphed.graph.captured
+    assert le[0] != le[-1], "nothing trained"
+    assert lg == pytest.approx(le, rel=1e-4, abs=1e-6)
+    for (name, a), b in zip(net_g.named_parameters(), net_e.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)
+    for (name, a), b in zip(ema_g.named_parameters(), ema_e.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=f"EMA {name}")
+
+
+@pytest.mark.gpu
+@_CUDA
+def test_graph_replays_in_bf16_track_the_eager_steps():
+    _, lg, _, _ = _run("auto", 12, precision="bf16")
+    _, le, _, _ = _run(False, 12, precision="bf16")
+    assert lg == pytest.approx(le, rel=2e-2, abs=1e-3)
+
+
+@pytest.mark.gpu
+@_CUDA
+def test_a_captured_step_refuses_a_batch_of_another_shape():
+    step = StepGraph(lambda x: (x * 2).sum(), warmup=1)
+    x = torch.ones(4, device=CUDA)
+    assert step(x).item() == 8 and step(x).item() == 8 and step(x + 1).item() == 16
+    with pytest.raises(ValueError, match="same input shapes"):
+        step(torch.ones(3, device=CUDA))
