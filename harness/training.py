@@ -144,7 +144,14 @@ class Stepper:
         if self.graph is not None:
             # the draws Transport.loss would make, in its order, outside the graph (harness/cuda_graph.py)
             x0, t = self.draws(x1, generator)
-            names, tensors = flatten_kwargs(kwargs)
+            try:
+                names, tensors = flatten_kwargs(kwargs)
+            except ValueError as err:
+                if self.cfg.cuda_graph is True or self.graph.captured:
+                    raise
+                self.graph, self.graph_blocker = None, str(err)       # auto: this model's step stays eager
+                _log.info("training step not captured: %s", err)
+                return self.__call__(x1, kwargs, step, generator)
             if self.graph.captured and names != self._names:
                 raise ValueError(f"the captured training step took model arguments {self._names}, now {names}")
             self._names = names

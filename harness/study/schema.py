@@ -124,7 +124,7 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
     # torch.compile of the model in the training step: false = eager; true = mode "default"; or the mode
-    cuda_graph: bool | Literal["auto"] = False  # the whole step (fwd, bwd, clip, AdamW) replayed as one CUDA
+    cuda_graph: bool | Literal["auto"] = "auto"  # the whole step (fwd, bwd, clip, AdamW) replayed as one CUDA
     # graph after 3 eager steps (harness/cuda_graph.py); auto: wherever it can be (CUDA, no fp16, no stochastic
     # depth, no torch.compile), true: an error where it cannot
     data_on_device: Literal["off", "auto", "on"] = "off"   # whole training set on the device, batches cut there
