@@ -34,7 +34,7 @@ def _batch(data: Any, n: int) -> dict[str, Any]:
 
 def trial_costs(*, net: Net, ema: Net, transport: Any, sampler: Any, cond: Conditioning, cfg: Any, data: Any,
                 device: torch.device, amp: torch.dtype | None, seed: int,
-                batch_seconds: list[float]) -> tuple[dict[str, float], dict[str, Any]]:
+                batch_seconds: list[float], graphs: Any = None) -> tuple[dict[str, float], dict[str, Any]]:
     """(figures, meta) for one trained trial; meta says how each figure was measured. `batch_seconds`: the
     timed full batches of the final sampling pass (Samples.batch_seconds)."""
     from plugins.metrics import count_params, flops
@@ -53,10 +53,16 @@ def trial_costs(*, net: Net, ema: Net, transport: Any, sampler: Any, cond: Condi
     extra = max(0, MIN_SAMPLE_BATCHES - len(batch_seconds))
     seeds = sample_seeds(seed, range(n))
     timer = Timer(device)
+
+    def batch() -> None:
+        sample_batch(ema, transport, sampler, cond, seeds=seeds, labels=labels, captions=captions, shape=shape,
+                     cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp, graphs=graphs)
+
+    if extra and not batch_seconds:      # the pass had no full batch: warm up (and capture) untimed first
+        batch()
     for _ in range(extra):
         with timer.region():
-            sample_batch(ema, transport, sampler, cond, seeds=seeds, labels=labels, captions=captions, shape=shape,
-                         cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp)
+            batch()
     ms = [1000.0 * s / n for s in [*batch_seconds, *timer.take()]]
     out["sample_ms_per_image"] = statistics.fmean(ms)
     out["sample_ms_per_image_std"] = statistics.stdev(ms) if len(ms) > 1 else float("nan")

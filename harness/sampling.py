@@ -12,7 +12,7 @@ import torch
 
 from harness.model import Conditioning, Net
 
-__all__ = ["Samples", "sample_batch", "sample_images", "to_uint8", "save_grid"]
+__all__ = ["ModelGraphs", "Samples", "sample_batch", "sample_images", "to_uint8", "save_grid"]
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -20,29 +20,76 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+class ModelGraphs:
+    """`eval.cuda_graph`: the sampler's model call replayed as a CUDA graph, one per input shape (harness/cuda_graph.py).
+
+    The call is recorded with its conditioning tensors as inputs, so every batch of one shape replays the same
+    graph with its own labels or captions copied in. Where it cannot be used (not CUDA; model arguments that are not
+    tensors) the call runs eagerly ("auto") or raises (true)."""
+
+    def __init__(self, setting: bool | str, device: torch.device) -> None:
+        self.setting = setting
+        self.blocker = "eval.cuda_graph is false" if setting is False else (
+            None if device.type == "cuda" else f"CUDA graphs need a CUDA device (sampling runs on {device.type})")
+        if self.blocker is not None and setting is True:
+            raise ValueError(f"eval.cuda_graph is true but sampling cannot be captured: {self.blocker}")
+        self._graphs: dict[tuple, Any] = {}
+
+    def wrap(self, call: Callable[..., torch.Tensor], tensors: list[torch.Tensor]
+             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """model_fn(x, t) = call(x, t, *tensors), replayed from a graph when one can be used."""
+        if self.blocker is not None:
+            return lambda x, t: call(x, t, *tensors)
+        from harness.cuda_graph import StepGraph
+
+        def replayed(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            inputs = (x, t, *tensors)
+            key = tuple((tuple(v.shape), v.dtype) for v in inputs)
+            if key not in self._graphs:
+                self._graphs[key] = StepGraph(call, warmup=1)
+            return self._graphs[key](*inputs)
+
+        return replayed
+
+
 def _model_fn(net: Net, cond: Conditioning, labels, captions, cfg_scale: float, device: torch.device,
-              amp: torch.dtype | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+              amp: torch.dtype | None, graphs: ModelGraphs | None = None
+              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    from harness.cuda_graph import flatten_kwargs
     from zigma.interpolants import cfg_model_fn
 
     c, u = cond.pair(net, labels, captions)
-    guided = cfg_model_fn(net.backbone, cfg_scale, c, u)
+    names, tensors = list(c), [*c.values(), *u.values()]
+    if graphs is not None and graphs.blocker is None:
+        try:
+            flatten_kwargs({**{f"c.{k}": v for k, v in c.items()}, **{f"u.{k}": v for k, v in u.items()}})
+        except ValueError as err:
+            if graphs.setting is True:
+                raise
+            graphs.blocker = str(err)
 
-    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def call(x: torch.Tensor, t: torch.Tensor, *cond_tensors: torch.Tensor) -> torch.Tensor:
+        cc = dict(zip(names, cond_tensors[:len(names)]))
+        uu = dict(zip(names, cond_tensors[len(names):]))
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            return guided(x, t).float()
+            return cfg_model_fn(net.backbone, cfg_scale, cc, uu)(x, t).float()
 
-    return model_fn
+    if graphs is None:
+        return lambda x, t: call(x, t, *tensors)
+    return graphs.wrap(call, tensors)
 
 
 @torch.no_grad()
 def sample_batch(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, seeds: Sequence[int],
                  labels: torch.Tensor | None, captions: list[str] | None, shape: tuple[int, ...],
-                 cfg_scale: float, device: torch.device, amp: torch.dtype | None) -> Any:
-    """One batch: noise x0 from per-sample generators, the sampler's SampleResult (x1 (N, *shape), nfe)."""
+                 cfg_scale: float, device: torch.device, amp: torch.dtype | None,
+                 graphs: ModelGraphs | None = None) -> Any:
+    """One batch: noise x0 from per-sample generators, the sampler's SampleResult (x1 (N, *shape), nfe).
+    graphs: the model call's CUDA graphs, kept across the batches of one pass (None: eager)."""
     from zigma.random import per_sample_normal
 
     x0 = per_sample_normal(shape, seeds, device=device, dtype=torch.float32)       # (N, *shape)
-    model_fn = _model_fn(net, cond, labels, captions, cfg_scale, device, amp)
+    model_fn = _model_fn(net, cond, labels, captions, cfg_scale, device, amp, graphs)
     return sampler.sample(transport, model_fn, x0, seeds=list(seeds))
 
 
@@ -62,9 +109,10 @@ class Samples:
 def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, n: int, batch_size: int,
                   shape: tuple[int, ...], seed: int, cfg_scale: float, device: torch.device,
                   amp: torch.dtype | None, advance: Callable[[int, str], None] = lambda c, i: None,
-                  measure: bool = False) -> Samples:
+                  measure: bool = False, graphs: ModelGraphs | None = None) -> Samples:
     """n samples, sample i from noise seeded by (seed, i), in batches of batch_size. With measure=True every
-    full batch after the first (its warm-up) is timed as it is drawn (plugins.measure.Timer)."""
+    full batch after the first (its warm-up, and the capture of `graphs`) is timed as it is drawn
+    (plugins.measure.Timer)."""
     from plugins.measure import Timer
     from zigma.random import sample_seeds
 
@@ -78,7 +126,7 @@ def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *,
         results[i] = sample_batch(net, transport, sampler, cond, seeds=seeds[lo:hi],
                                   labels=None if labels is None else labels[lo:hi],
                                   captions=None if captions is None else captions[lo:hi], shape=shape,
-                                  cfg_scale=cfg_scale, device=device, amp=amp)
+                                  cfg_scale=cfg_scale, device=device, amp=amp, graphs=graphs)
         advance(hi, f"nfe {results[i].nfe}")
         return results[i]
 

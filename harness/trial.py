@@ -19,7 +19,7 @@ from harness.data_stream import batch_source
 from harness.errors import TrialFailed
 from harness.model import Conditioning, Net, build_model
 from harness.provenance import provenance
-from harness.sampling import sample_images, save_grid
+from harness.sampling import ModelGraphs, sample_images, save_grid
 from harness.seeds import seed_for
 from harness.study import TrialConfig, TrialSpec, keyed_dump, resolve_trial
 from harness.training import BatchStream, autocast_dtype, train, warmup_steps
@@ -166,13 +166,15 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                     exact_seconds=device.type != "cuda")
     total = budget.planned_steps(cfg.train.batch_size)
 
+    graphs = ModelGraphs(cfg.eval.cuda_graph, device)      # the sampler's model call, captured once per shape
+
     def evaluate(ema: Net, step: int) -> None:
         hooks.phase(f"eval@{step}", cfg.eval.intermediate_samples)
         out = sample_images(
             sampling_net(ema, cfg.eval.compile), transport, sampler, cond, n=cfg.eval.intermediate_samples,
             batch_size=cfg.eval.batch_size,
             shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
-            advance=hooks.advance)
+            advance=hooks.advance, graphs=graphs)
         values, _ = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
         hooks.log({**{f"during/{k}": v for k, v in values.items()}, "during/images": budget.amount("images"),
                    "during/train_seconds": budget.seconds, "during/train_tflops": budget.train_flops / 1e12},
@@ -200,7 +202,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         out = sample_images(sampling_net(ema, cfg.eval.compile), transport, sampler, cond, n=cfg.eval.num_samples,
                             batch_size=cfg.eval.batch_size, shape=info.shape, seed=spec.seed,
                             cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp, advance=hooks.advance,
-                            measure=cfg.eval.cost)
+                            measure=cfg.eval.cost, graphs=graphs)
         if cfg.eval.grid_samples:
             save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
             save_grid(data.reference(cfg.eval.grid_samples, seed=0), trial_dir / "real.png", cfg.eval.grid_samples)
@@ -239,7 +241,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         with split("cost"):
             figures, cost_how = trial_costs(net=net, ema=ema, transport=transport, sampler=sampler, cond=cond,
                                             cfg=cfg, data=data, device=device, amp=amp, seed=spec.seed,
-                                            batch_seconds=out.batch_seconds)
+                                            batch_seconds=out.batch_seconds, graphs=graphs)
         results.update(figures)
         if not spent["train_flops"] == spent["train_flops"]:     # NaN: count not taken before training
             results["train_flops"] = spent["images_seen"] * 3.0 * figures["gflops"] * 1e9

@@ -29,6 +29,7 @@ def keyed_dump(config: TrialConfig) -> dict[str, Any]:
     # a speed switch that computes the same step (tests/harness/test_cuda_graph.py): not part of a trial's identity,
     # so switching it on resumes and keeps the trials already run
     out["train"].pop("cuda_graph", None)
+    out["eval"].pop("cuda_graph", None)
     return out
 
 

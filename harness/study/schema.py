@@ -150,6 +150,8 @@ class EvalConfig(_Strict):
     grid_samples: int = Field(64, ge=0)       # sample grid logged as an image
     compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False
     # torch.compile of the sampler's model call (EMA network), like train.compile
+    cuda_graph: bool | Literal["auto"] = "auto"  # the sampler's model call replayed as a CUDA graph per batch
+    # shape (harness/sampling.py ModelGraphs); auto: on CUDA with tensor conditioning, true: an error elsewhere
 
 
 class TrialConfig(_Strict):

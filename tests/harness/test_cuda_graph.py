@@ -133,3 +133,44 @@ def test_a_captured_step_refuses_a_batch_of_another_shape():
     assert step(x).item() == 8 and step(x).item() == 8 and step(x + 1).item() == 16
     with pytest.raises(ValueError, match="same input shapes"):
         step(torch.ones(3, device=CUDA))
+
+
+# ---- sampling (eval.cuda_graph) ---------------------------------------------------------------------------------
+
+
+def _class_cond(device):
+    from harness.model import Conditioning
+    data = type("D", (), {"info": type("I", (), {"num_classes": 10})()})()
+    return Conditioning("class", 0.1, data, device)
+
+
+def test_eval_cuda_graph_true_where_sampling_cannot_be_captured_is_an_error_naming_the_key():
+    from harness.sampling import ModelGraphs
+    with pytest.raises(ValueError, match=r"eval\.cuda_graph is true .* CUDA device"):
+        ModelGraphs(True, CPU)
+    assert "CUDA device" in ModelGraphs("auto", CPU).blocker
+
+
+@pytest.mark.gpu
+@_CUDA
+@pytest.mark.parametrize("sampler_name", ["euler", "dopri5"])
+def test_graphed_sampling_draws_the_eager_samples(sampler_name):
+    """Oracle: the same passes with the model called eagerly (eval.cuda_graph false)."""
+    from harness.model import Net
+    from harness.sampling import ModelGraphs, sample_images
+    from zigma.interpolants.samplers import Dopri5, Euler
+    torch.manual_seed(0)
+    net = Net(_zigma("fused", classes=10)).to(CUDA).eval()
+    transport = Transport(LinearPath(), prediction="velocity")
+    sampler = Euler(steps=8) if sampler_name == "euler" else Dopri5(atol=1e-3, rtol=1e-3)
+    out = {}
+    for setting in (False, True):
+        graphs = ModelGraphs(setting, CUDA)
+        out[setting] = sample_images(net, transport, sampler, _class_cond(CUDA), n=20, batch_size=8, shape=(1, 8, 8),
+                                     seed=3, cfg_scale=2.0, device=CUDA, amp=None, graphs=graphs)
+        if setting:
+            assert len(graphs._graphs) == 2 and all(g.captured for g in graphs._graphs.values()), \
+                "one graph per batch shape (8 and the ragged 4)"
+    diff = (out[True].fake.int() - out[False].fake.int()).abs()
+    assert diff.max() <= 1, f"uint8 samples differ by up to {diff.max()}"
+    assert out[True].nfe == out[False].nfe
