@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TrialFailed"]
+__all__ = ["TrialFailed", "failure_reason"]
 
 
 class TrialFailed(Exception):
@@ -11,3 +11,9 @@ class TrialFailed(Exception):
     def __init__(self, reason: str, *, step: int | None = None) -> None:
         super().__init__(reason)
         self.reason, self.step = reason, step
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one line a failed trial is recorded with: TrialFailed's reason, else 'Type: message' (first line)."""
+    reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
+    return reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
