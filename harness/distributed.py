@@ -117,6 +117,8 @@ class Ranks:
     def gather_samples(self, samples: Any) -> Any | None:
         """Every rank's share of harness.sampling.Samples put together in sample order on rank 0 (None elsewhere);
         nfe is the mean per batch over all batches, batch_seconds rank 0's."""
+        if self.world == 1:
+            return samples
         mine = (samples.fake, samples.index, samples.nfe, samples.batches)
         parts: list[Any] | None = [None] * self.world if self.lead else None
         dist.gather_object(mine, parts, dst=0)

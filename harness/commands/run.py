@@ -28,10 +28,16 @@ def _dry_run(loaded, specs) -> None:
     table.add_column("steps", justify="right")
     table.add_column("dataset")
     table.add_column("backbone")
+    launched = any(s.config.train.uses_torchrun for s in specs)
+    if launched:   # devices x nodes per trial, under torchrun (harness/runner/torchrun.py)
+        table.add_column("ranks", justify="right")
     for i, s in enumerate(specs):
         c = s.config
         cells = (str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed), str(c.train.steps),
                  c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+        if launched:
+            t = c.train
+            cells += (f"{t.devices}x{t.nodes} torchrun" if t.uses_torchrun else "1",)
         table.add_row(*map(escape, cells))
     console.print(table)
     if study.search is not None:

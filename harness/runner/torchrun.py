@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,11 +83,13 @@ def launch(ticket: dict[str, Any], folder: Path, train: TrainConfig, device: tor
     folder.mkdir(parents=True, exist_ok=True)
     for old in [*folder.glob("rank*.json"), folder / "outcome.json", folder / "failures.json"]:
         old.unlink(missing_ok=True)                     # what an earlier attempt left
+    shutil.rmtree(folder / "logs", ignore_errors=True)
     path = folder / "ticket.json"
     path.write_text(json.dumps(ticket, indent=2, default=str))
     env = _rank_env(train, device, folder)
+    logs = folder / "logs"                              # each rank's stdout and stderr (torchrun --redirects 3)
     cmd = [sys.executable, "-m", "harness.launch_ranks", *torchrun_args(train, rdzv_id=rdzv_id, node_rank=node_rank),
-           "-m", "harness.rank", str(path)]
+           "--log-dir", str(logs), "--redirects", "3", "-m", "harness.rank", str(path)]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         return proc.wait()
@@ -141,7 +144,8 @@ def outcome(folder: Path, rc: int, *, world: int) -> dict[str, Any]:
         return out["result"]
     if rc == 0:
         raise TrialFailed("torchrun ended without rank 0's result (outcome.json is missing)")
-    raise TrialFailed(root_cause(folder, rc, world=world))
+    reason, detail = root_cause(folder, rc, world=world)
+    raise TrialFailed(reason, detail=detail)
 
 
 def _signal_name(code: int) -> str:
@@ -151,8 +155,9 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def root_cause(folder: Path, rc: int, *, world: int) -> str:
-    """The reason a distributed trial failed, from the ranks' error files and the launcher's failure record.
+def root_cause(folder: Path, rc: int, *, world: int) -> tuple[str, str]:
+    """(reason, detail) of a failed distributed trial, from the ranks' error files and the launcher's failure
+    record; detail: the failing rank's traceback, or where its output is (torchrun --log-dir).
 
     Order: a rank killed by a signal other than SIGTERM without an error of its own (SIGKILL, the OOM killer: the
     others then fail on their collectives); else the earliest rank error; else a rank stopped by SIGTERM or
@@ -166,17 +171,18 @@ def root_cause(folder: Path, rc: int, *, world: int) -> str:
     for r, f in sorted(failures.items()):
         code = f.get("exitcode", 0)
         if code < 0 and code != -signal.SIGTERM and r not in errors:
-            return f"rank {r} of {world} was killed by {_signal_name(code)} (pid {f.get('pid')}): no Python error"
+            return (f"rank {r} of {world} was killed by {_signal_name(code)} (pid {f.get('pid')}): no Python error",
+                    f"its output: {folder / 'logs'}")
     if errors:
         r, e = min(errors.items(), key=lambda item: (item[1]["time"], item[0]))
-        return f"{e['reason']} (rank {r} of {world})"
+        return f"{e['reason']} (rank {r} of {world})", f"rank {r}'s traceback:\n{e['traceback']}"
     for r, f in sorted(failures.items()):
         code = f.get("exitcode", 0)
         how = f"was stopped by {_signal_name(code)}" if code < 0 else f"exited with code {code}"
-        return f"rank {r} of {world} {how} without an error"
+        return f"rank {r} of {world} {how} without an error", f"its output: {folder / 'logs'}"
     if record.get("error"):
-        return f"torchrun: {record['error']}"
-    return f"torchrun exited with code {rc} and no rank reported an error"
+        return f"torchrun: {record['error']}", f"the ranks' output: {folder / 'logs'}"
+    return f"torchrun exited with code {rc} and no rank reported an error", f"the ranks' output: {folder / 'logs'}"
 
 
 # -- several hosts ---------------------------------------------------------------------------------------------

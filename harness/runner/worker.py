@@ -241,7 +241,8 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     except Exception as exc:  # noqa: BLE001 - any failure of a trial is recorded and the study goes on
         reason = failure_reason(exc)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        (trial_dir / "error.txt").write_text(f"{reason}\n\n{traceback.format_exc()}")
+        detail = exc.detail if isinstance(exc, TrialFailed) and exc.detail else traceback.format_exc()
+        (trial_dir / "error.txt").write_text(f"{reason}\n\n{detail}")
         tracker.log_artifacts(run_id, [*artifacts, trial_dir / "error.txt"])
         tracker.end_trial(run_id, status="failed", failure=reason)
         _tell_failed(session, frozen, reason)

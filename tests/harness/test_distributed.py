@@ -1,0 +1,216 @@
+"""One trial on several processes (issue 20): torchrun + DDP on the CPU with gloo give the one-process trial's
+losses, weights and metric; checkpoints move between the two modes; a failing rank fails the trial with its reason,
+leaves no process behind, and the study goes on; the launch keys are validated."""
+
+from __future__ import annotations
+
+import json
+
+import psutil
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from tests.harness.runner_support import (REPO, journal, mlflow_runs, optuna_trials, run_harness,
+                                          seed_mlflow_db, write_study)
+
+CPU = torch.device("cpu")
+TOL = 1e-5                                   # DDP sums gradients in buckets, in another order than one process
+
+
+def _ours() -> list[psutil.Process]:
+    """Live processes of a distributed trial started from this checkout (launcher or rank)."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "harness.launch_ranks" in cmd or "harness.rank " in cmd:
+            out.append(p)
+    return out
+
+
+def _histories(folder, name: str) -> dict[str, list[tuple[int, float]]]:
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    _, children = mlflow_runs(folder, name)
+    return {c.data.tags["harness.label"]: sorted((m.step, m.value) for m in
+                                                 client.get_metric_history(c.info.run_id, "train_loss"))
+            for c in children}
+
+
+# -- (a) the same trial on one and on two processes --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def same(tmp_path_factory):
+    """One trial three ways through `harness run`: in the worker, under torchrun on one rank, on two ranks."""
+    root = tmp_path_factory.mktemp("ddp")
+    study = write_study(root / "ddp.yaml", "ddp", axes=[{"train.devices": [1, 2]}, {"train.launcher": ["torchrun"]}],
+                        seeds=(0,), train={"steps": 10, "log_every": 1, "checkpoint_every": 5})
+    seed_mlflow_db(root / "runs" / "ddp", root)
+    proc = run_harness("run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "runs" / "ddp"
+
+
+def test_a_two_process_trial_logs_the_one_process_loss_curve(same):
+    curves = _histories(same, "ddp")
+    one, two, torchrun = (curves[k] for k in ("train.devices=1 seed=0", "train.devices=2 seed=0",
+                                               "train.launcher=torchrun seed=0"))
+    assert [s for s, _ in one] == list(range(1, 11)), "log_every 1: one point per step"
+    for other in (two, torchrun):
+        assert [s for s, _ in other] == [s for s, _ in one]
+        assert max(abs(a - b) for (_, a), (_, b) in zip(one, other)) < TOL, (one, other)
+
+
+def test_a_two_process_trial_completes_with_the_one_process_metric_and_records_its_layout(same):
+    trials = {t.user_attrs["label"]: t for t in optuna_trials("ddp", journal(same))}
+    assert {t.state for t in trials.values()} == {TrialState.COMPLETE}
+    one, two = trials["train.devices=1 seed=0"], trials["train.devices=2 seed=0"]
+    assert abs(one.value - two.value) < 1e-6, "identical samples give the identical metric"
+    prov = json.loads((same / "trials" / two.user_attrs["trial_key"] / "provenance.json").read_text())
+    want = {"world_size": 2, "backend": "gloo", "per_rank_batch": 4, "global_batch": 8}
+    assert {k: prov["distributed"][k] for k in want} == want
+    assert "distributed" not in json.loads(
+        (same / "trials" / one.user_attrs["trial_key"] / "provenance.json").read_text())
+    assert not _ours(), "no launcher or rank outlives its trial"
+
+
+# -- (b) checkpoints resume in either mode -----------------------------------------------------------------------
+def _spec(tmp_path, steps: int, **train):
+    from harness.study import expand_trials, load_study
+    path = write_study(tmp_path / f"s{steps}.yaml", "resume", axes={"backbone.width": [8]}, seeds=(0,),
+                       train={"steps": steps, "checkpoint_every": 5, "log_every": 5, **train})
+    return expand_trials(load_study(path))[0]
+
+
+def _on_ranks(spec, trial_dir, cache_dir):
+    """The spec on spec.config.train.devices CPU ranks under torchrun, without a study (no Optuna, no MLflow)."""
+    from harness.runner import torchrun
+    ticket = {"key": spec.key, "params": spec.params, "seed": spec.seed, "origin": {}, "source": "test",
+              "config": spec.config.model_dump(mode="json"), "trial_dir": str(trial_dir),
+              "cache_dir": str(cache_dir), "talk": None}
+    folder = trial_dir / torchrun.FOLDER
+    rc = torchrun.launch(ticket, folder, spec.config.train, CPU, rdzv_id="test")
+    return torchrun.outcome(folder, rc, world=spec.config.train.world_size)
+
+
+def _stopped_at_step_5(spec5, spec10, trial_dir) -> None:
+    """What a run of spec10 stopped after its step-5 checkpoint leaves: spec5's last checkpoint (training does not
+    depend on train.steps), relabelled with spec10's configuration hash."""
+    from harness.trial import config_hash
+    path = trial_dir / "checkpoint.pt"
+    blob = torch.load(path, weights_only=True)
+    assert blob["state"]["step"] == 5 and blob["config_hash"] == config_hash(spec5.config)
+    blob["config_hash"] = config_hash(spec10.config)
+    torch.save(blob, path)
+
+
+def _weights(trial_dir) -> dict[str, torch.Tensor]:
+    blob = torch.load(trial_dir / "checkpoint.pt", weights_only=True)
+    return {**{f"net.{k}": v for k, v in blob["net"].items()}, **{f"ema.{k}": v for k, v in blob["ema"].items()}}
+
+
+def test_a_checkpoint_resumes_from_two_processes_to_one_and_from_one_to_two(registries, tmp_path, monkeypatch):
+    from harness.trial import run_trial
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one5, one10 = _spec(tmp_path, 5), _spec(tmp_path, 10)
+    two5, two10 = _spec(tmp_path, 5, devices=2), _spec(tmp_path, 10, devices=2)
+    assert one10.key == two10.key, "how a trial is launched is not part of its key"
+    cache = tmp_path / "cache"
+    straight = run_trial(one10, registries, trial_dir=tmp_path / "straight", device=CPU, cache_dir=cache)
+
+    _on_ranks(two5, tmp_path / "two-then-one", cache)                      # 2 ranks to step 5
+    _stopped_at_step_5(two5, one10, tmp_path / "two-then-one")
+    two_one = run_trial(one10, registries, trial_dir=tmp_path / "two-then-one", device=CPU, cache_dir=cache)
+
+    run_trial(one5, registries, trial_dir=tmp_path / "one-then-two", device=CPU, cache_dir=cache)
+    _stopped_at_step_5(one5, two10, tmp_path / "one-then-two")
+    one_two = _on_ranks(two10, tmp_path / "one-then-two", cache)           # 2 ranks from step 5
+
+    want = _weights(tmp_path / "straight")
+    for name, result in (("two-then-one", two_one), ("one-then-two", one_two)):
+        assert result["resumed_from_step"] == 5, name
+        got = _weights(tmp_path / name)
+        assert got.keys() == want.keys()
+        worst = max((got[k].float() - want[k].float()).abs().max().item() for k in want)
+        assert worst < TOL, f"{name}: weights differ from the uninterrupted trial's by {worst}"
+        assert abs(result["metrics"]["toy-gap"] - straight["metrics"]["toy-gap"]) < 1e-6, name
+    assert not _ours()
+
+
+# -- (c) a rank that raises, turns NaN or is killed --------------------------------------------------------------
+FAULTS = [{"backbone.fail": ["raise", "nan", "kill"], "train.devices": [2]}, {"backbone.width": [8]}]
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """Three two-rank trials whose rank 1 raises, returns NaN or SIGKILLs itself at step 3, then a good trial."""
+    root = tmp_path_factory.mktemp("ddp-faults")
+    study = write_study(root / "faults.yaml", "ddpfaults", axes=FAULTS, seeds=(0,), backbone={"fail_rank": 1},
+                        train={"steps": 10, "checkpoint_every": 5})
+    seed_mlflow_db(root / "runs" / "ddpfaults", root)
+    proc = run_harness("run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report", timeout=300)
+    assert proc.returncode == 1, "a study with failed trials exits 1\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "runs" / "ddpfaults"
+
+
+def test_a_failing_rank_fails_the_trial_with_its_reason_and_the_study_goes_on(faulty):
+    trials = {t.user_attrs["label"]: t for t in optuna_trials("ddpfaults", journal(faulty))}
+    reasons = {label: t.user_attrs.get("failure") for label, t in trials.items()}
+    assert trials["backbone.width=8 seed=0"].state == TrialState.COMPLETE
+    assert reasons["backbone.fail=raise, train.devices=2 seed=0"] == "RuntimeError: toy failure on purpose (rank 1 of 2)"
+    assert reasons["backbone.fail=nan, train.devices=2 seed=0"].startswith("non-finite training loss at step 3 (rank ")
+    assert reasons["backbone.fail=kill, train.devices=2 seed=0"].startswith("rank 1 of 2 was killed by SIGKILL")
+    _, children = mlflow_runs(faulty, "ddpfaults")
+    runs = {c.data.tags["harness.label"]: c for c in children}
+    assert runs["backbone.fail=raise, train.devices=2 seed=0"].data.tags["harness.failure"] == \
+        "RuntimeError: toy failure on purpose (rank 1 of 2)"
+    key = trials["backbone.fail=raise, train.devices=2 seed=0"].user_attrs["trial_key"]
+    error = (faulty / "trials" / key / "error.txt").read_text()
+    assert "rank 1's traceback" in error and "RuntimeError: toy failure on purpose" in error
+
+
+def test_no_rank_or_launcher_outlives_a_failed_trial(faulty):
+    assert not _ours()
+
+
+# -- (d) the schema -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("train,message", [
+    ({"devices": 3, "batch_size": 8}, "train.batch_size (8) must be divisible by train.devices x train.nodes (3 x 1"),
+    ({"devices": 2, "nodes": 2, "batch_size": 8}, "train.nodes=2 needs train.rdzv_endpoint"),
+    ({"rdzv_endpoint": "node0"}, "train.rdzv_endpoint must be HOST:PORT"),
+    ({"rdzv_endpoint": "node0:70000"}, "port in 1..65535"),
+    ({"devices": 2, "budget": {"kind": "gpu_seconds", "value": 5}}, "gpu_seconds is not supported"),
+    ({"devices": 0}, "base.train.devices: Input should be greater than or equal to 1"),
+    ({"launcher": "mpirun"}, "base.train.launcher: Input should be 'auto' or 'torchrun'"),
+    ({"device": 2}, "Did you mean 'devices'"),
+])
+def test_bad_launch_keys_are_refused_in_one_line_naming_the_key(train, message):
+    from harness.study import parse_study
+    from plugins.errors import ConfigError
+    with pytest.raises(ConfigError) as err:
+        parse_study({"name": "s", "base": {"train": {"batch_size": 8, **train}}}, source="s.yaml")
+    text = str(err.value)
+    assert message in text and text.startswith("s.yaml: ") and "\n" not in text, text
+
+
+def test_launch_keys_change_neither_existing_trial_keys_nor_checkpoint_hashes():
+    from harness.study import expand_trials, parse_study
+    from harness.trial import config_hash
+    raw = {"name": "s", "base": {"train": {"steps": 7, "batch_size": 4}}, "axes": {"scan.name": ["sweep-1"]},
+           "seeds": [3]}
+    plain = expand_trials(parse_study(raw))[0]
+    # computed at 4a3e8e6, before the launch keys existed
+    assert (plain.key, config_hash(plain.config)) == ("7e2b578a435a", "59498dfa030b9c11")
+    raw["base"]["train"].update(devices=2, launcher="torchrun", rdzv_endpoint="localhost:29400")
+    launched = expand_trials(parse_study(raw))[0]
+    assert (launched.key, config_hash(launched.config)) == ("7e2b578a435a", "59498dfa030b9c11")
+
+
+def test_validate_and_dry_run_show_the_process_layout(registries, tmp_path, capsys):
+    from tests.harness.cli_support import run_cli
+    study = write_study(tmp_path / "lay.yaml", "lay", axes={"train.devices": [1, 2]}, seeds=(0,))
+    code, out, _ = run_cli(capsys, "validate", str(study), "--no-build")
+    assert code == 0 and "1 on torchrun (2 processes)" in out, out
+    code, out, _ = run_cli(capsys, "run", str(study), "--dry-run")
+    assert code == 0 and "ranks" in out and "2x1" in out, out
+
