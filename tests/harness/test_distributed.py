@@ -214,3 +214,24 @@ def test_validate_and_dry_run_show_the_process_layout(registries, tmp_path, caps
     code, out, _ = run_cli(capsys, "run", str(study), "--dry-run")
     assert code == 0 and "ranks" in out and "2x1" in out, out
 
+
+
+# -- GPU groups ----------------------------------------------------------------------------------------------
+def test_gpus_0_to_7_with_two_devices_per_trial_start_four_workers_on_disjoint_pairs(monkeypatch):
+    from harness.launch import parse_gpus, worker_plan
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ids = parse_gpus("0-7")
+    assert ids == [str(i) for i in range(8)]
+    names, envs = worker_plan(gpu_ids=ids, workers=0, per_device=1, group=2)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,1", "2,3", "4,5", "6,7"]
+    assert names == ["gpu0+1", "gpu2+3", "gpu4+5", "gpu6+7"]
+    assert parse_gpus("0-2,5") == ["0", "1", "2", "5"]
+
+
+def test_fewer_gpus_than_a_trial_needs_is_one_clear_error():
+    from harness.launch import worker_plan
+    from plugins.errors import HarnessError
+    with pytest.raises(HarnessError, match=r"--gpus: 1 GPU\(s\) given, but the study's trials need train.devices=2"):
+        worker_plan(gpu_ids=["3"], workers=0, per_device=1, group=2)
