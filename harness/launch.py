@@ -12,7 +12,8 @@ from pathlib import Path
 
 from plugins.errors import HarnessError
 
-__all__ = ["check_writable", "finish", "gpu_groups", "parse_gpus", "report_dir", "run_rounds", "spawn_workers", "stop_on_signals",
+__all__ = ["check_writable", "finish", "gpu_groups", "parse_gpus", "report_dir", "run_rounds", "spawn_workers",
+           "stop_on_signals",
            "worker_plan"]
 
 ROUNDS = 3   # a worker that died leaves RUNNING trials: re-queued, run in the next round

@@ -42,12 +42,13 @@ STOP_GRACE_S = 30                         # the agent's time to stop its ranks b
 
 
 def torchrun_args(train: TrainConfig, *, rdzv_id: str, node_rank: int = 0) -> list[str]:
-    """torchrun's options for a trial: one node without an endpoint is standalone (a free local port)."""
+    """torchrun's options for a trial: one node without an endpoint is standalone (a free local port); static
+    rendezvous places node K's ranks at K x devices + local rank (rank 0 on node 0), c10d by its own order."""
     args = ["--nproc-per-node", str(train.devices), "--nnodes", str(train.nodes), "--max-restarts", "0"]
     if train.nodes == 1 and train.rdzv_endpoint is None:
         return [*args, "--standalone"]
-    return [*args, "--rdzv-backend", train.rdzv_backend, "--rdzv-endpoint", str(train.rdzv_endpoint),
-            "--rdzv-id", rdzv_id, "--node-rank", str(node_rank)]
+    args += ["--rdzv-backend", train.rdzv_backend, "--rdzv-endpoint", str(train.rdzv_endpoint), "--rdzv-id", rdzv_id]
+    return [*args, "--node-rank", str(node_rank)] if train.rdzv_backend == "static" else args
 
 
 def _ticket(session: Session, spec: TrialSpec, *, trial_dir: Path, cache_dir: Path, run_id: str,

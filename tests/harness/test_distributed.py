@@ -5,14 +5,19 @@ leaves no process behind, and the study goes on; the launch keys are validated."
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import time
 
 import psutil
 import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.harness.runner_support import (REPO, journal, mlflow_runs, optuna_trials, run_harness,
-                                          seed_mlflow_db, write_study)
+from tests.harness.runner_support import (REPO, env, harness_cmd, journal, mlflow_runs, optuna_trials,
+                                          run_harness, seed_mlflow_db, write_study)
 
 CPU = torch.device("cpu")
 TOL = 1e-5                                   # DDP sums gradients in buckets, in another order than one process
@@ -38,26 +43,37 @@ def _histories(folder, name: str) -> dict[str, list[tuple[int, float]]]:
 
 
 # -- (a) the same trial on one and on two processes --------------------------------------------------------------
+def _run_study(root, name: str, axes, code: int = 0, **base):
+    study = write_study(root / f"{name}.yaml", name, axes=axes, seeds=(0,), **base)
+    seed_mlflow_db(root / "runs" / name, root)
+    proc = run_harness("run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report", timeout=300)
+    assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "runs" / name
+
+
+def _same_curves(curves: dict, one: str, other: str) -> None:
+    assert [s for s, _ in curves[one]] == list(range(1, 11)), "log_every 1: one point per step"
+    assert [s for s, _ in curves[other]] == [s for s, _ in curves[one]]
+    worst = max(abs(a - b) for (_, a), (_, b) in zip(curves[one], curves[other]))
+    assert worst < TOL, (curves[one], curves[other])
+
+
 @pytest.fixture(scope="module")
 def same(tmp_path_factory):
-    """One trial three ways through `harness run`: in the worker, under torchrun on one rank, on two ranks."""
-    root = tmp_path_factory.mktemp("ddp")
-    study = write_study(root / "ddp.yaml", "ddp", axes=[{"train.devices": [1, 2]}, {"train.launcher": ["torchrun"]}],
-                        seeds=(0,), train={"steps": 10, "log_every": 1, "checkpoint_every": 5})
-    seed_mlflow_db(root / "runs" / "ddp", root)
-    proc = run_harness("run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report", timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return root / "runs" / "ddp"
+    """One trial through `harness run` in the worker and on two ranks."""
+    return _run_study(tmp_path_factory.mktemp("ddp"), "ddp", {"train.devices": [1, 2]},
+                      train={"steps": 10, "log_every": 1, "checkpoint_every": 5})
 
 
 def test_a_two_process_trial_logs_the_one_process_loss_curve(same):
-    curves = _histories(same, "ddp")
-    one, two, torchrun = (curves[k] for k in ("train.devices=1 seed=0", "train.devices=2 seed=0",
-                                               "train.launcher=torchrun seed=0"))
-    assert [s for s, _ in one] == list(range(1, 11)), "log_every 1: one point per step"
-    for other in (two, torchrun):
-        assert [s for s, _ in other] == [s for s, _ in one]
-        assert max(abs(a - b) for (_, a), (_, b) in zip(one, other)) < TOL, (one, other)
+    _same_curves(_histories(same, "ddp"), "train.devices=1 seed=0", "train.devices=2 seed=0")
+
+
+@pytest.mark.slow   # about 20 s on 2 cores; the GPU check (benchmarks/gpu/torchrun_check.sh) does this with NCCL
+def test_a_one_rank_torchrun_trial_logs_the_plain_trials_loss_curve(tmp_path):
+    folder = _run_study(tmp_path, "one", {"train.launcher": ["auto", "torchrun"]},
+                        train={"steps": 10, "log_every": 1, "checkpoint_every": 5})
+    _same_curves(_histories(folder, "one"), "train.launcher=auto seed=0", "train.launcher=torchrun seed=0")
 
 
 def test_a_two_process_trial_completes_with_the_one_process_metric_and_records_its_layout(same):
@@ -138,32 +154,24 @@ def test_a_checkpoint_resumes_from_two_processes_to_one_and_from_one_to_two(regi
 
 
 # -- (c) a rank that raises, turns NaN or is killed --------------------------------------------------------------
-FAULTS = [{"backbone.fail": ["raise", "nan", "kill"], "train.devices": [2]}, {"backbone.width": [8]}]
-
-
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
-    """Three two-rank trials whose rank 1 raises, returns NaN or SIGKILLs itself at step 3, then a good trial."""
-    root = tmp_path_factory.mktemp("ddp-faults")
-    study = write_study(root / "faults.yaml", "ddpfaults", axes=FAULTS, seeds=(0,), backbone={"fail_rank": 1},
-                        train={"steps": 10, "checkpoint_every": 5})
-    seed_mlflow_db(root / "runs" / "ddpfaults", root)
-    proc = run_harness("run", str(study), "--runs", str(root / "runs"), "--quiet", "--no-report", timeout=300)
-    assert proc.returncode == 1, "a study with failed trials exits 1\n" + proc.stdout[-3000:] + proc.stderr[-3000:]
-    return root / "runs" / "ddpfaults"
+    """Two two-rank trials whose rank 1 raises or SIGKILLs itself at step 3, then a good trial (exit code 1)."""
+    return _run_study(tmp_path_factory.mktemp("ddp-faults"), "ddpfaults",
+                      [{"backbone.fail": ["raise", "kill"], "train.devices": [2]}, {"backbone.width": [8]}], code=1,
+                      backbone={"fail_rank": 1}, train={"steps": 10, "checkpoint_every": 5})
 
 
 def test_a_failing_rank_fails_the_trial_with_its_reason_and_the_study_goes_on(faulty):
     trials = {t.user_attrs["label"]: t for t in optuna_trials("ddpfaults", journal(faulty))}
     reasons = {label: t.user_attrs.get("failure") for label, t in trials.items()}
     assert trials["backbone.width=8 seed=0"].state == TrialState.COMPLETE
-    assert reasons["backbone.fail=raise, train.devices=2 seed=0"] == "RuntimeError: toy failure on purpose (rank 1 of 2)"
-    assert reasons["backbone.fail=nan, train.devices=2 seed=0"].startswith("non-finite training loss at step 3 (rank ")
+    raised = "RuntimeError: toy failure on purpose (rank 1 of 2)"
+    assert reasons["backbone.fail=raise, train.devices=2 seed=0"] == raised
     assert reasons["backbone.fail=kill, train.devices=2 seed=0"].startswith("rank 1 of 2 was killed by SIGKILL")
     _, children = mlflow_runs(faulty, "ddpfaults")
     runs = {c.data.tags["harness.label"]: c for c in children}
-    assert runs["backbone.fail=raise, train.devices=2 seed=0"].data.tags["harness.failure"] == \
-        "RuntimeError: toy failure on purpose (rank 1 of 2)"
+    assert runs["backbone.fail=raise, train.devices=2 seed=0"].data.tags["harness.failure"] == raised
     key = trials["backbone.fail=raise, train.devices=2 seed=0"].user_attrs["trial_key"]
     error = (faulty / "trials" / key / "error.txt").read_text()
     assert "rank 1's traceback" in error and "RuntimeError: toy failure on purpose" in error
@@ -171,6 +179,15 @@ def test_a_failing_rank_fails_the_trial_with_its_reason_and_the_study_goes_on(fa
 
 def test_no_rank_or_launcher_outlives_a_failed_trial(faulty):
     assert not _ours()
+
+
+@pytest.mark.slow   # about 15 s on 2 cores
+def test_a_nan_on_one_rank_fails_the_trial_at_the_first_bad_step_of_any_rank(tmp_path):
+    folder = _run_study(tmp_path, "nan", {"backbone.fail": ["nan"], "train.devices": [2]}, code=1,
+                        backbone={"fail_rank": 1}, train={"steps": 10, "checkpoint_every": 5, "log_every": 5})
+    (trial,) = optuna_trials("nan", journal(folder))
+    # rank 1's loss is NaN from step 3; rank 0's only from step 4, after the averaged gradient reached it
+    assert trial.user_attrs["failure"].startswith("non-finite training loss at step 3 (rank "), trial.user_attrs
 
 
 # -- (d) the schema -------------------------------------------------------------------------------------------
@@ -235,3 +252,44 @@ def test_fewer_gpus_than_a_trial_needs_is_one_clear_error():
     from plugins.errors import HarnessError
     with pytest.raises(HarnessError, match=r"--gpus: 1 GPU\(s\) given, but the study's trials need train.devices=2"):
         worker_plan(gpu_ids=["3"], workers=0, per_device=1, group=2)
+
+
+# -- several hosts (two agents on this one) -------------------------------------------------------------------
+def _trials_if_any(name: str, folder) -> list:
+    try:
+        return optuna_trials(name, journal(folder))
+    except KeyError:                                    # the study is not created yet
+        return []
+
+
+@pytest.mark.slow   # about 30 s on 2 cores: two agents, three Python processes each
+def test_a_two_node_trial_runs_when_a_node_rank_1_worker_joins_it(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    study = write_study(tmp_path / "nodes.yaml", "nodes", axes={"train.nodes": [2]}, seeds=(0,),
+                        train={"steps": 6, "checkpoint_every": 5, "rdzv_backend": "static",
+                               "rdzv_endpoint": f"127.0.0.1:{port}"})
+    runs = tmp_path / "runs"
+    seed_mlflow_db(runs / "nodes", tmp_path)
+    node0 = subprocess.Popen(harness_cmd("run", str(study), "--runs", str(runs), "--quiet", "--no-report"),
+                             env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 120                   # node 0 has claimed the trial and posted its rendezvous
+        while time.time() < deadline and not any(
+                "torchrun" in t.user_attrs for t in _trials_if_any("nodes", runs / "nodes")):
+            time.sleep(0.5)
+        node1 = run_harness("worker", "--storage", str(runs / "nodes"), "--study", "nodes", "--runs", str(runs),
+                            "--node-rank", "1", "--quiet", timeout=200)
+        out, _ = node0.communicate(timeout=200)
+    finally:
+        if node0.poll() is None:
+            os.killpg(node0.pid, signal.SIGKILL)
+    assert node0.returncode == 0 and node1.returncode == 0, out[-3000:] + node1.stdout[-2000:] + node1.stderr[-2000:]
+    assert "joined 1 trial(s) as node 1" in node1.stdout + node1.stderr
+    (trial,) = optuna_trials("nodes", journal(runs / "nodes"))
+    assert trial.state == TrialState.COMPLETE
+    prov = json.loads((runs / "nodes" / "trials" / trial.user_attrs["trial_key"] / "provenance.json").read_text())
+    assert prov["distributed"]["world_size"] == 2 and prov["distributed"]["nodes"] == 2
+    assert not _ours()
