@@ -227,7 +227,7 @@ def test_validate_and_dry_run_show_the_process_layout(registries, tmp_path, caps
     from tests.harness.cli_support import run_cli
     study = write_study(tmp_path / "lay.yaml", "lay", axes={"train.devices": [1, 2]}, seeds=(0,))
     code, out, _ = run_cli(capsys, "validate", str(study), "--no-build")
-    assert code == 0 and "1 on torchrun (2 processes)" in out, out
+    assert code == 0 and "1 on torchrun (2 process(es) each)" in out, out
     code, out, _ = run_cli(capsys, "run", str(study), "--dry-run")
     assert code == 0 and "ranks" in out and "2x1" in out, out
 
