@@ -293,3 +293,71 @@ def test_a_two_node_trial_runs_when_a_node_rank_1_worker_joins_it(tmp_path):
     prov = json.loads((runs / "nodes" / "trials" / trial.user_attrs["trial_key"] / "provenance.json").read_text())
     assert prov["distributed"]["world_size"] == 2 and prov["distributed"]["nodes"] == 2
     assert not _ours()
+
+
+# -- the rank helpers in a two-process gloo group --------------------------------------------------------------
+def _helpers(rank: int, world: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from harness.distributed import Ranks, RankStopped
+    from harness.sampling import sample_images
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    ranks = Ranks(rank, world, rank, CPU, "gloo")
+    got: dict = {}
+    # earliest: rank 1 marked step 3, rank 0 step 5 -> 3; none marked -> -1
+    got["earliest"] = int(ranks.earliest(torch.tensor(5 if rank == 0 else 3)).item())
+    got["none"] = int(ranks.earliest(torch.tensor(-1)).item())
+    got["mean"] = float(ranks.mean(torch.tensor(float(rank + 1))).item())          # (1 + 2) / 2
+
+    def pruned():
+        raise KeyError("pruned on purpose")
+    try:
+        ranks.on_lead(pruned)
+    except KeyError:
+        got["on_lead"] = "raised its own error"
+    except RankStopped as exc:
+        got["on_lead"] = str(exc)
+    got["on_lead_value"] = ranks.on_lead(lambda: 7)
+
+    class Sampler:                                    # x1 = noise: the samples are the seeded noise itself
+        def sample(self, transport, model_fn, x0, *, seeds):
+            from types import SimpleNamespace
+            return SimpleNamespace(x1=x0.clamp(-1, 1), nfe=len(seeds))
+
+    class Cond:
+        def prompts(self, n, seed):
+            return None, None
+
+        def pair(self, net, labels, captions):
+            return {}, {}
+
+    net = type("N", (), {"backbone": lambda *a, **k: None})()
+    mine = sample_images(net, None, Sampler(), Cond(), n=7, batch_size=2, shape=(1, 2, 2), seed=3, cfg_scale=1.0,
+                         device=CPU, amp=None, part=ranks.part)
+    whole = ranks.gather_samples(mine)
+    if rank == 0:
+        alone = sample_images(net, None, Sampler(), Cond(), n=7, batch_size=2, shape=(1, 2, 2), seed=3,
+                              cfg_scale=1.0, device=CPU, amp=None)
+        got["gathered_equal_alone"] = torch.equal(whole.fake, alone.fake)
+        got["mine"] = mine.index.tolist()
+        got["nfe"] = (whole.nfe, alone.nfe)
+    else:
+        got["gathered"] = whole
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(got, f)
+
+
+def test_rank_helpers_reduce_gather_and_stop_the_others_when_rank_0_raises(tmp_path):
+    import torch.multiprocessing as mp
+    out = str(tmp_path / "got")
+    mp.start_processes(_helpers, args=(2, str(tmp_path / "store"), out), nprocs=2, start_method="spawn")
+    r0, r1 = (json.loads((tmp_path / f"got.{r}").read_text()) for r in (0, 1))
+    for r in (r0, r1):
+        assert (r["earliest"], r["none"], r["mean"]) == (3, -1, 1.5)
+    assert r0["on_lead"] == "raised its own error"
+    assert r1["on_lead"] == "rank 0 ended the trial (KeyError: 'pruned on purpose')"
+    assert (r0["on_lead_value"], r1["on_lead_value"]) == (7, None)
+    # 7 samples in batches of 2 -> batches 0..3; rank 0 draws batches 0 and 2, rank 1 batches 1 and 3
+    assert r0["mine"] == [0, 1, 4, 5] and r0["gathered_equal_alone"] and r1["gathered"] is None
+    assert r0["nfe"][0] == pytest.approx(r0["nfe"][1])
