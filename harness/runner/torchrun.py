@@ -65,8 +65,10 @@ def _rank_env(train: TrainConfig, device: torch.device, folder: Path) -> dict[st
     """The ranks' environment: the worker's first `devices` GPUs (or the CPU), where the launcher records failures."""
     env = {**os.environ, "ZIGMA_HARNESS_TORCHRUN_FAILURES": str(folder / "failures.json"),
            "ZIGMA_HARNESS_TORCHRUN_PARENT": str(os.getpid())}
-    if device.type != "cuda":
-        return {**env, "ZIGMA_HARNESS_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""}
+    if device.type != "cuda":   # the worker's CPU threads shared among its ranks
+        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        return {**env, "ZIGMA_HARNESS_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "",
+                "OMP_NUM_THREADS": str(max(1, threads // train.devices))}
     listed = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     visible = listed or [str(i) for i in range(torch.cuda.device_count())]
     if len(visible) < train.devices:
