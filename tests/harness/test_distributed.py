@@ -23,12 +23,12 @@ CPU = torch.device("cpu")
 TOL = 1e-5                                   # DDP sums gradients in buckets, in another order than one process
 
 
-def _ours() -> list[psutil.Process]:
-    """Live processes of a distributed trial started from this checkout (launcher or rank)."""
+def _ours(under=None) -> list[psutil.Process]:
+    """Live processes of a distributed trial (launcher or rank; whose ticket is under `under` when given)."""
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "harness.launch_ranks" in cmd or "harness.rank " in cmd:
+        if ("harness.launch_ranks" in cmd or "harness.rank " in cmd) and (under is None or str(under) in cmd):
             out.append(p)
     return out
 
@@ -179,6 +179,28 @@ def test_a_failing_rank_fails_the_trial_with_its_reason_and_the_study_goes_on(fa
 
 def test_no_rank_or_launcher_outlives_a_failed_trial(faulty):
     assert not _ours()
+
+
+def test_a_killed_worker_leaves_no_rank_running(tmp_path):
+    study = write_study(tmp_path / "kill.yaml", "killw", axes={"train.devices": [2]}, seeds=(0,),
+                        backbone={"sleep": 0.05}, train={"steps": 1000, "checkpoint_every": 500})
+    seed_mlflow_db(tmp_path / "runs" / "killw", tmp_path)
+    proc = subprocess.Popen(harness_cmd("run", str(study), "--runs", str(tmp_path / "runs"), "--quiet", "--no-report"),
+                            env=env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 90                     # the launcher and both ranks are up
+        while len(_ours(tmp_path)) < 3 and time.time() < deadline:
+            assert proc.poll() is None, "the study ended before its worker could be killed"
+            time.sleep(0.2)
+        assert len(_ours(tmp_path)) >= 3
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)             # the worker (harness run itself); the launcher has its own
+        proc.wait()                                     # session, so only PR_SET_PDEATHSIG reaches it
+    deadline = time.time() + 40
+    while _ours(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _ours(tmp_path), [p.info["cmdline"] for p in _ours(tmp_path)]
 
 
 @pytest.mark.slow   # about 15 s on 2 cores
