@@ -177,7 +177,10 @@ def init_ranks() -> Ranks:
                                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r})")
         device = torch.device("cuda", local_device)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        try:
+            dist.init_process_group("nccl", device_id=device)      # bound to its GPU from the start (torch >= 2.3)
+        except TypeError:
+            dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")
     return Ranks(rank, world, local, device, dist.get_backend())
