@@ -58,8 +58,8 @@ def _set_rng_state(state: dict[str, Any], gens: dict[str, torch.Generator]) -> N
     torch.set_rng_state(state["torch"])
     for k, g in gens.items():
         g.set_state(state[k])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():   # as many devices as both processes see (a rank sees one)
+        torch.cuda.set_rng_state_all(list(state["cuda"])[:torch.cuda.device_count()])
 
 
 def _state_primitive(state: TrainState) -> dict[str, Any]:

@@ -12,22 +12,34 @@ from pathlib import Path
 
 from plugins.errors import HarnessError
 
-__all__ = ["check_writable", "finish", "parse_gpus", "report_dir", "run_rounds", "spawn_workers", "stop_on_signals",
+__all__ = ["check_writable", "finish", "gpu_groups", "parse_gpus", "report_dir", "run_rounds", "spawn_workers",
+           "stop_on_signals",
            "worker_plan"]
 
 ROUNDS = 3   # a worker that died leaves RUNNING trials: re-queued, run in the next round
 
 
+def _expand_ranges(gpus: str) -> list[str]:
+    """'0-3,6' -> ['0', '1', '2', '3', '6'] (anything that is not a range is left for the checks below)."""
+    out = []
+    for g in (g.strip() for g in gpus.split(",")):
+        lo, _, hi = g.partition("-")
+        if hi and lo.isdigit() and hi.isdigit() and int(lo) <= int(hi):
+            out += [str(i) for i in range(int(lo), int(hi) + 1)]
+        elif g:
+            out.append(g)
+    return out
+
+
 def parse_gpus(gpus: str) -> list[str]:
-    """'0,1,3' or 'all' -> CUDA device ids, checked against the visible devices."""
+    """'0,1,3', '0-7' or 'all' -> CUDA device ids, checked against the visible devices."""
     import torch
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise HarnessError("--gpus: no CUDA device is visible (drop --gpus to run on CPU)")
-    ids = ([str(i) for i in range(count)] if gpus.strip() == "all"
-           else [g.strip() for g in gpus.split(",") if g.strip()])
+    ids = [str(i) for i in range(count)] if gpus.strip() == "all" else _expand_ranges(gpus)
     if not ids or len(set(ids)) != len(ids):
-        raise HarnessError(f"--gpus: give distinct device ids like 0,1,2 or 'all', got {gpus!r}")
+        raise HarnessError(f"--gpus: give distinct device ids like 0,1,2, 0-7 or 'all', got {gpus!r}")
     for g in ids:
         if not g.isdigit() or int(g) >= count:
             raise HarnessError(f"--gpus: device {g!r} does not exist ({count} visible: 0..{count - 1})")
@@ -78,15 +90,27 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int) -> tuple[list[str], list[dict[str, str]]]:
+def gpu_groups(gpu_ids: list[str], group: int) -> tuple[list[list[str]], list[str]]:
+    """(groups of `group` GPUs, one per worker, in the order given; the GPUs left over)."""
+    if len(gpu_ids) < group:
+        raise HarnessError(f"--gpus: {len(gpu_ids)} GPU(s) given, but the study's trials need train.devices={group} "
+                           "GPUs each")
+    n = len(gpu_ids) // group
+    return [gpu_ids[i * group:(i + 1) * group] for i in range(n)], gpu_ids[n * group:]
+
+
+def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int,
+                group: int = 1) -> tuple[list[str], list[dict[str, str]]]:
     """(names, environments) of the worker processes to start; none: run in this process.
 
-    --gpus: per_device workers on each GPU; --workers N: N CPU workers; neither, with per_device > 1: per_device
-    workers on this process's device (the first visible GPU, or the CPU)."""
+    --gpus: per_device workers on each group of `group` GPUs (train.devices: a distributed trial's ranks, one per
+    GPU of its worker's group; 1: one GPU per worker); --workers N: N CPU workers; neither, with per_device > 1:
+    per_device workers on this process's device (the first visible GPU, or the CPU)."""
     threads = lambda n: os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # noqa: E731
     if gpu_ids:
-        names = [f"gpu{g}" + (f".{k}" if per_device > 1 else "") for g in gpu_ids for k in range(per_device)]
-        return names, [{"CUDA_VISIBLE_DEVICES": g} for g in gpu_ids for _ in range(per_device)]
+        groups, _ = gpu_groups(gpu_ids, group)
+        names = [f"gpu{'+'.join(g)}" + (f".{k}" if per_device > 1 else "") for g in groups for k in range(per_device)]
+        return names, [{"CUDA_VISIBLE_DEVICES": ",".join(g)} for g in groups for _ in range(per_device)]
     if workers:
         cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads(workers)}
         return [f"w{i}" for i in range(workers)], [dict(cpu) for _ in range(workers)]
@@ -102,13 +126,13 @@ def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int) -> tuple[l
 
 
 def run_rounds(session, registries, *, gpu_ids: list[str], workers: int, per_device: int, storage: str | None,
-               quiet: bool, line) -> list[int]:
+               quiet: bool, line, group: int = 1) -> list[int]:
     """Run the queue to its end (worker processes, or here), up to ROUNDS times; returns the workers' exit codes.
     No MLflow run stays RUNNING afterwards, also on Ctrl-C."""
     rcs: list[int] = []
     try:
         for _round in range(ROUNDS):
-            names, envs = worker_plan(gpu_ids=gpu_ids, workers=workers, per_device=per_device)
+            names, envs = worker_plan(gpu_ids=gpu_ids, workers=workers, per_device=per_device, group=group)
             if names:
                 rcs = spawn_workers(names=names, envs=envs, study=session.study.name, folder=session.folder,
                                     storage=storage, tracking_uri=session.tracker.uri, quiet=quiet, say=line.say)

@@ -96,23 +96,28 @@ def sample_batch(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, 
 @dataclass
 class Samples:
     """fake: uint8 (n, *shape); labels / captions: the conditioning of each sample; nfe: mean per batch;
-    batch_seconds: with measure=True, the seconds of every full batch after the first (its warm-up)."""
+    batch_seconds: with measure=True, the seconds of every full batch after the first (its warm-up).
+    index: the sample numbers fake holds when it is one rank's share (None: all n in order); batches: how many."""
 
     fake: torch.Tensor
     labels: torch.Tensor | None
     captions: list[str] | None
     nfe: float
     batch_seconds: list[float]
+    index: torch.Tensor | None = None
+    batches: int = 1
 
 
 @torch.no_grad()
 def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *, n: int, batch_size: int,
                   shape: tuple[int, ...], seed: int, cfg_scale: float, device: torch.device,
                   amp: torch.dtype | None, advance: Callable[[int, str], None] = lambda c, i: None,
-                  measure: bool = False, graphs: ModelGraphs | None = None) -> Samples:
+                  measure: bool = False, part: tuple[int, int] = (0, 1),
+                  graphs: ModelGraphs | None = None) -> Samples:
     """n samples, sample i from noise seeded by (seed, i), in batches of batch_size. With measure=True every
     full batch after the first (its warm-up, and the capture of `graphs`) is timed as it is drawn
-    (plugins.measure.Timer)."""
+    (plugins.measure.Timer). part=(rank, world): only batches rank, rank + world, ... (one rank's share;
+    Samples.index says which)."""
     from plugins.measure import Timer
     from zigma.random import sample_seeds
 
@@ -130,17 +135,23 @@ def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *,
         advance(hi, f"nfe {results[i].nfe}")
         return results[i]
 
-    full = [i for i, (lo, hi) in enumerate(spans) if hi - lo == batch_size]
+    rank, world = part
+    mine = list(range(rank, len(spans), world))
+    full = [i for i in mine if spans[i][1] - spans[i][0] == batch_size]
     timer = Timer(device)
-    for i in range(len(spans)):
+    for i in mine:
         if measure and i in full[1:]:
             with timer.region():
                 draw(i)
         else:
             draw(i)
-    fake = torch.cat([to_uint8(results[i].x1).cpu() for i in range(len(spans))])
-    nfe = sum(results[i].nfe for i in range(len(spans))) / len(spans)
-    return Samples(fake, labels, captions, nfe, timer.take())
+    if not mine:                                          # more ranks than batches
+        return Samples(torch.zeros((0, *shape), dtype=torch.uint8), labels, captions, 0.0, [],
+                       torch.zeros(0, dtype=torch.long), 0)
+    fake = torch.cat([to_uint8(results[i].x1).cpu() for i in mine])
+    nfe = sum(results[i].nfe for i in mine) / len(mine)
+    index = None if world == 1 else torch.cat([torch.arange(*spans[i]) for i in mine])
+    return Samples(fake, labels, captions, nfe, timer.take(), index, len(mine))
 
 
 def save_grid(fake: torch.Tensor, path: Path, n: int) -> None:

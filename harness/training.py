@@ -18,6 +18,7 @@ from harness.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from harness.checkpoint_async import wait_pending
 from harness.compile import maybe_compile
 from harness.cuda_graph import StepGraph, flatten_kwargs, graph_blocker
+from harness.distributed import Ranks
 from harness.errors import TrialFailed
 from harness.seeds import seed_for
 from harness.study import TrainConfig
@@ -163,8 +164,7 @@ class Stepper:
 
     def draws(self, x1: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, t): the noise and times Transport.loss would draw from `generator`, in its order."""
-        x0 = torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
-        return x0, self.transport.sample_t(x1.shape[0], generator=generator, device=x1.device, dtype=x1.dtype)
+        return self.transport.draw(tuple(x1.shape), generator=generator, device=x1.device, dtype=x1.dtype)
 
     def _step(self, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         """The captured step: forward, backward, clip, AdamW; no host synchronisation, no random draws."""
@@ -214,7 +214,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
           evaluate: Callable[[nn.Module, int], None] | None = None, eval_every: int | None = None,
           progress: Callable[[int, float], None] = lambda step, loss: None,
           extra_generators: dict[str, torch.Generator] | None = None,
-          budget: Budget | None = None) -> tuple[nn.Module, TrainState]:
+          budget: Budget | None = None, ranks: Ranks | None = None) -> tuple[nn.Module, TrainState]:
     """Train `net` for cfg.steps from its last checkpoint. Returns (EMA copy, state).
 
     loader_for(epoch, batch) yields batches from that data position; condition(batch, gen) -> model kwargs
@@ -224,14 +224,19 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
     budget (harness/budget.py) decides when training stops and when `evaluate` is due (eval_every is then
     ignored); without one, cfg.steps steps and an evaluation every eval_every steps.
     Raises TrialFailed on non-finite loss or when the memory limit is exceeded.
+    ranks (harness/distributed.py): one of several processes; the net is wrapped in DDP, each rank trains its
+    rows of the global batch, the loss logged is the mean over ranks and rank 0 alone writes checkpoints.
     """
     net.to(device).train()
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     stepper = Stepper(net, ema, transport, cfg, device)
+    if ranks is not None:
+        ranks.wrap(stepper)
     gens = {"noise": torch.Generator(device=device).manual_seed(seed_for(seed, 2)),
             "dropout": torch.Generator().manual_seed(seed_for(seed, 3)), **(extra_generators or {})}
-    state = load_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, gens=gens,
-                            config_hash=config_hash) or TrainState()
+    load = lambda: load_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler,  # noqa: E731
+                                   gens=gens, config_hash=config_hash)
+    state = (ranks.lead_first(load) if ranks is not None else load()) or TrainState()
     # this segment's cost figures start afresh (a resumed trial reports the segment that finished it)
     state.timed_images, state.timed_seconds, state.timed_steps, state.peak_memory_gb = 0, 0.0, 0, 0.0
     peak, timer, split = PeakMemory(device), Timer(device), WallSplit()
@@ -246,7 +251,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
     t_start = time.perf_counter()
 
     def check(step: int) -> None:
-        if (b := int(bad_step.item())) >= 0:
+        if (b := int((ranks.earliest(bad_step) if ranks is not None else bad_step).item())) >= 0:
             raise TrialFailed(f"non-finite training loss at step {b}", step=b)
         state.peak_memory_gb = max(state.peak_memory_gb, peak.read_total())
         if cfg.max_memory_gb is not None and state.peak_memory_gb > cfg.max_memory_gb:
@@ -267,14 +272,17 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         step = state.step
         with split("data"):
             batch = next(batches)
-            x1 = batch["x"].to(device, non_blocking=True)
+            x1, n = batch["x"], batch["x"].shape[0]                  # n: the global batch
             kwargs = condition(batch, gens["dropout"])
+            if ranks is not None:
+                x1, kwargs = ranks.shard(x1, kwargs)
+            x1 = x1.to(device, non_blocking=True)
         with split("step"):
             if step - first >= warmup:
                 with timer.region():
                     loss = stepper(x1, kwargs, step, gens["noise"])
                 timed.append(step + 1)
-                state.timed_images += x1.shape[0]
+                state.timed_images += n
             else:
                 loss = stepper(x1, kwargs, step, gens["noise"])
             bad_step = torch.where((~torch.isfinite(loss)) & (bad_step < 0), step, bad_step)
@@ -282,7 +290,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         window += 1
         state.step = step + 1
         state.epoch, state.batch = BatchStream.advance(state.epoch, state.batch, per_epoch)
-        budget.step(x1.shape[0], timer.peek())
+        budget.step(n, timer.peek())
         if budget.needs_flush(state.step, cfg.log_every):
             flush()
         last = budget.bound() is not None
@@ -290,7 +298,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
             with split("log"):
                 check(step)
                 flush()
-                state.last_loss = loss_sum.item() / window
+                state.last_loss = (ranks.mean(loss_sum) if ranks is not None else loss_sum).item() / window
                 log({"train_loss": state.last_loss, "lr": lr_at(step, cfg)}, state.step)
                 loss_sum.zero_()
                 window = 0
@@ -307,8 +315,9 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
                 state.wall = dict(split.seconds)
                 state.train_seconds += time.perf_counter() - t_start
                 t_start = time.perf_counter()
-                save_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, state=state,
-                                gens=gens, config_hash=config_hash, background=cfg.checkpoint_async)
+                if ranks is None or ranks.lead:
+                    save_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler, state=state,
+                                    gens=gens, config_hash=config_hash, background=cfg.checkpoint_async)
     wait_pending(ckpt)
     flush()
     state.wall = dict(split.seconds)

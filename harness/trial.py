@@ -16,6 +16,7 @@ from harness.budget import Budget, forward_flops_per_image
 from harness.compile import sampling_net
 from harness.costs import trial_costs
 from harness.data_stream import batch_source
+from harness.distributed import Ranks
 from harness.errors import TrialFailed
 from harness.model import Conditioning, Net, build_model
 from harness.provenance import provenance
@@ -82,14 +83,34 @@ def _metrics(metrics: list[tuple[str, Any]], fake: torch.Tensor,
 
 
 def run_trial(spec: TrialSpec, registries: Any, *, trial_dir: Path, device: torch.device, cache_dir: Path,
-              hooks: TrialHooks | None = None, source: str = "<study>") -> dict[str, Any]:
+              hooks: TrialHooks | None = None, source: str = "<study>", ranks: Ranks | None = None
+              ) -> dict[str, Any] | None:
     """Train, sample and measure one trial; writes config.json, provenance.json, checkpoint.pt, samples.png,
     metrics_meta.json, cost.json (how each cost figure was measured) and results.json under trial_dir.
-    Raises TrialFailed with a reason."""
+    Raises TrialFailed with a reason. ranks: this process is one rank of a distributed trial
+    (harness/distributed.py): rank 0 writes the files, calls the hooks and returns the results; the other ranks
+    train and sample their shares and return None."""
     hooks = hooks or TrialHooks()
     cfg = spec.config
     entries = resolve_trial(spec, registries, source=source)
     trial_dir.mkdir(parents=True, exist_ok=True)
+    lead = ranks is None or ranks.lead
+    if lead:
+        _write_config(spec, registries, entries, trial_dir, device, ranks)
+    amp = autocast_dtype(device, cfg.train.precision)
+    try:
+        return _run(spec, entries, cfg, trial_dir=trial_dir, device=device, cache_dir=cache_dir, hooks=hooks,
+                    amp=amp, ranks=ranks)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise TrialFailed(f"CUDA out of memory: {str(exc).splitlines()[0]}") from None
+    except MemoryError:
+        raise TrialFailed("out of memory (host RAM)") from None
+
+
+def _write_config(spec: TrialSpec, registries: Any, entries: dict, trial_dir: Path, device: torch.device,
+                  ranks: Ranks | None) -> None:
+    """config.json and provenance.json (with the process layout of a distributed trial)."""
+    cfg = spec.config
     (trial_dir / "config.json").write_text(json.dumps(
         {"trial_key": spec.key, "label": spec.label, "params": spec.params, "seed": spec.seed,
          "config": cfg.model_dump(mode="json")}, indent=2, default=str))
@@ -104,19 +125,16 @@ def run_trial(spec: TrialSpec, registries: Any, *, trial_dir: Path, device: torc
                       mixer_backend_requested=cfg.backbone.mixer_backend, plugins=plugins,
                       seeds={"trial": spec.seed, "scan": scan_seed, "model_init": spec.seed,
                              "samples": "zigma.random.sample_seeds(trial seed, index)"})
+    if ranks is not None:
+        t = cfg.train
+        prov["distributed"] = {"launcher": "torchrun", "world_size": ranks.world, "devices": t.devices,
+                               "nodes": t.nodes, "backend": ranks.backend, "rdzv_backend": t.rdzv_backend,
+                               "per_rank_batch": t.batch_size // ranks.world, "global_batch": t.batch_size}
     (trial_dir / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
-
-    try:
-        return _run(spec, entries, cfg, trial_dir=trial_dir, device=device, cache_dir=cache_dir, hooks=hooks,
-                    amp=amp)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise TrialFailed(f"CUDA out of memory: {str(exc).splitlines()[0]}") from None
-    except MemoryError:
-        raise TrialFailed("out of memory (host RAM)") from None
 
 
 def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, device: torch.device,
-         cache_dir: Path, hooks: TrialHooks, amp: torch.dtype | None) -> dict[str, Any]:
+         cache_dir: Path, hooks: TrialHooks, amp: torch.dtype | None, ranks: Ranks | None) -> dict[str, Any] | None:
     from zigma.interpolants import Transport
 
     hooks.phase("data", None)
@@ -146,8 +164,21 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                           time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
     sampler = entries["sampler"].build(**option_values(entries["sampler"], cfg.sampler.options))
     metrics = _build_metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options)
-    drop_gen = torch.Generator(device=device).manual_seed(seed_for(spec.seed, 6))
+    # stochastic depth: rank r > 0 of a distributed trial draws its own masks (not checkpointed: a resumed rank
+    # restarts its stream; see harness/distributed.py)
+    own = ranks is not None and not ranks.lead
+    drop_gen = torch.Generator(device=device).manual_seed(seed_for(spec.seed, 6, *([ranks.rank] if own else [])))
     net.set_generator(drop_gen)
+
+    graphs = ModelGraphs(cfg.eval.cuda_graph, device)      # the sampler's model call, captured once per shape
+
+    def sample(ema: Net, n: int, advance: Any, measure: bool = False) -> Any:
+        """n samples of the EMA net (a distributed trial: each rank its share, all of them on rank 0, else None)."""
+        out = sample_images(sampling_net(ema, cfg.eval.compile), transport, sampler, cond, n=n,
+                            batch_size=cfg.eval.batch_size, shape=info.shape, seed=spec.seed,
+                            cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp, advance=advance,
+                            measure=measure, part=ranks.part if ranks is not None else (0, 1), graphs=graphs)
+        return out if ranks is None else ranks.gather_samples(out)
 
     stream = BatchStream(len(data.train), cfg.train.batch_size, spec.seed)
     loader_for, _ = batch_source(cfg.train.data_on_device, data.train, batch_size=cfg.train.batch_size,
@@ -166,15 +197,15 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                     exact_seconds=device.type != "cuda")
     total = budget.planned_steps(cfg.train.batch_size)
 
-    graphs = ModelGraphs(cfg.eval.cuda_graph, device)      # the sampler's model call, captured once per shape
-
     def evaluate(ema: Net, step: int) -> None:
         hooks.phase(f"eval@{step}", cfg.eval.intermediate_samples)
-        out = sample_images(
-            sampling_net(ema, cfg.eval.compile), transport, sampler, cond, n=cfg.eval.intermediate_samples,
-            batch_size=cfg.eval.batch_size,
-            shape=info.shape, seed=spec.seed, cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp,
-            advance=hooks.advance, graphs=graphs)
+        out = sample(ema, cfg.eval.intermediate_samples, hooks.advance)
+        if ranks is None:
+            _evaluated(out, step)
+        else:                                           # rank 0 measures and reports; a prune stops every rank
+            ranks.on_lead(lambda: _evaluated(out, step))
+
+    def _evaluated(out: Any, step: int) -> None:
         values, _ = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
         hooks.log({**{f"during/{k}": v for k, v in values.items()}, "during/images": budget.amount("images"),
                    "during/train_seconds": budget.seconds, "during/train_tflops": budget.train_flops / 1e12},
@@ -193,19 +224,18 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         ckpt=trial_dir / "checkpoint.pt", config_hash=config_hash(cfg), log=hooks.log, history=hooks.history,
         evaluate=evaluate, eval_every=cfg.eval.every,
         progress=lambda step, loss: hooks.advance(step, f"loss {loss:.4f}"),
-        extra_generators={"droppath": drop_gen}, budget=budget)
+        extra_generators={} if own else {"droppath": drop_gen}, budget=budget, ranks=ranks)
 
     wall = {f"wall_{k}_s": v for k, v in state.wall.items()}
     split = WallSplit()                                   # the trial's phases after training
     hooks.phase("sample", cfg.eval.num_samples)
     with split("sample"):
-        out = sample_images(sampling_net(ema, cfg.eval.compile), transport, sampler, cond, n=cfg.eval.num_samples,
-                            batch_size=cfg.eval.batch_size, shape=info.shape, seed=spec.seed,
-                            cfg_scale=cfg.sampler.cfg_scale, device=device, amp=amp, advance=hooks.advance,
-                            measure=cfg.eval.cost, graphs=graphs)
-        if cfg.eval.grid_samples:
+        out = sample(ema, cfg.eval.num_samples, hooks.advance, measure=cfg.eval.cost)
+        if out is not None and cfg.eval.grid_samples:
             save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples)
             save_grid(data.reference(cfg.eval.grid_samples, seed=0), trial_dir / "real.png", cfg.eval.grid_samples)
+    if out is None:                                     # a rank other than 0: its share is drawn and gathered
+        return None
     hooks.phase("metrics", None)
     with split("metrics"):
         values, meta = _metrics(metrics, out.fake, ctx_for(out.labels, out.captions))
@@ -236,6 +266,9 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         "peak_memory_gb": "GB = 1e9 bytes; " + ("torch.cuda.max_memory_allocated" if device.type == "cuda"
                                                  else "the process's peak resident set (VmHWM) in the segment"),
         "resumed_from_step": state.resumed_from}
+    if ranks is not None:
+        how["distributed"] = (f"{ranks.world} rank(s), {ranks.backend}: images are the global batch's, seconds "
+                              "and peak memory rank 0's; sampling split over the ranks (latency: rank 0's batches)")
     if cfg.eval.cost:
         hooks.phase("cost", None)
         with split("cost"):

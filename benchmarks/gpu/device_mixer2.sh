@@ -10,6 +10,8 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 T0=$(date +%s); LIMIT=${LIMIT:-570}
+# Triton compiles and autotunes the SSD kernels on a fresh machine for minutes: one cache for every step below
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache} TRITON_CACHE_AUTOTUNING=1
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl 2>&1 | tail -2
@@ -22,11 +24,11 @@ python3 -c "import torch, mamba_ssm, causal_conv1d, triton; print('torch', torch
 mamba_ssm.__version__, 'causal_conv1d', causal_conv1d.__version__, 'triton', triton.__version__)" | tee "$OUT/versions.txt"
 PART=${PART:-all}
 if [ "$PART" != bench ]; then
-timeout 100 python3 -m pytest -q -m gpu tests/zigma/test_mixer2.py tests/zigma/test_mixer.py -p no:cacheprovider \
+timeout ${TESTS_S:-100} python3 -m pytest -q -m gpu tests/zigma/test_mixer2.py tests/zigma/test_mixer.py -p no:cacheprovider \
   > "$OUT/gpu_tests.log" 2>&1; echo "gpu tests exit $? ($(( $(date +%s) - T0 )) s)"
-timeout 150 python3 -m benchmarks.gpu_mixer2 --out "$OUT/gpu_mixer2" > "$OUT/gpu_mixer2.log" 2>&1
+timeout ${MIXER2_S:-150} python3 -m benchmarks.gpu_mixer2 --out "$OUT/gpu_mixer2" > "$OUT/gpu_mixer2.log" 2>&1
 echo "gpu_mixer2 exit $? ($(( $(date +%s) - T0 )) s)"
-timeout 120 python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --out "$OUT/profile" \
+timeout ${PROFILE_S:-120} python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --out "$OUT/profile" \
   > "$OUT/profile.log" 2>&1; echo "profile exit $? ($(( $(date +%s) - T0 )) s)"
 fi
 if [ "$PART" != checks ]; then

@@ -28,10 +28,16 @@ def _dry_run(loaded, specs) -> None:
     table.add_column("steps", justify="right")
     table.add_column("dataset")
     table.add_column("backbone")
+    launched = any(s.config.train.uses_torchrun for s in specs)
+    if launched:   # devices x nodes per trial, under torchrun (harness/runner/torchrun.py)
+        table.add_column("ranks", justify="right")
     for i, s in enumerate(specs):
         c = s.config
         cells = (str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed), str(c.train.steps),
                  c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
+        if launched:
+            t = c.train
+            cells += (f"{t.devices}x{t.nodes} torchrun" if t.uses_torchrun else "1",)
         table.add_row(*map(escape, cells))
     console.print(table)
     if study.search is not None:
@@ -49,7 +55,8 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
                                     "RUNS/<study>/optuna.journal) or a URL such as postgresql+psycopg://host/db."),
         tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite "
                                          "under the study folder)."),
-        gpus: str = typer.Option(None, "--gpus", help="One worker process per GPU, e.g. 0,1,2,3 or all."),
+        gpus: str = typer.Option(None, "--gpus", help="One worker process per GPU, e.g. 0,1,2,3, 0-7 or all "
+                                 "(per group of train.devices GPUs when trials use several)."),
         workers: int = typer.Option(0, "--workers", min=0, help="CPU worker processes (0: this one)."),
         trials_per_gpu: int = typer.Option(1, "--trials-per-gpu", min=1, help="Worker processes per GPU "
                                            "(small trials share a device); without --gpus: on this process's "
@@ -76,6 +83,12 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     if workers and trials_per_gpu > 1:
         raise HarnessError("--trials-per-gpu: give it with --gpus (or alone), not with --workers")
     gpu_ids = launch.parse_gpus(gpus) if gpus else []
+    # a trial on train.devices GPUs: each worker gets a group of that many (the largest any trial asks for)
+    group = max([s.config.train.devices for s in specs if s.config.train.uses_torchrun] or [1])
+    if gpu_ids and group > 1:
+        groups, left = launch.gpu_groups(gpu_ids, group)
+        Console(stderr=True).print(f"{len(groups)} GPU group(s) of {group} ({', '.join('+'.join(g) for g in groups)})"
+                                   + (f"; GPU(s) {','.join(left)} left idle" if left else ""), highlight=False)
     folder = (runs_dir(runs, out) / study.name).resolve()
     launch.check_writable(folder, storage)
 
@@ -93,7 +106,7 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     (folder / "study.yaml").write_text(runner.study_file_text(yaml_text, preset))
 
     rcs = launch.run_rounds(session, registries, gpu_ids=gpu_ids, workers=workers, per_device=trials_per_gpu,
-                            storage=storage, quiet=quiet, line=line)
+                            storage=storage, quiet=quiet, line=line, group=group)
     code = launch.finish(session, quiet=quiet, no_report=no_report, say=line.say, rcs=rcs)
     if code:
         raise typer.Exit(code=code)

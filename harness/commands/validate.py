@@ -39,6 +39,10 @@ def validate(studies: list[Path] = typer.Argument(..., help="Study files to chec
                 console.print(f"[red]✗[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 continue
             extra = f", {built} distinct model(s) built" if build else ""
+            launched = [t.config.train.world_size for t in trials if t.config.train.uses_torchrun]
+            if launched:   # one trial on several processes (harness/runner/torchrun.py)
+                sizes = ", ".join(str(w) for w in sorted(set(launched)))
+                extra += f", {len(launched)} on torchrun ({sizes} process(es) each)"
             console.print(f"[green]✓[/green] {escape(tag)}: {len(trials)} trial(s){extra}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(code=2)

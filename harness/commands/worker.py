@@ -20,8 +20,10 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
            quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial."),
            prefix: str = typer.Option("", "--prefix", hidden=True),
            worker_index: int = typer.Option(0, "--worker-index", hidden=True),
-           max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials.")) -> None:
-    """Claim and run trials of a study until its queue is empty."""
+           max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials."),
+           node_rank: int = typer.Option(0, "--node-rank", min=0, help="K > 0: claim nothing; join, as node K, "
+                                         "the trials on train.nodes hosts that node-0 workers start.")) -> None:
+    """Claim and run trials of a study until its queue is empty (--node-rank K: join multi-host trials as node K)."""
     from harness import launch, runner
     from harness.progress import LineProgress, RichProgress
     from harness.study import validate_study
@@ -39,6 +41,11 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
     launch.stop_on_signals()
     device = default_device()
     line = LineProgress(prefix=prefix, total=lambda: runner.counts(session))
+    if node_rank > 0:
+        from harness.runner.torchrun import follow
+        n = follow(session, node_rank=node_rank, device=device, say=line.say)
+        line.say(f"worker done: joined {n} trial(s) as node {node_rank} on {device}")
+        return
     if quiet:
         n = runner.run_worker(session, registries, device=device, hooks=line.hooks(), max_trials=max_trials)
     else:

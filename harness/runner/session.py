@@ -34,6 +34,7 @@ class Session:
     folder: Path
     parent_run_id: str
     specs: dict[str, TrialSpec] = field(default_factory=dict)    # grid: trial_key -> spec
+    storage: str | None = None       # as given (None: the journal in `folder`); ranks of a trial open it again
 
     @property
     def study(self) -> Study:
@@ -92,7 +93,7 @@ def open_session(study: Study | LoadedStudy, *, folder: Path, storage: str | Non
     artifacts = folder / "mlartifacts" if uri.startswith("sqlite") else None
     tracker = Tracker(uri, study.name, artifact_root=artifacts) if track else None
     parent = osd.user_attrs.get("mlflow_parent_run_id", "")
-    session = Session(loaded, osd, tracker, folder, parent)
+    session = Session(loaded, osd, tracker, folder, parent, storage=storage)
     if not session.is_search:
         session.specs = {s.key: s for s in expand_trials(loaded)}
     return session

@@ -24,15 +24,16 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import queue
-from harness.errors import TrialFailed
+from harness.errors import TrialFailed, failure_reason
 from harness.metric_buffer import MetricBuffer
 from harness.runner.session import Session
+from harness.runner.torchrun import run_ranks
 from harness.study import LoadedStudy, TrialConfig, TrialSpec, trial_from_params
 from harness.tracking import flatten
 from harness.trial import TrialHooks, run_trial
 from plugins.errors import HarnessError
 
-__all__ = ["MAX_AUTO_ATTEMPTS", "WorkerHooks", "WorkerStopped", "run_one", "run_worker"]
+__all__ = ["MAX_AUTO_ATTEMPTS", "WorkerHooks", "WorkerStopped", "run_one", "run_worker", "tracking_hooks"]
 
 MAX_AUTO_ATTEMPTS = 3      # a trial whose worker keeps dying is not re-queued forever
 
@@ -168,6 +169,25 @@ def _cache_dir(session: Session) -> Path:
     return Path(os.environ.get("ZIGMA_HARNESS_CACHE") or session.folder.parent / ".cache")
 
 
+def tracking_hooks(session: Session, trial: optuna.Trial, run_id: str, spec: TrialSpec,
+                   th: TrialHooks) -> MetricBuffer:
+    """Point a trial's hooks at its MLflow run (log, history) and its Optuna trial (report; may prune); returns the
+    metric buffer to flush when the trial ends. The worker uses it, or rank 0 of a distributed trial."""
+    tracker = session.tracker
+    th.log = buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)
+    th.history = lambda name, points: tracker.log_history(run_id, name, points)
+    metric = session.study.objective.metric
+
+    def report(values: dict[str, float], step: int) -> None:
+        if metric in values and math.isfinite(values[metric]):
+            trial.report(values[metric], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}: {metric}={values[metric]:.4g}")
+
+    th.report = report
+    return buffer
+
+
 def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: torch.device,
             hooks: WorkerHooks) -> tuple[str, str]:
     """Run one claimed trial to COMPLETE, FAIL or PRUNED in Optuna and MLflow; returns (status, detail)."""
@@ -191,24 +211,19 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     trial.set_user_attr("mlflow_run_id", run_id)
     trial_dir = session.folder / "trials" / spec.key
     th = hooks.trial()
-    th.log = buffer = MetricBuffer(tracker.client, run_id, spec.config.train.log_buffer)
-    th.history = lambda name, points: tracker.log_history(run_id, name, points)
+    buffer = tracking_hooks(session, trial, run_id, spec, th)
     metric = session.study.objective.metric
-
-    def report(values: dict[str, float], step: int) -> None:
-        if metric in values and math.isfinite(values[metric]):
-            trial.report(values[metric], step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step}: {metric}={values[metric]:.4g}")
-
-    th.report = report
     artifacts = [trial_dir / f for f in ("config.json", "provenance.json")]
     try:
         with queue.heartbeat(osd, frozen._trial_id):  # noqa: SLF001
             try:
-                result = run_trial(spec, registries, trial_dir=trial_dir, device=device,
-                                   cache_dir=_cache_dir(session),
-                                   hooks=th, source=session.loaded.source)
+                if spec.config.train.uses_torchrun:    # its rank 0 talks to Optuna and MLflow itself
+                    result = run_ranks(session, spec, trial_dir=trial_dir, cache_dir=_cache_dir(session),
+                                       run_id=run_id, trial=frozen, device=device)
+                else:
+                    result = run_trial(spec, registries, trial_dir=trial_dir, device=device,
+                                       cache_dir=_cache_dir(session),
+                                       hooks=th, source=session.loaded.source)
             finally:
                 buffer.flush()
     except optuna.TrialPruned as exc:
@@ -224,10 +239,10 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
         hooks.finished(spec, "interrupted", "re-queued")
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a trial is recorded and the study goes on
-        reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
-        reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
+        reason = failure_reason(exc)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        (trial_dir / "error.txt").write_text(f"{reason}\n\n{traceback.format_exc()}")
+        detail = exc.detail if isinstance(exc, TrialFailed) and exc.detail else traceback.format_exc()
+        (trial_dir / "error.txt").write_text(f"{reason}\n\n{detail}")
         tracker.log_artifacts(run_id, [*artifacts, trial_dir / "error.txt"])
         tracker.end_trial(run_id, status="failed", failure=reason)
         _tell_failed(session, frozen, reason)

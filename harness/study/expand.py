@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from harness.study.load import LoadedStudy, as_loaded
-from harness.study.schema import MAX_TRIALS, Study, TrialConfig, format_validation_error
+from harness.study.schema import LAUNCH_KEYS, MAX_TRIALS, Study, TrialConfig, format_validation_error
 from plugins.errors import ConfigError, suggest
 
 __all__ = ["TrialSpec", "expand_trials", "keyed_dump", "trial_from_params"]
@@ -20,12 +20,16 @@ __all__ = ["TrialSpec", "expand_trials", "keyed_dump", "trial_from_params"]
 
 def keyed_dump(config: TrialConfig) -> dict[str, Any]:
     """config as JSON for trial keys and checkpoint hashes: the default mixer (mamba1, no options) is left out,
-    so trials resolved before `backbone.mixer` existed keep their keys and checkpoints; train.cuda_graph too."""
+    so trials resolved before `backbone.mixer` existed keep their keys and checkpoints; so are the launch keys
+    (train.devices, nodes, launcher, rdzv_*): one trial on any number of processes is the same trial (an axis over
+    them still makes distinct keys through its params); and the CUDA-graph switches, which compute the same step."""
     out = config.model_dump(mode="json")
     if out["backbone"].get("mixer") == {"name": "mamba1"}:
         del out["backbone"]["mixer"]
     if out["train"].get("budget", 0) is None:   # no budget: train.steps, as before budgets existed
         del out["train"]["budget"]
+    for key in LAUNCH_KEYS:
+        del out["train"][key]
     # a speed switch that computes the same step (tests/harness/test_cuda_graph.py): not part of a trial's identity,
     # so switching it on resumes and keeps the trials already run
     out["train"].pop("cuda_graph", None)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.budget import BudgetConfig
 from plugins.errors import suggest
 
-__all__ = ["MAX_LIST", "MAX_NAME", "MAX_SEED", "MAX_TRIALS", "BackboneConfig", "ConditioningConfig", "Constraint",
+__all__ = ["LAUNCH_KEYS", "MAX_DEVICES", "MAX_LIST", "MAX_NAME", "MAX_SEED", "MAX_TRIALS", "BackboneConfig", "ConditioningConfig", "Constraint",
            "DatasetConfig", "EvalConfig", "InterpolantConfig", "MixerConfig", "Objective", "SamplerConfig",
            "ScanConfig", "Search", "SearchParam", "Study", "TrainConfig", "TrialConfig", "format_validation_error"]
 
@@ -37,6 +37,9 @@ MAX_SEED = 2**31 - 1               # seeds are 31-bit (seed_for masks to 31 bits
 MAX_LIST = 1000                    # seeds, axis values, axes blocks: larger lists are mistakes
 MAX_TRIALS = 10_000                # combinations x seeds of one study file
 MAX_NAME = 100                     # a study name is a folder, an Optuna study and an MLflow experiment
+MAX_DEVICES = 4096                 # train.devices, train.nodes: larger values are mistakes
+LAUNCH_KEYS = ("devices", "nodes", "launcher", "rdzv_backend", "rdzv_endpoint")   # train.*: how, not what
+_ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")   # host:port, [v6]:port
 
 _Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
@@ -135,6 +138,47 @@ class TrainConfig(_Strict):
     max_memory_gb: float | None = Field(None, gt=0)  # a trial above this peak memory fails with the reason
     budget: BudgetConfig | None = None        # {kind: steps|images|gpu_seconds|flops, value}; None = train.steps
     # steps; for the other kinds train.steps is a ceiling (harness/budget.py says how each is counted and stopped)
+    # one trial on several processes (harness/distributed.py, harness/runner/torchrun.py): how a trial is launched,
+    # left out of trial keys and checkpoint hashes (a checkpoint resumes under any of these settings)
+    devices: int = Field(1, ge=1, le=MAX_DEVICES)   # processes per node for one trial (one GPU each on CUDA);
+    # > 1: torchrun + DistributedDataParallel, each rank trains batch_size / (devices x nodes) of the global batch
+    nodes: int = Field(1, ge=1, le=MAX_DEVICES)     # hosts per trial; the others join with `harness worker
+    # --node-rank K` (harness/runner/torchrun.py)
+    launcher: Literal["auto", "torchrun"] = "auto"  # auto: torchrun when devices x nodes > 1, else in the worker
+    # process; torchrun: always (a 1-device torchrun trial, to compare with the plain one)
+    rdzv_backend: Literal["c10d", "static"] = "c10d"  # torchrun's rendezvous (static: node 0 hosts rank 0)
+    rdzv_endpoint: str | None = None          # HOST:PORT of the rendezvous on node 0; needed when nodes > 1 (one
+    # node: a free local port)
+
+    @property
+    def world_size(self) -> int:
+        """Processes (ranks) of one trial: devices x nodes."""
+        return self.devices * self.nodes
+
+    @property
+    def uses_torchrun(self) -> bool:
+        """Whether a worker launches this trial under torchrun (several ranks, or launcher: torchrun)."""
+        return self.launcher == "torchrun" or self.world_size > 1
+
+    @model_validator(mode="after")
+    def _distributed(self) -> TrainConfig:
+        world = self.world_size
+        if self.batch_size % world:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must be divisible by train.devices x "
+                             f"train.nodes ({self.devices} x {self.nodes} = {world}): each rank trains an equal "
+                             "share of the global batch")
+        if self.nodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(f"train.nodes={self.nodes} needs train.rdzv_endpoint: HOST:PORT of node 0, which "
+                             "every node can reach")
+        if self.rdzv_endpoint is not None:
+            m = _ENDPOINT.fullmatch(self.rdzv_endpoint)
+            if m is None or not 0 < int(m.group(2)) < 65536:
+                raise ValueError(f"train.rdzv_endpoint must be HOST:PORT with a port in 1..65535, got "
+                                 f"{self.rdzv_endpoint!r}")
+        if world > 1 and self.budget is not None and self.budget.kind == "gpu_seconds":
+            raise ValueError("train.budget.kind gpu_seconds is not supported with train.devices x train.nodes > 1 "
+                             "(each rank's clock would stop it at another step); use steps, images or flops")
+        return self
 
 
 class EvalConfig(_Strict):

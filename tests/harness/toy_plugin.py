@@ -2,12 +2,15 @@
 a linear path, a 4-step Euler sampler and a trivial metric.
 Loaded with ZIGMA_HARNESS_PLUGINS=tests.harness.toy_plugin.
 
-Backbone options: `width`; `fail` = none | raise | nan (raise an error / return NaN from training step
-`fail_step`); `sleep` = seconds per training forward (to make trials long enough to kill).
+Backbone options: `width`; `fail` = none | raise | nan | kill (raise an error / return NaN / SIGKILL the process
+from training step `fail_step`), only on torch.distributed rank `fail_rank` when given; `sleep` = seconds per
+training forward (to make trials long enough to kill).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Literal
 
@@ -59,8 +62,9 @@ def _load(options: DataOptions) -> DataBundle:
 class BackboneOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     width: int = 16
-    fail: Literal["none", "raise", "nan"] = "none"
+    fail: Literal["none", "raise", "nan", "kill"] = "none"
     fail_step: int = 3
+    fail_rank: int | None = None
     fail_message: str = "toy failure on purpose"
     sleep: float = 0.0
 
@@ -69,13 +73,15 @@ class ToyMLP(nn.Module):
     """x (N, 1, 4, 4), t (N,), y (N,) -> (N, 1, 4, 4)."""
 
     def __init__(self, *, width: int, num_classes: int | None, fail: str, fail_step: int, sleep: float,
-                 device=None, fail_message: str = "toy failure on purpose") -> None:
+                 device=None, fail_message: str = "toy failure on purpose", fail_rank: int | None = None) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(16 + 1 + width, width, device=device), nn.SiLU(),
                                  nn.Linear(width, 16, device=device))
         self.label = nn.Embedding((num_classes or 0) + 1, width, device=device)
         self.fail, self.fail_step, self.sleep, self.calls = fail, fail_step, sleep, 0
         self.fail_message = fail_message
+        if fail_rank is not None and int(os.environ.get("RANK", "0")) != fail_rank:
+            self.fail = "none"                  # another rank of a distributed trial fails
 
     def forward(self, x, t, *, y=None, context=None, context_mask=None):
         """x (N, 1, 4, 4), t (N,) -> (N, 1, 4, 4)."""
@@ -85,6 +91,8 @@ class ToyMLP(nn.Module):
                 time.sleep(self.sleep)
             if self.fail == "raise" and self.calls > self.fail_step:
                 raise RuntimeError(self.fail_message)
+            if self.fail == "kill" and self.calls > self.fail_step:
+                os.kill(os.getpid(), signal.SIGKILL)
         y = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if y is None else y
         h = torch.cat([x.flatten(1), t[:, None].to(x.dtype), self.label(y)], dim=1)   # (N, 17 + width)
         out = self.net(h).view_as(x)
@@ -95,10 +103,10 @@ class ToyMLP(nn.Module):
 
 def _build_backbone(*, size, input_shape, patch_size, scan, num_classes, context_dim, pos_embed,
                     mixer_backend, device, dtype, width, fail, fail_step, sleep, fail_message="toy failure on purpose",
-                    generator=None) -> nn.Module:
+                    fail_rank=None, generator=None) -> nn.Module:
     assert tuple(input_shape) == SHAPE, f"toy-mlp takes {SHAPE}, got {input_shape}"
     return ToyMLP(width=width, num_classes=num_classes, fail=fail, fail_step=fail_step, sleep=sleep,
-                  device=None if str(device) == "meta" else device, fail_message=fail_message)
+                  device=None if str(device) == "meta" else device, fail_message=fail_message, fail_rank=fail_rank)
 
 
 class MeanGap:

@@ -98,11 +98,20 @@ class Transport:
             u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(n, generator=generator, device=gdev))
         return (t0 + (t1 - t0) * u).to(device=device, dtype=dtype)
 
+    def draw(self, shape: tuple[int, ...], *, generator: torch.Generator, device=None,
+             dtype=None) -> tuple[Tensor, Tensor]:
+        """(x0, t) of a training batch of `shape` (N, ...): noise x0 (N, ...) then times t (N,), in this order from
+        `generator` (what `loss` draws; a rank of a distributed trial draws the global batch's and keeps its rows)."""
+        x0 = torch.randn(shape, generator=generator, device=generator.device).to(device=device, dtype=dtype)
+        return x0, self.sample_t(shape[0], generator=generator, device=device, dtype=dtype)
+
     def loss(self, model_fn: ModelFn, x1: Tensor, *, generator: torch.Generator | None = None,
              x0: Tensor | None = None, t: Tensor | None = None) -> Tensor:
         """Per-sample loss (N,) for data x1 (N, ...); x0 and t are drawn from `generator` unless given."""
         if (x0 is None or t is None) and generator is None:
             raise ValueError("Transport.loss needs a torch.Generator (or both x0 and t)")
+        if x0 is None and t is None:
+            x0, t = self.draw(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         if x0 is None:
             x0 = torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
         if t is None:
