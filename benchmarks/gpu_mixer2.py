@@ -166,6 +166,7 @@ def main(argv=None):
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--batch-tokens", type=int, default=65536)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--no-bench", action="store_true", help="the checks only (init, agreement, state dict)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,9 @@ def main(argv=None):
     run.section("init", check_init, 256)
     run.section("agreement", check_agreement, *small)
     run.section("state_dict", check_state_dict, *small)
-    if dry:
+    if args.no_bench:
+        pass
+    elif dry:
         run.section("bench", bench, 64, [64], 128, 2)
     else:
         run.section("bench", bench, args.d_model, [256, 1024, 4096, 16384], args.batch_tokens, args.iters)
