@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -20,8 +21,12 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
            quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial."),
            prefix: str = typer.Option("", "--prefix", hidden=True),
            worker_index: int = typer.Option(0, "--worker-index", hidden=True),
-           max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials.")) -> None:
+           max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials."),
+           time_limit: float = typer.Option(None, "--time-limit", min=0, help="Seconds from now: start no trial "
+                                            "that would not end by then (judged by the longest finished trial).")
+           ) -> None:
     """Claim and run trials of a study until its queue is empty."""
+    deadline = time.time() + time_limit if time_limit is not None else None     # counted from the start
     from harness import launch, runner
     from harness.progress import LineProgress, RichProgress
     from harness.study import validate_study
@@ -40,11 +45,12 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
     device = default_device()
     line = LineProgress(prefix=prefix, total=lambda: runner.counts(session))
     if quiet:
-        n = runner.run_worker(session, registries, device=device, hooks=line.hooks(), max_trials=max_trials)
+        n = runner.run_worker(session, registries, device=device, hooks=line.hooks(), max_trials=max_trials,
+                              deadline=deadline)
     else:
         with RichProgress(lambda: runner.counts(session)) as bars:
             n = runner.run_worker(session, registries, device=device, hooks=bars.hooks(),
-                                  max_trials=max_trials)
+                                  max_trials=max_trials, deadline=deadline)
     line.say(f"worker done: {n} trial(s) on {device}")
 
 
