@@ -129,8 +129,9 @@ def run_rounds(session, registries, *, gpu_ids: list[str], workers: int, per_dev
             if not left:
                 break
             if not runner.time_left_for_a_trial(session, deadline):
-                line.say(f"time limit: {len(left)} trial(s) not started (none expected to end in time, the "
-                         f"longest so far took {runner.expected_trial_seconds(session):.0f} s); rerun to continue")
+                longest = runner.expected_trial_seconds(session)
+                why = f"the longest finished trial took {longest:.0f} s" if longest else "the limit has passed"
+                line.say(f"time limit: {len(left)} trial(s) not started ({why}); rerun to continue")
                 break
             line.say("trials are left in the queue (a worker stopped early); starting another round")
     except BaseException:  # Ctrl-C, or a worker that cannot go on: no run stays RUNNING

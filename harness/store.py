@@ -51,7 +51,7 @@ class Exported:
     files: int = 0
     bytes: int = 0
     dropped: dict[str, int] = field(default_factory=dict)   # what -> bytes (or rows, for histories)
-    restarts: list[str] = field(default_factory=list)       # trial keys that will run again from step 0
+    restarts: list[str] = field(default_factory=list)       # started, unfinished trials: will run again from step 0
 
 
 def _dropped(path: Path, rel: Path) -> str | None:
@@ -117,8 +117,9 @@ def _close_unfinished(dest: Path, name: str, out: Exported) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         queue.fail_and_requeue(study, t, RESTART)
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if t.user_attrs.get("mlflow_run_id"):
-            study._storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "")  # noqa: SLF001
+        if not t.user_attrs.get("mlflow_run_id"):
+            continue                                    # never started: simply pending
+        study._storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "")  # noqa: SLF001
         if (key := t.user_attrs.get("trial_key")) and key not in out.restarts:
             out.restarts.append(key)
     parent = study.user_attrs.get("mlflow_parent_run_id")

@@ -98,11 +98,11 @@ def test_an_exported_store_continues_finished_trials_done_and_unfinished_ones_fr
 
     store = tmp_path / "stores" / "cont"
     out = export_store(folder, store)
-    assert len(out.restarts) == 2 and running.user_attrs["trial_key"] in out.restarts
+    assert out.restarts == [running.user_attrs["trial_key"]]        # the fourth trial never started: pending
     latest = queue.latest_by_key(_trials(store, "cont"))
-    assert latest[running.user_attrs["trial_key"]].state == TrialState.WAITING
-    assert all(latest[k].state == TrialState.WAITING and not latest[k].user_attrs.get("mlflow_run_id")
-               for k in out.restarts)
+    waiting = [k for k, t in latest.items() if t.state == TrialState.WAITING]
+    assert len(waiting) == 2 and running.user_attrs["trial_key"] in waiting
+    assert not any(latest[k].user_attrs.get("mlflow_run_id") for k in waiting)
     _, children = mlflow_runs(store, "cont")
     killed = next(r for r in children if r.info.run_id == old_run)
     assert killed.info.status == "KILLED" and killed.data.tags["harness.failure"] == RESTART
