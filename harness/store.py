@@ -9,7 +9,8 @@ Left out, and why:
 - `trials/*/checkpoint*.pt` (and `*.tmp`): model, EMA and optimiser state, megabytes per trial and only needed to
   resume an unfinished trial on the machine that ran it;
 - the parent run's `report/` artifact: the report itself, which `harness report` regenerates from the store;
-- lock files (`*.lock`, `.write-test-*`): scratch of the writers;
+- lock files and SQLite's side files (`*.lock`, `.write-test-*`, `*.db-journal`, `-wal`, `-shm`): scratch of the
+  writers (the database itself is copied through SQLite's backup API);
 - the per-step history of `train_step_s` in `mlflow.db` (one row per training step, most of the database): the
   report reads only its summaries (`train_step_ms`, `train_images_per_s`, `timed_steps`), which stay; the last
   logged value stays too, so MLflow still shows the metric.
@@ -26,6 +27,7 @@ import fnmatch
 import json
 import shutil
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from plugins.errors import HarnessError
 __all__ = ["DROPPED_FILES", "DROPPED_HISTORIES", "MARKER", "Exported", "export_store"]
 
 #: file-name patterns left out of an export
-DROPPED_FILES = ("checkpoint*.pt", "*.tmp", "*.lock", ".write-test-*")
+DROPPED_FILES = ("checkpoint*.pt", "*.tmp", "*.lock", ".write-test-*", "*.db-journal", "*.db-wal", "*.db-shm")
 #: MLflow metric histories cut to their last value
 DROPPED_HISTORIES = ("train_step_s",)
 #: written into every export: what was left out (its presence lets a later export replace the folder)
@@ -80,7 +82,7 @@ def _copy_files(src: Path, dest: Path, out: Exported) -> None:
 def _copy_mlflow(src: Path, dest: Path, out: Exported) -> None:
     """A consistent copy (SQLite's backup API) with the dropped histories cut to their last value, vacuumed into
     1 KiB pages."""
-    with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as a, sqlite3.connect(dest) as b:
+    with closing(sqlite3.connect(f"{src.as_uri()}?mode=ro", uri=True)) as a, closing(sqlite3.connect(dest)) as b:
         a.backup(b)
     con = sqlite3.connect(dest)
     try:
