@@ -53,8 +53,8 @@ else
   echo "LIMIT leaves $RUN_S s to run trials: none started"
 fi
 
-rm -rf /tmp/export && python3 -m harness.cli export "runs/$NAME" "/tmp/export/stores/$NAME" \
-  && tar czf "$OUT/store-$NAME.tgz" -C /tmp/export "stores/$NAME"
+EXPORT=$(mktemp -d)
+python3 -m harness.cli export "runs/$NAME" "$EXPORT/stores/$NAME" && tar czf "$OUT/store-$NAME.tgz" -C "$EXPORT" "stores/$NAME"
 python3 -m harness.cli status "runs/$NAME" > "$OUT/status.txt" 2>&1; tail -1 "$OUT/status.txt"
 ls -la "$OUT"
 echo "done in $(( $(date +%s) - T0 )) s"
