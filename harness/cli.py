@@ -13,7 +13,7 @@ from plugins.errors import HarnessError
 __all__ = ["app", "main"]
 
 #: sub-command modules, in the order `harness --help` lists them
-COMMANDS = ("run", "validate", "ls", "status", "worker", "report", "ui", "scans", "models", "fid", "bench")
+COMMANDS = ("run", "validate", "ls", "status", "worker", "report", "export", "ui", "scans", "models", "fid", "bench")
 
 app = typer.Typer(
     name="harness",

@@ -51,7 +51,7 @@ def parse_gpus(gpus: str) -> list[str]:
 
 
 def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, folder: Path,
-                  storage: str | None, tracking_uri: str, quiet: bool, say) -> list[int]:
+                  storage: str | None, tracking_uri: str, quiet: bool, say, deadline: float | None = None) -> list[int]:
     """Start `harness worker` processes (one per env) and wait for all; returns their exit codes.
 
     SIGINT/SIGTERM are passed on to the workers, which re-queue their running trial and stop."""
@@ -60,6 +60,8 @@ def spawn_workers(*, names: list[str], envs: list[dict[str, str]], study: str, f
         cmd = [sys.executable, "-m", "harness.cli", "worker", "--study", study, "--runs", str(folder.parent),
                "--storage", storage or str(folder), "--tracking-uri", tracking_uri, "--quiet",
                "--prefix", f"[{name}] ", "--worker-index", str(i)]
+        if deadline is not None:
+            cmd += ["--time-limit", f"{max(0.0, deadline - time.time()):.1f}"]
         procs.append(subprocess.Popen(cmd, env={**os.environ, **extra}))
     say(f"started {len(procs)} worker(s): " + ", ".join(f"{n} (pid {p.pid})" for n, p in zip(names, procs)))
 
@@ -126,25 +128,34 @@ def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int,
 
 
 def run_rounds(session, registries, *, gpu_ids: list[str], workers: int, per_device: int, storage: str | None,
-               quiet: bool, line, group: int = 1) -> list[int]:
+               quiet: bool, line, group: int = 1, deadline: float | None = None) -> list[int]:
     """Run the queue to its end (worker processes, or here), up to ROUNDS times; returns the workers' exit codes.
+    With a deadline (time.time()), no trial starts that is not expected to end before it (runner.worker).
     No MLflow run stays RUNNING afterwards, also on Ctrl-C."""
+    from optuna.trial import TrialState
+
+    from harness import queue, runner
+
     rcs: list[int] = []
     try:
         for _round in range(ROUNDS):
             names, envs = worker_plan(gpu_ids=gpu_ids, workers=workers, per_device=per_device, group=group)
             if names:
                 rcs = spawn_workers(names=names, envs=envs, study=session.study.name, folder=session.folder,
-                                    storage=storage, tracking_uri=session.tracker.uri, quiet=quiet, say=line.say)
+                                    storage=storage, tracking_uri=session.tracker.uri, quiet=quiet, say=line.say,
+                                    deadline=deadline)
                 if any(rc in (130, -signal.SIGINT) for rc in rcs):
                     raise KeyboardInterrupt
             else:
-                _run_here(session, registries, quiet=quiet, line=line)
-            from optuna.trial import TrialState
-
-            from harness import queue
+                _run_here(session, registries, quiet=quiet, line=line, deadline=deadline)
             queue.recover_stale(session.optuna)
-            if not session.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            left = session.optuna.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if not left:
+                break
+            if not runner.time_left_for_a_trial(session, deadline):
+                longest = runner.expected_trial_seconds(session)
+                why = f"the longest finished trial took {longest:.0f} s" if longest else "the limit has passed"
+                line.say(f"time limit: {len(left)} trial(s) not started ({why}); rerun to continue")
                 break
             line.say("trials are left in the queue (a worker stopped early); starting another round")
     except BaseException:  # Ctrl-C, or a worker that cannot go on: no run stays RUNNING
@@ -188,17 +199,17 @@ def _close_runs(session, status: str) -> None:
     session.tracker.end_study(session.parent_run_id, status)
 
 
-def _run_here(session, registries, *, quiet: bool, line) -> None:
+def _run_here(session, registries, *, quiet: bool, line, deadline: float | None = None) -> None:
     from harness import runner
     from harness.progress import RichProgress
     from harness.trial import default_device
 
     device = default_device()
     if quiet or not sys.stderr.isatty():
-        runner.run_worker(session, registries, device=device, hooks=line.hooks())
+        runner.run_worker(session, registries, device=device, hooks=line.hooks(), deadline=deadline)
         return
     with RichProgress(lambda: runner.counts(session)) as bars:
-        runner.run_worker(session, registries, device=device, hooks=bars.hooks())
+        runner.run_worker(session, registries, device=device, hooks=bars.hooks(), deadline=deadline)
 
 
 def finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> int:

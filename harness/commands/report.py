@@ -7,20 +7,40 @@ from pathlib import Path
 import typer
 
 from harness.cli_options import RUNS_HELP
+from plugins.errors import HarnessError
 
 
-def report(studies: list[str] = typer.Argument(..., help="Study names (folders under --runs) or study folders; "
-                                               "several are compared side by side."),
+def report(studies: list[str] = typer.Argument(..., help="Study names (folders under --runs), study folders or "
+                                               "exported stores (stores/<study>); several are compared side by "
+                                               "side."),
            out: Path = typer.Option(None, "--out", help="Report folder (default: reports/<study> or "
                                     "reports/<A>_vs_<B>)."),
            runs: Path = typer.Option(Path("runs"), "--runs", help=RUNS_HELP),
            tracking_uri: str = typer.Option(None, "--tracking-uri", help="Read MLflow from this URI instead of "
                                             "<runs>/<study>/mlflow.db."),
            bench: list[Path] = typer.Option(None, "--bench", help="Benchmark results JSON to plot (repeatable); "
-                                            "<runs>/<study>/bench.json is used when present.")) -> None:
+                                            "<runs>/<study>/bench.json is used when present."),
+           check: bool = typer.Option(False, "--check", help="Write nothing: regenerate one study's report in a "
+                                      "temporary folder and compare its tables (README.md without its "
+                                      "'Generated' line, results.csv, summary.json) with the report at --out "
+                                      "(default reports/<study>); exit 1 when they differ.")) -> None:
     """Write index.html (self-contained), README.md, PNGs, results.csv and summary.json."""
-    from harness.report import build_report
+    from harness.report import build_report, report_differences
 
+    if check:
+        if len(studies) != 1 or tracking_uri or bench:
+            raise HarnessError("--check: give one study folder or store (no --tracking-uri or --bench)")
+        if out is not None and not out.is_dir():
+            raise HarnessError(f"--check: no report folder {out}")
+        target, diffs = report_differences(studies[0], out, runs_dir=runs)
+        if not target.is_dir():
+            raise HarnessError(f"--check: no report folder {target}")
+        for line in diffs:
+            typer.echo(f"differs: {line}")
+        if diffs:
+            raise typer.Exit(code=1)
+        typer.echo(f"{target}: tables identical to the report regenerated from {studies[0]}")
+        return
     path = build_report(studies, out, tracking_uri=tracking_uri, runs_dir=runs, bench=bench or None)
     typer.echo(f"wrote {path / 'index.html'} and {path / 'README.md'}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -62,9 +63,13 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
                                            "(small trials share a device); without --gpus: on this process's "
                                            "device (first GPU, or the CPU)."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue failed trials again."),
+        time_limit: float = typer.Option(None, "--time-limit", min=0, help="Seconds from now: start no trial "
+                                         "that would not end by then (judged by the longest finished trial of "
+                                         "the study); rerun to continue with the rest."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="One line per trial, no bars."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end.")) -> None:
     """Run a study: every trial once, resumable; rerunning the same command continues where it stopped."""
+    deadline = time.time() + time_limit if time_limit is not None else None     # counted from the start
     from harness import launch
     from harness.study import load_study, validate_study
     from harness.validation import check_buildable
@@ -106,7 +111,7 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     (folder / "study.yaml").write_text(runner.study_file_text(yaml_text, preset))
 
     rcs = launch.run_rounds(session, registries, gpu_ids=gpu_ids, workers=workers, per_device=trials_per_gpu,
-                            storage=storage, quiet=quiet, line=line, group=group)
+                            storage=storage, quiet=quiet, line=line, group=group, deadline=deadline)
     code = launch.finish(session, quiet=quiet, no_report=no_report, say=line.say, rcs=rcs)
     if code:
         raise typer.Exit(code=code)

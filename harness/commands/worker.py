@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -22,8 +23,12 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
            worker_index: int = typer.Option(0, "--worker-index", hidden=True),
            max_trials: int = typer.Option(None, "--max-trials", min=1, help="Stop after N trials."),
            node_rank: int = typer.Option(0, "--node-rank", min=0, help="K > 0: claim nothing; join, as node K, "
-                                         "the trials on train.nodes hosts that node-0 workers start.")) -> None:
+                                         "the trials on train.nodes hosts that node-0 workers start."),
+           time_limit: float = typer.Option(None, "--time-limit", min=0, help="Seconds from now: start no trial "
+                                            "that would not end by then (judged by the longest finished trial).")
+           ) -> None:
     """Claim and run trials of a study until its queue is empty (--node-rank K: join multi-host trials as node K)."""
+    deadline = time.time() + time_limit if time_limit is not None else None     # counted from the start
     from harness import launch, runner
     from harness.progress import LineProgress, RichProgress
     from harness.study import validate_study
@@ -47,11 +52,12 @@ def worker(storage: str = typer.Option(..., "--storage", help="Optuna storage (U
         line.say(f"worker done: joined {n} trial(s) as node {node_rank} on {device}")
         return
     if quiet:
-        n = runner.run_worker(session, registries, device=device, hooks=line.hooks(), max_trials=max_trials)
+        n = runner.run_worker(session, registries, device=device, hooks=line.hooks(), max_trials=max_trials,
+                              deadline=deadline)
     else:
         with RichProgress(lambda: runner.counts(session)) as bars:
             n = runner.run_worker(session, registries, device=device, hooks=bars.hooks(),
-                                  max_trials=max_trials)
+                                  max_trials=max_trials, deadline=deadline)
     line.say(f"worker done: {n} trial(s) on {device}")
 
 

@@ -29,7 +29,7 @@ from harness.study import read_yaml
 from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError
 
-__all__ = ["StudyData", "load_study_data", "short_key", "variant_label"]
+__all__ = ["StudyData", "axis_text", "load_study_data", "short_key", "variant_label"]
 
 #: metric histories fetched per run (plus every eval metric of the study)
 HISTORY_METRICS = ("train_loss",)
@@ -71,13 +71,20 @@ def short_key(key: str) -> str:
     return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
+def axis_text(value: Any) -> str:
+    """An axis value as text: a component with options ({name: heun, steps: 25}) as 'heun steps=25', others as str."""
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return " ".join([value["name"], *(f"{k}={axis_text(v)}" for k, v in value.items() if k != "name")])
+    return str(value)
+
+
 def variant_label(values: dict[str, Any]) -> str:
     """Axis values -> a short label: the value alone for one axis, 'k=v, k=v' for several, 'base' for none."""
     if not values:
         return "base"
     if len(values) == 1:
-        return str(next(iter(values.values())))
-    return ", ".join(f"{short_key(k)}={v}" for k, v in values.items())
+        return axis_text(next(iter(values.values())))
+    return ", ".join(f"{short_key(k)}={axis_text(v)}" for k, v in values.items())
 
 
 def _coerce(text: Any, known: list[Any]) -> Any:

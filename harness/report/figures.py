@@ -76,7 +76,8 @@ def pareto(tables: list[Table]) -> tuple[Figure | None, dict[str, Any]]:
     metrics = tables[0].metrics
     quality = next((m for m in metrics if m.kind == "quality"), None)
     finite = lambda m: sum(math.isfinite(r.cells[m.name].mean) for r in rows)
-    costs = [m for name in ("sample_ms_per_image", "train_images_per_s", "peak_memory_gb", "gflops", "params_m")
+    costs = [m for name in ("sample_ms_per_image", "nfe", "train_images_per_s", "peak_memory_gb", "gflops",
+                            "params_m")
              for m in metrics if m.name == name and finite(m) > 1
              and len({r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)}) > 1]
     if quality is None or not costs or finite(quality) < 2:

@@ -9,7 +9,7 @@ from .data import StudyData
 from .stats import TEST
 from .tables import Table
 
-__all__ = ["notes", "provenance", "what_ran"]
+__all__ = ["classifier_note", "notes", "provenance", "what_ran"]
 
 #: what each quality metric is, and what it is not
 METRIC_NOTES = {
@@ -22,8 +22,32 @@ METRIC_NOTES = {
            "KID. It is unbiased but has high variance at small sample counts.",
     "frame-fd": "Frame FD is FD-EffNetLite0 over all frames of the videos: it scores single frames and is blind to "
                 "temporal consistency.",
-    "cond-accuracy": "Cond. accuracy is the accuracy of a pretrained classifier on class-conditional samples.",
+    "cond-accuracy": "Cond. accuracy is the fraction of conditional samples (class labels or captions) whose every "
+                     "attribute, as a classifier trained on the real data reads it, matches their prompt.",
 }
+
+
+def _pct(values: list[str]) -> str:
+    return " / ".join(f"{100 * float(v):.1f} %" for v in values)
+
+
+def classifier_note(study: str, fields: dict[str, list[str]]) -> str | None:
+    """How accurate cond-accuracy's classifier is on real data, from the trials' metric meta (None: not scored)."""
+    real, n = fields.get("classifier_real_accuracy"), fields.get("classifier_real_n")
+    own, own_n = fields.get("classifier_heldout_accuracy"), fields.get("classifier_heldout_n")
+    if not real and not own:
+        return None
+    text = f"{study}: the classifier that scores cond-accuracy"
+    if real and n:
+        parts = [f"{a} {_pct(fields[f'classifier_real_accuracy.{a}'])}" for a in ("colour", "shape", "position")
+                 if fields.get(f"classifier_real_accuracy.{a}")]
+        text += (f" reads all attributes right on {_pct(real)} of {' / '.join(n)} held-out real captioned images"
+                 + (f" ({', '.join(parts)})" if parts else ""))
+        if own:
+            text += f", and on {_pct(own)} of the {' / '.join(own_n or ['?'])} training images it was not fitted on"
+        return text + "; a sample's score is only as exact as that."
+    return (text + f" reads all attributes right on {_pct(own)} of the training images it was not fitted on; its "
+            "accuracy on held-out real images was not recorded by these trials.")
 
 
 def _vals(values: Any) -> list[str]:
@@ -162,6 +186,8 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
         elif m.description:
             out.append(f"{m.title} ({m.name}): {m.description}.")
     for p in provs:
+        if "cond-accuracy" in p["metrics"] and (line := classifier_note(p["study"], p["metrics"]["cond-accuracy"])):
+            out.append(line)
         for m, f in p["metrics"].items():
             n = f.get("num_samples", [])
             if n:

@@ -17,7 +17,7 @@ import jinja2
 import pandas as pd
 
 from .compute import compute_section
-from .data import StudyData, load_study_data
+from .data import StudyData, axis_text, load_study_data
 from .figures import Figure, figures
 from .provenance import notes, provenance
 from .tables import Table, build_tables, failed_trials, fmt
@@ -30,6 +30,11 @@ _OURS = re.compile(r"^(curve-|compute-|pareto|bench|samples-|scan-).*\.png$")
 _TEMPLATES = Path(__file__).parent / "templates"
 #: an axis-key cell of a row whose axes block does not set that key (DiT's scan in a backbone comparison)
 UNSET = "—"
+#: cost figures repeated in the quality table, without a Δ, when they differ between variants (what a quality
+#: figure was bought with: a sampler comparison's NFE)
+BESIDE_QUALITY = ("nfe",)
+BESIDE_NOTE = {"nfe": "NFE: model evaluations per sample, as the sampler counted them (adaptive samplers such as "
+                      "dopri5: the evaluations they took, mean over batches); its Δ is in the cost table."}
 
 
 def _clean(obj: Any) -> Any:
@@ -63,6 +68,8 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
     Cost columns equal for every variant (params of a scan ablation, say) move to one 'same for all' line,
     and cost deltas are relative only."""
     metrics = [m for m in table.metrics if m.kind == kind]
+    beside = [m for m in table.metrics if kind == "quality" and m.name in BESIDE_QUALITY
+              and not _constant(table, m.name) and any(r.cells[m.name].n for r in table.rows)]
     same = [m for m in metrics if kind == "cost" and _constant(table, m.name)]
     metrics = [m for m in metrics if m not in same]
     constants = "; ".join(
@@ -74,6 +81,7 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
     deltas = len(table.rows) > 1
     head = [(k, "key") for k in keys] if keys else [("variant", "key")]
     head.append(("n", "num"))
+    head += [(m.header.replace(f" {m.arrow}", ""), "num") for m in beside]
     for m in metrics:
         head += [(m.header, "num"), (f"Δ {m.title}" + (" (%)" if kind == "cost" else ""), "num delta")]
     rows = []
@@ -83,6 +91,10 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
                   _key_text(r.values[k])) for i, k in enumerate(keys)] if keys else [("base", "key", "base")]
         cells.append((f"{r.n_seeds}" + (f" ({r.n_resumed} resumed)" if r.n_resumed else "")
                       + (f" (+{r.n_failed} not completed)" if r.n_failed else ""), "num", r.n_seeds))
+        for m in beside:
+            c, d = r.cells[m.name], table.decimals[m.name]
+            cells.append((fmt(c.mean, d) + (f" ± {fmt(c.std, d)}" if math.isfinite(c.std) and c.std > 0 else ""),
+                          "num", c.mean if math.isfinite(c.mean) else ""))
         for m in metrics:
             c, d = r.cells[m.name], table.decimals[m.name]
             text = fmt(c.mean, d) + (f" ± {fmt(c.std, d)}" if math.isfinite(c.std) else "")
@@ -104,13 +116,14 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
         rows = [{**r, "cells": [r["cells"][i] for i in keep]} for r in rows]
     unset = any(r.values[k] is None for r in table.rows for k in keys)
     tested = any(r.cells[m.name].noise is not None or r.cells[m.name].best for r in table.rows for m in metrics)
+    said = " ".join(BESIDE_NOTE[m.name] for m in beside)
     return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, "unset": unset, "tested": tested,
-            **_stacked(head, rows)}
+            "beside": said, **_stacked(head, rows)}
 
 
 def _key_text(value: Any) -> str:
     """An axis value as a table cell; UNSET where the row's axes block does not set the key."""
-    return UNSET if value is None else str(value)
+    return UNSET if value is None else axis_text(value)
 
 
 def _stacked(head: list[tuple[str, str]], rows: list[dict[str, Any]]) -> dict[str, Any]:

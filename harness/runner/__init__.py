@@ -11,8 +11,16 @@ from harness.runner.session import (
            study_file_text,
 )
 from harness.runner.status import print_status
-from harness.runner.worker import MAX_AUTO_ATTEMPTS, WorkerHooks, WorkerStopped, run_one, run_worker
+from harness.runner.worker import (
+           MAX_AUTO_ATTEMPTS,
+           WorkerHooks,
+           WorkerStopped,
+           expected_trial_seconds,
+           run_one,
+           run_worker,
+           time_left_for_a_trial,
+)
 
 __all__ = ["MAX_AUTO_ATTEMPTS", "Session", "WorkerHooks", "WorkerStopped", "counts", "current_trials",
-           "load_from_storage", "open_session", "prepare", "print_status", "run_one", "run_worker",
-           "study_file_text"]
+           "expected_trial_seconds", "load_from_storage", "open_session", "prepare", "print_status", "run_one",
+           "run_worker", "study_file_text", "time_left_for_a_trial"]

@@ -12,6 +12,7 @@ import gc
 import json
 import math
 import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ from harness.tracking import flatten
 from harness.trial import TrialHooks, run_trial
 from plugins.errors import HarnessError
 
-__all__ = ["MAX_AUTO_ATTEMPTS", "WorkerHooks", "WorkerStopped", "run_one", "run_worker", "tracking_hooks"]
+__all__ = ["MAX_AUTO_ATTEMPTS", "WorkerHooks", "WorkerStopped", "expected_trial_seconds", "run_one", "run_worker",
+           "time_left_for_a_trial", "tracking_hooks"]
 
 MAX_AUTO_ATTEMPTS = 3      # a trial whose worker keeps dying is not re-queued forever
 
@@ -120,13 +122,30 @@ def _deaths(frozen: FrozenTrial) -> int:
     return sum(1 for a in frozen.user_attrs.get("attempts", []) if a["reason"].startswith("worker"))
 
 
+def expected_trial_seconds(session: Session) -> float:
+    """The longest start-to-end time of the study's completed trials (0 when none has completed): what a trial
+    started now is expected to take at most."""
+    spans = [(t.datetime_complete - t.datetime_start).total_seconds()
+             for t in session.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if t.datetime_start is not None and t.datetime_complete is not None]
+    return max(spans, default=0.0)
+
+
+def time_left_for_a_trial(session: Session, deadline: float | None) -> bool:
+    """Whether a trial started now is expected to end before `deadline` (time.time(); None: no limit)."""
+    return deadline is None or time.time() + expected_trial_seconds(session) < deadline
+
+
 def run_worker(session: Session, registries: Any, *, device: torch.device, hooks: WorkerHooks | None = None,
-               max_trials: int | None = None) -> int:
-    """Claim and run trials until none is left (or max_trials ran); returns how many this worker ran.
+               max_trials: int | None = None, deadline: float | None = None) -> int:
+    """Claim and run trials until none is left (or max_trials ran, or a trial started now would not end before
+    `deadline`, a time.time()); returns how many this worker ran.
     Raises WorkerStopped after a CUDA error that leaves the device unusable (the trial is recorded failed)."""
     hooks = hooks or WorkerHooks()
     ran = 0
     while max_trials is None or ran < max_trials:
+        if not time_left_for_a_trial(session, deadline):
+            break
         frozen = _next_trial(session)
         if frozen is None:
             break

@@ -58,6 +58,8 @@ def load_shapes(opts: ShapesOptions) -> DataBundle:
         "num_reference": opts.num_reference, "reference_split": "generated",
         "attributes": {"colour": tuple(zshapes.COLOURS), "shape": zshapes.SHAPES, "position": zshapes.POSITIONS},
         "train_attributes": train.attributes,
+        # the held-out real images with their exact attributes: what cond-accuracy's classifier is checked on
+        "reference_images": ref_images, "reference_attributes": ref.attributes,
         "label_to_attributes": zshapes.label_to_attributes,
         "caption_to_attributes": zshapes.caption_to_attributes,
     }

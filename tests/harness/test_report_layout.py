@@ -115,3 +115,37 @@ def test_every_results_table_of_a_published_report_fits_a_1400_px_window(publish
     r = _probe(page, script, tmp_path)
     assert r["window"] == 1400 and r["tables"], r
     assert all(scroll <= client for scroll, client in r["tables"]), r
+
+
+def _sampler_table(nfe: dict[str, list[float]]):
+    from harness.report.tables import Cell, MetricInfo, Row, Table
+    fd = MetricInfo("fd-effnet", "FD", "", False, "quality")
+    n = MetricInfo("nfe", "NFE", "evals", False, "cost")
+
+    def cell(vals):
+        mean = sum(vals) / len(vals)
+        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+        return Cell(mean, std, len(vals))
+
+    rows = [Row({"sampler": {"name": name, **({"steps": 25} if name == "heun" else {})}}, name, len(v), 0,
+                cells={"fd-effnet": cell([40.0, 42.0]), "nfe": cell(v)}) for name, v in nfe.items()]
+    rows[0].baseline = True
+    return Table("t", ["sampler"], [fd, n], rows, "euler", {"fd-effnet": 1, "nfe": 1})
+
+
+def test_nfe_stands_beside_quality_when_the_samplers_differ_in_it():
+    from harness.report.render import _display
+    disp = _display(_sampler_table({"euler": [50.0, 50.0], "heun": [50.0, 50.0], "dopri5": [86.0, 98.0]}),
+                    "quality")
+    assert [h for h, _ in disp["head"]][:3] == ["sampler", "n", "NFE (evals)"]
+    assert [r["cells"][0][0] for r in disp["rows"]] == ["euler (baseline)", "heun steps=25", "dopri5"]
+    assert [r["cells"][2][0] for r in disp["rows"]] == ["50.0", "50.0", "92.0 ± 8.5"]   # std of 86, 98: 8.49
+    assert "adaptive" in disp["beside"]
+    same = _display(_sampler_table({"euler": [50.0, 50.0], "heun": [50.0, 50.0]}), "quality")
+    assert "NFE (evals)" not in [h for h, _ in same["head"]] and not same["beside"]
+
+
+def test_without_latency_figures_the_pareto_plot_puts_quality_against_nfe():
+    from harness.report.figures import pareto
+    fig, info = pareto([_sampler_table({"euler": [50.0, 50.0], "heun": [50.0, 50.0], "dopri5": [86.0, 98.0]})])
+    assert fig is not None and info["cost"] == "nfe" and "against nfe" in fig.title

@@ -112,3 +112,18 @@ def test_the_smoke_reports_header_states_what_ran(tmp_path):
     assert ran.startswith("digits (1,500 train / 297 reference images) at 16×16")
     assert "size tiny" in ran and "1 seed (0)" in ran and "40 training steps of batch 16" in ran
     assert "NFE 10" in ran and "Fashion-MNIST" not in ran
+
+
+def test_the_notes_say_how_accurate_the_cond_accuracy_classifier_is_on_real_images_with_the_count():
+    from harness.report.provenance import classifier_note
+    fields = {"classifier_real_accuracy": ["0.9735"], "classifier_real_n": ["2000"],
+              "classifier_real_accuracy.colour": ["1.0"], "classifier_real_accuracy.shape": ["0.98"],
+              "classifier_real_accuracy.position": ["0.993"], "classifier_heldout_accuracy": ["0.97"],
+              "classifier_heldout_n": ["400"]}
+    assert classifier_note("tc", fields) == (
+        "tc: the classifier that scores cond-accuracy reads all attributes right on 97.4 % of 2000 held-out real "
+        "captioned images (colour 100.0 %, shape 98.0 %, position 99.3 %), and on 97.0 % of the 400 training "
+        "images it was not fitted on; a sample's score is only as exact as that.")
+    older = classifier_note("tc", {"classifier_heldout_accuracy": ["0.97"]})
+    assert "97.0 %" in older and "was not recorded" in older
+    assert classifier_note("tc", {}) is None

@@ -77,3 +77,17 @@ def test_the_null_class_is_not_a_valid_conditioning_label(shapes, cache):
     images = shapes.train.uint8()[:2]
     with pytest.raises(ValueError, match="class indices below 72"):
         _metric().compute(images, _ctx(shapes, cache, labels=torch.tensor([0, 72])))
+
+
+def test_the_classifiers_accuracy_on_the_held_out_real_shapes_is_recorded_with_its_count(shapes, cache):
+    from zigma.data.shapes import attributes_to_label
+    real, attrs = shapes.extras["reference_images"], shapes.extras["reference_attributes"]
+    fake = shapes.train.uint8()[2000:2040]
+    out = _metric().compute(fake, _ctx(shapes, cache, labels=shapes.train.labels[2000:2040]))
+    # the oracle: the metric itself scoring the real held-out images against their true labels
+    as_samples = _metric().compute(real, _ctx(shapes, cache, labels=attributes_to_label(attrs)))
+    assert out["meta.classifier_real_n"] == 10 == len(real)
+    assert out["meta.classifier_real_accuracy"] == as_samples["cond-accuracy"]
+    for name in ("colour", "shape", "position"):
+        assert out[f"meta.classifier_real_accuracy.{name}"] == as_samples[f"cond-accuracy.{name}"]
+    assert out["meta.classifier_heldout_n"] == 200            # 10 % of num_train=2000
