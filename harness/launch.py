@@ -101,6 +101,9 @@ def gpu_groups(gpu_ids: list[str], group: int) -> tuple[list[list[str]], list[st
     return [gpu_ids[i * group:(i + 1) * group] for i in range(n)], gpu_ids[n * group:]
 
 
+SHARING = "ZIGMA_HARNESS_TRIALS_PER_DEVICE"   # a worker's trials record it (cost figures of a shared device)
+
+
 def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int,
                 group: int = 1) -> tuple[list[str], list[dict[str, str]]]:
     """(names, environments) of the worker processes to start; none: run in this process.
@@ -112,7 +115,8 @@ def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int,
     if gpu_ids:
         groups, _ = gpu_groups(gpu_ids, group)
         names = [f"gpu{'+'.join(g)}" + (f".{k}" if per_device > 1 else "") for g in groups for k in range(per_device)]
-        return names, [{"CUDA_VISIBLE_DEVICES": ",".join(g)} for g in groups for _ in range(per_device)]
+        return names, [{"CUDA_VISIBLE_DEVICES": ",".join(g), SHARING: str(per_device)}
+                       for g in groups for _ in range(per_device)]
     if workers:
         cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads(workers)}
         return [f"w{i}" for i in range(workers)], [dict(cpu) for _ in range(workers)]
@@ -120,9 +124,10 @@ def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int,
         import torch
         if torch.cuda.is_available():
             first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-            return [f"gpu{first}.{k}" for k in range(per_device)], [{"CUDA_VISIBLE_DEVICES": first}
+            return [f"gpu{first}.{k}" for k in range(per_device)], [{"CUDA_VISIBLE_DEVICES": first,
+                                                                      SHARING: str(per_device)}
                                                                      for _ in range(per_device)]
-        cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads(per_device)}
+        cpu = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads(per_device), SHARING: str(per_device)}
         return [f"cpu.{k}" for k in range(per_device)], [dict(cpu) for _ in range(per_device)]
     return [], []
 

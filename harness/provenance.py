@@ -74,6 +74,8 @@ def device_info(device: torch.device) -> dict[str, Any]:
         "python": sys.version.split()[0], "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # workers started on this device side by side (`harness run --trials-per-gpu K`): its cost figures are shared
+        "trials_per_device": int(os.environ.get("ZIGMA_HARNESS_TRIALS_PER_DEVICE") or 1),
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()

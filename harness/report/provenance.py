@@ -61,6 +61,13 @@ def _get(doc: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def _sharing(doc: dict[str, Any]) -> int | None:
+    """How many trials shared this trial's device (None: not recorded, runs before the field existed)."""
+    info = _get(doc, "device_info")
+    value = info.get("trials_per_device") if isinstance(info, dict) else None
+    return int(value) if value is not None else None
+
+
 def _shas(shas: list[str]) -> list[str]:
     """The full SHA when all trials ran from one commit, 12-character prefixes when from several."""
     return shas if len(shas) < 2 else [s[:12] for s in shas]
@@ -69,6 +76,8 @@ def _shas(shas: list[str]) -> list[str]:
 def provenance(study: StudyData) -> dict[str, Any]:
     """One study's provenance, each field the sorted set of values over its completed trials."""
     docs = list(study.provenance.values())
+    completed = set(study.trials.loc[study.trials["status"] == "completed", "trial_key"]) if len(study.trials) else set()
+    done = [d for key, d in study.provenance.items() if key in completed]
     versions: dict[str, set[str]] = {}
     for d in docs:
         for pkg, ver in (_get(d, "versions", "packages") or {}).items():
@@ -97,6 +106,9 @@ def provenance(study: StudyData) -> dict[str, Any]:
         "precision": _vals(_get(d, "precision", "precision_flags") for d in docs if
                            not isinstance(_get(d, "precision", "precision_flags"), dict)),
         "mixer_backend": _vals(_get(d, "mixer_backend") for d in docs),
+        # trials that ran with others on their device (--trials-per-gpu K): sharing -> how many trials
+        "sharing": {k: sum(1 for d in done if _sharing(d) == k) for k in sorted({_sharing(d) for d in done})
+                    if k and k > 1},
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
         "metrics": {m: {k: sorted(v) for k, v in sorted(f.items())} for m, f in sorted(metrics.items())},
         "seeds": [int(s) for s in study.seeds] if study.seeds else sorted({int(s) for s in study.trials["seed"].dropna()}),
@@ -217,6 +229,10 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
         if p.get("resumed"):
             out.append(f"{p['study']}: resumed after an interruption (cost figures from the segment that finished "
                        f"each; 'resumed' in the n column): {', '.join(p['resumed'])}.")
+        for k, n in (p.get("sharing") or {}).items():
+            out.append(f"{p['study']}: {n} of the completed trials ran with {k} trials side by side on one device "
+                       f"(`--trials-per-gpu {k}`): their cost columns (throughput, latency, train time) are those of a "
+                       "shared device, not of the trial alone; quality figures are unaffected.")
         if len(p["git_sha"]) > 1:
             out.append(f"{p['study']}: trials ran from {len(p['git_sha'])} different git commits.")
     return out

@@ -127,3 +127,21 @@ def test_the_notes_say_how_accurate_the_cond_accuracy_classifier_is_on_real_imag
     older = classifier_note("tc", {"classifier_heldout_accuracy": ["0.97"]})
     assert "97.0 %" in older and "was not recorded" in older
     assert classifier_note("tc", {}) is None
+
+
+def test_trials_that_shared_a_device_say_so_in_the_notes_and_alone_they_do_not(tmp_path, toy_run):
+    """--trials-per-gpu 2 (on the CPU: two workers on it) makes every trial record 2, and the report says whose cost
+    columns are a shared device's; the module's plain run says nothing of the kind."""
+    path = write_study(tmp_path / "s.yaml", "shared", axes={"backbone.width": [8, 16]}, seeds=(0,))
+    seed_mlflow_db(tmp_path / "runs" / "shared", tmp_path)
+    out = run_harness("run", str(path), "--runs", str(tmp_path / "runs"), "--trials-per-gpu", "2", "--quiet",
+                      "--no-report")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    for prov in (tmp_path / "runs" / "shared" / "trials").glob("*/provenance.json"):
+        assert json.loads(prov.read_text())["device_info"]["trials_per_device"] == 2
+    for folder, shared in ((tmp_path / "runs" / "shared", True), (toy_run / "runs" / "trust", False)):
+        report = tmp_path / f"report-{shared}"
+        out = run_harness("report", str(folder), "--out", str(report))
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        text = (report / "README.md").read_text()
+        assert ("2 of the completed trials ran with 2 trials side by side on one device" in text) is shared

@@ -321,7 +321,9 @@ def test_trials_per_gpu_starts_that_many_workers_on_each_named_gpu():
     names, envs = worker_plan(gpu_ids=["4", "6"], workers=0, per_device=2)
     assert names == ["gpu4.0", "gpu4.1", "gpu6.0", "gpu6.1"]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "4", "6", "6"]
-    assert worker_plan(gpu_ids=["4"], workers=0, per_device=1) == (["gpu4"], [{"CUDA_VISIBLE_DEVICES": "4"}])
+    assert [e["ZIGMA_HARNESS_TRIALS_PER_DEVICE"] for e in envs] == ["2"] * 4     # recorded by their trials
+    assert worker_plan(gpu_ids=["4"], workers=0, per_device=1) == (
+        ["gpu4"], [{"CUDA_VISIBLE_DEVICES": "4", "ZIGMA_HARNESS_TRIALS_PER_DEVICE": "1"}])
     assert worker_plan(gpu_ids=[], workers=0, per_device=1) == ([], [])
 
 
