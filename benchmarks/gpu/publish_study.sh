@@ -29,6 +29,15 @@ if ls "$DATA"/*.gz > /dev/null 2>&1; then
   mkdir -p /usr/share/datasets/fashion-mnist && cp "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
 fi
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpus.csv" 2>&1
+# The stores come back to be read by the pinned environment: an MLflow or Optuna newer than constraints.txt writes
+# a database schema / journal the pinned one refuses (mlflow-skinny 3.18's sqlite schema cannot be opened by 3.17).
+python3 - <<'PY' || { echo "the device's packages differ from constraints.txt (see above): stage the pinned ones"; exit 2; }
+import importlib.metadata as md, re, sys
+pins = dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)", l).groups() for l in open("constraints.txt") if re.match(r"[A-Za-z0-9]", l))
+bad = [f"{p} {md.version(p)} (constraints.txt: {pins[p]})" for p in ("mlflow-skinny", "optuna", "alembic", "SQLAlchemy")
+       if p in pins and md.version(p) != pins[p]]
+print("\n".join(bad) or "store packages match constraints.txt"); sys.exit(1 if bad else 0)
+PY
 NAME=$(python3 -c "import sys; from harness.study import load_study
 print(load_study(sys.argv[1], preset=sys.argv[2] or None).study.name)" "$STUDY" "${PRESET:-}") \
   || { echo "cannot load $STUDY"; exit 2; }
