@@ -182,7 +182,7 @@ def test_minilm_ids_of_a_fixed_length_give_its_features_at_the_real_tokens(monke
 
 def _run(cuda_graph, steps: int):
     transport = Transport(LinearPath(), prediction="velocity")
-    net = _net("zigma", CUDA, backend="fused")
+    net = _net("zigma", CUDA)
     ema = copy.deepcopy(net).requires_grad_(False)
     cfg = TrainConfig(lr=3e-3, precision="fp32", cuda_graph=cuda_graph, warmup_steps=3, ema_decay=0.9)
     stepper = Stepper(net, ema, transport, cfg, CUDA)
