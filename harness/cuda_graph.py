@@ -38,6 +38,8 @@ def graph_blocker(setting: bool | str, device: torch.device, net: nn.Module, *, 
     for name, module in net.named_modules():
         if isinstance(module, DropPath) and module.p > 0:
             return f"{name} draws random numbers inside the forward (stochastic depth, drop_path > 0)"
+        if isinstance(reason := getattr(module, "graph_blocker", None), str):
+            return f"{name}: {reason}"
     return None
 
 

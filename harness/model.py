@@ -69,19 +69,34 @@ class Net(nn.Module):
         return {"context": tokens, "context_mask": mask}
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, y: torch.Tensor | None = None,
-                captions: Sequence[str] | None = None) -> torch.Tensor:
-        """x (N, *shape), t (N,), y (N,) or captions (N strings) -> x's shape."""
+                captions: Sequence[str] | None = None, text_ids: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, *shape), t (N,), and y (N,), captions (N strings) or the text encoder's text_ids (N, S) and
+        text_mask (N, S) bool (`Conditioning.train_kwargs`: tensors only, so a training step can be captured)
+        -> x's shape."""
         if captions is not None:
             return self.backbone(x, t, **self.encode(captions))
+        if text_ids is not None:
+            assert text_mask is not None, "text_ids come with text_mask"
+            context = self.text_encoder.embed(text_ids, text_mask)         # (N, S, D)
+            return self.backbone(x, t, context=context, context_mask=text_mask)
         return self.backbone(x, t, y=y)
 
 
 class Conditioning:
-    """Training-time model kwargs with label dropout, and the (cond, uncond) pairs sampling needs."""
+    """Training-time model kwargs with label dropout, and the (cond, uncond) pairs sampling needs.
 
-    def __init__(self, kind: str, dropout: float, data: DataBundle, device: torch.device) -> None:
+    Text: training captions become the text encoder's token ids and mask (`text_encoder.ids`), padded to one
+    length for every batch, the longest tokenized training caption (`text_length`), so a captured training step
+    sees the same shapes each step; the encoder's embedding of them runs inside the step (`Net.forward`)."""
+
+    def __init__(self, kind: str, dropout: float, data: DataBundle, device: torch.device, *,
+                 text_encoder: nn.Module | None = None) -> None:
         self.kind, self.dropout, self.data, self.device = kind, dropout, data, device
         self.num_classes = data.info.num_classes
+        self.text_encoder, self.text_length = text_encoder, None
+        if kind == "text" and text_encoder is not None:
+            self.text_length = int(text_encoder.ids(_captions(data.train))[0].shape[1])
 
     def train_kwargs(self, batch: dict, gen: torch.Generator) -> dict[str, Any]:
         n = batch["x"].shape[0]
@@ -92,7 +107,11 @@ class Conditioning:
             drop = drop.to(batch["y"].device)    # labels may already be on the device (train.data_on_device)
             y = torch.where(drop, torch.full_like(batch["y"], self.num_classes), batch["y"])
             return {"y": y.to(self.device)}
-        return {"captions": ["" if d else c for d, c in zip(drop.tolist(), batch["caption"])]}
+        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["caption"])]
+        if self.text_encoder is None:
+            raise ValueError("text conditioning needs the text encoder: Conditioning(..., text_encoder=...)")
+        ids, mask = self.text_encoder.ids(captions, self.text_length)        # (N, S), (N, S)
+        return {"text_ids": ids.to(self.device), "text_mask": mask.to(self.device)}
 
     def prompts(self, n: int, seed: int) -> tuple[torch.Tensor | None, list[str] | None]:
         """The labels (i mod num_classes) or captions (training captions, seeded order) of n samples."""
@@ -113,3 +132,9 @@ class Conditioning:
             n, both = len(captions), net.encode([*captions, *[""] * len(captions)])
             return {k: v[:n] for k, v in both.items()}, {k: v[n:] for k, v in both.items()}
         return {}, {}
+
+
+def _captions(train: Any) -> list[str]:
+    """Every caption of a training set (UInt8Dataset keeps them in `captions`; other sets are read item by item)."""
+    captions = getattr(train, "captions", None)
+    return list(captions) if captions is not None else [train[i]["caption"] for i in range(len(train))]

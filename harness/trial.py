@@ -145,7 +145,6 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         raise HarnessError(f"conditioning.kind=class needs a labelled dataset; {info.name!r} has no labels")
     if kind == "text" and not info.captions:
         raise HarnessError(f"conditioning.kind=text needs captions; {info.name!r} has none")
-    cond = Conditioning(kind, cfg.conditioning.label_dropout, data, device)
 
     torch.manual_seed(seed_for(spec.seed, 0))           # parameter initialisation
     text_encoder = None
@@ -159,6 +158,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     backbone = build_model(cfg, entries, info, seed=spec.seed,
                            device=device, context_dim=text_encoder.dim if text_encoder is not None else None)
     net = Net(backbone, text_encoder).to(device)
+    cond = Conditioning(kind, cfg.conditioning.label_dropout, data, device, text_encoder=text_encoder)
     i = cfg.interpolant
     transport = Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
                           time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)

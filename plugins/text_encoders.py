@@ -52,6 +52,10 @@ class ClipOptions(_Options):
 class PretrainedTextEncoder(nn.Module):
     """A frozen Hugging Face text model: encode(captions) -> (last hidden states (N, S, dim), mask (N, S) bool)."""
 
+    # read by harness/cuda_graph.py: the model runs inside the training step, and Hugging Face's attention-mask
+    # preparation may read tensors on the host (not tried under capture), so such a step stays eager
+    graph_blocker = "a pretrained Hugging Face text model runs inside the step (not verified capturable)"
+
     def __init__(self, tokenizer, model: nn.Module, *, max_length: int, device=None, dtype=None) -> None:
         super().__init__()
         self.tokenizer, self.model, self.max_length = tokenizer, model.eval(), max_length
@@ -64,14 +68,26 @@ class PretrainedTextEncoder(nn.Module):
         self.model.eval()                     # frozen: no dropout, ever
         return self
 
-    @torch.no_grad()
-    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+    def ids(self, captions: Sequence[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> token ids (N, S) int64 and attention mask (N, S) bool, on the model's device; S is the
+        batch's longest tokenization (capped at max_length) or a fixed `length` (at most max_length)."""
+        if length is not None and length > self.max_length:
+            raise ValueError(f"padding length {length} exceeds max_length {self.max_length}")
+        pad = {"padding": True} if length is None else {"padding": "max_length"}
+        batch = self.tokenizer(list(captions), truncation=True, max_length=length or self.max_length,
+                               return_tensors="pt", **pad)
         device = next(self.model.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return out.last_hidden_state, batch["attention_mask"].bool()       # (N, S, dim), (N, S)
+        return batch["input_ids"].to(device), batch["attention_mask"].to(device).bool()
+
+    @torch.no_grad()
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids (N, S), mask (N, S) -> last hidden states (N, S, dim), no gradient."""
+        return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+
+    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> (last hidden states (N, S, dim), mask (N, S) bool)."""
+        ids, mask = self.ids(captions)
+        return self.embed(ids, mask), mask                                  # (N, S, dim), (N, S)
 
 
 def _transformers():

@@ -21,8 +21,10 @@ class TokenEmbeddingTextEncoder(nn.Module):
     """captions -> (tokens (N, S, dim), mask (N, S) bool): word embedding + learned position embedding.
 
     Vocabulary: index 0 is padding, 1 unknown words, then `vocab` (lower-cased, de-duplicated, in order).
-    S is the longest caption of the batch, capped at `max_length` (longer captions are truncated); an empty
-    caption gives an all-False mask row, which the backbones read as the null caption.
+    S is the longest caption of the batch, capped at `max_length` (longer captions are truncated), or a fixed
+    `length` (a CUDA-graphed training step needs the same shapes every step; padding is masked, and the backbones
+    give masked positions zero weight); an empty caption gives an all-False mask row, which the backbones read as
+    the null caption.
     """
 
     def __init__(self, vocab: Sequence[str], *, max_length: int = 32, dim: int = 128, device=None, dtype=None,
@@ -39,10 +41,15 @@ class TokenEmbeddingTextEncoder(nn.Module):
         with torch.no_grad():
             self.tokens.weight[0].zero_()
 
-    def ids(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """captions -> token ids (N, S) int64 and mask (N, S) bool, on the encoder's device."""
+    def ids(self, captions: Sequence[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> token ids (N, S) int64 and mask (N, S) bool, on the encoder's device.
+        length: a fixed S (at most max_length) instead of the batch's longest caption."""
         rows = [[self.index.get(w, 1) for w in tokenize(c)][: self.max_length] for c in captions]
-        length = max(1, max((len(r) for r in rows), default=1))
+        longest = max(1, max((len(r) for r in rows), default=1))
+        if length is not None and not longest <= length <= self.max_length:
+            raise ValueError(f"padding length {length} must lie between the longest caption ({longest} tokens) "
+                             f"and max_length {self.max_length}")
+        length = longest if length is None else length
         ids = torch.zeros(len(rows), length, dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
@@ -53,7 +60,11 @@ class TokenEmbeddingTextEncoder(nn.Module):
         """ids (N, S) -> (N, S, dim)."""
         return self.tokens(ids) + self.positions[: ids.shape[1]]           # (N, S, dim)
 
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids (N, S), mask (N, S) (unused: padding is masked downstream) -> (N, S, dim)."""
+        return self(ids)
+
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions -> (tokens (N, S, dim), mask (N, S) bool)."""
         ids, mask = self.ids(captions)
-        return self(ids), mask
+        return self.embed(ids, mask), mask
