@@ -15,14 +15,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["KINDS", "kind_of", "short_name", "breakdown", "device_events", "markdown"]
+__all__ = ["KINDS", "breakdown", "device_events", "kind_of", "markdown", "short_name"]
 
 KINDS: tuple[tuple[str, str], ...] = (    # (kind, regex on the kernel name), first match wins
     ("triton (inductor)", r"^triton_"),
-    ("selective scan bwd", r"(selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum)"
-                           r"\w*bwd"),
-    ("selective scan fwd", r"selective_scan|selective_state_update|_chunk_scan|_chunk_state|_state_passing|"
-                           r"_bmm_chunk|_chunk_cumsum"),
+    ("selective scan bwd", (r"(selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum)"
+                            r"\w*bwd")),
+    ("selective scan fwd", (r"selective_scan|selective_state_update|_chunk_scan|_chunk_state|_state_passing|"
+                            r"_bmm_chunk|_chunk_cumsum")),
     ("conv (causal_conv1d, cuDNN)", r"causal_conv1d|fprop|dgrad|wgrad|convolve|conv2d|conv_depthwise|cudnn"),
     ("gemm", r"gemm|gemv|xmma|cutlass|nvjet|splitkreduce|cublas|wgmma|matmul|bmm"),
     ("foreach / multi_tensor (optimizer, EMA, clip)", r"multi_tensor|foreach|lpnorm_cleanup|fused_adam"),
@@ -78,10 +78,10 @@ def breakdown(events: Iterable[tuple[str, float]], steps: int, *, top: int = 15)
         return {"calls_per_step": n_calls / steps, "us_per_step": t / steps, "share": t / total if total else 0.0}
 
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for name in us:
+    for name, t in us.items():
         k = by_kind[kind_of(name)]
         k[0] += calls[name]
-        k[1] += us[name]
+        k[1] += t
     names = sorted(us, key=lambda n: (-us[n], n))[:top]
     return {"steps": steps, "kernels_per_step": sum(calls.values()) / steps, "us_per_step": total / steps,
             "top": [{"name": short_name(n), "kind": kind_of(n), **row(calls[n], us[n])} for n in names],
@@ -102,8 +102,8 @@ def markdown(breakdowns: dict[str, dict[str, Any]]) -> list[str]:
         return []
     variants = list(breakdowns)
     kinds = list(dict.fromkeys(k["kind"] for b in breakdowns.values() for k in b["kinds"]))
-    lines = ["", "GPU kernel time per training step by kind (profiled window; summed kernel durations; "
-                 "ms, kernels, share; benchmarks/kernel_mix.py says how kinds are told apart):", "",
+    lines = ["", ("GPU kernel time per training step by kind (profiled window; summed kernel durations; "
+                  "ms, kernels, share; benchmarks/kernel_mix.py says how kinds are told apart):"), "",
              "| kind | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for kind in kinds + ["total"]:
         cells = []

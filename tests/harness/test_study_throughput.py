@@ -187,7 +187,7 @@ def test_the_breakdown_sums_calls_and_times_per_step_by_kernel_and_kind():
     kinds = {k["kind"]: (k["calls_per_step"], k["us_per_step"]) for k in out["kinds"]}
     assert kinds == {"gemm": (1.0, 30.0), "selective scan fwd": (1.0, 20.0), "triton (inductor)": (2.0, 10.0),
                      "copy / cast / memcpy": (0.5, 0.0)}
-    assert [k["kind"] for k in out["kinds"]][0] == "gemm"
+    assert out["kinds"][0]["kind"] == "gemm", "kinds are listed largest first"
     assert breakdown([], steps=2) is None
 
 
