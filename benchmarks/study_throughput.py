@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from benchmarks import phase_clock
+from benchmarks import kernel_mix, phase_clock
 from benchmarks.bench_config import STUDY_VARIANTS
 from benchmarks.phase_clock import PHASES, PhaseClock, UtilSampler, instrument, kernel_busy_us
+from benchmarks.step_probe import GRAPHED, probe_settings, step_probe
 
 _FAST = "max-autotune-no-cudagraphs"
 #: name -> (description, dotted overrides; a callable value gets the trial's config as a dict)
@@ -50,6 +51,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-cost": ("without the side cost probe (eval.cost: false)", {"eval.cost": False}),
     "log-batch": ("training metrics sent to MLflow in one batch at the end", {"train.log_buffer": 10**6}),
     "graph": ("the whole training step replayed as one CUDA graph", {"train.cuda_graph": True}),
+    "graph-compile": ("graph of the torch.compile'd (mode default) step: Triton kernels in the graph",
+                      {"train.cuda_graph": True, "train.compile": "default"}),
 }
 VARIANTS["all"] = ("resident + compile + eval-batch + ckpt-async", {
     k: v for name in ("resident", "compile", "eval-batch", "ckpt-async") for k, v in VARIANTS[name][1].items()})
@@ -73,7 +76,8 @@ def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 
 
 class Profiled:
-    """Profiles `window` training steps of one trial from step `first`: exact kernel busy time and step time."""
+    """Profiles `window` training steps of one trial from step `first`: exact kernel busy time, step time and the
+    kernel mix (benchmarks/kernel_mix.py)."""
 
     def __init__(self, clock: PhaseClock, device: torch.device, first: int, window: int) -> None:
         self.clock, self.device, self.first, self.window = clock, device, first, window
@@ -97,9 +101,11 @@ class Profiled:
                 wall = time.perf_counter() - self.t0
                 self.prof.__exit__(None, None, None)
                 busy_us, kernels = kernel_busy_us(self.prof)
+                mix = kernel_mix.breakdown(((name, hi - lo) for name, lo, hi in kernel_mix.device_events(self.prof)),
+                                           self.window)
                 self.result = {"steps": self.window, "wall_ms_per_step": 1e3 * wall / self.window,
                                "busy_fraction": busy_us / 1e6 / wall if busy_us > 0 else None,  # None: no CUPTI
-                               "kernels_per_step": kernels / self.window}
+                               "kernels_per_step": kernels / self.window, "kernels": mix}
                 self.prof, self.armed = None, False
         self.steps += 1
 
@@ -152,47 +158,6 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
             "train_steps": spec.config.train.steps}
 
 
-def step_probe(spec: Any, registries: Any, device: torch.device, setting: Any, *, warm: int, iters: int) -> dict:
-    """Steady-state time of one training step of the trial's model (random data of its shape, same batch)."""
-    from harness.compile import compile_mode
-    from harness.model import Net, build_model
-    from harness.study import resolve_trial
-    from harness.training import Stepper
-    from harness.trial import _load_data
-    from zigma.interpolants import Transport
-    cfg = spec.config
-    entries = resolve_trial(spec, registries)
-    info = _load_data(entries["dataset"], cfg).info
-    net = Net(build_model(cfg, entries, info, seed=spec.seed, device=device, context_dim=None)).to(device)
-    i = cfg.interpolant
-    transport = Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
-                          time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
-    ema = Net(build_model(cfg, entries, info, seed=spec.seed, device=device, context_dim=None)).to(device)
-    graph = setting == "cuda-graph"            # the eager model, its whole step replayed as a CUDA graph
-    update = {"compile": False, "cuda_graph": True} if graph else {"compile": setting, "cuda_graph": False}
-    stepper = Stepper(net, ema.requires_grad_(False), transport, cfg.train.model_copy(update=update), device)
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(cfg.train.batch_size, *info.shape, device=device, generator=g)
-    kwargs = {"y": torch.zeros(x.shape[0], dtype=torch.long, device=device)} if cfg.conditioning.kind == "class" \
-        else {}
-    t0 = time.perf_counter()
-    for s in range(warm):
-        stepper(x, kwargs, s, g)
-    _sync(device)
-    t1 = time.perf_counter()
-    for s in range(iters):
-        stepper(x, kwargs, warm + s, g)
-    _sync(device)
-    t2 = time.perf_counter()
-    return {"mode": "cuda-graph" if graph else compile_mode(setting) or "eager", "ms_per_step": 1e3 * (t2 - t1) / iters,
-            "warmup_s": t1 - t0, "warm": warm, "iters": iters}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def summarise(records: list[dict], warmup: dict | None, study_trials: int) -> dict:
     """Per variant: mean phase seconds, mean trial wall, trials per GPU-hour, projected study minutes."""
     out: dict[str, Any] = {}
@@ -212,6 +177,8 @@ def summarise(records: list[dict], warmup: dict | None, study_trials: int) -> di
             "train_busy_fraction": statistics.fmean(b) if (b := [p["busy_fraction"] for p in prof
                                                                   if p["busy_fraction"] is not None]) else None,
             "train_ms_per_step": statistics.fmean(p["wall_ms_per_step"] for p in prof) if prof else None,
+            # the kernel mix of the variant's last profiled trial (a mix is not averaged across trials)
+            "kernels": next((p["kernels"] for p in reversed(prof) if p.get("kernels")), None),
             "metrics": {k: [r["metrics"].get(k) for r in rs] for k in rs[0]["metrics"]},
         }
     return out
@@ -243,6 +210,7 @@ def markdown(result: dict) -> str:
             u = r["util_mean"][p]
             cells.append(f"{r['phases_s_mean'][p]:.2f}" + (f" ({100 * u:.0f} %)" if u is not None else ""))
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += kernel_mix.markdown({v: r["kernels"] for v, r in s.items() if r.get("kernels")})
     if result.get("step_probe"):
         lines += ["", "Steady-state training step of the same model (random batch, warm-up excluded):", ""]
         lines += [f"- {p['mode']}: {p['ms_per_step']:.2f} ms/step ({p['iters']} steps; warm-up {p['warmup_s']:.1f} s)"
@@ -264,8 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budget-s", type=float, default=None, help="start no trial that would end after this")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--profile-steps", type=int, default=20, help="training steps profiled per trial (CUDA only)")
-    p.add_argument("--probe", default="", help="step probe settings, comma separated (e.g. false,max-autotune-"
-                                               "no-cudagraphs); empty: none")
+    p.add_argument("--probe", default="", help="step probe settings, comma separated: false (eager), a "
+                   "train.compile mode, " + ", ".join(GRAPHED) + " (e.g. false,cuda-graph,cuda-graph-compile); "
+                   "empty: none")
     p.add_argument("--probe-iters", type=int, default=50)
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--out", type=Path, required=True)
@@ -281,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         print(f"--variants: unknown {unknown}; available: {', '.join(VARIANTS)}", file=sys.stderr)
         raise SystemExit(2)
+    settings = probe_settings(a.probe)
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     registries = load_registries()
     loaded = load_study(a.study, preset=a.preset)
@@ -327,8 +297,6 @@ def main(argv: list[str] | None = None) -> dict:
         result["step_probe"].append(out)
         write()
 
-    settings = [{"false": False, "true": True}.get(s.strip().lower(), s.strip()) for s in a.probe.split(",")
-                if s.strip()]
     for setting in [s for s in settings if s is False]:       # eager first; compiled ones after the first round,
         probe(setting)                                          # when the compile caches are warm
     for i in range(min(a.trials, len(specs))):

@@ -11,6 +11,11 @@ optimizer whose step count and learning rate live on the device, autocast withou
 Random draws stay outside the graph: the step's noise and times are drawn eagerly from the trial's generator in the
 same order as `Transport.loss` draws them, then copied into the graph's inputs, so a seed gives the same batches of
 noise with or without the graph. EMA, the loss bookkeeping and checkpoints also stay outside.
+
+With `train.compile` too (and `train.cuda_graph: true`), the compiled model runs in the warm-up steps, where Dynamo
+and Inductor compile and autotune, and the capture then records its Triton kernels beside mamba-ssm's (graph breaks
+do not matter: Python does not run during a replay). Only modes without CUDA graphs of their own can be recorded
+("default", "max-autotune-no-cudagraphs"); "reduce-overhead" and "max-autotune" replay Inductor's own graphs.
 """
 
 from __future__ import annotations
@@ -21,13 +26,32 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["WARMUP_STEPS", "StepGraph", "flatten_kwargs", "graph_blocker"]
+__all__ = ["WARMUP_STEPS", "CAPTURABLE_COMPILE", "StepGraph", "compile_blocker", "flatten_kwargs", "graph_blocker"]
 
 WARMUP_STEPS = 3        # eager (real) steps on a side stream before capture: lazy init, cuBLAS workspaces, autotuning
+CAPTURABLE_COMPILE = ("default", "max-autotune-no-cudagraphs")   # torch.compile modes without CUDA graphs of their own
 
 
-def graph_blocker(setting: bool | str, device: torch.device, net: nn.Module, *, fp16: bool) -> str | None:
-    """Why the step cannot be captured here (None: it can). `setting` is train.cuda_graph (true / false / "auto")."""
+def compile_blocker(setting: bool | str, compile: bool | str) -> str | None:
+    """Why a step compiled with train.compile=`compile` is not captured under train.cuda_graph=`setting` (None: it
+    may be). Inductor's own CUDA graphs cannot be recorded again; "auto" captures eager models only (a compiled
+    capture is asked for with true until a benchmark shows it wins)."""
+    from harness.compile import compile_mode
+    mode = compile_mode(compile)
+    if mode is None:
+        return None
+    if mode not in CAPTURABLE_COMPILE:
+        return (f"train.compile {mode!r} replays Inductor's own CUDA graphs, which a captured step cannot record "
+                f"(use one of {', '.join(CAPTURABLE_COMPILE)} with train.cuda_graph)")
+    if setting == "auto":
+        return "train.compile is on and train.cuda_graph is auto (a compiled step is captured only with true)"
+    return None
+
+
+def graph_blocker(setting: bool | str, device: torch.device, net: nn.Module, *, fp16: bool,
+                  compile: bool | str = False) -> str | None:
+    """Why the step cannot be captured here (None: it can). `setting` is train.cuda_graph (true / false / "auto"),
+    `compile` is train.compile."""
     if setting is False:
         return "train.cuda_graph is false"
     if device.type != "cuda":
@@ -40,7 +64,7 @@ def graph_blocker(setting: bool | str, device: torch.device, net: nn.Module, *, 
             return f"{name} draws random numbers inside the forward (stochastic depth, drop_path > 0)"
         if isinstance(reason := getattr(module, "graph_blocker", None), str):
             return f"{name}: {reason}"
-    return None
+    return compile_blocker(setting, compile)
 
 
 class StepGraph:

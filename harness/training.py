@@ -112,9 +112,9 @@ class Stepper:
         self.amp = autocast_dtype(device, cfg.precision)
         self.device = device
         # train.cuda_graph (harness/cuda_graph.py): "auto" captures where it can, true insists, false never
-        self.graph_blocker = graph_blocker(cfg.cuda_graph, device, net, fp16=self.amp == torch.float16)
-        if self.graph_blocker is None and cfg.compile is not False:
-            self.graph_blocker = "train.compile is on (a compiled model is not captured again)"
+        # with train.compile, the warm-up steps run (and compile) the compiled model; the capture records its kernels
+        self.graph_blocker = graph_blocker(cfg.cuda_graph, device, net, fp16=self.amp == torch.float16,
+                                           compile=cfg.compile)
         if self.graph_blocker is not None and cfg.cuda_graph is True:
             raise ValueError(f"train.cuda_graph is true but the step cannot be captured: {self.graph_blocker}")
         self.graph = StepGraph(self._step, lambda: self.opt.zero_grad(set_to_none=True)) \

@@ -30,7 +30,7 @@ if [ "$MODE" = tpg ]; then
   python3 -m harness.cli status runs/scan_ablation > "$OUT/status.txt" 2>&1; cat "$OUT/status.txt"
 else
   if python3 -m pytest --version > /dev/null 2>&1; then     # the switches' GPU tests (seconds), when pytest is there
-    timeout 150 python3 -m pytest tests/harness/test_speedups.py tests/harness/test_cuda_graph.py -m gpu -q -p no:cacheprovider > "$OUT/gpu_tests.txt" 2>&1
+    timeout 240 python3 -m pytest tests/harness/test_speedups.py tests/harness/test_cuda_graph.py -m gpu -q -p no:cacheprovider > "$OUT/gpu_tests.txt" 2>&1
     tail -3 "$OUT/gpu_tests.txt"
   fi
   # order = priority: the budget stops starting trials that would not end in time (results written after each)

@@ -129,7 +129,10 @@ class TrainConfig(_Strict):
     # torch.compile of the model in the training step: false = eager; true = mode "default"; or the mode
     cuda_graph: bool | Literal["auto"] = "auto"  # the whole step (fwd, bwd, clip, AdamW) replayed as one CUDA
     # graph after 3 eager steps (harness/cuda_graph.py); auto: wherever it can be (CUDA, no fp16, no stochastic
-    # depth, no torch.compile), true: an error where it cannot
+    # depth, no torch.compile), true: an error where it cannot. true with train.compile "default" (or true) or
+    # "max-autotune-no-cudagraphs" captures the compiled step (compiled in the warm-up steps; its speed is measured
+    # by benchmarks/study_throughput.py, variant graph-compile); "reduce-overhead" / "max-autotune" (Inductor's own
+    # CUDA graphs) cannot be captured again: an error with true
     data_on_device: Literal["off", "auto", "on"] = "off"   # whole training set on the device, batches cut there
     # by the same seeded permutation (no DataLoader); auto: on a CUDA device when it takes < 1/4 of free memory
     checkpoint_async: bool = False            # write checkpoints from a background thread (a CPU copy is taken)
@@ -159,6 +162,14 @@ class TrainConfig(_Strict):
     def uses_torchrun(self) -> bool:
         """Whether a worker launches this trial under torchrun (several ranks, or launcher: torchrun)."""
         return self.launcher == "torchrun" or self.world_size > 1
+
+    @model_validator(mode="after")
+    def _graph_and_compile(self) -> TrainConfig:
+        if self.cuda_graph is True and self.compile in ("reduce-overhead", "max-autotune"):
+            raise ValueError(f"train.cuda_graph true cannot capture train.compile {self.compile!r} (it replays "
+                             "Inductor's own CUDA graphs); use compile 'default' or 'max-autotune-no-cudagraphs', "
+                             "or train.cuda_graph false")
+        return self
 
     @model_validator(mode="after")
     def _distributed(self) -> TrainConfig:

@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from harness.cuda_graph import StepGraph, flatten_kwargs, graph_blocker
+from harness.cuda_graph import StepGraph, compile_blocker, flatten_kwargs, graph_blocker
 from harness.study import TrainConfig
 from harness.training import Stepper
 from zigma.backbones.zigma import ZigMa
@@ -37,6 +37,28 @@ def test_the_step_is_captured_only_where_it_can_be():
     assert "CUDA device" in graph_blocker("auto", CPU, net, fp16=False)
     assert "fp16" in graph_blocker("auto", CUDA, net, fp16=True)
     assert "stochastic depth" in graph_blocker("auto", CUDA, _zigma("reference", drop_path=0.1), fp16=False)
+
+
+def test_a_compiled_step_is_captured_only_in_modes_without_graphs_of_their_own_and_only_when_asked():
+    net = _zigma("reference")
+    for mode in (True, "default", "max-autotune-no-cudagraphs"):
+        assert graph_blocker(True, CUDA, net, fp16=False, compile=mode) is None, mode
+        assert "cuda_graph is auto" in graph_blocker("auto", CUDA, net, fp16=False, compile=mode)
+    for mode in ("reduce-overhead", "max-autotune"):
+        for setting in (True, "auto"):
+            assert "Inductor's own CUDA graphs" in graph_blocker(setting, CUDA, net, fp16=False, compile=mode)
+    assert compile_blocker(True, False) is None and compile_blocker("auto", False) is None
+    with pytest.raises(ValueError, match="unknown compile setting 'fast'"):
+        compile_blocker(True, "fast")
+
+
+def test_cuda_graph_true_with_a_compile_mode_that_has_its_own_graphs_is_a_config_error():
+    from pydantic import ValidationError
+    for mode in ("reduce-overhead", "max-autotune"):
+        with pytest.raises(ValidationError, match=f"train.cuda_graph true cannot capture train.compile '{mode}'"):
+            TrainConfig(cuda_graph=True, compile=mode)
+        assert TrainConfig(cuda_graph="auto", compile=mode).compile == mode
+    assert TrainConfig(cuda_graph=True, compile="default").compile == "default"
 
 
 def test_cuda_graph_true_where_it_cannot_be_is_an_error_naming_the_key_and_auto_falls_back():
@@ -84,14 +106,15 @@ def test_the_recorded_step_function_equals_the_eager_step_for_a_seed(classes):
 # ---- GPU --------------------------------------------------------------------------------------------------------
 
 
-def _run(cuda_graph, steps, *, precision="fp32", classes=None, state=None):
+def _run(cuda_graph, steps, *, precision="fp32", classes=None, state=None, compile=False):
     transport = Transport(LinearPath(), prediction="velocity")
     torch.manual_seed(0)
     net = _zigma("fused", classes=classes).to(CUDA)
     if state is not None:
         net.load_state_dict(state)
     ema = copy.deepcopy(net).requires_grad_(False)
-    cfg = TrainConfig(lr=3e-3, precision=precision, cuda_graph=cuda_graph, warmup_steps=3, ema_decay=0.9)
+    cfg = TrainConfig(lr=3e-3, precision=precision, cuda_graph=cuda_graph, warmup_steps=3, ema_decay=0.9,
+                      compile=compile)
     stepper = Stepper(net, ema, transport, cfg, CUDA)
     g, data = torch.Generator(device=CUDA).manual_seed(3), torch.Generator(device=CUDA).manual_seed(4)
     losses = []
@@ -123,6 +146,22 @@ def test_graph_replays_in_bf16_track_the_eager_steps():
     _, lg, _, _ = _run("auto", 12, precision="bf16")
     _, le, _, _ = _run(False, 12, precision="bf16")
     assert lg == pytest.approx(le, rel=2e-2, abs=1e-3)
+
+
+@pytest.mark.gpu
+@_CUDA
+def test_a_compiled_step_replayed_as_a_graph_gives_the_eager_steps_losses():
+    """Oracle: the eager, uncompiled step. Inductor fuses and reorders fp32 arithmetic: a tolerance, not equality."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    graphed, lg, net_g, _ = _run(True, 12, classes=10, compile="default")
+    _, le, net_e, _ = _run(False, 12, classes=10)
+    assert graphed.graph is not None and graphed.graph.captured and graphed.model is not net_g, \
+        "the compiled model was not the one captured"
+    assert le[0] != le[-1], "nothing trained"
+    assert lg == pytest.approx(le, rel=1e-3, abs=1e-5)
+    for (name, a), b in zip(net_g.named_parameters(), net_e.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-4, msg=name)
 
 
 @pytest.mark.gpu

@@ -106,3 +106,113 @@ def test_an_unknown_study_variant_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2
     assert "unknown study variant(s) ['fastest']" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "o").exists()
+
+
+# ---- the kernel mix of a profiled window (benchmarks/kernel_mix.py) ------------------------------------------------
+
+_KERNELS = {   # kernel names as CUDA/CUPTI report them (torch, cuBLAS/cuBLASLt, CUTLASS, mamba-ssm, causal-conv1d, Triton)
+    "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel"
+    "__5x_cublas": "gemm",
+    "nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NNT": "gemm",
+    "void cutlass::Kernel2<cutlass_80_tensorop_s1688gemm_64x64_16x6_tn_align4>(cutlass_80_tensorop_s1688gemm_64x64_"
+    "16x6_tn_align4::Params)": "gemm",
+    "void splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __nv_bfloat16, true, false, false>"
+    "(cublasSplitKParams<float>, float const*)": "gemm",
+    "void selective_scan_fwd_kernel<Selective_Scan_fwd_kernel_traits<32, 4, true, true, true, false, true, "
+    "c10::BFloat16, float, float> >(SSMParamsBase)": "selective scan fwd",
+    "void selective_scan_bwd_kernel<Selective_Scan_bwd_kernel_traits<32, 4, true, true, true, false, true, false, "
+    "false, c10::BFloat16, float, float> >(SSMParamsBwd)": "selective scan bwd",
+    "_chunk_scan_bwd_dx_kernel": "selective scan bwd",
+    "void causal_conv1d_fwd_kernel<Causal_conv1d_fwd_kernel_traits<128, 4, true, c10::BFloat16, c10::BFloat16> >"
+    "(ConvParamsBase)": "conv (causal_conv1d, cuDNN)",
+    "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>, std::array<char*, 3ul> >"
+    "(int, at::native::CUDAFunctor_add<float>, std::array<char*, 3ul>)": "elementwise",
+    "void at::native::(anonymous namespace)::distribution_elementwise_grid_stride_kernel<float, 4, at::native::"
+    "templates::cuda::normal_and_transform<float, float>>(long, at::PhiloxCudaState)": "elementwise",
+    "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
+    "TensorListMetadata<4>, at::native::(anonymous namespace)::FusedAdamMathFunctor<float, 4>, bool*>"
+    "(at::native::(anonymous namespace)::TensorListMetadata<4>)": "foreach / multi_tensor (optimizer, EMA, clip)",
+    "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
+    "TensorListMetadata<1>, at::native::(anonymous namespace)::LpNormFunctor<float, 1, float, float>, int>()":
+        "foreach / multi_tensor (optimizer, EMA, clip)",
+    "triton_poi_fused_add_mul_0": "triton (inductor)",
+    "triton_red_fused_native_layer_norm_1": "triton (inductor)",
+    "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper_t<float, at::native::"
+    "sum_functor<float, float, float>>, unsigned int, float, 4, 4> >()": "reduction / norm",
+    "void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>(int, float)":
+        "reduction / norm",
+    "void at::native::(anonymous namespace)::GammaBetaBackwardCUDAKernelTemplate<float, float, 32u, 1u, 32u, true, "
+    "false>(long, long)": "reduction / norm",
+    "_layer_norm_fwd_1pass_kernel": "reduction / norm",
+    "void at::native::index_elementwise_kernel<128, 4, at::native::gpu_index_kernel<at::native::index_kernel_impl<"
+    "at::native::OpaqueType<2> >>(long)": "index / gather / scatter",
+    "void at::native::(anonymous namespace)::indexSelectLargeIndex<c10::BFloat16, long, unsigned int, 2, 2, -2, true>"
+    "(at::cuda::detail::TensorInfo<c10::BFloat16, unsigned int>)": "index / gather / scatter",
+    "Memcpy DtoD (Device -> Device)": "copy / cast / memcpy",
+    "Memset (Device)": "copy / cast / memcpy",
+    "void at::native::elementwise_kernel<128, 2, at::native::gpu_kernel_impl_nocast<at::native::direct_copy_kernel_"
+    "cuda(at::TensorIteratorBase&)::{lambda()#3}>>(int)": "copy / cast / memcpy",
+    "void at::native::(anonymous namespace)::CatArrayBatchedCopy<at::native::(anonymous namespace)::OpaqueType<2u>, "
+    "unsigned int, 3, 128, 1>()": "copy / cast / memcpy",
+    "void my_custom_kernel(float*)": "other",
+}
+
+
+@pytest.mark.parametrize("name", list(_KERNELS))
+def test_a_kernel_name_falls_in_its_kind(name):
+    from benchmarks.kernel_mix import kind_of
+    assert kind_of(name) == _KERNELS[name]
+
+
+def test_a_short_kernel_name_drops_void_namespaces_and_arguments():
+    from benchmarks.kernel_mix import short_name
+    assert short_name("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>, "
+                      "std::array<char*, 3ul> >(int, at::native::CUDAFunctor_add<float>, std::array<char*, 3ul>)") \
+        == "vectorized_elementwise_kernel<4, CUDAFunctor_add<float>, array<char*, 3ul> >"
+    assert short_name("Memcpy HtoD (Pageable -> Device)") == "Memcpy HtoD (Pageable -> Device)"
+    assert short_name("triton_" + "x" * 200, width=20) == "triton_" + "x" * 12 + "…"
+
+
+def test_the_breakdown_sums_calls_and_times_per_step_by_kernel_and_kind():
+    """Oracle: the sums worked out by hand for 2 steps of 4 kernels."""
+    from benchmarks.kernel_mix import breakdown
+    gemm, scan, add = "nvjet_hsh_1", "void selective_scan_fwd_kernel<T>(P)", "triton_poi_fused_add_0"
+    events = [(gemm, 30.0), (scan, 20.0), (add, 5.0), (add, 5.0), "step 2",
+              (gemm, 30.0), (scan, 20.0), (add, 5.0), (add, 5.0), ("Memset (Device)", 0.0)]
+    out = breakdown([e for e in events if e != "step 2"], steps=2, top=2)
+    assert out["us_per_step"] == 60.0 and out["kernels_per_step"] == 4.5
+    assert [(t["name"], t["kind"], t["calls_per_step"], t["us_per_step"], t["share"]) for t in out["top"]] == [
+        ("nvjet_hsh_1", "gemm", 1.0, 30.0, 0.5), ("selective_scan_fwd_kernel<T>", "selective scan fwd", 1.0, 20.0,
+                                                   pytest.approx(1 / 3))]
+    kinds = {k["kind"]: (k["calls_per_step"], k["us_per_step"]) for k in out["kinds"]}
+    assert kinds == {"gemm": (1.0, 30.0), "selective scan fwd": (1.0, 20.0), "triton (inductor)": (2.0, 10.0),
+                     "copy / cast / memcpy": (0.5, 0.0)}
+    assert out["kinds"][0]["kind"] == "gemm", "kinds are listed largest first"
+    assert breakdown([], steps=2) is None
+
+
+def test_the_markdown_puts_each_variants_kinds_side_by_side():
+    from benchmarks.kernel_mix import breakdown, markdown
+    a = breakdown([("nvjet_a", 1000.0), ("triton_poi_b", 1000.0)], steps=1)
+    b = breakdown([("nvjet_a", 1000.0)], steps=1)
+    lines = markdown({"graph": b, "graph-compile": a})
+    assert "| kind | graph | graph-compile |" in lines
+    assert "| gemm | 1.00 ms, 1 (100 %) | 1.00 ms, 1 (50 %) |" in lines
+    assert "| triton (inductor) |  | 1.00 ms, 1 (50 %) |" in lines
+    assert "| `triton_poi_b` | triton (inductor) | 1.0 | 1000 | 50.0 % |" in lines
+    assert markdown({}) == []
+
+
+def test_probe_settings_take_graphs_and_compile_modes_and_name_an_unknown_one():
+    from benchmarks.step_probe import probe_settings
+    assert probe_settings("false, cuda-graph,cuda-graph-compile,default") == \
+        [False, "cuda-graph", "cuda-graph-compile", "default"]
+    with pytest.raises(ValueError, match=r"--probe: .*'cuda-grap'.*cuda-graph-compile"):
+        probe_settings("false,cuda-grap")
+
+
+def test_the_graph_compile_variant_validates_to_a_captured_compiled_step():
+    from benchmarks.study_throughput import VARIANTS, with_overrides
+    from harness.study import TrialConfig
+    cfg = with_overrides(TrialConfig(), VARIANTS["graph-compile"][1])
+    assert cfg.train.cuda_graph is True and cfg.train.compile == "default"
