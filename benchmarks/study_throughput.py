@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     t_start = time.perf_counter()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from harness.study import expand_trials, load_study, validate_study
+    from harness.study import load_study, validate_study
     from harness.tracking import Tracker
     from plugins.registry import load_registries
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from harness.cuda_graph import WARMUP_STEPS
 from harness.model import Conditioning, Net
 from harness.sampling import sample_batch
 from harness.seeds import seed_for
-from harness.cuda_graph import WARMUP_STEPS
 from harness.training import Stepper
 from plugins.measure import Timer, time_calls
 

@@ -120,7 +120,7 @@ class Stepper:
         self.graph = StepGraph(self._step, lambda: self.opt.zero_grad(set_to_none=True)) \
             if self.graph_blocker is None else None
         # a captured step reads the learning rate and step count from the device (capturable AdamW)
-        lr0: float | torch.Tensor = torch.tensor(cfg.lr, device=device) if self.graph else cfg.lr
+        lr0: float | torch.Tensor = torch.tensor(cfg.lr, device=device) if self.graph is not None else cfg.lr
         self.opt = torch.optim.AdamW(self.params, lr=lr0, betas=cfg.betas, weight_decay=cfg.weight_decay,
                                      capturable=self.graph is not None)
         self._lr: float | None = None

@@ -130,7 +130,7 @@ def _run(cuda_graph, steps, *, precision="fp32", classes=None, state=None, compi
 @pytest.mark.parametrize("classes", [None, 10])
 def test_graph_replays_give_the_eager_steps_losses_and_weights(classes):
     graphed, lg, net_g, ema_g = _run(True, 12, classes=classes)
-    eager, le, net_e, ema_e = _run(False, 12, classes=classes)
+    _, le, net_e, ema_e = _run(False, 12, classes=classes)
     assert graphed.graph is not None and graphed.graph.captured
     assert le[0] != le[-1], "nothing trained"
     assert lg == pytest.approx(le, rel=1e-4, abs=1e-6)
