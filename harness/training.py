@@ -129,11 +129,20 @@ class Stepper:
         self._names: list[str] = []
 
     def _set_lr(self, lr: float) -> None:
+        """The learning rate of this step. A captured step reads it from a device tensor filled in place; a
+        checkpoint's optimizer state brings a float or a CPU tensor back, which is replaced by a device tensor
+        before the capture (else the graph would keep the value it was captured with)."""
         if lr == self._lr:
             return
         for group in self.opt.param_groups:
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
+            current = group["lr"]
+            if self.graph is not None and not (isinstance(current, torch.Tensor)
+                                               and current.device.type == self.device.type):
+                if self.graph.captured:
+                    raise RuntimeError("the learning rate tensor of a captured step was replaced")
+                group["lr"] = torch.tensor(lr, dtype=torch.float32, device=self.device)
+            elif isinstance(current, torch.Tensor):
+                current.fill_(lr)
             else:
                 group["lr"] = lr
         self._lr = lr

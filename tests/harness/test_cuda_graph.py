@@ -213,3 +213,67 @@ def test_graphed_sampling_draws_the_eager_samples(sampler_name):
     diff = (out[True].fake.int() - out[False].fake.int()).abs()
     assert diff.max() <= 1, f"uint8 samples differ by up to {diff.max()}"
     assert out[True].nfe == out[False].nfe
+
+
+@pytest.mark.parametrize("saved_lr", [0.01, torch.tensor(0.01)])
+def test_after_a_checkpoint_load_the_captured_step_reads_a_device_lr_that_later_steps_fill_in_place(saved_lr):
+    """A checkpoint restores param_groups' lr as a float (eager run) or a CPU tensor (graphed run, map_location
+    cpu); a graph captured on either would keep the value it was captured with. Here the device is the CPU, so a
+    graph is stood in for by an object that has not captured yet."""
+    transport = Transport(LinearPath(), prediction="velocity")
+    net = _zigma("reference")
+    stepper = Stepper(net, copy.deepcopy(net), transport, TrainConfig(cuda_graph=False), CPU)
+    state = stepper.opt.state_dict()
+    state["param_groups"][0]["lr"] = saved_lr
+    stepper.opt.load_state_dict(state)
+    stepper.graph = type("NotCaptured", (), {"captured": False})()
+    stepper._set_lr(0.5)
+    lr = stepper.opt.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and lr.item() == 0.5 and lr is not saved_lr
+    stepper._set_lr(0.25)
+    assert stepper.opt.param_groups[0]["lr"] is lr and lr.item() == 0.25, "filled in place, the same tensor"
+    stepper.graph = type("Captured", (), {"captured": True})()
+    stepper.opt.param_groups[0]["lr"] = 0.1
+    with pytest.raises(RuntimeError, match="replaced"):
+        stepper._set_lr(0.3)
+
+
+@pytest.mark.gpu
+@_CUDA
+def test_a_graphed_run_resumed_from_its_checkpoint_follows_the_uninterrupted_one_through_the_lr_warmup():
+    """8 graphed steps in one go vs 4 + (save, load into a new stepper) + 4, the learning rate still warming up:
+    a graph captured with a restored float or CPU-tensor lr would keep that value and the curves would part."""
+    import io
+    transport = Transport(LinearPath(), prediction="velocity")
+    cfg = TrainConfig(lr=3e-3, precision="fp32", cuda_graph=True, warmup_steps=20, ema_decay=0.9)
+
+    def batches():
+        data = torch.Generator(device=CUDA).manual_seed(4)
+        return [torch.randn(16, 1, 8, 8, generator=data, device=CUDA) for _ in range(8)]
+
+    torch.manual_seed(0)
+    net = _zigma("fused").to(CUDA)
+    start = copy.deepcopy(net.state_dict())
+    whole = Stepper(net, copy.deepcopy(net).requires_grad_(False), transport, cfg, CUDA)
+    g = torch.Generator(device=CUDA).manual_seed(3)
+    want = [whole(x, {}, s, g).item() for s, x in enumerate(batches())]
+
+    net = _zigma("fused").to(CUDA)
+    net.load_state_dict(start)
+    first = Stepper(net, copy.deepcopy(net).requires_grad_(False), transport, cfg, CUDA)
+    g = torch.Generator(device=CUDA).manual_seed(3)
+    xs = batches()
+    got = [first(x, {}, s, g).item() for s, x in enumerate(xs[:4])]
+    buf = io.BytesIO()
+    torch.save({"net": net.state_dict(), "opt": first.opt.state_dict(), "gen": g.get_state()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, map_location="cpu", weights_only=True)
+    net2 = _zigma("fused").to(CUDA)
+    net2.load_state_dict(saved["net"])
+    second = Stepper(net2, copy.deepcopy(net2).requires_grad_(False), transport, cfg, CUDA)
+    second.opt.load_state_dict(saved["opt"])
+    g2 = torch.Generator(device=CUDA)
+    g2.set_state(saved["gen"])
+    got += [second(x, {}, 4 + s, g2).item() for s, x in enumerate(xs[4:])]
+    assert second.graph is not None and second.graph.captured
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
