@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["WARMUP_STEPS", "CAPTURABLE_COMPILE", "StepGraph", "compile_blocker", "flatten_kwargs", "graph_blocker"]
+__all__ = ["WARMUP_STEPS", "CAPTURABLE_COMPILE", "CaptureFailed", "StepGraph", "compile_blocker", "flatten_kwargs", "graph_blocker"]
 
 WARMUP_STEPS = 3        # eager (real) steps on a side stream before capture: lazy init, cuBLAS workspaces, autotuning
 CAPTURABLE_COMPILE = ("default", "max-autotune-no-cudagraphs")   # torch.compile modes without CUDA graphs of their own
@@ -65,6 +65,10 @@ def graph_blocker(setting: bool | str, device: torch.device, net: nn.Module, *, 
         if isinstance(reason := getattr(module, "graph_blocker", None), str):
             return f"{name}: {reason}"
     return compile_blocker(setting, compile)
+
+
+class CaptureFailed(RuntimeError):
+    """The function could not be recorded as a CUDA graph (nothing of it ran: a capture only records)."""
 
 
 class StepGraph:
@@ -111,8 +115,13 @@ class StepGraph:
         self.static = [x.detach().clone() for x in inputs]
         self.prepare()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.out = self.fn(*self.static)
+        try:
+            with torch.cuda.graph(graph):
+                self.out = self.fn(*self.static)
+        except Exception as err:  # noqa: BLE001 - any op that cannot be recorded (a host sync, a CPU tensor, ...)
+            self.static, self.out = [], None
+            torch.cuda.synchronize()
+            raise CaptureFailed(f"{type(err).__name__}: {err}"[:500]) from err
         self.graph = graph
 
     def _check(self, inputs: tuple[torch.Tensor, ...]) -> None:

@@ -40,14 +40,23 @@ class ModelGraphs:
         """model_fn(x, t) = call(x, t, *tensors), replayed from a graph when one can be used."""
         if self.blocker is not None:
             return lambda x, t: call(x, t, *tensors)
-        from harness.cuda_graph import StepGraph
+        from harness.cuda_graph import CaptureFailed, StepGraph
 
         def replayed(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             inputs = (x, t, *tensors)
+            if self.blocker is not None:                  # a capture failed earlier in this pass
+                return call(*inputs)
             key = tuple((tuple(v.shape), v.dtype) for v in inputs)
             if key not in self._graphs:
                 self._graphs[key] = StepGraph(call, warmup=1)
-            return self._graphs[key](*inputs)
+            try:
+                return self._graphs[key](*inputs)
+            except CaptureFailed as err:
+                if self.setting is True:
+                    raise ValueError(f"eval.cuda_graph is true but the model call could not be captured: {err}") \
+                        from err
+                self.blocker, self._graphs = f"the capture failed ({err})", {}   # auto: eager from now on
+                return call(*inputs)
 
         return replayed
 

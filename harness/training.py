@@ -17,7 +17,7 @@ from harness.budget import Budget
 from harness.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from harness.checkpoint_async import wait_pending
 from harness.compile import maybe_compile
-from harness.cuda_graph import StepGraph, flatten_kwargs, graph_blocker
+from harness.cuda_graph import CaptureFailed, StepGraph, flatten_kwargs, graph_blocker
 from harness.distributed import Ranks
 from harness.errors import TrialFailed
 from harness.seeds import seed_for
@@ -165,7 +165,15 @@ class Stepper:
             if self.graph.captured and names != self._names:
                 raise ValueError(f"the captured training step took model arguments {self._names}, now {names}")
             self._names = names
-            loss = self.graph(x1, x0, t, *tensors)
+            try:
+                loss = self.graph(x1, x0, t, *tensors)
+            except CaptureFailed as err:
+                if self.cfg.cuda_graph is True:
+                    raise ValueError(f"train.cuda_graph is true but the step could not be captured: {err}") from err
+                # auto: the capture only recorded, so nothing of this step ran; it runs eagerly, now and from now on
+                self.graph, self.graph_blocker = None, f"the capture failed ({err})"
+                _log.warning("training step not captured, it runs eagerly: %s", err)
+                loss = self._step(x1, x0, t, *tensors)
         else:
             loss = self._eager(x1, kwargs, generator)
         update_ema(self.ema, self.net, ema_decay(self.cfg.ema_decay, step, self.cfg.ema_warmup))
@@ -185,7 +193,7 @@ class Stepper:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)   # foreach on CUDA, as eager
         self.opt.step()
         return loss.detach()
 

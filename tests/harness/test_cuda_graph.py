@@ -277,3 +277,62 @@ def test_a_graphed_run_resumed_from_its_checkpoint_follows_the_uninterrupted_one
     got += [second(x, {}, 4 + s, g2).item() for s, x in enumerate(xs[4:])]
     assert second.graph is not None and second.graph.captured
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+class _FailingGraph:
+    """Stands in for a StepGraph whose capture fails (on a CPU, where no graph can be recorded)."""
+
+    captured = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __call__(self, *inputs):
+        from harness.cuda_graph import CaptureFailed
+        raise CaptureFailed("RuntimeError: operation not permitted when stream is capturing")
+
+
+def test_a_failed_capture_under_auto_runs_that_step_eagerly_with_the_same_draws_and_true_names_the_key():
+    """Oracle: an eager Stepper on the same seed; the failed capture recorded only, so the step runs once, eagerly."""
+    transport = Transport(LinearPath(), prediction="velocity")
+    cfg = TrainConfig(lr=0.01, precision="fp32", cuda_graph="auto")
+    torch.manual_seed(0)
+    net_a = _zigma("reference")
+    net_b = copy.deepcopy(net_a)
+    eager = Stepper(net_a, copy.deepcopy(net_a).requires_grad_(False), transport, cfg, CPU)
+    failing = Stepper(net_b, copy.deepcopy(net_b).requires_grad_(False), transport, cfg, CPU)
+    for stepper in (eager, failing):     # a graphed stepper's optimizer reads its lr from a tensor
+        stepper.opt.param_groups[0]["lr"] = torch.tensor(0.01)
+    failing.graph = _FailingGraph()
+    ga, gb = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    x1 = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(failing(x1, {}, 0, gb), eager(x1, {}, 0, ga))
+    assert failing.graph is None and "capture failed" in failing.graph_blocker
+    for (name, pa), pb in zip(net_a.named_parameters(), net_b.parameters()):
+        assert torch.equal(pa, pb), name
+    strict = Stepper(copy.deepcopy(net_a), copy.deepcopy(net_a), transport, cfg, CPU)
+    strict.graph, strict.cfg = _FailingGraph(), cfg.model_copy(update={"cuda_graph": True})
+    with pytest.raises(ValueError, match=r"train\.cuda_graph is true but the step could not be captured"):
+        strict(x1, {}, 0, torch.Generator().manual_seed(5))
+
+
+def test_a_failed_sampling_capture_under_auto_calls_the_model_eagerly_from_then_on(monkeypatch):
+    import harness.cuda_graph
+    from harness.sampling import ModelGraphs
+    monkeypatch.setattr(harness.cuda_graph, "StepGraph", _FailingGraph)
+    calls = []
+
+    def call(x, t):
+        calls.append(1)
+        return x * t
+
+    graphs = ModelGraphs("auto", CPU)
+    graphs.blocker = None                                  # as on a CUDA device
+    fn = graphs.wrap(call, [])
+    x, t = torch.ones(2, 3), torch.full((2, 1), 0.5)
+    assert torch.equal(fn(x, t), x * t) and "capture failed" in graphs.blocker
+    assert torch.equal(fn(x, t), x * t) and len(calls) == 2
+    strict = ModelGraphs("auto", CPU)
+    strict.blocker, strict.setting = None, True
+    with pytest.raises(ValueError, match=r"eval\.cuda_graph is true but the model call could not be captured"):
+        strict.wrap(call, [])(x, t)
