@@ -116,3 +116,22 @@ def drop_postgres(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def interrupted_then_resumed(spec, registries, trial_dir: Path, cache_dir: Path, *, stop_at: int, device=None):
+    """Run a trial until its progress reports step `stop_at` (a KeyboardInterrupt there, as Ctrl-C), then run it
+    again from its checkpoint; returns the resumed run's results."""
+    import pytest
+    import torch
+
+    from harness.trial import TrialHooks, run_trial
+    device = device or torch.device("cpu")
+
+    def stop(step, info):
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, registries, trial_dir=trial_dir, device=device, cache_dir=cache_dir,
+                  hooks=TrialHooks(advance=stop))
+    return run_trial(spec, registries, trial_dir=trial_dir, device=device, cache_dir=cache_dir)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.harness.runner_support import GRID, PLUGIN, write_study
+from tests.harness.runner_support import GRID, PLUGIN, interrupted_then_resumed, write_study
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -80,19 +80,11 @@ def test_the_optimizer_step_sees_gradients_already_clipped():
 
 
 def test_a_resumed_trial_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, registries):
-    from harness.trial import TrialHooks, run_trial
+    from harness.trial import run_trial
     spec = _spec(tmp_path, train={"steps": 20, "checkpoint_every": 10})
     cpu = torch.device("cpu")
     straight = run_trial(spec, registries, trial_dir=tmp_path / "a", device=cpu, cache_dir=tmp_path / "c")
-
-    def stop_at_15(step, info):
-        if step == 15:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(spec, registries, trial_dir=tmp_path / "b", device=cpu, cache_dir=tmp_path / "c",
-                  hooks=TrialHooks(advance=stop_at_15))
-    resumed = run_trial(spec, registries, trial_dir=tmp_path / "b", device=cpu, cache_dir=tmp_path / "c")
+    resumed = interrupted_then_resumed(spec, registries, tmp_path / "b", tmp_path / "c", stop_at=15)
     assert resumed["resumed_from_step"] == 10 and straight["resumed_from_step"] == 0
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -129,17 +121,8 @@ def test_train_images_per_s_agrees_with_an_independent_clock_around_each_step(tm
 
 
 def test_a_resumed_trials_cost_comes_from_the_segment_that_finished_it(tmp_path, registries):
-    from harness.trial import TrialHooks, run_trial
     spec = _spec(tmp_path, train={"steps": 20, "checkpoint_every": 10})
-
-    def stop_at_15(step, info):
-        if step == 15:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(spec, registries, trial_dir=tmp_path / "b", device=CPU, cache_dir=tmp_path / "c",
-                  hooks=TrialHooks(advance=stop_at_15))
-    res = run_trial(spec, registries, trial_dir=tmp_path / "b", device=CPU, cache_dir=tmp_path / "c")
+    res = interrupted_then_resumed(spec, registries, tmp_path / "b", tmp_path / "c", stop_at=15, device=CPU)
     warm = min(5, max(20 // 10, 1))
     assert res["metrics"]["timed_steps"] == 20 - 10 - warm      # steps 11..20 less the segment's warm-up
     assert json.loads((tmp_path / "b" / "cost.json").read_text())["how"]["resumed_from_step"] == 10

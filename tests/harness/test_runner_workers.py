@@ -29,25 +29,17 @@ def _check_exactly_once(trials, folder, name):
     assert {t.user_attrs["mlflow_run_id"] for t in trials} == {c.info.run_id for c in children}
 
 
-def test_four_workers_on_the_journal_file_run_each_of_twelve_combinations_once(tmp_path):
-    study = write_study(tmp_path / "grid.yaml", "grid4")
-    seed_mlflow_db(tmp_path / "runs" / "grid4", tmp_path)
-    out = run_harness("run", str(study), "--runs", str(tmp_path / "runs"), "--workers", "4", "--quiet",
-                      "--no-report")
+@pytest.mark.parametrize("name,flag,started", [("grid4", ["--workers", "4"], "started 4 worker(s): w0"),
+                                               ("grid3", ["--trials-per-gpu", "3"], "started 3 worker(s): cpu.0")])
+def test_several_workers_on_the_journal_file_run_each_of_twelve_combinations_once(tmp_path, name, flag, started):
+    """Four CPU workers (--workers 4), or three on this process's device (--trials-per-gpu 3)."""
+    study = write_study(tmp_path / "grid.yaml", name)
+    seed_mlflow_db(tmp_path / "runs" / name, tmp_path)
+    out = run_harness("run", str(study), "--runs", str(tmp_path / "runs"), *flag, "--quiet", "--no-report")
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
-    folder = tmp_path / "runs" / "grid4"
-    _check_exactly_once(optuna_trials("grid4", journal(folder)), folder, "grid4")
-
-
-def test_three_trials_per_device_run_each_of_twelve_combinations_once(tmp_path):
-    study = write_study(tmp_path / "grid.yaml", "grid3")
-    seed_mlflow_db(tmp_path / "runs" / "grid3", tmp_path)
-    out = run_harness("run", str(study), "--runs", str(tmp_path / "runs"), "--trials-per-gpu", "3", "--quiet",
-                      "--no-report")
-    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
-    assert "started 3 worker(s): cpu.0" in out.stdout + out.stderr
-    folder = tmp_path / "runs" / "grid3"
-    _check_exactly_once(optuna_trials("grid3", journal(folder)), folder, "grid3")
+    assert started in out.stdout + out.stderr
+    folder = tmp_path / "runs" / name
+    _check_exactly_once(optuna_trials(name, journal(folder)), folder, name)
 
 
 @pytest.mark.postgres

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from tests.harness.runner_support import write_study
+from tests.harness.runner_support import interrupted_then_resumed, write_study
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -92,19 +92,11 @@ def test_a_trial_with_resident_data_ends_with_the_same_weights_and_loss(tmp_path
 
 def test_a_trial_resumed_from_background_checkpoints_equals_an_uninterrupted_synchronous_one(tmp_path,
                                                                                              registries):
-    from harness.trial import TrialHooks, run_trial
+    from harness.trial import run_trial
     sync = _spec(tmp_path, train={"steps": 20, "checkpoint_every": 5})
     bg = _spec(tmp_path, train={"steps": 20, "checkpoint_every": 5, "checkpoint_async": True})
     straight = run_trial(sync, registries, trial_dir=tmp_path / "a", device=CPU, cache_dir=tmp_path / "c")
-
-    def stop_at_13(step, info):
-        if step == 13:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(bg, registries, trial_dir=tmp_path / "b", device=CPU, cache_dir=tmp_path / "c",
-                  hooks=TrialHooks(advance=stop_at_13))
-    resumed = run_trial(bg, registries, trial_dir=tmp_path / "b", device=CPU, cache_dir=tmp_path / "c")
+    resumed = interrupted_then_resumed(bg, registries, tmp_path / "b", tmp_path / "c", stop_at=13, device=CPU)
     assert resumed["resumed_from_step"] == 10
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
