@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.provenance import SHARING   # a worker's trials record it (cost figures of a shared device)
 from plugins.errors import HarnessError
 
 __all__ = ["check_writable", "finish", "gpu_groups", "parse_gpus", "report_dir", "run_rounds", "spawn_workers",
@@ -99,9 +100,6 @@ def gpu_groups(gpu_ids: list[str], group: int) -> tuple[list[list[str]], list[st
                            "GPUs each")
     n = len(gpu_ids) // group
     return [gpu_ids[i * group:(i + 1) * group] for i in range(n)], gpu_ids[n * group:]
-
-
-SHARING = "ZIGMA_HARNESS_TRIALS_PER_DEVICE"   # a worker's trials record it (cost figures of a shared device)
 
 
 def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int,

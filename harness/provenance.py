@@ -67,6 +67,9 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return out
 
 
+SHARING = "ZIGMA_HARNESS_TRIALS_PER_DEVICE"   # set by harness.launch for workers that share a device
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
     """Host, CPU and (on CUDA) GPU name, capability, memory and CUDA/cuDNN versions."""
     info: dict[str, Any] = {
@@ -75,7 +78,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         # workers started on this device side by side (`harness run --trials-per-gpu K`): its cost figures are shared
-        "trials_per_device": int(os.environ.get("ZIGMA_HARNESS_TRIALS_PER_DEVICE") or 1),
+        "trials_per_device": int(os.environ.get(SHARING) or 1),
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()

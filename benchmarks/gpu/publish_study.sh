@@ -13,21 +13,10 @@
 # (stores/<study>/, unpack at the repository root and commit), run.log, status.txt, gpus.csv.
 # Then, here: `harness report stores/<study>` writes reports/<study>/ from the store.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-T0=$(date +%s); LIMIT=${LIMIT:-540}; RESERVE=${RESERVE:-40}; STUDY=${STUDY:?give STUDY=studies/<name>.yaml}
+LIMIT=${LIMIT:-540}; RESERVE=${RESERVE:-40}; STUDY=${STUDY:?give STUDY=studies/<name>.yaml}
 OUT=${OUT:?OUT: the folder whose files come back}
-left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
-if [ -n "${SITE:-}" ]; then
-  export PYTHONPATH=$SITE:$PWD
-else
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/study/wheels/*.whl 2>&1 | tail -2
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-DATA=${DATA:-.gpu/study/data/fashion-mnist}
-if ls "$DATA"/*.gz > /dev/null 2>&1; then
-  mkdir -p /usr/share/datasets/fashion-mnist && cp "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
-fi
+. benchmarks/gpu/common.sh
+stage_data
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpus.csv" 2>&1
 # The stores come back to be read by the pinned environment: an MLflow or Optuna newer than constraints.txt writes
 # a database schema / journal the pinned one refuses (mlflow-skinny 3.18's sqlite schema cannot be opened by 3.17).

@@ -6,17 +6,9 @@
 # MODE=tpg instead runs the study itself with --trials-per-gpu ${TPG:-2} until the limit (a second call), so
 # harness status / gpu_util.csv show whether several trials on one GPU pay.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
-T0=$(date +%s); LIMIT=${LIMIT:-520}; MODE=${MODE:-bench}
-left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
-if [ -n "${SITE:-}" ]; then      # an unpacked site-packages carried instead of wheels
-  export PYTHONPATH=$SITE:$PWD
-else
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/study/wheels/*.whl 2>&1 | tail -2
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-DATA=${DATA:-.gpu/study/data/fashion-mnist}
-mkdir -p /usr/share/datasets/fashion-mnist && cp "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
+LIMIT=${LIMIT:-520}; MODE=${MODE:-bench}
+. benchmarks/gpu/common.sh
+stage_data || { echo "no Fashion-MNIST *.gz in $DATA"; exit 2; }
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$OUT/gpus.csv"
 nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader -l 1 > "$OUT/gpu_util.csv" &
 SMI=$!

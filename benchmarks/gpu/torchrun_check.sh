@@ -8,22 +8,11 @@
 # throughput_run.sh); DATA: the Fashion-MNIST subset (default .gpu/study/data/fashion-mnist; without it sklearn's
 # digits, preset `digits`); REPEAT=0 skips the second plain run; LIMIT: seconds for everything (default 240).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-T0=$(date +%s); LIMIT=${LIMIT:-240}; OUT=${OUT:-out}
-left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
+LIMIT=${LIMIT:-240}; OUT=${OUT:-out}
 mkdir -p "$OUT"
-if [ -n "${SITE:-}" ]; then
-  export PYTHONPATH=$SITE:$PWD
-else
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/study/wheels/*.whl 2>&1 | tail -2
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-DATA=${DATA:-.gpu/study/data/fashion-mnist}
+. benchmarks/gpu/common.sh
 PRESET=(); NAME=torchrun_check
-if ls "$DATA"/*.gz > /dev/null 2>&1; then
-  mkdir -p /usr/share/datasets/fashion-mnist && cp "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
-else
+if ! stage_data; then
   echo "no Fashion-MNIST in $DATA: sklearn's digits instead (preset digits)"
   PRESET=(--preset digits); NAME=torchrun_check-digits
 fi
