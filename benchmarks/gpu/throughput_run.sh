@@ -3,6 +3,7 @@
 # full budget, today's path beside each speed-up switch, results in $OUT. From the repository root there:
 #   carry [".gpu/study"]   (wheels/ and data/fashion-mnist, as for benchmarks/gpu/device_study.sh)
 #   LIMIT=520 bash benchmarks/gpu/throughput_run.sh
+# TESTS_S (default 240) bounds the GPU tests run first (test_speedups, test_cuda_graph, test_text_step, -m gpu).
 # MODE=tpg instead runs the study itself with --trials-per-gpu ${TPG:-2} until the limit (a second call), so
 # harness status / gpu_util.csv show whether several trials on one GPU pay.
 set -uo pipefail
@@ -22,7 +23,8 @@ if [ "$MODE" = tpg ]; then
   python3 -m harness.cli status runs/scan_ablation > "$OUT/status.txt" 2>&1; cat "$OUT/status.txt"
 else
   if python3 -m pytest --version > /dev/null 2>&1; then     # the switches' GPU tests (seconds), when pytest is there
-    timeout 240 python3 -m pytest tests/harness/test_speedups.py tests/harness/test_cuda_graph.py -m gpu -q -p no:cacheprovider > "$OUT/gpu_tests.txt" 2>&1
+    timeout "${TESTS_S:-240}" python3 -m pytest tests/harness/test_speedups.py tests/harness/test_cuda_graph.py \
+      tests/harness/test_text_step.py -m gpu -q -p no:cacheprovider > "$OUT/gpu_tests.txt" 2>&1
     tail -3 "$OUT/gpu_tests.txt"
   fi
   # order = priority: the budget stops starting trials that would not end in time (results written after each)
