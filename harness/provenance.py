@@ -68,6 +68,7 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 
 SHARING = "ZIGMA_HARNESS_TRIALS_PER_DEVICE"   # set by harness.launch for workers that share a device
+_TRIALS_IN_PROCESS = 0     # trials this process has started (provenance() counts them)
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
@@ -122,8 +123,12 @@ def _device_label(info: dict[str, Any]) -> str:
 def provenance(*, device: torch.device, precision: str, mixer_backend_requested: str, seeds: dict[str, Any],
                plugins: dict[str, str]) -> dict[str, Any]:
     """Everything provenance.json holds for one trial (flat strings first, the details beside them)."""
+    global _TRIALS_IN_PROCESS
+    _TRIALS_IN_PROCESS += 1
     git = git_info()
     dev = device_info(device)
+    # the how-many-th trial of its process: memory or caches a process keeps across trials show up against it
+    dev["trial_in_process"] = _TRIALS_IN_PROCESS
     return {
         "git_sha": git["sha"],
         "git_dirty": git["dirty"],

@@ -109,6 +109,7 @@ def provenance(study: StudyData) -> dict[str, Any]:
         # trials that ran with others on their device (--trials-per-gpu K): sharing -> how many trials
         "sharing": {k: sum(1 for d in done if _sharing(d) == k) for k in sorted({_sharing(d) for d in done})
                     if k and k > 1},
+        "dropped_peaks": study.dropped_peaks,
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
         "metrics": {m: {k: sorted(v) for k, v in sorted(f.items())} for m, f in sorted(metrics.items())},
         "seeds": [int(s) for s in study.seeds] if study.seeds else sorted({int(s) for s in study.trials["seed"].dropna()}),
@@ -145,6 +146,22 @@ def _distinct(t: Any, column: str, *, integer: bool = False) -> str:
     return " / ".join(out) or "?"
 
 
+def _sampler_nfe(t: Any) -> str:
+    """'sampler euler / heun at NFE 50, dopri5 at NFE 152–188': each sampler with the NFE its trials recorded (a
+    range when they differ, as an adaptive solver's do), samplers of the same NFE text grouped."""
+    if "params.sampler.name" not in t.columns:
+        return f"sampler ? at NFE {_distinct(t, 'metrics.nfe')}"
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(v for v in t["params.sampler.name"] if isinstance(v, str) and v):
+        rows = t[t["params.sampler.name"] == name]
+        nfe = sorted({float(v) for v in rows.get("metrics.nfe", []) if _num(v) > 0})
+        text = "?" if not nfe else f"{nfe[0]:g}" if len(nfe) == 1 else f"{nfe[0]:g}–{nfe[-1]:g}"
+        groups.setdefault(text, []).append(name)
+    if not groups:
+        return f"sampler ? at NFE {_distinct(t, 'metrics.nfe')}"
+    return "sampler " + ", ".join(f"{' / '.join(names)} at NFE {text}" for text, names in groups.items())
+
+
 def what_ran(study: StudyData) -> str:
     """The header sentence generated from the resolved configuration and data of the study's completed trials."""
     t = study.trials
@@ -168,7 +185,7 @@ def what_ran(study: StudyData) -> str:
             f"{_distinct(t, 'params.train.steps', integer=True)} training steps of batch "
             f"{_distinct(t, 'params.train.batch_size')}; {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
             f"({', '.join(map(str, seeds))}); {_distinct(t, 'params.eval.num_samples', integer=True)} samples per "
-            f"trial from sampler {_distinct(t, 'params.sampler.name')} at NFE {_distinct(t, 'metrics.nfe')}; "
+            f"trial from {_sampler_nfe(t)}; "
             f"{len(t)} completed trial{'s' if len(t) != 1 else ''}.")
 
 
@@ -229,6 +246,10 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
         if p.get("resumed"):
             out.append(f"{p['study']}: resumed after an interruption (cost figures from the segment that finished "
                        f"each; 'resumed' in the n column): {', '.join(p['resumed'])}.")
+        if p.get("dropped_peaks"):
+            out.append(f"{p['study']}: peak memory is left out for {p['dropped_peaks']} trial(s) that ran with CUDA "
+                       "graphs before their worker released memory between trials (it could include memory held "
+                       "over from the worker's earlier trials, up to about 0.24 GB for each; fixed since).")
         for k, n in (p.get("sharing") or {}).items():
             out.append(f"{p['study']}: {n} of the completed trials ran with {k} trials side by side on one device "
                        f"(`--trials-per-gpu {k}`): their cost columns (throughput, latency, train time) are those of a "

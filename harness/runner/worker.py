@@ -25,6 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from harness import queue
+from harness.cuda_graph import release_cuda_memory
 from harness.errors import TrialFailed, failure_reason
 from harness.metric_buffer import MetricBuffer
 from harness.runner.session import Session
@@ -158,7 +159,7 @@ def run_worker(session: Session, registries: Any, *, device: torch.device, hooks
         if device.type == "cuda":
             if status == "failed" and any(s in detail for s in _STICKY_CUDA):
                 raise WorkerStopped(f"stopping this worker after a CUDA error: {detail}")
-            torch.cuda.empty_cache()
+            release_cuda_memory()      # the next trial's peak memory starts from the same state as this one's
     return ran
 
 

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import torch
 import yaml
 
 from tests.harness.runner_support import run_harness, seed_mlflow_db, write_study
@@ -145,3 +146,39 @@ def test_trials_that_shared_a_device_say_so_in_the_notes_and_alone_they_do_not(t
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         text = (report / "README.md").read_text()
         assert ("2 of the completed trials ran with 2 trials side by side on one device" in text) is shared
+
+
+def test_the_header_gives_each_sampler_its_own_nfe():
+    """Several samplers in one study: each is named with the NFE its own trials recorded (an adaptive solver's as a
+    range), not one list of samplers beside an unrelated list of NFE values."""
+    import pandas as pd
+
+    from harness.report.provenance import _sampler_nfe
+
+    t = pd.DataFrame({"params.sampler.name": ["euler", "euler", "heun", "dopri5", "dopri5", "dopri5"],
+                      "metrics.nfe": [50.0, 50.0, 50.0, 152.0, 188.0, 182.0]})
+    assert _sampler_nfe(t) == "sampler euler / heun at NFE 50, dopri5 at NFE 152–188"
+    assert _sampler_nfe(t.iloc[:2]) == "sampler euler at NFE 50"
+
+
+def test_peak_memory_is_left_out_only_for_graphed_cuda_trials_that_predate_the_per_process_count():
+    from harness.report.data import held_over_peak
+
+    old_gpu = {"device_info": {"gpu": "NVIDIA H200"}}
+    new_gpu = {"device_info": {"gpu": "NVIDIA H200", "trial_in_process": 3}}
+    cpu = {"device_info": {"device": "cpu"}}
+    graphed, before_graphs = {"params.train.cuda_graph": "auto"}, {}
+    assert held_over_peak(old_gpu, graphed)
+    assert held_over_peak(old_gpu, {"params.train.cuda_graph": "True"})
+    assert not held_over_peak(old_gpu, {"params.train.cuda_graph": "False"})   # never captured: no side streams
+    assert not held_over_peak(old_gpu, before_graphs)                          # commits before CUDA graphs
+    assert not held_over_peak(new_gpu, graphed)                                # released between trials
+    assert not held_over_peak(cpu, graphed) and not held_over_peak(None, graphed)
+
+
+def test_each_trial_records_how_many_trials_its_process_ran_before_it():
+    from harness.provenance import provenance
+
+    kw = dict(device=torch.device("cpu"), precision="fp32", mixer_backend_requested="reference", seeds={}, plugins={})
+    first, second = provenance(**kw), provenance(**kw)
+    assert second["device_info"]["trial_in_process"] == first["device_info"]["trial_in_process"] + 1
