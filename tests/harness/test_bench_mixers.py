@@ -52,3 +52,14 @@ def test_gpu_mixer2_dry_run_writes_its_markdown_and_json_with_every_check_passin
     assert all(row[p]["pass"] for row in data["sections"]["agreement"].values() for p in ("fp32", "bf16"))
     assert data["sections"]["state_dict"]["pass"]
     assert "| uni-segments-3 |" in (tmp_path / "gpu_mixer2.md").read_text()
+
+
+def test_segment_layout_dry_run_times_both_layouts_at_every_point_and_they_agree(tmp_path):
+    import json
+
+    from benchmarks import segment_layout
+    segment_layout.main(["--dry-run", "--directions", "1", "--out", str(tmp_path / "seg.json")])
+    rows = json.loads((tmp_path / "seg.json").read_text())["rows"]
+    points = [(r["segments"], r["seg_len"], r["layout"]) for r in rows]
+    assert points == [(s, t, layout) for s, t in segment_layout.CASES for layout in ("batch", "packed")]
+    assert all(r["ms"] > 0 and r["out_rel_diff_bf16"] < 1e-2 for r in rows)

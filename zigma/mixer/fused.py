@@ -69,9 +69,13 @@ def mamba_forward(mixer, x):
     )  # (B, L, D)
 
 
-def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D):
-    """One direction with causal_conv1d_fn + selective_scan_fn: xz (B, L, 2 * d_inner) -> (B, L, d_inner)."""
+def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D, *, packing=None):
+    """One direction with causal_conv1d_fn + selective_scan_fn: xz (B, L, 2 * d_inner) -> (B, L, d_inner).
+
+    packing: a `SegmentPacking`: xz's segments then run as one packed row a sample (see zigma/mixer/segments.py)."""
     kernels = fused_kernels()
+    if packing is not None:
+        xz = packing.pack(xz)  # (B, L', 2 * d_inner), L' = S * (P + T)
     length = xz.shape[1]
     x, z = rearrange(xz, "b l d -> b d l").chunk(2, dim=1)  # (B, d_inner, L) each
     if kernels["causal_conv1d_fn"] is not None:
@@ -80,15 +84,23 @@ def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D):
     else:
         width = conv1d.weight.shape[-1]
         x = F.silu(F.conv1d(x, conv1d.weight, conv1d.bias, padding=width - 1, groups=x.shape[1])[..., :length])
+    if packing is not None:
+        x = packing.zero_separators(x, channels_last=False)  # u = 0 there, so B = C = 0 there too
     d_state = A_log.shape[1]
+    A = -torch.exp(A_log.float())  # (d_inner, d_state)
     x_dbl = F.linear(rearrange(x, "b d l -> (b l) d"), x_proj.weight)  # (B*L, dt_rank + 2 * d_state)
     dt, B, C = torch.split(x_dbl, [dt_proj.in_features, d_state, d_state], dim=-1)
     dt = rearrange(dt_proj.weight @ dt.t(), "d (b l) -> b d l", l=length)
     B = rearrange(B, "(b l) n -> b n l", l=length).contiguous()
     C = rearrange(C, "(b l) n -> b n l", l=length).contiguous()
-    y = kernels["selective_scan_fn"](x, dt, -torch.exp(A_log.float()), B, C, D.float(), z=z,
+    if packing is not None:
+        dt = packing.reset_steps(dt, A, dt_proj.bias, channels_last=False)  # (B, d_inner, L)
+        if dt.dtype != x.dtype:  # fp16: the reset step needs fp32's range, and the kernel one dtype for all
+            x, z, B, C = (t.to(dt.dtype) for t in (x, z, B, C))
+    y = kernels["selective_scan_fn"](x, dt, A, B, C, D.float(), z=z,
                                      delta_bias=dt_proj.bias.float(), delta_softplus=True)  # (B, d_inner, L)
-    return rearrange(y, "b d l -> b l d")
+    y = rearrange(y, "b d l -> b l d")
+    return y if packing is None else packing.unpack(y).to(xz.dtype)  # (B, L, d_inner) real tokens
 
 
 # ---- Mamba-2 (SSD): mamba-ssm's Triton kernels ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from einops import repeat
 from torch import nn
 
 from zigma.mixer import fused as _fused
+from zigma.mixer.segments import SEGMENT_LAYOUTS, SegmentPacking, segment_layout_used
 from zigma.mixer.selective_scan import selective_scan_bld
 from zigma.scans.base import inverse, permute_tokens
 
@@ -49,16 +50,21 @@ class MambaMixer(nn.Module):
     token orders of the same sequence and combines their outputs before out_proj ('sum', as Vim v2 and
     ZigMa's Sweep-2, or 'mean'). Every direction gets mamba_ssm's dt and S4D-real initialisation (Vim leaves
     dt_proj_b at nn.Linear's default). backend: 'fused' (mamba-ssm kernels, CUDA tensors), 'reference'
-    (pure PyTorch, any device) or 'auto' (fused where importable and the input is on CUDA).
+    (pure PyTorch, any device) or 'auto' (fused where importable and the input is on CUDA). segment_layout:
+    how `forward(x, segments=S)` runs S > 1 independent segments, 'batch' (folded into the batch) or 'packed' (one
+    row a sample, the state reset at separators; zigma/mixer/segments.py), the same function either way; 'auto'
+    picks one (`segment_layout_used`).
     """
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=1e-3, dt_max=0.1,
                  dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False,
-                 num_directions=1, combine="sum", backend="auto", layer_idx=None, device=None, dtype=None,
-                 generator: torch.Generator | None = None):
+                 num_directions=1, combine="sum", backend="auto", segment_layout="auto", layer_idx=None,
+                 device=None, dtype=None, generator: torch.Generator | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown mixer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if segment_layout not in SEGMENT_LAYOUTS:
+            raise ValueError(f"unknown segment_layout {segment_layout!r}; choose one of {', '.join(SEGMENT_LAYOUTS)}")
         if combine not in COMBINES:
             raise ValueError(f"unknown combine {combine!r}; choose one of {', '.join(COMBINES)}")
         if dt_init not in ("random", "constant"):
@@ -72,6 +78,7 @@ class MambaMixer(nn.Module):
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.num_directions, self.combine, self.backend, self.layer_idx = num_directions, combine, backend, layer_idx
+        self.segment_layout = segment_layout
         self._dt = {"dt_min": dt_min, "dt_max": dt_max, "dt_init": dt_init, "dt_scale": dt_scale,
                     "dt_init_floor": dt_init_floor}
 
@@ -151,19 +158,23 @@ class MambaMixer(nn.Module):
             raise ValueError(f"{length} tokens do not split into {segments} segments")
         orders = branch_orders(self.num_directions, branch_index, length, x.device)
         backend = self.backend_used(x)
-        if backend == "fused" and self.num_directions == 1:
+        packed = segment_layout_used(self.segment_layout, segments=segments, backend=backend) == "packed"
+        if backend == "fused" and self.num_directions == 1 and not packed:
             out = _fused.mamba_forward(self, x.reshape(batch * segments, length // segments, -1))
             return out.reshape(batch, length, -1)  # (B, L, D)
         branch = _fused.ssm_branch if backend == "fused" else _reference_branch
+        packing = SegmentPacking(segments, length, self.d_conv) if packed else None
         xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, L, 2 * d_inner)
-        y = over_directions(xz, orders, segments, lambda u, k: branch(u, *self.direction_parameters(k)),
+        # packed: each direction's whole sequence goes to the branch (over_directions splits nothing), which packs it
+        y = over_directions(xz, orders, 1 if packed else segments,
+                            lambda u, k: branch(u, *self.direction_parameters(k), packing=packing),
                             self.combine)  # (B, L, d_inner)
         return self.out_proj(y)  # (B, L, D)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
                 f"dt_rank={self.dt_rank}, num_directions={self.num_directions}, combine={self.combine!r}, "
-                f"backend={self.backend!r}")
+                f"backend={self.backend!r}, segment_layout={self.segment_layout!r}")
 
 
 def over_directions(u: torch.Tensor, orders: list, segments: int, branch, combine: str) -> torch.Tensor:
@@ -244,12 +255,21 @@ def _causal_conv_silu(x: torch.Tensor, conv1d: nn.Conv1d) -> torch.Tensor:
     return _CausalConvSiLU.apply(x, conv1d.weight[:, 0], conv1d.bias)  # weight (D, 1, K) -> (D, K)
 
 
-def _reference_branch(xz, conv1d, x_proj, dt_proj, A_log, D) -> torch.Tensor:
-    """One direction in pure PyTorch: xz (B, L, 2 * d_inner) -> y (B, L, d_inner), before out_proj."""
+def _reference_branch(xz, conv1d, x_proj, dt_proj, A_log, D, *, packing=None) -> torch.Tensor:
+    """One direction in pure PyTorch: xz (B, L, 2 * d_inner) -> y (B, L, d_inner), before out_proj.
+
+    packing: a `SegmentPacking`: xz's segments then run as one packed row a sample (see zigma/mixer/segments.py)."""
+    if packing is not None:
+        xz = packing.pack(xz)  # (B, L', 2 * d_inner), L' = S * (P + T)
     x, z = xz.chunk(2, dim=-1)  # (B, L, d_inner) each
     x = _causal_conv_silu(x, conv1d)  # (B, L, d_inner)
+    if packing is not None:
+        x = packing.zero_separators(x, channels_last=True)  # u = 0 there, so B = C = 0 there too
     d_state = A_log.shape[1]
     dt, B, C = torch.split(F.linear(x, x_proj.weight), [dt_proj.in_features, d_state, d_state], dim=-1)
     dt = F.linear(dt, dt_proj.weight)  # (B, L, d_inner); the bias is added in fp32 inside the scan
     A = -torch.exp(A_log.float())  # (d_inner, d_state)
-    return _reference_scan(x, dt, A, B, C, D.float(), z, dt_proj.bias.float(), True)
+    if packing is not None:
+        dt = packing.reset_steps(dt, A, dt_proj.bias, channels_last=True)  # (B, L, d_inner)
+    y = _reference_scan(x, dt, A, B, C, D.float(), z, dt_proj.bias.float(), True)
+    return y if packing is None else packing.unpack(y)  # (B, L, d_inner) real tokens
