@@ -1,8 +1,8 @@
 """Load a finished study (runs/<study>/ or a tracking URI) into one tidy table: one row per trial.
 
 Columns of `StudyData.trials` (MLflow's own `search_runs` frame uses the same prefixes):
-`study, trial_key, label, variant, seed, status, resumed_from_step, failure, run_id, started, ended`, then `axis.<key>` (typed axis values),
-`metrics.<name>` (final values) and `params.<key>` (every logged parameter, as logged).
+`study, trial_key, label, variant, seed, status, resumed_from_step, failure, run_id, started, ended`, then `axis.<key>`
+(typed axis values), `metrics.<name>` (final values; see report/caveats.py) and `params.<key>` (as logged).
 
 What is read, in the layout of docs/ARCHITECTURE.md ("Study output folder and tracking layout"):
 `study.yaml` (axes, seeds, baseline, objective), the MLflow trial runs (tags, params, final metrics, metric
@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from harness.report.caveats import drop_held_over_peaks
 from harness.study import read_yaml
 from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError
@@ -274,36 +275,8 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
               "run_id": "", "resumed_from_step": 0, **{f"axis.{k}": v for k, v in s.params.items()}}
              for s in specs.values() if s.key not in seen]
     data.trials = _frame(data, rows)
-    data.dropped_peaks = _drop_held_over_peaks(data)
+    data.dropped_peaks = drop_held_over_peaks(data.trials, data.provenance)
     return data
-
-
-def held_over_peak(provenance: dict[str, Any] | None, params: dict[str, Any]) -> bool:
-    """Whether a trial's recorded peak memory may include memory left allocated by earlier trials of its worker
-    process: CUDA trials of commits that had CUDA graphs (`train.cuda_graph` among their parameters) but did not yet
-    record `device_info.trial_in_process`. Those graphs warmed up on a new stream each time, and cuBLAS kept a
-    workspace per stream for the life of the process (harness/cuda_graph.py side_stream): on an H200 a worker's peak
-    rose by about 0.24 GB a trial for its first 8 trials (stores/interpolants, 3.36 -> 5.05 GB for one model)."""
-    info = (provenance or {}).get("device_info")
-    if not isinstance(info, dict) or "gpu" not in info or "trial_in_process" in info:
-        return False
-    graph = params.get("params.train.cuda_graph")
-    return graph is not None and str(graph).lower() not in ("false", "nan", "none")
-
-
-def _drop_held_over_peaks(data: StudyData) -> int:
-    """Blank the peak memory of trials `held_over_peak` flags (a figure known to be inflated is not published);
-    returns how many were blanked (the report says so)."""
-    t = data.trials
-    if "metrics.peak_memory_gb" not in t.columns or not len(t):
-        return 0
-    params = [c for c in t.columns if c.startswith("params.")]
-    flagged = [i for i, row in t.iterrows()
-               if held_over_peak(data.provenance.get(row["trial_key"]), {c: row[c] for c in params})
-               and not pd.isna(row["metrics.peak_memory_gb"])]
-    if flagged:
-        t.loc[flagged, "metrics.peak_memory_gb"] = float("nan")
-    return len(flagged)
 
 
 def _row_from_run(data: StudyData, key: str, run, client, tmp: Path) -> dict[str, Any]:
@@ -406,8 +379,7 @@ def _frame(data: StudyData, rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.setdefault("label", "")
         if not row["label"]:
             row["label"] = f"{variant_label(ordered)} seed={row['seed']}"
-    first = ["study", "trial_key", "label", "variant", "seed", "status", "resumed_from_step", "failure", "run_id",
-             "started", "ended"]
+    first = "study trial_key label variant seed status resumed_from_step failure run_id started ended".split()
     cols = set().union(*(r.keys() for r in rows)) if rows else set(first)
     axis_cols = [f"axis.{k}" for b in data.blocks for k in b if f"axis.{k}" in cols]
     axis_cols = list(dict.fromkeys(axis_cols + sorted(c for c in cols if c.startswith("axis."))))

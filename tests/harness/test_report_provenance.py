@@ -162,7 +162,7 @@ def test_the_header_gives_each_sampler_its_own_nfe():
 
 
 def test_peak_memory_is_left_out_only_for_graphed_cuda_trials_that_predate_the_per_process_count():
-    from harness.report.data import held_over_peak
+    from harness.report.caveats import held_over_peak
 
     old_gpu = {"device_info": {"gpu": "NVIDIA H200"}}
     new_gpu = {"device_info": {"gpu": "NVIDIA H200", "trial_in_process": 3}}
@@ -179,6 +179,7 @@ def test_peak_memory_is_left_out_only_for_graphed_cuda_trials_that_predate_the_p
 def test_each_trial_records_how_many_trials_its_process_ran_before_it():
     from harness.provenance import provenance
 
-    kw = dict(device=torch.device("cpu"), precision="fp32", mixer_backend_requested="reference", seeds={}, plugins={})
+    kw = {"device": torch.device("cpu"), "precision": "fp32", "mixer_backend_requested": "reference", "seeds": {},
+          "plugins": {}}
     first, second = provenance(**kw), provenance(**kw)
     assert second["device_info"]["trial_in_process"] == first["device_info"]["trial_in_process"] + 1
