@@ -14,6 +14,7 @@ import torch
 from harness.cuda_graph import StepGraph, compile_blocker, flatten_kwargs, graph_blocker
 from harness.study import TrainConfig
 from harness.training import Stepper
+from zigma.backbones.dit import DiT
 from zigma.backbones.zigma import ZigMa
 from zigma.interpolants import LinearPath, Transport
 from zigma.scans import Grid, LayerCycle, zigzag_paths
@@ -106,10 +107,15 @@ def test_the_recorded_step_function_equals_the_eager_step_for_a_seed(classes):
 # ---- GPU --------------------------------------------------------------------------------------------------------
 
 
-def _run(cuda_graph, steps, *, precision="fp32", classes=None, state=None, compile=False):
+def _dit(classes: int | None = None) -> DiT:
+    return DiT(width=32, depth=3, heads=2, head_dim=16, input_shape=(1, 8, 8), patch_size=2, num_classes=classes,
+               context_dim=None, pos_embed="sincos", temporal_pos_embed=False)
+
+
+def _run(cuda_graph, steps, *, precision="fp32", classes=None, state=None, compile=False, backbone="zigma"):
     transport = Transport(LinearPath(), prediction="velocity")
     torch.manual_seed(0)
-    net = _zigma("fused", classes=classes).to(CUDA)
+    net = (_zigma("fused", classes=classes) if backbone == "zigma" else _dit(classes)).to(CUDA)
     if state is not None:
         net.load_state_dict(state)
     ema = copy.deepcopy(net).requires_grad_(False)
@@ -127,9 +133,11 @@ def _run(cuda_graph, steps, *, precision="fp32", classes=None, state=None, compi
 
 @pytest.mark.gpu
 @_CUDA
+@pytest.mark.parametrize("backbone", ["zigma", "dit"])
 @pytest.mark.parametrize("classes", [None, 10])
-def test_graph_replays_give_the_eager_steps_losses_and_weights(classes):
-    assert_graph_replays_the_eager_run(_run(True, 12, classes=classes), _run(False, 12, classes=classes))
+def test_graph_replays_give_the_eager_steps_losses_and_weights(classes, backbone):
+    assert_graph_replays_the_eager_run(_run(True, 12, classes=classes, backbone=backbone),
+                                       _run(False, 12, classes=classes, backbone=backbone))
 
 
 def assert_graph_replays_the_eager_run(graphed_run, eager_run) -> None:
