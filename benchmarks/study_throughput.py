@@ -115,6 +115,7 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
     """One instrumented trial; returns its record (phases, utilisation, metrics, profiled window)."""
     from dataclasses import replace
 
+    from harness.cuda_graph import release_cuda_memory
     from harness.metric_buffer import MetricBuffer
     from harness.trial import TrialHooks, run_trial
     overrides = dict(VARIANTS[variant][1])
@@ -148,9 +149,10 @@ def run_one(spec: Any, registries: Any, *, variant: str, index: int, folder: Pat
         wall = time.perf_counter() - t0
         phases = clock.stop()
     busy = util.take()
-    gc.collect()                              # as harness.runner.run_worker does between trials
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    if device.type == "cuda":                 # as harness.runner.run_worker does between trials
+        release_cuda_memory()
+    else:
+        gc.collect()
     return {"variant": variant, "index": index, "label": spec.label, "seed": spec.seed, "wall_s": wall,
             "phases_s": phases, "util": busy, "profiled_steps": prof.result,
             "metrics": {k: v for k, v in result["metrics"].items()
