@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Several GPU jobs in one device call, in order, each with the time the call has left, everything back as ONE file
+# ($OUT/chain.tgz: the device returns at most 8 files). From the repository root on the device machine:
+#   carry [".gpu/kit"]   (site.tar.xz: an unpacked-able site-packages of the pinned wheels; fashion-mnist/: the data)
+#   STEPS="tests segment publish:studies/text_conditioning.yaml publish:studies/scan_ablation.yaml" \
+#     ZIGMA_HARNESS_GIT_SHA=<commit> LIMIT=570 bash benchmarks/gpu/chain.sh
+# Steps:
+#   tests              the GPU tests of the CUDA-graph switches and the packed segment layout (-m gpu; TESTS_S, 240)
+#   segment            benchmarks/segment_layout.py: batch-folded vs packed Mamba-1 segments (BENCH_S, 180)
+#   publish:STUDY      benchmarks/gpu/publish_study.sh for STUDY (continues a carried runs/ or committed stores/)
+#   throughput         benchmarks/gpu/throughput_run.sh (VARIANTS, TRIALS, PROBE as there)
+# KIT (default .gpu/kit/site.tar.xz) is unpacked to /tmp/k once per machine; DATA defaults to .gpu/kit/fashion-mnist.
+# A step starts only with at least MIN_S (default 60) seconds left; the tarball is written even if the call is cut.
+set -uo pipefail
+LIMIT=${LIMIT:-570}; MIN_S=${MIN_S:-60}
+OUT=${OUT:?OUT: the folder whose files come back}
+T0=$(date +%s)
+left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
+KIT=${KIT:-.gpu/kit/site.tar.xz}
+if [ -z "${SITE:-}" ] && [ -f "$KIT" ]; then
+  [ -d /tmp/k/site312 ] || { mkdir -p /tmp/k && tar xJf "$KIT" -C /tmp/k; }
+  export SITE=/tmp/k/site312
+fi
+export DATA=${DATA:-.gpu/kit/fashion-mnist} PYTHONUNBUFFERED=1
+[ -n "${SITE:-}" ] && export PYTHONPATH=$SITE:$PWD
+WORK=$(mktemp -d)
+pack() { tar czf "$OUT/chain.tgz" -C "$WORK" . 2>/dev/null; }
+trap pack EXIT
+i=0
+for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.yaml"}; do
+  i=$((i + 1)); name=$(echo "$step" | tr -c 'A-Za-z0-9_.\n-' '_'); dir="$WORK/$i-$name"; mkdir -p "$dir"
+  if [ "$(left)" -lt "$MIN_S" ]; then echo "$step: not started ($(left) s left)" | tee "$dir/skipped.txt"; continue; fi
+  echo "== $step ($(left) s left)"
+  case "$step" in
+    tests)
+      timeout "${TESTS_S:-240}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/harness/test_cuda_graph.py \
+        tests/harness/test_speedups.py tests/harness/test_text_step.py tests/zigma/test_mixer_segments.py \
+        > "$dir/gpu_tests.txt" 2>&1
+      echo "tests exit $?"; tail -3 "$dir/gpu_tests.txt" ;;
+    segment)
+      timeout "${BENCH_S:-180}" python3 -m benchmarks.segment_layout --out "$dir/segment_layout.json" \
+        > "$dir/segment_layout.md" 2>&1
+      echo "segment exit $?"; tail -15 "$dir/segment_layout.md" ;;
+    publish:*)
+      OUT=$dir LIMIT=$(( $(left) - 10 )) STUDY=${step#publish:} bash benchmarks/gpu/publish_study.sh \
+        > "$dir/console.log" 2>&1
+      echo "publish exit $?"; tail -3 "$dir/console.log" ;;
+    throughput)
+      OUT=$dir LIMIT=$(( $(left) - 10 )) bash benchmarks/gpu/throughput_run.sh > "$dir/console.log" 2>&1
+      echo "throughput exit $?"; tail -3 "$dir/console.log" ;;
+    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput)" | tee "$dir/error.txt" ;;
+  esac
+done
+echo "chain done in $(( $(date +%s) - T0 )) s"
