@@ -154,7 +154,7 @@ def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[by
             ax.errorbar(cx.mean, cy.mean, xerr=_err(cx.std), yerr=_err(cy.std), fmt="o",
                         ms=6 if on else 4, color="#c0392b" if on else "#7f8c8d", mfc="#c0392b" if on else "white",
                         capsize=2, lw=0.8, zorder=3 if on else 2)
-            ax.annotate(r.label, (cx.mean, cy.mean), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        spread_labels(ax, pts, [r.label for r in rows])
         fr = sorted(pts[i] for i in front)
         if len(fr) > 1:
             ax.plot(*zip(*fr), color="#c0392b", lw=1, ls="--", zorder=1, label="Pareto front")
@@ -165,6 +165,41 @@ def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[by
         return fig
 
     return png_bytes(draw), [rows[i].label for i in front]
+
+
+def spread_labels(ax: Any, points: list[tuple[float, float]], labels: list[str], *, fontsize: float = 7) -> list:
+    """Name each point with a label beside it; labels of points near one another in x (same NFE, say) are pushed
+    apart vertically so none overlaps, with a thin leader line from a moved label to its point. Returns the texts."""
+    ax.autoscale_view()
+    fig = ax.figure
+    px_per_pt = fig.dpi / 72.0
+    gap = (fontsize + 2.5) * px_per_pt                           # one label's height in pixels, with a little air
+    xy = ax.transData.transform(points) if points else []
+    order = sorted(range(len(points)), key=lambda i: (xy[i][0], xy[i][1]))
+    clusters: list[list[int]] = []                               # points within ~100 pt of each other in x
+    for i in order:
+        if clusters and xy[i][0] - xy[clusters[-1][0]][0] < 100 * px_per_pt:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    texts = []
+    for cluster in clusters:
+        cluster.sort(key=lambda i: xy[i][1])
+        want = [xy[i][1] + 5 * px_per_pt for i in cluster]       # each label centred just above its point
+        placed = list(want)
+        for k in range(1, len(placed)):                          # push up until they clear the one below
+            placed[k] = max(placed[k], placed[k - 1] + gap)
+        shift = (sum(want) - sum(placed)) / len(placed)          # then centre the column on where they wanted to be
+        placed = [y + shift for y in placed]
+        for k in range(len(placed) - 2, -1, -1):                 # and keep the order after centring
+            placed[k] = min(placed[k], placed[k + 1] - gap)
+        for i, y in zip(cluster, placed):
+            dy = (y - xy[i][1]) / px_per_pt
+            moved = abs(dy - 5) > 2
+            texts.append(ax.annotate(labels[i], points[i], xytext=(10 if moved else 4, dy), textcoords="offset points",
+                                     fontsize=fontsize, va="center",
+                                     arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#95a5a6"} if moved else None))
+    return texts
 
 
 def _err(std: float) -> float | None:

@@ -149,3 +149,25 @@ def test_without_latency_figures_the_pareto_plot_puts_quality_against_nfe():
     from harness.report.figures import pareto
     fig, info = pareto([_sampler_table({"euler": [50.0, 50.0], "heun": [50.0, 50.0], "dopri5": [86.0, 98.0]})])
     assert fig is not None and info["cost"] == "nfe" and "against nfe" in fig.title
+
+
+def test_pareto_labels_of_points_at_one_cost_do_not_overlap():
+    """Twelve variants at the same NFE (an interpolant study): the oracle is matplotlib's own rendered text extents."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report.plots import spread_labels
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    points = [(50.0, y) for y in (461, 473, 505, 525, 579, 608, 631, 632, 696, 727, 728, 728)] + [(174.0, 479)]
+    ax.plot(*zip(*points), "o")
+    texts = spread_labels(ax, points, [f"variant number {i} with a long label" for i in range(len(points))])
+    fig.canvas.draw()
+    from matplotlib.text import Text
+    boxes = [Text.get_window_extent(t) for t in texts]        # the text alone (an Annotation's includes its leader)
+    assert len(boxes) == len(points)
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            assert not boxes[a].overlaps(boxes[b]), (texts[a].get_text(), texts[b].get_text())
+    plt.close(fig)
