@@ -73,10 +73,17 @@ def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricI
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{info.title} {info.arrow}")
         ax.set_title(f"{info.title} vs training step (mean over seeds; band: min–max)")
-        ax.legend(loc="best")
+        if len(curves) > LEGEND_INSIDE:     # a long legend goes below the axes, where it covers no curve
+            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.16), ncol=1, frameon=False)
+        else:
+            ax.legend(loc="best")
         return fig
 
     return png_bytes(draw)
+
+
+#: up to this many curves the legend sits inside the axes ("best" place); more go below them
+LEGEND_INSIDE = 6
 
 
 def bench_plot(rows: list[dict[str, Any]]) -> bytes:

@@ -171,3 +171,25 @@ def test_pareto_labels_of_points_at_one_cost_do_not_overlap():
         for b in range(a + 1, len(boxes)):
             assert not boxes[a].overlaps(boxes[b]), (texts[a].get_text(), texts[b].get_text())
     plt.close(fig)
+
+
+@pytest.mark.parametrize("n", [3, 12])
+def test_a_long_training_curve_legend_sits_below_the_axes_and_a_short_one_inside(monkeypatch, n):
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from harness.report import plots
+    from harness.report.tables import MetricInfo
+
+    figs = []
+    monkeypatch.setattr(plots, "png_bytes", lambda draw: figs.append(draw()) or b"")
+    curves = {f"variant {i} with a fairly long name": [[(s, 1.0 / (s + i)) for s in (10, 20, 30)]] for i in range(n)}
+    plots.history_plot(curves, MetricInfo("train_loss", "Train loss", "", False, "quality"), {})
+    fig = figs[0]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    if n > plots.LEGEND_INSIDE:
+        assert legend.y1 < frame.y0, "a long legend must not cover the plot"
+    else:
+        assert frame.contains(legend.x0, legend.y0) and frame.contains(legend.x1, legend.y1)
