@@ -3,7 +3,9 @@
 #   LIMIT   seconds the script may take (each script sets its own default before sourcing); `left` prints what is left
 #   SITE    an unpacked site-packages put on PYTHONPATH; without it the wheels in .gpu/study/wheels are installed
 #   DATA    a folder of Fashion-MNIST *.gz files (default .gpu/study/data/fashion-mnist); `stage_data` copies them to
-#           where the dataset plugin reads them and fails (status 1) when there are none
+#           where the dataset plugin reads them and fails (status 1) when there are none. It never overwrites files
+#           already there (a machine with Debian's dataset-fashion-mnist keeps the full set: the studies' num_train /
+#           num_reference take the same first images from it as from the subset)
 export PYTHONUNBUFFERED=1 MLFLOW_DISABLE_TELEMETRY=true
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 T0=$(date +%s)
@@ -17,5 +19,5 @@ fi
 DATA=${DATA:-.gpu/study/data/fashion-mnist}
 stage_data() {
   ls "$DATA"/*.gz > /dev/null 2>&1 || return 1
-  mkdir -p /usr/share/datasets/fashion-mnist && cp "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
+  mkdir -p /usr/share/datasets/fashion-mnist && cp -n "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
 }
