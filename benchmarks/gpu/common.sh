@@ -19,5 +19,9 @@ fi
 DATA=${DATA:-.gpu/study/data/fashion-mnist}
 stage_data() {
   ls "$DATA"/*.gz > /dev/null 2>&1 || return 1
-  mkdir -p /usr/share/datasets/fashion-mnist && cp -n "$DATA"/*.gz /usr/share/datasets/fashion-mnist/
+  mkdir -p /usr/share/datasets/fashion-mnist || return 1
+  local f
+  for f in "$DATA"/*.gz; do
+    [ -e "/usr/share/datasets/fashion-mnist/${f##*/}" ] || cp "$f" /usr/share/datasets/fashion-mnist/ || return 1
+  done
 }
