@@ -11,6 +11,7 @@ import torch
 import zigma.mixer.mamba as mamba_module
 from zigma.mixer import MambaMixer, fused, fused_available, selective_scan_ref
 from zigma.mixer.segments import SegmentPacking, segment_layout_used
+from tests.zigma.test_mixer import grads_of
 
 PATHS = ("reference", "fused-standin")
 
@@ -44,16 +45,6 @@ def mixers(dtype, *, d_model=8, d_state=4, seed=0, **kw):
     packed = MambaMixer(d_model, d_state=d_state, backend="reference", segment_layout="packed", dtype=dtype, **kw)
     packed.load_state_dict(batch.state_dict())
     return batch, packed
-
-
-def grads_of(mixer, x, **kw):
-    """Output, input gradient and every parameter gradient of sum(out * w) for a fixed w."""
-    x = x.detach().requires_grad_()
-    out = mixer(x, **kw)
-    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(out)
-    names, params = zip(*mixer.named_parameters())
-    grads = torch.autograd.grad((out * w).sum(), (x, *params))
-    return out, dict(zip(("x", *names), grads))
 
 
 def assert_same_function(batch, packed, x, tol, **kw):
