@@ -9,6 +9,9 @@
 #   segment            benchmarks/segment_layout.py: batch-folded vs packed Mamba-1 segments (BENCH_S, 180)
 #   publish:STUDY      benchmarks/gpu/publish_study.sh for STUDY (continues a carried runs/ or committed stores/)
 #   throughput         benchmarks/gpu/throughput_run.sh (VARIANTS, TRIALS, PROBE as there)
+#   mixer2             benchmarks/gpu_mixer2.py checks (no timing), first with Triton's default fp32 dot precision, then
+#                      with TRITON_F32_DEFAULT=ieee, side by side: does TF32 explain the fp32 parity miss? (MIXER2_S, 420)
+#   profile            benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1 and mamba2 (PROFILE_S, 300)
 # KIT (default .gpu/kit/site.tar.xz) is unpacked to /tmp/k once per machine; DATA defaults to .gpu/kit/fashion-mnist.
 # A step starts only with at least MIN_S (default 60) seconds left; the tarball is written even if the call is cut.
 set -uo pipefail
@@ -48,7 +51,22 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
     throughput)
       OUT=$dir LIMIT=$(( $(left) - 10 )) bash benchmarks/gpu/throughput_run.sh > "$dir/console.log" 2>&1
       echo "throughput exit $?"; tail -3 "$dir/console.log" ;;
-    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput)" | tee "$dir/error.txt" ;;
+    mixer2)
+      # a Triton cache per precision: the setting is read when a kernel compiles
+      for prec in default ieee; do
+        [ "$(left)" -lt "$MIN_S" ] && { echo "mixer2 $prec: not started" | tee "$dir/skipped-$prec.txt"; continue; }
+        budget=$(( $(left) - 10 )); [ "$prec" = default ] && budget=$(( budget / 2 ))
+        if [ "$prec" = ieee ]; then export TRITON_F32_DEFAULT=ieee; else unset TRITON_F32_DEFAULT; fi
+        TRITON_CACHE_DIR=/tmp/triton-$prec timeout "$(( budget < ${MIXER2_S:-420} ? budget : ${MIXER2_S:-420} ))" \
+          python3 -m benchmarks.gpu_mixer2 --no-bench --out "$dir/$prec" > "$dir/$prec.log" 2>&1
+        echo "mixer2 $prec exit $?"; unset TRITON_F32_DEFAULT
+      done ;;
+    profile)
+      TRITON_CACHE_DIR=/tmp/triton-default TRITON_CACHE_AUTOTUNING=1 timeout "${PROFILE_S:-300}" \
+        python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --mixers mamba1,mamba2 \
+        --out "$dir" > "$dir/profile.log" 2>&1
+      echo "profile exit $?"; tail -14 "$dir/profile.log" ;;
+    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, profile)" | tee "$dir/error.txt" ;;
   esac
 done
 echo "chain done in $(( $(date +%s) - T0 )) s"
