@@ -53,6 +53,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "graph": ("the whole training step replayed as one CUDA graph", {"train.cuda_graph": True}),
     "graph-compile": ("graph of the torch.compile'd (mode default) step: Triton kernels in the graph",
                       {"train.cuda_graph": True, "train.compile": "default"}),
+    "packed": ("Mamba-1 segments packed one row per sample (segmented video layers)",
+               {"backbone.mixer.segment_layout": "packed"}),
+    "batch": ("Mamba-1 segments folded into the batch (segmented video layers)",
+              {"backbone.mixer.segment_layout": "batch"}),
 }
 VARIANTS["all"] = ("resident + compile + eval-batch + ckpt-async", {
     k: v for name in ("resident", "compile", "eval-batch", "ckpt-async") for k, v in VARIANTS[name][1].items()})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from zigma.mixer import Mamba2Mixer, MambaMixer
@@ -9,7 +11,16 @@ from zigma.mixer import Mamba2Mixer, MambaMixer
 from .hookspecs import hookimpl
 from .specs import MixerEntry
 
-__all__ = ["Mamba2Options"]
+__all__ = ["Mamba1Options", "Mamba2Options"]
+
+
+class Mamba1Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # how a segmented layer (a video's temporal / spatial layers) runs its equal segments: 'batch' folds them into
+    # the batch (a scan per segment), 'packed' keeps one row per sample with the state reset between segments
+    # (zigma/mixer/segments.py); both are exact, they differ in speed only; 'auto' picks per backend
+    segment_layout: Literal["auto", "batch", "packed"] = "auto"
 
 
 class Mamba2Options(BaseModel):
@@ -24,7 +35,8 @@ class Mamba2Options(BaseModel):
 def register_mixers(register):
     """Registers mamba1 and mamba2."""
     register(MixerEntry("mamba1", "Mamba-1 selective scan (mamba_ssm.Mamba's parameters; fused mamba-ssm or "
-                                  "pure-PyTorch reference), d_state 16 by default", build=MambaMixer))
+                                  "pure-PyTorch reference), d_state 16 by default", build=MambaMixer,
+                        options=Mamba1Options))
     register(MixerEntry("mamba2", "Mamba-2 SSD (mamba_ssm.Mamba2's parameters; mamba-ssm's Triton kernels or an exact "
                                   "chunked pure-PyTorch SSD), d_state 64, headdim 64 by default",
                         build=Mamba2Mixer, options=Mamba2Options))

@@ -3,6 +3,8 @@
 # full budget, today's path beside each speed-up switch, results in $OUT. From the repository root there:
 #   carry [".gpu/study"]   (wheels/ and data/fashion-mnist, as for benchmarks/gpu/device_study.sh)
 #   LIMIT=520 bash benchmarks/gpu/throughput_run.sh
+# STUDY (default studies/scan_ablation.yaml) picks the study, e.g. STUDY=studies/video_scans.yaml VARIANTS=batch,packed
+# TRIALS=1: the whole video trial with Mamba-1 segments folded into the batch vs packed in rows.
 # TESTS_S (default 240) bounds the GPU tests run first (test_speedups, test_cuda_graph, test_text_step, -m gpu).
 # MODE=tpg instead runs the study itself with --trials-per-gpu ${TPG:-2} until the limit (a second call), so
 # harness status / gpu_util.csv show whether several trials on one GPU pay.
@@ -28,7 +30,7 @@ else
     tail -3 "$OUT/gpu_tests.txt"
   fi
   # order = priority: the budget stops starting trials that would not end in time (results written after each)
-  timeout -k 20 $(( $(left) - 15 )) python3 -m benchmarks.study_throughput studies/scan_ablation.yaml \
+  timeout -k 20 $(( $(left) - 15 )) python3 -m benchmarks.study_throughput "${STUDY:-studies/scan_ablation.yaml}" \
     --variants "${VARIANTS:-baseline,all,compile,eval-batch,resident,ckpt-async}" --trials "${TRIALS:-2}" \
     --probe "${PROBE:-false,max-autotune-no-cudagraphs}" --probe-iters 100 --profile-steps 20 \
     --budget-s $(( $(left) - 45 )) --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1

@@ -94,3 +94,14 @@ def test_harness_ls_mixers_lists_each_mixer_with_its_plugin(capsys):
     code, out, _ = run_cli(capsys, "ls", "mixers")
     assert code == 0 and all(any(n in line and "mixers" in line for line in out.splitlines())
                              for n in ("mamba1", "mamba2"))
+
+
+def test_mamba1_segment_layout_option_reaches_every_mixer_and_defaults_to_auto():
+    assert all(m.segment_layout == "auto" for m in mixers(build({"name": "zigma", "size": "tiny"})))
+    model = build({"name": "zigma", "size": "tiny", "mixer": {"name": "mamba1", "segment_layout": "packed"}})
+    assert all(type(m) is MambaMixer and m.segment_layout == "packed" for m in mixers(model))
+
+
+def test_unknown_segment_layout_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"s\.yaml: base\.backbone\.mixer\.segment_layout: .*'batch'"):
+        build({"name": "zigma", "mixer": {"name": "mamba1", "segment_layout": "pack"}})
