@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The packed segment layout (zigma/mixer/segments.py) in one call on the lent GPU machine (one H200), from the
 # repository root there, everything into $OUT:
-#   python3 ../shared/gpu/stage.py                               # here, once: the mamba-ssm + causal-conv1d wheels
+#   here, once: mamba-ssm + causal-conv1d wheels built for the device's torch and CUDA into .gpu/wheels/
 #   device run, carry [".gpu"]:  bash benchmarks/gpu/device_segment_layout.sh
 # 1. the GPU tests: packed vs batch-folded with the kernels (video shape, fp32 and bf16), the kernel's state reset,
 #    and the mixer's fused-vs-reference tests                                                 (~1 min at most)

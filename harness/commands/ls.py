@@ -25,7 +25,7 @@ def _extra(entry) -> str:
 
 def ls(kind: str = typer.Argument(None, help="One of: " + ", ".join(KINDS) + " (default: all)."),
        plain: bool = typer.Option(False, "--plain", help="Names only, one per line (for scripts).")) -> None:
-    """List registered scans, backbones, interpolants, samplers, datasets, metrics and text encoders."""
+    """List registered scans, mixers, backbones, interpolants, samplers, datasets, metrics and text encoders."""
     registries = load_registries()
     if kind is not None and kind not in KINDS:
         singular = {v[2].replace(" ", "-") + "s": k for k, v in KINDS.items()}

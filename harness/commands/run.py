@@ -50,7 +50,8 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         preset: str = typer.Option(None, "--preset", "-p", help="Apply this preset (e.g. smoke)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved trials and exit."),
         runs: Path = typer.Option(Path("runs"), "--runs", help="Studies are written to RUNS/<study name>/ "
-                                  "(the report to RUNS/../reports/<study name>/)."),
+                                  "(the report to reports/<study name>/ beside RUNS; inside RUNS when RUNS is the "
+                                  "working directory or above it)."),
         out: Path = typer.Option(None, "--out", hidden=True, help=DEPRECATED_OUT),
         storage: str = typer.Option(None, "--storage", help="Optuna storage: a journal file (default "
                                     "RUNS/<study>/optuna.journal) or a URL such as postgresql+psycopg://host/db."),
@@ -62,7 +63,7 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         trials_per_gpu: int = typer.Option(1, "--trials-per-gpu", min=1, help="Worker processes per GPU "
                                            "(small trials share a device); without --gpus: on this process's "
                                            "device (first GPU, or the CPU)."),
-        retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue failed trials again."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Queue failed and pruned trials again."),
         time_limit: float = typer.Option(None, "--time-limit", min=0, help="Seconds from now: start no trial "
                                          "that would not end by then (judged by the longest finished trial of "
                                          "the study); rerun to continue with the rest."),
