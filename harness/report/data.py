@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 from harness.report.caveats import drop_held_over_peaks
+from harness.report.labels import axis_text, short_key, variant_label
 from harness.study import read_yaml
 from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError
@@ -65,28 +66,6 @@ class StudyData:
     token_grid: tuple[int, int, int] | None = None   # (frames, H, W) tokens of the trials, when known
     tracking_uri: str | None = None
     dropped_peaks: int = 0                    # trials whose peak memory was blanked (data.held_over_peak)
-
-
-def short_key(key: str) -> str:
-    """'scan.name' -> 'scan', 'train.lr' -> 'lr' (column titles and legends)."""
-    parts = key.split(".")
-    return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
-
-
-def axis_text(value: Any) -> str:
-    """An axis value as text: a component with options ({name: heun, steps: 25}) as 'heun steps=25', others as str."""
-    if isinstance(value, dict) and isinstance(value.get("name"), str):
-        return " ".join([value["name"], *(f"{k}={axis_text(v)}" for k, v in value.items() if k != "name")])
-    return str(value)
-
-
-def variant_label(values: dict[str, Any]) -> str:
-    """Axis values -> a short label: the value alone for one axis, 'k=v, k=v' for several, 'base' for none."""
-    if not values:
-        return "base"
-    if len(values) == 1:
-        return axis_text(next(iter(values.values())))
-    return ", ".join(f"{short_key(k)}={axis_text(v)}" for k, v in values.items())
 
 
 def _coerce(text: Any, known: list[Any]) -> Any:

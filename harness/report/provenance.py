@@ -209,6 +209,10 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
             f"{TEST}: '~' marks p ≥ 0.05 (not distinguishable from seed noise), and only a difference with "
             "p < 0.05 is coloured better/worse. With fewer than two seeds on either side the noise cannot be "
             "estimated: no test, no colour, and no 'best' in bold.")]
+    if any(sum(r.baseline for r in t.rows) > 1 for t in tables):
+        out.append("Several rows match the study's baseline (one per arm: another budget, patch size, mixer ...): "
+                   "each row is compared with the baseline row that shares the most of its other settings, marked "
+                   "(baseline) in the table and named in summary.json (compared_with), never across arms.")
     for m in (m for t in tables[:1] for m in t.metrics if m.kind == "quality"):
         if m.name in METRIC_NOTES:
             out.append(METRIC_NOTES[m.name])

@@ -247,7 +247,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
             {"variant": r.label.split(": ", 1)[-1] if "study" in r.values else r.label, "label": r.label,
              "values": r.values, "n_seeds": r.n_seeds, "n_failed": r.n_failed,
              "n_resumed": r.n_resumed,
-             "baseline": r.baseline, "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta,
+             "baseline": r.baseline, "compared_with": r.compared_with, "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta,
                                                      "rel_delta": c.rel, "within_noise": c.noise, "p_welch": c.p,
                                                      "best": c.best}
                                                  for k, c in r.cells.items()}} for r in t.rows]} for t in tables],

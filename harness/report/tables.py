@@ -1,7 +1,8 @@
 """Comparison tables: mean ± std over seeds per variant, delta vs the baseline, better-direction arrows.
 
 A variant's cell holds the mean and sample standard deviation (ddof=1) over its completed seeds. The delta is
-mean(variant) - mean(baseline), tested with Welch's t-test (report/stats.py); it is marked '~' (within seed
+mean(variant) - mean(baseline), where a row's baseline is the row of its arm that matches the study's `baseline`
+(the one sharing the most other settings: the same budget, patch size, mixer ...; see _pick_baselines), tested with Welch's t-test (report/stats.py); it is marked '~' (within seed
 noise) when p >= 0.05. The test, and the 'best' of a column, need at least two seeds on both sides / every row.
 """
 
@@ -75,6 +76,7 @@ class Row:
     n_resumed: int = 0             # completed seeds whose last segment resumed from a checkpoint
     cells: dict[str, Cell] = field(default_factory=dict)
     baseline: bool = False
+    compared_with: str = ""        # the label of the row its deltas are against (itself when it is a baseline)
 
 
 @dataclass
@@ -175,27 +177,41 @@ def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order
     return sorted(rows.values(), key=key)
 
 
-def _pick_baseline(rows: list[Row], baseline: dict[str, Any] | None) -> Row:
-    if baseline:
-        for r in rows:
-            present = {k: v for k, v in r.values.items() if v is not None}
-            if all(present.get(k) == v for k, v in baseline.items() if k in present) and \
-                    any(k in present for k in baseline):
-                return r
-    return rows[0]
+def _matches(row: Row, baseline: dict[str, Any]) -> bool:
+    present = {k: v for k, v in row.values.items() if v is not None}
+    return all(present.get(k) == v for k, v in baseline.items() if k in present) and any(k in present for k in baseline)
 
 
-def _compare(rows: list[Row], metrics: list[MetricInfo], base: Row) -> None:
-    """Deltas against `base` with Welch's test; 'best' (the column's extreme mean) only on a row of >= 2 seeds."""
-    base.baseline = True
+def _pick_baselines(rows: list[Row], baseline: dict[str, Any] | None, *, per_arm: bool) -> dict[int, Row]:
+    """id(row) -> the row its deltas are against. The rows that match the study's baseline are the candidates
+    (the first row when none does). With `per_arm`, each row takes the candidate that shares the most of its
+    other key values ('not set' included): its arm of the study (the same budget, patch size, mixer ...), the
+    first in table order on a tie, and every candidate is a baseline of its own; without it, the first candidate
+    serves every row (several studies side by side: the first study's baseline)."""
+    cands = [r for r in rows if baseline and _matches(r, baseline)] or [rows[0]]
+    if not per_arm:
+        return {id(r): cands[0] for r in rows}
+    out = {}
+    for r in rows:
+        others = [k for k in r.values if k not in (baseline or {})]
+        out[id(r)] = r if any(r is c for c in cands) else \
+            max(cands, key=lambda c: sum(c.values[k] == r.values[k] for k in others))  # max keeps the first of ties
+    return out
+
+
+def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) -> None:
+    """Deltas against each row's baseline with Welch's test; 'best' (the column's extreme mean) only on a row of
+    >= 2 seeds."""
+    for r in rows:
+        r.baseline = bases[id(r)] is r
+        r.compared_with = bases[id(r)].label
     for m in metrics:
-        b = base.cells[m.name]
         finite = [r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)]
         best = (max if m.higher_is_better else min)(finite) if len(set(finite)) > 1 else None
         for r in rows:
-            c = r.cells[m.name]
+            c, b = r.cells[m.name], bases[id(r)].cells[m.name]
             c.best = best is not None and c.mean == best and c.n >= 2
-            if r is base or not (math.isfinite(c.mean) and math.isfinite(b.mean)):
+            if r.baseline or not (math.isfinite(c.mean) and math.isfinite(b.mean)):
                 continue
             c.delta = c.mean - b.mean
             c.rel = c.delta / abs(b.mean) if b.mean != 0 else math.nan
@@ -203,6 +219,15 @@ def _compare(rows: list[Row], metrics: list[MetricInfo], base: Row) -> None:
             p = welch_p(c, b)
             if p is not None:
                 c.p, c.noise = p, p >= ALPHA
+
+
+def _baseline_label(rows: list[Row], baseline: dict[str, Any] | None) -> str:
+    """The caption's baseline: the row's label when one row serves all, else the rule and the baseline rows."""
+    bases = [r.label for r in rows if r.baseline]
+    if len(bases) == 1:
+        return bases[0]
+    spec = variant_label(baseline or {})
+    return f"{spec} of each row's arm (the {spec} row sharing the most other settings with it, marked baseline)"
 
 
 def _metric_names(studies: list[StudyData], frame: pd.DataFrame) -> list[str]:
@@ -245,15 +270,14 @@ def build_tables(studies: list[StudyData]) -> list[Table]:
         rows = _rows(sub, keys, metrics, order, sort_keys)
         if not rows:
             continue
-        base = _pick_baseline(rows, studies[0].baseline)
-        _compare(rows, metrics, base)
+        _compare(rows, metrics, _pick_baselines(rows, studies[0].baseline, per_arm=len(studies) == 1))
         if studies[0].search and studies[0].objective in {m.name for m in metrics}:
             om = next(m for m in metrics if m.name == studies[0].objective)
             sign = -1 if om.higher_is_better else 1
             rows.sort(key=lambda r: (not math.isfinite(r.cells[om.name].mean), sign * r.cells[om.name].mean
                                      if math.isfinite(r.cells[om.name].mean) else 0))
         dec = {m.name: _decimals([r.cells[m.name].mean for r in rows]) for m in metrics}
-        tables.append(Table(title, keys, metrics, rows, base.label, dec))
+        tables.append(Table(title, keys, metrics, rows, _baseline_label(rows, studies[0].baseline), dec))
     return tables
 
 
