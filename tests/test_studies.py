@@ -1,4 +1,5 @@
-"""Every shipped study file loads and validates (plugins resolved, data loaded, models built), with every preset."""
+"""Every shipped study file, and the GPU scripts' own (benchmarks/gpu/*.yaml), loads and validates (plugins resolved,
+data loaded, models built), with every preset: a GPU session must not find a stale key."""
 
 from pathlib import Path
 
@@ -6,7 +7,9 @@ import pytest
 
 from harness.cli import main
 
-STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+GPU_STUDIES = sorted((ROOT / "benchmarks" / "gpu").glob("*.yaml"))
 
 
 def test_the_six_shipped_studies_are_present():
@@ -15,7 +18,7 @@ def test_the_six_shipped_studies_are_present():
             "resolution_scaling"} <= names
 
 
-@pytest.mark.parametrize("study", STUDIES, ids=[p.stem for p in STUDIES])
+@pytest.mark.parametrize("study", STUDIES + GPU_STUDIES, ids=[p.stem for p in STUDIES + GPU_STUDIES])
 def test_shipped_study_validates_with_every_preset(capsys, study):
     try:
         main(["validate", str(study), "--all-presets"])

@@ -12,6 +12,8 @@
 #   mixer2             benchmarks/gpu_mixer2.py checks (no timing), first with Triton's default fp32 dot precision, then
 #                      with TRITON_F32_DEFAULT=ieee, side by side: does TF32 explain the fp32 parity miss? (MIXER2_S, 420)
 #   profile            benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1 and mamba2 (PROFILE_S, 300)
+#   multigpu           issue 22, on 2+ GPUs: benchmarks/gpu/multi_gpu.yaml (one ZigMa-S trial on 1 and on 2 GPUs) with
+#                      --gpus ${GPUS-all}, then benchmarks/gpu/multi_gpu_compare.py (GPUS= and PRESET=cpu: on a CPU)
 # KIT (default .gpu/kit/site.tar.xz) is unpacked to /tmp/k once per machine; DATA defaults to .gpu/kit/fashion-mnist.
 # A step starts only with at least MIN_S (default 60) seconds left; the tarball is written even if the call is cut.
 set -uo pipefail
@@ -66,7 +68,16 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
         python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --mixers mamba1,mamba2 \
         --out "$dir" > "$dir/profile.log" 2>&1
       echo "profile exit $?"; tail -14 "$dir/profile.log" ;;
-    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, profile)" | tee "$dir/error.txt" ;;
+    multigpu)
+      (. benchmarks/gpu/common.sh && stage_data) || echo "no Fashion-MNIST staged from $DATA"
+      name=multi_gpu${PRESET:+-$PRESET}; rm -rf "runs/$name"; g=${GPUS-all}
+      nvidia-smi --query-gpu=index,name,memory.total --format=csv > "$dir/gpus.csv" 2>&1
+      timeout -k 20 $(( $(left) - 20 )) python3 -m harness.cli run benchmarks/gpu/multi_gpu.yaml --runs runs \
+        ${PRESET:+--preset "$PRESET"} ${g:+--gpus "$g"} --quiet --no-report > "$dir/run.log" 2>&1
+      echo "multigpu run exit $?"; tail -2 "$dir/run.log"
+      python3 -m benchmarks.gpu.multi_gpu_compare "runs/$name" --out "$dir" > /dev/null 2>&1; cat "$dir/multi_gpu.md"
+      tar czf "$dir/runs.tgz" --exclude='checkpoint*.pt' "runs/$name" 2>/dev/null ;;
+    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, profile, multigpu)" | tee "$dir/error.txt" ;;
   esac
 done
 echo "chain done in $(( $(date +%s) - T0 )) s"
