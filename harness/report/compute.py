@@ -4,7 +4,7 @@ Each completed trial with intermediate evaluations gives, per seed, the objectiv
 GPU-hours (timed training-step seconds / 3600) and training TFLOPs, joined on the training step. Curves: one line
 per variant, the mean of the seeds' curves (each read linearly in log-compute on a shared grid inside the range
 every seed covers) with the min-max band. Iso-cost tables: each variant's quality at log-spaced budgets of equal
-GPU time and equal FLOPs over all trials' range, where at least two variants reach them
+GPU time and equal FLOPs over all trials' range, where at least two models reach them
 (harness/report/isocost.py), mean ± std over seeds.
 """
 
@@ -17,33 +17,42 @@ import numpy as np
 
 from . import plots
 from .data import StudyData
+from .labels import variant_label
 from .figures import Figure
 from .isocost import at_budget, budgets, common_range, crossing_sentence, interpolate, winner
 from .tables import MetricInfo, metric_infos
 
 __all__ = ["compute_section"]
 
+#: keys that set how long a trial trains and how often it is evaluated, not which model it trains: rows that differ
+#: only in these (a study's equal-steps / equal-GPU-time / equal-FLOPs arms) are one model in the iso-cost verdicts
+BUDGET_KEYS = ("train.steps", "train.budget", "eval.every", "eval.intermediate_samples")
 #: (during/* history, axis title, scale to the axis unit, table title, budget label unit)
 AXES = (("during/images", "training images", 1.0, None, "images"),
         ("during/train_seconds", "GPU-hours (timed training steps)", 1 / 3600, "GPU time", "GPU-h"),
         ("during/train_tflops", "training TFLOPs", 1.0, "FLOPs", "TFLOP"))
 
 
-def _curves(study: StudyData, metric: str, multi: bool) -> dict[str, dict[str, list[list[tuple[float, float]]]]]:
-    """axis history -> variant -> seeds' (compute, quality) curves of the completed trials."""
+def _curves(study: StudyData, metric: str, multi: bool) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
+    """(axis history -> variant -> seeds' (compute, quality) curves of the completed trials, variant -> its model:
+    the variant's label without BUDGET_KEYS)."""
     out: dict[str, dict[str, list]] = {a[0]: {} for a in AXES}
+    models: dict[str, str] = {}
     for _, t in study.trials.iterrows():
         if t["status"] != "completed" or not t["run_id"]:
             continue
         during = study.during.get(t["run_id"], {})
         q = dict(during.get(f"during/{metric}", []))
         label = f"{study.name}: {t['variant']}" if multi else t["variant"]
+        values = {c[5:]: v for c, v in t.items() if c.startswith("axis.") and c[5:] not in BUDGET_KEYS
+                  and not (v is None or (isinstance(v, float) and math.isnan(v)))}
+        models[label] = f"{study.name}: {variant_label(values)}" if multi else variant_label(values)
         for name, _, scale, _, _ in AXES:
             xs = dict(during.get(name, []))
             pts = [(xs[s] * scale, v) for s, v in sorted(q.items()) if s in xs and math.isfinite(xs[s])]
             if len(pts) >= 2:
                 out[name].setdefault(label, []).append(pts)
-    return out
+    return out, models
 
 
 def _mean_band(seeds: list[list[tuple[float, float]]]) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -62,26 +71,35 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _table(curves: dict[str, list], info: MetricInfo, what: str, unit: str) -> dict[str, Any]:
-    """Cells at 6 budgets log-spaced over every trial's range together; budgets fewer than 2 variants reach are
-    left out (a cell is n/a where one of the variant's seeds does not reach the budget)."""
+def _table(curves: dict[str, list], models: dict[str, str], info: MetricInfo, what: str, unit: str) -> dict[str, Any]:
+    """Cells at 6 budgets log-spaced over every trial's range together; budgets fewer than 2 models reach are
+    left out (a cell is n/a where one of the variant's seeds does not reach the budget). The verdict at a budget
+    compares models, not arms: of a model's variants (rows differing only in BUDGET_KEYS) the first whose seeds all
+    reach the budget stands for it, so two arms of one model never hide each other's lead."""
     xs = [x for seeds in curves.values() for c in seeds for x, _ in c if x > 0]
     points = budgets(min(xs), max(xs), 6) if xs else []
     cells = {v: [at_budget(seeds, b) for b in points] for v, seeds in curves.items()}
-    keep = [i for i in range(len(points)) if sum(cs[i].mean is not None for cs in cells.values()) >= 2]
+    arms: dict[str, list[str]] = {}
+    for v in cells:
+        arms.setdefault(models.get(v, v), []).append(v)
+
+    def per_model(i: int) -> dict[str, Any]:
+        reached = {m: [cells[v][i] for v in vs if cells[v][i].mean is not None] for m, vs in arms.items()}
+        return {m: cs[0] for m, cs in reached.items() if cs}
+
+    keep = [i for i in range(len(points)) if len(per_model(i)) >= 2]
     title = f"{info.title} at equal {what}"
     if not keep:
         spans = "; ".join(f"{v} {_fmt(min(x for c in seeds for x, _ in c))}–{_fmt(max(x for c in seeds for x, _ in c))}"
                           for v, seeds in curves.items())
         return {"title": title, "budgets": [], "heads": [], "rows": [], "markdown": "",
-                "sentence": f"No {what} budget is reached by two variants, so there is no iso-cost comparison "
+                "sentence": f"No {what} budget is reached by two models, so there is no iso-cost comparison "
                             f"(ranges in {unit}: {spans})."}
     heads = [f"{_fmt(points[i])} {unit}" for i in keep]
     rows = [{"variant": v, "n": len(curves[v]), "cells": [
         "n/a" if (c := cs[i]).mean is None else (f"{_fmt(c.mean)} ± {_fmt(c.spread)}" if math.isfinite(c.spread)
                                                  else _fmt(c.mean)) for i in keep]} for v, cs in cells.items()]
-    winners = [(heads[j], winner({v: cs[i] for v, cs in cells.items()}, higher_is_better=info.higher_is_better))
-               for j, i in enumerate(keep)]
+    winners = [(heads[j], winner(per_model(i), higher_is_better=info.higher_is_better)) for j, i in enumerate(keep)]
     md = "\n".join([f"| variant | n | {' | '.join(heads)} |", "|---|--:|" + "--:|" * len(heads),
                     *(f"| {r['variant']} | {r['n']} | {' | '.join(r['cells'])} |" for r in rows)])
     return {"title": title, "budgets": [points[i] for i in keep], "heads": heads, "rows": rows, "markdown": md,
@@ -94,8 +112,11 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
     metric = studies[0].objective
     info = metric_infos([metric])[0]
     merged: dict[str, dict[str, list]] = {a[0]: {} for a in AXES}
+    models: dict[str, str] = {}
     for s in studies:
-        for name, by_variant in _curves(s, metric, multi).items():
+        curves, of = _curves(s, metric, multi)
+        models.update(of)
+        for name, by_variant in curves.items():
             merged[name].update(by_variant)
     if not any(merged.values()):
         return None
@@ -106,10 +127,13 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
                  f"{info.title} from the intermediate evaluations (eval.every, on eval.intermediate_samples samples) "
                  "against images, GPU-hours and TFLOPs; mean over seeds (each seed's curve read linearly in "
                  "log-compute) with the min–max band.", png, "compute")
-    tables = [_table(merged[name], info, what, unit) for name, _, _, what, unit in AXES if what and merged[name]]
+    tables = [_table(merged[name], models, info, what, unit) for name, _, _, what, unit in AXES
+              if what and merged[name]]
     method = ("Iso-cost values: each seed's curve read at the budget by linear interpolation in log10(compute) "
               "between the two evaluations around it, never extrapolated (n/a when a seed's evaluations do not "
               "reach the budget); mean ± sample std over seeds; budgets log-spaced over all trials' range, shown "
-              "where at least two variants reach them. A variant is named ahead only where its lead exceeds the larger seed std of the pair. "
+              "where at least two models reach them. A model is named ahead only where its lead exceeds the larger seed std "
+              "of each pair; the arms of one model (rows differing only in train.steps, train.budget, eval.every or "
+              "eval.intermediate_samples) count once, by the first arm whose seeds all reach the budget. "
               "Values are on the intermediate sample size, so they are not comparable with the final table.")
     return {"figures": [fig], "tables": tables, "method": method}

@@ -84,7 +84,7 @@ def crossing_sentence(winners: list[tuple[str, str | None]], what: str) -> str:
     """One sentence: who wins at which budget (label, winner) and whether the curves cross."""
     decided = [(b, w) for b, w in winners if w is not None]
     if not decided:
-        return (f"At equal {what}, no variant is ahead by more than the seed spread at any compared budget "
+        return (f"At equal {what}, no model is ahead by more than the seed spread at any compared budget "
                 "(or there is one seed).")
     parts = "; ".join(f"{w} at {b}" for b, w in decided)
     names = [w for _, w in decided]

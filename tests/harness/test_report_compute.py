@@ -96,7 +96,7 @@ def test_the_readme_names_no_winner_when_a_variant_has_one_seed(report):
     readme = (report / "README.md").read_text()
     assert "## Quality vs compute" in readme and "compute-fd-effnet.png" in readme
     # hilbert-8 has one seed (its seed 1 failed), so no lead can be told from the seed spread at any budget
-    assert "At equal GPU time, no variant is ahead by more than the seed spread at any compared budget" in readme
+    assert "At equal GPU time, no model is ahead by more than the seed spread at any compared budget" in readme
 
 
 @pytest.mark.browser
@@ -113,3 +113,26 @@ def test_the_compute_curves_render_in_headless_chromium(report, tmp_path):
     figures = json.loads((report / "summary.json").read_text())["figures"]
     assert "compute-fd-effnet.png" in figures
     assert check["images"] == len(figures) and check["loaded"] == check["images"] and check["errors"] == [], check
+
+
+def test_two_arms_of_one_model_count_once_in_the_iso_cost_verdict():
+    """Model A runs in two arms (equal steps, and a longer GPU-time arm) with the same curves; B is worse at every
+    budget by far more than the seed spread. Counting A's arms as two variants, neither arm beats the other, so no
+    verdict could ever name A; counted once, A leads at every budget both models reach, and a budget only A's
+    longer arm reaches is not a comparison."""
+    from harness.report.compute import _table
+    from harness.report.tables import metric_infos
+
+    def seeds(offset, last):       # two seeds; quality falls with compute; spread 1.41 (values offset, offset + 2)
+        return [[(x, offset + d + 100 / x) for x in (1, 2, 4, 8, 16, 32)[:last]] for d in (0.0, 2.0)]
+
+    curves = {"a": seeds(0.0, 4), "a, steps=8000": seeds(0.0, 6), "b": seeds(50.0, 4)}
+    models = {"a": "a", "a, steps=8000": "a", "b": "b"}
+    info = metric_infos(["fd-effnet"])[0]
+    table = _table(curves, models, info, "GPU time", "GPU-h")
+    assert table["budgets"] and max(table["budgets"]) <= 8 * (1 + 1e-9)   # 8-32: only A's longer arm: left out
+    assert table["sentence"].startswith("At equal GPU time, ahead by more than the seed spread: a at ")
+    assert "b at" not in table["sentence"] and "steps=8000 at" not in table["sentence"]
+    assert "the curves do not cross" in table["sentence"]
+    lumped = _table(curves, {v: v for v in curves}, info, "GPU time", "GPU-h")   # each arm its own model
+    assert "no model is ahead" in lumped["sentence"]
