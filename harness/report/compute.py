@@ -122,11 +122,12 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
         return None
     panels = {title: {v: _mean_band(seeds) for v, seeds in merged[name].items()}
               for name, title, _, _, _ in AXES if merged[name]}
-    png = plots.compute_plot(panels, info)
+    png = plots.compute_plot(panels, info, models)
     fig = Figure(f"compute-{metric}.png".replace("/", "-"), f"{info.title} vs training compute",
                  f"{info.title} from the intermediate evaluations (eval.every, on eval.intermediate_samples samples) "
                  "against images, GPU-hours and TFLOPs; mean over seeds (each seed's curve read linearly in "
-                 "log-compute) with the min–max band.", png, "compute")
+                 "log-compute) with the min–max band; one colour per model, one line style per arm of it.", png,
+                 "compute")
     tables = [_table(merged[name], models, info, what, unit) for name, _, _, what, unit in AXES
               if what and merged[name]]
     method = ("Iso-cost values: each seed's curve read at the budget by linear interpolation in log10(compute) "

@@ -25,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from .stats import pareto_front
 from .tables import MetricInfo, Table
 
-__all__ = ["STYLE", "bench_plot", "compute_plot", "frame_strip", "history_plot", "pareto_plot", "png_bytes"]
+__all__ = ["STYLE", "arm_styles", "bench_plot", "compute_plot", "frame_strip", "history_plot", "pareto_plot", "png_bytes"]
 
 DPI = 110
 STYLE = {
@@ -228,24 +228,56 @@ def frame_strip(path: Path, max_frames: int = 8) -> bytes:
     return buf.getvalue()
 
 
-def compute_plot(panels: dict[str, dict[str, tuple[list, list, list, list]]], info: MetricInfo) -> bytes:
-    """Quality vs compute, one panel per axis title: variant -> (x, mean, min, max), log x."""
+#: line styles of a model's arms (its equal-steps / GPU-time / FLOPs rows) in the quality-vs-compute panels
+ARM_STYLES = ("-", "--", ":", "-.")
+
+
+def arm_styles(variants: list[str], models: dict[str, str]) -> dict[str, tuple[Any, str]]:
+    """variant -> (colour, line style): one colour per model (variant -> model; a variant alone is its own), its
+    arms told apart by ARM_STYLES in their order."""
+    order = list(dict.fromkeys(models.get(v, v) for v in variants))
+    colour = dict(zip(order, _colors(len(order))))
+    seen: dict[str, int] = {}
+    out = {}
+    for v in variants:
+        m = models.get(v, v)
+        out[v] = (colour[m], ARM_STYLES[seen.get(m, 0) % len(ARM_STYLES)])
+        seen[m] = seen.get(m, 0) + 1
+    return out
+
+
+def compute_plot(panels: dict[str, dict[str, tuple[list, list, list, list]]], info: MetricInfo,
+                 models: dict[str, str] | None = None) -> bytes:
+    """Quality vs compute, one panel per axis title: variant -> (x, mean, min, max), log x. `models` (variant ->
+    model) gives a model's variants (its arms) one colour and a line style each."""
+    variants = list(dict.fromkeys(v for curves in panels.values() for v in curves))
+    styles = arm_styles(variants, models or {})
 
     def draw():
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
         for ax, (title, curves) in zip(axes[0], panels.items()):
-            for color, (variant, (x, mean, lo, hi)) in zip(_colors(len(curves)), curves.items()):
+            for variant, (x, mean, lo, hi) in curves.items():
                 if not x:
                     continue
-                ax.plot(x, mean, color=color, lw=1.4, label=variant)
-                ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+                c, ls = styles[variant]
+                ax.plot(x, mean, color=c, lw=1.4, ls=ls, label=variant)
+                ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
             ax.set_xscale("log")
+            # ticks at 1, 2 and 5 of every decade: a run's range often holds no power of ten to label
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(title)
             ax.set_ylabel(f"{info.title} {info.arrow}")
-        axes[0][0].legend(loc="best")
+        legend = {}                           # label -> handle, over every panel (a curve may miss one)
+        for ax in axes[0]:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, h)
         fig.suptitle(f"{info.title} vs training compute (mean over seeds; band: min–max)")
         fig.tight_layout()
+        # below the panels, where it covers no curve (labels with budget keys are long for a panel's legend)
+        fig.legend(list(legend.values()), list(legend), loc="upper left", bbox_to_anchor=(0.01, 0.0), ncol=1,
+                   frameon=False)
         return fig
 
     return png_bytes(draw)

@@ -136,3 +136,15 @@ def test_two_arms_of_one_model_count_once_in_the_iso_cost_verdict():
     assert "the curves do not cross" in table["sentence"]
     lumped = _table(curves, {v: v for v in curves}, info, "GPU time", "GPU-h")   # each arm its own model
     assert "no model is ahead" in lumped["sentence"]
+
+
+def test_a_models_arms_share_its_colour_and_differ_in_line_style():
+    from harness.report.plots import arm_styles
+
+    variants = ["zigma", "dit", "zigma, steps=8000", "zigma, steps=4000", "vim"]
+    models = {"zigma, steps=8000": "zigma", "zigma, steps=4000": "zigma"}
+    styles = arm_styles(variants, models)
+    assert styles["zigma"][0] == styles["zigma, steps=8000"][0] == styles["zigma, steps=4000"][0]
+    assert len({styles[v][0] for v in ("zigma", "dit", "vim")}) == 3
+    assert [styles[v][1] for v in ("zigma", "zigma, steps=8000", "zigma, steps=4000")] == ["-", "--", ":"]
+    assert styles["dit"][1] == styles["vim"][1] == "-"
