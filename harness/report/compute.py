@@ -17,16 +17,13 @@ import numpy as np
 
 from . import plots
 from .data import StudyData
-from .labels import variant_label
+from .labels import model_label
 from .figures import Figure
 from .isocost import at_budget, budgets, common_range, crossing_sentence, interpolate, winner
 from .tables import MetricInfo, metric_infos
 
 __all__ = ["compute_section"]
 
-#: keys that set how long a trial trains and how often it is evaluated, not which model it trains: rows that differ
-#: only in these (a study's equal-steps / equal-GPU-time / equal-FLOPs arms) are one model in the iso-cost verdicts
-BUDGET_KEYS = ("train.steps", "train.budget", "eval.every", "eval.intermediate_samples")
 #: (during/* history, axis title, scale to the axis unit, table title, budget label unit)
 AXES = (("during/images", "training images", 1.0, None, "images"),
         ("during/train_seconds", "GPU-hours (timed training steps)", 1 / 3600, "GPU time", "GPU-h"),
@@ -35,7 +32,7 @@ AXES = (("during/images", "training images", 1.0, None, "images"),
 
 def _curves(study: StudyData, metric: str, multi: bool) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
     """(axis history -> variant -> seeds' (compute, quality) curves of the completed trials, variant -> its model:
-    the variant's label without BUDGET_KEYS)."""
+    the variant's label without labels.BUDGET_KEYS)."""
     out: dict[str, dict[str, list]] = {a[0]: {} for a in AXES}
     models: dict[str, str] = {}
     for _, t in study.trials.iterrows():
@@ -44,9 +41,7 @@ def _curves(study: StudyData, metric: str, multi: bool) -> tuple[dict[str, dict[
         during = study.during.get(t["run_id"], {})
         q = dict(during.get(f"during/{metric}", []))
         label = f"{study.name}: {t['variant']}" if multi else t["variant"]
-        values = {c[5:]: v for c, v in t.items() if c.startswith("axis.") and c[5:] not in BUDGET_KEYS
-                  and not (v is None or (isinstance(v, float) and math.isnan(v)))}
-        models[label] = f"{study.name}: {variant_label(values)}" if multi else variant_label(values)
+        models[label] = f"{study.name}: {model_label(t)}" if multi else model_label(t)
         for name, _, scale, _, _ in AXES:
             xs = dict(during.get(name, []))
             pts = [(xs[s] * scale, v) for s, v in sorted(q.items()) if s in xs and math.isfinite(xs[s])]
@@ -74,7 +69,7 @@ def _fmt(v: float) -> str:
 def _table(curves: dict[str, list], models: dict[str, str], info: MetricInfo, what: str, unit: str) -> dict[str, Any]:
     """Cells at 6 budgets log-spaced over every trial's range together; budgets fewer than 2 models reach are
     left out (a cell is n/a where one of the variant's seeds does not reach the budget). The verdict at a budget
-    compares models, not arms: of a model's variants (rows differing only in BUDGET_KEYS) the first whose seeds all
+    compares models, not arms: of a model's variants (rows differing only in labels.BUDGET_KEYS) the first whose seeds all
     reach the budget stands for it, so two arms of one model never hide each other's lead."""
     xs = [x for seeds in curves.values() for c in seeds for x, _ in c if x > 0]
     points = budgets(min(xs), max(xs), 6) if xs else []

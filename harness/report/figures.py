@@ -13,6 +13,7 @@ from typing import Any
 
 from . import plots
 from .data import StudyData
+from .labels import model_label
 from .scans import scan_pictures
 from .tables import MetricInfo, Table, metric_infos
 
@@ -43,12 +44,14 @@ def _label(study: StudyData, variant: str, multi: bool) -> str:
 def curve_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
     metrics: dict[str, dict[str, list]] = {}
     n: dict[str, int] = {}
+    models: dict[str, str] = {}
     for s in studies:
         for _, t in s.trials.iterrows():
             if t["status"] != "completed" or not t["run_id"]:
                 continue
             label = _label(s, t["variant"], multi)
             n[label] = n.get(label, 0) + 1
+            models[label] = _label(s, model_label(t), multi)
             for m, pts in sorted(s.histories.get(t["run_id"], {}).items()):
                 metrics.setdefault(m, {}).setdefault(label, []).append(pts)
     order = ["train_loss"] + sorted(m for m in metrics if m != "train_loss")
@@ -58,7 +61,7 @@ def curve_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
         if m not in metrics:
             continue
         info = infos.get(m) or MetricInfo(m, "Train loss" if m == "train_loss" else m, "", False, "quality")
-        png = plots.history_plot(metrics[m], info, n)
+        png = plots.history_plot(metrics[m], info, n, models)
         out.append(Figure(f"curve-{_slug(m)}.png", f"{info.title} vs training step",
                           f"{info.title} per logged step, mean over seeds with the min–max band.", png, "curves"))
     return out

@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["axis_text", "short_key", "variant_label"]
+__all__ = ["BUDGET_KEYS", "axis_text", "model_label", "short_key", "variant_label"]
+
+#: keys that set how long a trial trains and how often it is evaluated, not which model it trains: rows that differ
+#: only in these (a study's equal-steps / equal-GPU-time / equal-FLOPs arms) are one model, drawn in one colour and
+#: counted once in the iso-cost verdicts
+BUDGET_KEYS = ("train.steps", "train.budget", "eval.every", "eval.intermediate_samples")
 
 
 def short_key(key: str) -> str:
@@ -40,3 +45,10 @@ def variant_label(values: dict[str, Any]) -> str:
     if len(values) == 1:
         return axis_text(next(iter(values.values())))
     return ", ".join(f"{short_key(k)}={axis_text(v)}" for k, v in values.items())
+
+
+def model_label(trial: Any) -> str:
+    """A trial row's (a pandas Series with `axis.<key>` entries) variant label without BUDGET_KEYS: its model."""
+    values = {c[5:]: v for c, v in trial.items() if c.startswith("axis.") and c[5:] not in BUDGET_KEYS
+              and not (v is None or (isinstance(v, float) and math.isnan(v)))}
+    return variant_label(values)

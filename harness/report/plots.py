@@ -52,16 +52,20 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricInfo, n_seeds: dict[str, int]) -> bytes:
-    """Mean over seeds vs training step per variant (band: min-max over seeds); curves: variant -> seeds."""
+def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricInfo, n_seeds: dict[str, int],
+                 models: dict[str, str] | None = None) -> bytes:
+    """Mean over seeds vs training step per variant (band: min-max over seeds); curves: variant -> seeds; a
+    model's variants (`models`: variant -> model) share a colour, one line style each (arm_styles)."""
+    styles = arm_styles(list(curves), models or {})
 
     def draw():
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        for color, (variant, seeds) in zip(_colors(len(curves)), curves.items()):
+        for variant, seeds in curves.items():
+            color, ls = styles[variant]
             steps = sorted({s for pts in seeds for s, _ in pts})
             by_step = [[v for pts in seeds for s, v in pts if s == st] for st in steps]
             mean = [sum(v) / len(v) for v in by_step]
-            ax.plot(steps, mean, color=color, lw=1.4, label=f"{variant} (n={n_seeds.get(variant, len(seeds))})")
+            ax.plot(steps, mean, color=color, lw=1.4, ls=ls, label=f"{variant} (n={n_seeds.get(variant, len(seeds))})")
             if len(seeds) > 1:
                 ax.fill_between(steps, [min(v) for v in by_step], [max(v) for v in by_step], color=color,
                                 alpha=0.15, lw=0)
@@ -73,7 +77,8 @@ def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricI
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{info.title} {info.arrow}")
         ax.set_title(f"{info.title} vs training step (mean over seeds; band: min–max)")
-        if len(curves) > LEGEND_INSIDE:     # a long legend goes below the axes, where it covers no curve
+        # a long legend (many curves, or labels with budget keys) goes below the axes, where it covers no curve
+        if len(curves) > LEGEND_INSIDE or max(map(len, curves)) > LABEL_INSIDE:
             ax.legend(loc="upper left", bbox_to_anchor=(0, -0.16), ncol=1, frameon=False)
         else:
             ax.legend(loc="best")
@@ -82,8 +87,10 @@ def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricI
     return png_bytes(draw)
 
 
-#: up to this many curves the legend sits inside the axes ("best" place); more go below them
+#: up to this many curves, with labels up to this many characters, the legend sits inside the axes ("best" place);
+#: more or longer go below them
 LEGEND_INSIDE = 6
+LABEL_INSIDE = 48
 
 
 def bench_plot(rows: list[dict[str, Any]]) -> bytes:
