@@ -9,6 +9,7 @@ table and writes JSON to `--out`. About 10 s on an H200.
 
     PYTHONPATH=. python3 -m benchmarks.segment_layout --out $OUT/segment_layout.json       # GPU, fused kernels
     python3 -m benchmarks.segment_layout --dry-run --out /tmp/segment_layout.json          # CPU, tiny, reference
+    python3 -m benchmarks.segment_layout --cpu --tokens 4096 --d-model 64 --out /tmp/sl.json   # CPU, fp32, reference
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--dry-run", action="store_true", help="CPU, reference backend, tiny sizes: checks the script")
+    p.add_argument("--cpu", action="store_true",
+                   help="CPU, reference backend, fp32 (what a CPU trial runs), at the sizes given: the CPU's answer")
     args = p.parse_args(argv)
     if args.dry_run:
         args.tokens, args.d_model, args.warmup, args.iters = 512, 16, 1, 2
@@ -79,12 +82,12 @@ def measure(args, device, backend, segments, seg_len, directions) -> list[dict]:
     rows, outs = [], {}
     for layout, mixer in mixers.items():
         def step(mixer=mixer):
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.cpu):
                 out = mixer(x, segments=segments, branch_index=index)
             out.float().sum().backward()
             return out
 
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.cpu):
             outs[layout] = mixer(x, segments=segments, branch_index=index).float()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -96,7 +99,7 @@ def measure(args, device, backend, segments, seg_len, directions) -> list[dict]:
                      "layout": layout, "ms": statistics.median(times), "ms_q1": q1, "ms_q3": q3, "peak_mb": peak})
     diff = ((outs["packed"] - outs["batch"]).abs().max() / outs["batch"].abs().max()).item()
     for row in rows:
-        row["out_rel_diff_bf16"] = diff
+        row["out_rel_diff"] = diff
     return rows
 
 
@@ -106,15 +109,16 @@ def table(rows) -> str:
     for b, p in zip(rows[0::2], rows[1::2]):
         peak = "-" if b["peak_mb"] is None else f"{b['peak_mb']:.0f} / {p['peak_mb']:.0f}"
         lines.append(f"| {b['segments']} x {b['seg_len']} | {b['directions']} | {b['batch']} | {b['ms']:.2f} "
-                     f"| {p['ms']:.2f} | {p['ms'] / b['ms']:.2f} | {peak} | {b['out_rel_diff_bf16']:.1e} |")
+                     f"| {p['ms']:.2f} | {p['ms'] / b['ms']:.2f} | {peak} | {b['out_rel_diff']:.1e} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    device = torch.device("cpu" if args.dry_run else "cuda")
-    backend = "reference" if args.dry_run else "fused"
-    if not args.dry_run and not (torch.cuda.is_available() and fused_available()):
+    on_cpu = args.dry_run or args.cpu
+    device = torch.device("cpu" if on_cpu else "cuda")
+    backend = "reference" if on_cpu else "fused"
+    if not on_cpu and not (torch.cuda.is_available() and fused_available()):
         raise SystemExit("needs CUDA and mamba-ssm (+ causal-conv1d); --dry-run checks the script on CPU")
     rows = [row for directions in map(int, args.directions.split(",")) for segments, seg_len in CASES
             for row in measure(args, device, backend, segments, seg_len, directions)]
@@ -129,7 +133,8 @@ def main(argv=None) -> dict:
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(f"{env['device']}, d_model {args.d_model}, {args.tokens} tokens a call, bf16 autocast, fwd+bwd, "
+    print(f"{env['device']}, d_model {args.d_model}, {args.tokens} tokens a call, "
+          f"{'fp32' if args.cpu else 'bf16 autocast'}, fwd+bwd, "
           f"median of {args.iters}")
     print(table(rows))
     return result
