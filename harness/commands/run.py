@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_options import DEPRECATED_OUT, runs_dir
+from harness.report.labels import axis_text
 from plugins.errors import HarnessError
 
 
@@ -26,7 +27,7 @@ def _dry_run(loaded, specs) -> None:
     for k in keys:
         table.add_column(escape(k), style="bold")
     table.add_column("seed", justify="right")
-    table.add_column("steps", justify="right")
+    table.add_column("training", justify="right")
     table.add_column("dataset")
     table.add_column("backbone")
     launched = any(s.config.train.uses_torchrun for s in specs)
@@ -34,7 +35,10 @@ def _dry_run(loaded, specs) -> None:
         table.add_column("ranks", justify="right")
     for i, s in enumerate(specs):
         c = s.config
-        cells = (str(i), s.key, *(str(s.params.get(k, "")) for k in keys), str(s.seed), str(c.train.steps),
+        budget = c.train.budget
+        length = f"{c.train.steps} steps" if budget is None or budget.kind == "steps" else \
+            f"{axis_text(budget.model_dump())} (<= {c.train.steps} steps)"
+        cells = (str(i), s.key, *(axis_text(s.params[k]) if k in s.params else "" for k in keys), str(s.seed), length,
                  c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
         if launched:
             t = c.train

@@ -291,6 +291,16 @@ def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, cap
     assert not (tmp_path / "runs").exists()
 
 
+def test_dry_run_shows_each_trials_budget_as_written_with_its_step_ceiling(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+    monkeypatch.setenv("COLUMNS", "250")     # rich would fold the table at 80 columns
+    study = Path(__file__).resolve().parents[2] / "studies" / "backbone_comparison.yaml"
+    main(["run", str(study), "--preset", "smoke", "--dry-run", "--runs", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert out.count("1 gpu_seconds (<= 200 steps)") == 2 and out.count("2e+10 flops (<= 200 steps)") == 2
+    assert out.count("40 steps") == 3 and "{'kind'" not in out
+
+
 def test_gpus_on_a_machine_without_cuda_is_one_clear_error(monkeypatch):
     from harness.launch import parse_gpus
     from plugins.errors import HarnessError
