@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_options import DEPRECATED_OUT, runs_dir
-from harness.report.labels import axis_text
+from harness.labels import axis_text
 from plugins.errors import HarnessError
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import plots
 from .data import StudyData
-from .labels import model_label
+from harness.labels import model_label
 from .figures import Figure
 from .isocost import at_budget, budgets, common_range, crossing_sentence, interpolate, winner
 from .tables import MetricInfo, metric_infos

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import plots
 from .data import StudyData
-from .labels import model_label
+from harness.labels import model_label
 from .scans import scan_pictures
 from .tables import MetricInfo, Table, metric_infos
 

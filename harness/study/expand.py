@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from harness.labels import axis_text
 from harness.study.load import LoadedStudy, as_loaded
 from harness.study.schema import LAUNCH_KEYS, MAX_TRIALS, Study, TrialConfig, format_validation_error
 from plugins.errors import ConfigError, suggest
@@ -56,7 +57,7 @@ class TrialSpec:
 
     @property
     def label(self) -> str:
-        vals = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        vals = ", ".join(f"{k}={axis_text(v)}" for k, v in self.params.items())
         return f"{vals or 'base'} seed={self.seed}"
 
 

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from harness.report import build_report
-from harness.report.labels import axis_text
 from harness.study import expand_trials, parse_study
 
 ARMS_YAML = """\
@@ -89,11 +88,3 @@ def test_a_two_axis_grid_compares_each_mixer_with_its_own_sweep(tmp_path):
     assert rows[("mamba1", "zigzag-8")]["metrics"]["fd-effnet"]["delta"] == pytest.approx(40.0 - 50.0)
     assert rows[("mamba2", "zigzag-8")]["metrics"]["fd-effnet"]["delta"] == pytest.approx(27.0 - 30.0)
     assert rows[("mamba2", "zigzag-8")]["metrics"]["fd-effnet"]["rel_delta"] == pytest.approx(-3.0 / 30.0)
-
-
-@pytest.mark.parametrize("value, text", [(200.0, "200"), (1e10, "1e+10"), (3.7, "3.7"), (0.0005, "0.0005"),
-                                         ({"kind": "flops", "value": 6e14}, "6e+14 flops"),
-                                         ({"kind": "gpu_seconds", "value": 37}, "37 gpu_seconds"),
-                                         ({"name": "heun", "steps": 25}, "heun steps=25"), ("zigzag-8", "zigzag-8")])
-def test_axis_values_read_as_a_person_writes_them(value, text):
-    assert axis_text(value) == text
