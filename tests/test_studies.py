@@ -33,3 +33,18 @@ def test_shipped_study_validates_with_every_preset(capsys, study):
         pytest.fail(f"exit {exc.code}: {out}")
     out = capsys.readouterr().out
     assert out.count("✓") >= 2 and "✗" not in out, out
+
+
+def test_backbone_comparison_is_resolution_tokens_at_256_tokens():
+    """backbone_comparison.yaml says its trials are resolution_tokens.yaml's 256-token (patch 2) arms."""
+    import yaml
+
+    from harness.study import expand_trials, parse_study
+
+    def trials(name, keep=lambda c: True):
+        study = parse_study(yaml.safe_load((ROOT / "studies" / f"{name}.yaml").read_text()))
+        return sorted((s.seed, yaml.safe_dump(s.config.model_dump(mode="json"), sort_keys=True))
+                      for s in expand_trials(study) if keep(s.config))
+
+    small = trials("resolution_tokens", lambda c: c.backbone.patch_size == 2)
+    assert len(small) == 27 and trials("backbone_comparison") == small
