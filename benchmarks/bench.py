@@ -25,6 +25,7 @@ The kernel ceiling (micro.py: one mixer, one ZigMa block, one DiT block) runs on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -94,7 +95,7 @@ def _build(variant: Variant, tokens: int, cfg: Config, device: torch.device) -> 
     if variant.backbone == "dit":
         return build_dit(**kw)
     kw["mixer_backend"] = _backend(variant, device)
-    kw["mixer"] = MIXERS[variant.mixer]
+    kw["mixer"] = functools.partial(MIXERS[variant.mixer], **dict(variant.mixer_options))
     if variant.backbone == "vim":
         return build_vim(**kw)
     return build_zigma(scan=_scan(variant.scan), permute_mode=variant.permute_mode, **kw)

@@ -38,6 +38,8 @@ class Variant:
     small_batch: bool = False      # run at Config.small_batch_tokens, tokens <= Config.small_max_tokens
     checkpointing: bool = False    # activation checkpointing of every block (backbone option `checkpointing`)
     mixer: str = "mamba1"          # zigma/vim token mixer: MIXERS key
+    mixer_options: tuple[tuple[str, int], ...] = ()   # keyword arguments of the mixer (e.g. Mamba-2's chunk_size)
+    default: bool = True           # in the default set (else only when named in --variants)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -66,6 +68,13 @@ VARIANTS: dict[str, Variant] = {
                               "relative", mixer="mamba2"),
     "zigzag-8-mamba2-compiled": Variant("zigma", "zigzag-8, Mamba-2 mixer, torch.compile of all but the mixers",
                                         "zigzag-8", "relative", compiled=True, mixer="mamba2"),
+    # mamba-ssm's own SSD knob: a shorter chunk trades intra-chunk (quadratic in the chunk) work for state passing
+    "zigzag-8-mamba2-c128": Variant("zigma", "zigzag-8, Mamba-2 mixer with SSD chunks of 128 (default 256)",
+                                    "zigzag-8", "relative", mixer="mamba2", mixer_options=(("chunk_size", 128),),
+                                    default=False),
+    "zigzag-8-mamba2-c64": Variant("zigma", "zigzag-8, Mamba-2 mixer with SSD chunks of 64 (default 256)",
+                                   "zigzag-8", "relative", mixer="mamba2", mixer_options=(("chunk_size", 64),),
+                                   default=False),
 }
 #: token mixers of the zigma/vim variants (`--mixers`): the Mamba-1 and Mamba-2 mixers of zigma.mixer
 MIXERS = {"mamba1": MambaMixer, "mamba2": Mamba2Mixer}
@@ -125,7 +134,7 @@ def make_config(*, tokens: str | None = None, backbones: str | None = None, vari
                 hint = f" Did you mean {near[0]!r}?" if near else ""
                 raise ValueError(f"unknown variant {name!r}.{hint} Available: {', '.join(VARIANTS)}")
     else:
-        names = [n for n, v in VARIANTS.items() if not v.compiled or compile]
+        names = [n for n, v in VARIANTS.items() if v.default and (not v.compiled or compile)]
     picked_mixers = _split(mixers) if mixers else list(MIXERS)
     for m in picked_mixers:
         if m not in MIXERS:

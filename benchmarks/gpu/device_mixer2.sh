@@ -34,7 +34,7 @@ fi
 if [ "$PART" != checks ]; then
 B=$(( $(left) - 15 ))
 timeout $B python3 -m benchmarks.bench --device cuda --size B --tokens ${TOKENS:-1024,4096,16384} --compile \
-  --variants zigzag-8,attention,zigzag-8-mamba2,no-scan,no-scan-mamba2,attention-compiled,zigzag-8-compiled,zigzag-8-mamba2-compiled \
+  --variants zigzag-8,attention,zigzag-8-mamba2,no-scan,no-scan-mamba2,attention-compiled,zigzag-8-compiled,zigzag-8-mamba2-compiled,zigzag-8-mamba2-c128 \
   --no-ceiling --no-mixer-check --no-permute-check --time-budget-s $(( B - 45 )) --out "$OUT/bench" > "$OUT/bench.log" 2>&1
 echo "bench exit $? ($(( $(date +%s) - T0 )) s)"
 fi
