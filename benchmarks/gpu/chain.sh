@@ -12,6 +12,8 @@
 #   mixer2             benchmarks/gpu_mixer2.py checks (no timing), first with Triton's default fp32 dot precision, then
 #                      with TRITON_F32_DEFAULT=ieee, side by side: does TF32 explain the fp32 parity miss? (MIXER2_S, 420)
 #   profile            benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1 and mamba2 (PROFILE_S, 300)
+#   mixbench           issue 18's bench (benchmarks/gpu/device_mixer2.sh PART=bench): ZigMa-B mamba1 / mamba2 beside
+#                      DiT-B at 1K / 4K / 16K tokens, eager and compiled, for the time left
 #   multigpu           issue 22, on 2+ GPUs: benchmarks/gpu/multi_gpu.yaml (one ZigMa-S trial on 1 and on 2 GPUs) with
 #                      --gpus ${GPUS-all}, then benchmarks/gpu/multi_gpu_compare.py (GPUS= and PRESET=cpu: on a CPU)
 # KIT (default .gpu/kit/site.tar.xz) is unpacked to /tmp/k once per machine; DATA defaults to .gpu/kit/fashion-mnist.
@@ -68,6 +70,9 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
         python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --mixers mamba1,mamba2 \
         --out "$dir" > "$dir/profile.log" 2>&1
       echo "profile exit $?"; tail -14 "$dir/profile.log" ;;
+    mixbench)
+      OUT=$dir PART=bench LIMIT=$(( $(left) - 10 )) bash benchmarks/gpu/device_mixer2.sh > "$dir/console.log" 2>&1
+      echo "mixbench exit $?"; tail -12 "$dir/console.log" ;;
     multigpu)
       (. benchmarks/gpu/common.sh && stage_data) || echo "no Fashion-MNIST staged from $DATA"
       name=multi_gpu${PRESET:+-$PRESET}; rm -rf "runs/$name"; g=${GPUS-all}
@@ -77,7 +82,7 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
       echo "multigpu run exit $?"; tail -2 "$dir/run.log"
       python3 -m benchmarks.gpu.multi_gpu_compare "runs/$name" --out "$dir" > /dev/null 2>&1; cat "$dir/multi_gpu.md"
       tar czf "$dir/runs.tgz" --exclude='checkpoint*.pt' "runs/$name" 2>/dev/null ;;
-    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, profile, multigpu)" | tee "$dir/error.txt" ;;
+    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, profile, mixbench, multigpu)" | tee "$dir/error.txt" ;;
   esac
 done
 echo "chain done in $(( $(date +%s) - T0 )) s"
