@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -49,3 +51,12 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
                   f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})"
                   + (f"; {other} more from an earlier version of the study file" if other else ""),
                   highlight=False, markup=False)
+    left = c["pending"] + c["running"]
+    took = [(t.datetime_complete - t.datetime_start).total_seconds() for _, t in rows
+            if t.state.name == "COMPLETE" and t.datetime_start and t.datetime_complete]
+    if left and took:
+        pace = statistics.median(took)
+        console.print(f"{left} trial(s) left; at the median wall-clock time of the {len(took)} done "
+                      f"({pace:.0f} s, start to end as they ran, a worker's start-up and any shared device "
+                      f"included), about {left * pace / 60:.0f} worker-minute(s); a rough guide, as variants "
+                      "differ in cost", highlight=False, markup=False)

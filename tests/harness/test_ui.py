@@ -214,3 +214,25 @@ def test_optuna_dashboard_plots_every_trial_against_each_parameter(ui_study, ser
     assert len(re.findall(r'class="point"', dom)) >= 4                 # one point per trial at least
     contour = text[text.index("Contour"):]
     assert "backbone.width" in contour and "train.lr" in contour
+
+
+def test_status_estimates_the_time_left_from_the_done_trials(tmp_path):
+    """stores/video_scans (2 done, 10 pending): the line's pace is the median of the done trials' start-to-end
+    times, read here from the Optuna journal directly, and the estimate is 10 x that pace."""
+    import statistics
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    store = tmp_path / "video_scans"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "stores" / "video_scans", store)
+    study = optuna.load_study(study_name="video_scans",
+                              storage=JournalStorage(JournalFileBackend(str(store / "optuna.journal"))))
+    took = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials()
+            if t.state.name == "COMPLETE"]
+    assert len(took) == 2
+    pace = statistics.median(took)
+    out = " ".join(_harness("status", str(store)).stdout.split())    # rich wraps at the terminal width
+    assert f"10 trial(s) left; at the median wall-clock time of the 2 done ({pace:.0f} s," in out
+    assert f"about {10 * pace / 60:.0f} worker-minute(s)" in out
