@@ -206,9 +206,11 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
     """Plain statements a reader needs to read the numbers right."""
     out = [("Each cell is the mean ± sample standard deviation (ddof=1) over the completed seeds of a variant; "
             f"the seed count is in the n column. Δ is the difference of means against the baseline row, tested with "
-            f"{TEST}: '~' marks p ≥ 0.05 (not distinguishable from seed noise), and only a difference with "
-            "p < 0.05 is coloured better/worse. With fewer than two seeds on either side the noise cannot be "
-            "estimated: no test, no colour, and no 'best' in bold.")]
+            f"{TEST}, its p adjusted by Holm's method for the number of comparisons the table makes of that "
+            "metric (Holm 1979; a table of 11 variants against a baseline makes 11): '~' marks an adjusted "
+            "p ≥ 0.05 (not distinguishable from seed noise), and only a difference with adjusted p < 0.05 is "
+            "coloured better/worse (summary.json keeps both p_welch and p_holm). With fewer than two seeds on "
+            "either side the noise cannot be estimated: no test, no colour, and no 'best' in bold.")]
     if any(sum(r.baseline for r in t.rows) > 1 for t in tables):
         out.append("Several rows match the study's baseline (one per arm: another budget, patch size, mixer ...): "
                    "each row is compared with the baseline row that shares the most of its other settings, marked "

@@ -20,6 +20,7 @@ from .compute import compute_section
 from .data import StudyData, axis_text, load_study_data
 from .figures import Figure, figures
 from .provenance import notes, provenance
+from .stats import ALPHA, pairwise
 from .tables import Table, build_tables, failed_trials, fmt
 
 __all__ = ["GENERATED_PREFIX", "build_report"]
@@ -106,7 +107,7 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
             else:
                 rel = fmt(100 * c.rel, 1, sign=True) + "%" if math.isfinite(c.rel) else ""
                 text = rel if kind == "cost" and rel else fmt(c.delta, d, sign=True) + (f" ({rel})" if rel else "")
-                # colour only a difference Welch's test finds beyond the noise (never with one seed)
+                # colour only a difference beyond the noise after Holm's correction (never with one seed)
                 cls = {True: "noise", None: "", False: {True: "better", False: "worse", None: ""}[c.better]}[c.noise]
                 cells.append((("~ " if c.noise else "") + text, f"num {cls}".strip(), c.delta))
         rows.append({"cells": cells, "baseline": r.baseline and deltas})
@@ -157,6 +158,28 @@ def _number(v: Any) -> float:
 
 def _seed(v: Any) -> str:
     return str(int(v)) if isinstance(v, int | float) and math.isfinite(v) and float(v).is_integer() else str(v)
+
+
+def _pairwise(studies: list[StudyData], tables: list[Table], multi: bool) -> dict[str, Any] | None:
+    """The objective compared between every pair of a one-study table's variants (3+ of them with >= 2 seeds),
+    sorted by the Holm-adjusted p; None otherwise (two variants: the table's Δ is that test)."""
+    if multi or not tables:
+        return None
+    t = tables[0]
+    m = next((m for m in t.metrics if m.name == studies[0].objective), None)
+    pairs = pairwise([(r.label, r.cells[m.name]) for r in t.rows]) if m else []
+    if len({p["a"] for p in pairs} | {p["b"] for p in pairs}) < 3:
+        return None
+    rows = []
+    for p in sorted(pairs, key=lambda p: (p["p_holm"], p["p"])):
+        ahead = (p["delta"] > 0) == m.higher_is_better
+        better = (p["a"] if ahead else p["b"]) if p["p_holm"] < ALPHA and p["delta"] != 0 else "~"
+        rows.append({"a": p["a"], "b": p["b"], "delta": fmt(p["delta"], t.decimals[m.name], sign=True),
+                     "p": f"{p['p']:.3g}", "p_holm": f"{p['p_holm']:.3g}", "better": better})
+    k = sum(r["better"] != "~" for r in rows)
+    return {"metric": m.title, "rows": rows, "pairs": pairs,
+            "summary": f"{k} of the {len(rows)} pairs of variants differ in {m.title} beyond the seed noise after "
+                       f"Holm's correction for the {len(rows)} comparisons (Welch's t-test per pair, α = {ALPHA})"}
 
 
 def _raw_trials(studies: list[StudyData], tables: list[Table], multi: bool) -> dict[str, Any]:
@@ -232,6 +255,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "sections": {s: [f for f in figs if f.section == s]
                      for s in ("curves", "compute", "cost", "samples", "scans")}, "compute": compute,
         "metrics": tables[0].metrics if tables else [], "multi": multi, "raw": raw,
+        "pairwise": _pairwise(data, tables, multi),
     }
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
@@ -249,12 +273,14 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
              "n_resumed": r.n_resumed,
              "baseline": r.baseline, "compared_with": r.compared_with, "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta,
                                                      "rel_delta": c.rel, "within_noise": c.noise, "p_welch": c.p,
+                                                     "p_holm": c.p_holm,
                                                      "best": c.best}
                                                  for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
         "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figs],
         "notes": ctx["notes"],
         "iso_cost": [{k: t[k] for k in ("title", "budgets", "heads", "rows", "sentence")} for t in compute["tables"]]
         if compute else [],
+        "pairwise": {"metric": ctx["pairwise"]["metric"], "pairs": ctx["pairwise"]["pairs"]} if ctx["pairwise"] else None,
     }
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8")

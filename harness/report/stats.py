@@ -1,5 +1,6 @@
-"""Statistics of the report, done by scipy: Welch's t-test of a variant against the baseline, and a Pareto front
-that ignores differences inside the seed noise."""
+"""Statistics of the report, done by scipy: Welch's t-test of a variant against the baseline, every pair of
+variants with Holm's correction for the number of pairs, and a Pareto front that ignores differences inside the
+seed noise."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from scipy import stats
 
-__all__ = ["ALPHA", "TEST", "welch_p", "differs", "pareto_front"]
+__all__ = ["ALPHA", "TEST", "differs", "holm", "pairwise", "pareto_front", "welch_p"]
 
 ALPHA = 0.05
 #: how the report names its test
@@ -23,6 +24,26 @@ def welch_p(a: Any, b: Any) -> float | None:
     if a.std == 0 and b.std == 0:            # no spread on either side: equal or certainly different
         return 1.0 if a.mean == b.mean else 0.0
     return float(stats.ttest_ind_from_stats(a.mean, a.std, a.n, b.mean, b.std, b.n, equal_var=False).pvalue)
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979, "A simple sequentially rejective multiple test procedure"),
+    in the order given: the i-th smallest p times (m - i + 1), kept non-decreasing, capped at 1."""
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(sorted(range(len(ps)), key=lambda j: ps[j])):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def pairwise(cells: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """Every pair of (label, cell) with two or more seeds each, in the given order: mean(a) - mean(b), Welch's p and
+    the Holm-adjusted p over all those pairs."""
+    ok = [(label, c) for label, c in cells if c.n >= 2 and math.isfinite(c.mean)]
+    pairs = [(a, b) for i, a in enumerate(ok) for b in ok[i + 1:]]
+    ps = [welch_p(a, b) for (_, a), (_, b) in pairs]
+    return [{"a": la, "b": lb, "delta": a.mean - b.mean, "p": p, "p_holm": q}
+            for ((la, a), (lb, b)), p, q in zip(pairs, ps, holm(ps))]
 
 
 def differs(a: Any, b: Any) -> bool | None:

@@ -2,8 +2,9 @@
 
 A variant's cell holds the mean and sample standard deviation (ddof=1) over its completed seeds. The delta is
 mean(variant) - mean(baseline), where a row's baseline is the row of its arm that matches the study's `baseline`
-(the one sharing the most other settings: the same budget, patch size, mixer ...; see _pick_baselines), tested with Welch's t-test (report/stats.py); it is marked '~' (within seed
-noise) when p >= 0.05. The test, and the 'best' of a column, need at least two seeds on both sides / every row.
+(the one sharing the most other settings: the same budget, patch size, mixer ...; see _pick_baselines), tested
+with Welch's t-test (report/stats.py); it is marked '~' (within seed noise) when its p, adjusted by Holm's method over the table's comparisons of that metric, is >= 0.05. The test,
+and the 'best' of a column, need at least two seeds on both sides / every row.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .data import StudyData, short_key, variant_label
-from .stats import ALPHA, welch_p
+from .stats import ALPHA, holm, welch_p
 
 __all__ = ["Cell", "MetricInfo", "Row", "Table", "build_tables", "failed_trials", "fmt", "metric_infos"]
 
@@ -61,8 +62,9 @@ class Cell:
     n: int
     delta: float = math.nan
     rel: float = math.nan          # delta / |baseline mean|
-    noise: bool | None = None      # True: within seed noise (Welch p >= 0.05); None: cannot tell (n < 2)
+    noise: bool | None = None      # True: within seed noise (Holm-adjusted Welch p >= 0.05); None: cannot tell (n < 2)
     p: float = math.nan            # Welch's t-test p-value against the baseline
+    p_holm: float = math.nan       # p adjusted by Holm's method over the table's comparisons of this metric
     best: bool = False
     better: bool | None = None     # the delta's sign in the metric's better direction
 
@@ -208,6 +210,7 @@ def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) 
     for m in metrics:
         finite = [r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)]
         best = (max if m.higher_is_better else min)(finite) if len(set(finite)) > 1 else None
+        tested = []
         for r in rows:
             c, b = r.cells[m.name], bases[id(r)].cells[m.name]
             c.best = best is not None and c.mean == best and c.n >= 2
@@ -218,7 +221,11 @@ def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) 
             c.better = None if c.delta == 0 else ((c.delta > 0) == m.higher_is_better)
             p = welch_p(c, b)
             if p is not None:
-                c.p, c.noise = p, p >= ALPHA
+                c.p = p
+                tested.append(c)
+        # the table makes len(tested) comparisons of this metric: a difference counts only when it survives Holm
+        for c, q in zip(tested, holm([c.p for c in tested])):
+            c.p_holm, c.noise = q, q >= ALPHA
 
 
 def _baseline_label(rows: list[Row], baseline: dict[str, Any] | None) -> str:

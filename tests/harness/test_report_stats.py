@@ -1,0 +1,77 @@
+"""The report's multiple-comparison control: Holm's method (checked against the procedure worked by hand) on the
+table's comparisons with the baseline and on the pairwise comparisons, from per-seed values run through scipy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy import stats
+
+from harness.report import build_report
+from harness.report.stats import holm
+from harness.study import expand_trials, parse_study
+
+STUDY = """\
+name: toy_holm
+base:
+  dataset: {name: digits}
+  backbone: {name: zigma, size: tiny}
+  eval: {num_samples: 64, metrics: [fd-effnet]}
+axes:
+  scan.name: [sweep-1, zigzag-8, hilbert-8, zigzag-2]
+seeds: [0, 1, 2]
+baseline: {scan.name: sweep-1}
+"""
+#: per-seed FD: zigzag-8 and hilbert-8 each differ from sweep-1 at p < 0.05 alone, not after Holm over three tests
+FD = {"sweep-1": [10.0, 11.0, 12.0], "zigzag-8": [12.6, 13.6, 14.6], "hilbert-8": [12.7, 13.7, 14.7],
+      "zigzag-2": [30.0, 31.0, 32.0]}
+
+
+def test_holm_matches_the_procedure_worked_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06; back in input order
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])       # capped at 1
+    assert holm([]) == []
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("holm")
+    folder = root / "runs" / "toy_holm"
+    (folder / "trials").mkdir(parents=True)
+    (folder / "study.yaml").write_text(STUDY)
+    for spec in expand_trials(parse_study(yaml.safe_load(STUDY))):
+        (folder / "trials" / spec.key).mkdir()
+        (folder / "trials" / spec.key / "results.json").write_text(json.dumps(
+            {"fd-effnet": FD[spec.params["scan.name"]][spec.seed], "params": spec.params, "seed": spec.seed}))
+    return json.loads((build_report(folder, root / "report") / "summary.json").read_text())
+
+
+def _welch(a, b) -> float:
+    return float(stats.ttest_ind(FD[a], FD[b], equal_var=False).pvalue)
+
+
+def test_deltas_against_the_baseline_count_only_when_they_survive_holm(summary):
+    rows = {r["variant"]: r["metrics"]["fd-effnet"] for r in summary["tables"][0]["rows"]}
+    others = ["zigzag-8", "hilbert-8", "zigzag-2"]
+    raw = [_welch(v, "sweep-1") for v in others]
+    assert raw[0] < 0.05 and raw[1] < 0.05 and raw[2] < 1e-4          # alone, all three would count
+    for v, p, q in zip(others, raw, holm(raw)):
+        assert rows[v]["p_welch"] == pytest.approx(p, rel=1e-9)
+        assert rows[v]["p_holm"] == pytest.approx(q, rel=1e-9)
+    assert [rows[v]["within_noise"] for v in others] == [True, True, False]
+
+
+def test_every_pair_is_tested_with_holm_over_the_six_pairs(summary):
+    pairs = summary["pairwise"]["pairs"]
+    assert len(pairs) == 6
+    names = list(FD)
+    expected = [(a, b, _welch(a, b)) for i, a in enumerate(names) for b in names[i + 1:]]
+    adjusted = holm([p for _, _, p in expected])
+    for (a, b, p), q, got in zip(expected, adjusted, pairs):
+        assert (got["a"], got["b"]) == (a, b)
+        assert got["delta"] == pytest.approx(sum(FD[a]) / 3 - sum(FD[b]) / 3)
+        assert got["p"] == pytest.approx(p, rel=1e-9) and got["p_holm"] == pytest.approx(q, rel=1e-9)
