@@ -19,7 +19,7 @@ from . import plots
 from .data import StudyData
 from harness.labels import model_label
 from .figures import Figure
-from .isocost import at_budget, budgets, common_range, crossing_sentence, interpolate, winner
+from .isocost import at_budget, budgets, common_range, crossing_sentence, interpolate, winners
 from .tables import MetricInfo, metric_infos
 
 __all__ = ["compute_section"]
@@ -94,11 +94,12 @@ def _table(curves: dict[str, list], models: dict[str, str], info: MetricInfo, wh
     rows = [{"variant": v, "n": len(curves[v]), "cells": [
         "n/a" if (c := cs[i]).mean is None else (f"{_fmt(c.mean)} ± {_fmt(c.spread)}" if math.isfinite(c.spread)
                                                  else _fmt(c.mean)) for i in keep]} for v, cs in cells.items()]
-    winners = [(heads[j], winner(per_model(i), higher_is_better=info.higher_is_better)) for j, i in enumerate(keep)]
+    leads = winners([per_model(i) for i in keep], higher_is_better=info.higher_is_better)
+    verdicts = list(zip(heads, leads))
     md = "\n".join([f"| variant | n | {' | '.join(heads)} |", "|---|--:|" + "--:|" * len(heads),
                     *(f"| {r['variant']} | {r['n']} | {' | '.join(r['cells'])} |" for r in rows)])
     return {"title": title, "budgets": [points[i] for i in keep], "heads": heads, "rows": rows, "markdown": md,
-            "sentence": crossing_sentence(winners, what)}
+            "sentence": crossing_sentence(verdicts, what)}
 
 
 def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
@@ -128,8 +129,9 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
     method = ("Iso-cost values: each seed's curve read at the budget by linear interpolation in log10(compute) "
               "between the two evaluations around it, never extrapolated (n/a when a seed's evaluations do not "
               "reach the budget); mean ± sample std over seeds; budgets log-spaced over all trials' range, shown "
-              "where at least two models reach them. A model is named ahead only where its lead exceeds the larger seed std "
-              "of each pair; the arms of one model (rows differing only in train.steps, train.budget, eval.every or "
-              "eval.intermediate_samples) count once, by the first arm whose seeds all reach the budget. "
+              "where at least two models reach them. A model is named ahead only where Welch's t-test separates it from "
+              "every other model at that budget, Holm-adjusted over the comparisons at all budgets; the arms of one "
+              "model (rows differing only in train.steps, train.budget, eval.every or eval.intermediate_samples) "
+              "count once, by the first arm whose seeds all reach the budget. "
               "Values are on the intermediate sample size, so they are not comparable with the final table.")
     return {"figures": [fig], "tables": tables, "method": method}

@@ -3,8 +3,9 @@
 Interpolation is linear in log10(compute) between the two evaluations that bracket the budget (training curves are
 close to straight on a log-compute axis); a budget outside a seed's evaluated range is not extrapolated: that
 seed has no value there, and a variant's cell is "n/a" unless every one of its seeds covers the budget.
-Spread is the sample std over seeds (ddof=1), NaN for one seed. A variant wins at a budget when its mean beats
-every other variant's by more than the larger of the two spreads (with one seed there is no spread: no winner).
+Spread is the sample std over seeds (ddof=1), NaN for one seed. A model wins at a budget when its mean is the best
+and Welch's t-test separates it from every other model there, the p-values of all budgets' comparisons adjusted
+together by Holm's method (report/stats.py); with one seed nothing can be tested: no winner.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Cell", "interpolate", "at_budget", "common_range", "budgets", "winner", "crossing_sentence"]
+from .stats import ALPHA, holm, welch_p
+
+__all__ = ["Cell", "at_budget", "budgets", "common_range", "crossing_sentence", "interpolate", "winners"]
 
 Curve = Sequence[tuple[float, float]]          # (compute, quality) points of one seed, any order
 
@@ -63,34 +66,49 @@ def budgets(lo: float, hi: float, n: int = 4) -> list[float]:
     return [float(v) for v in np.geomspace(lo, hi, n)]
 
 
-def winner(cells: dict[str, Cell], *, higher_is_better: bool) -> str | None:
-    """The variant whose mean beats every other by more than the larger spread of the pair; else None."""
-    ok = {k: c for k, c in cells.items() if c.mean is not None}
-    if len(ok) < 2:
-        return None
+@dataclass(frozen=True)
+class _Seeds:
+    """A cell as stats.welch_p reads it."""
+
+    mean: float
+    std: float
+    n: int
+
+
+def winners(per_budget: list[dict[str, Cell]], *, higher_is_better: bool) -> list[str | None]:
+    """Per budget, the model with the best mean when Welch's t-test puts it ahead of every other model that reaches
+    the budget, the p-values of every budget's comparisons Holm-adjusted together; else None (and None wherever a
+    comparison cannot be tested: fewer than two seeds on a side)."""
     sign = 1.0 if higher_is_better else -1.0
-    best = max(ok, key=lambda k: sign * ok[k].mean)
-    for k, c in ok.items():
-        if k == best:
-            continue
-        if not (math.isfinite(ok[best].spread) and math.isfinite(c.spread)):
-            return None                                      # one seed: no spread to beat
-        if sign * (ok[best].mean - c.mean) <= max(ok[best].spread, c.spread):
-            return None
-    return best
+    tests: list[tuple[int, float | None]] = []              # (budget index, Welch p of best vs another model)
+    best: list[str | None] = []
+    for i, cells in enumerate(per_budget):
+        ok = {k: c for k, c in cells.items() if c.mean is not None}
+        lead = max(ok, key=lambda k: sign * ok[k].mean) if len(ok) >= 2 else None
+        best.append(lead)
+        for k, c in ok.items():
+            if lead is not None and k != lead:
+                a, b = ok[lead], c
+                tests.append((i, welch_p(_Seeds(a.mean, a.spread, a.n), _Seeds(b.mean, b.spread, b.n))))
+    untestable = {i for i, p in tests if p is None}
+    tested = [(i, p) for i, p in tests if p is not None]
+    adjusted = holm([p for _, p in tested])
+    lost = untestable | {i for (i, _), q in zip(tested, adjusted) if q >= ALPHA}
+    return [None if b is None or i in lost else b for i, b in enumerate(best)]
 
 
 def crossing_sentence(winners: list[tuple[str, str | None]], what: str) -> str:
     """One sentence: who wins at which budget (label, winner) and whether the curves cross."""
     decided = [(b, w) for b, w in winners if w is not None]
     if not decided:
-        return (f"At equal {what}, no model is ahead by more than the seed spread at any compared budget "
+        return (f"At equal {what}, no model is ahead beyond the seed noise at any compared budget "
                 "(or there is one seed).")
     parts = "; ".join(f"{w} at {b}" for b, w in decided)
     names = [w for _, w in decided]
     crossed = any(a != b for a, b in zip(names, names[1:]))
     tail = ("the curves cross: the leader changes between budgets" if crossed else
-            "the curves do not cross where the difference exceeds the seed spread")
+            "the curves do not cross where the difference exceeds the seed noise")
     undecided = len(winners) - len(decided)
-    more = f" ({undecided} budget(s) within the seed spread)" if undecided else ""
-    return f"At equal {what}, ahead by more than the seed spread: {parts}{more}; {tail}."
+    more = f" ({undecided} budget(s) within the seed noise)" if undecided else ""
+    return (f"At equal {what}, ahead beyond the seed noise (Welch's t-test, Holm over the comparisons at all "
+            f"budgets): {parts}{more}; {tail}.")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.report.isocost import Cell, at_budget, common_range, crossing_sentence, interpolate, winner
+from harness.report.isocost import Cell, at_budget, common_range, crossing_sentence, interpolate, winners
 
 
 def test_interpolation_is_linear_in_log_compute_by_a_hand_computed_case():
@@ -37,12 +37,31 @@ def test_the_common_range_is_what_every_seed_of_every_variant_covers():
         == (20, 300)
 
 
-def test_a_winner_needs_a_lead_larger_than_the_seed_spread():
-    assert winner({"a": Cell(10.0, 1.0, 3), "b": Cell(12.5, 1.0, 3)}, higher_is_better=False) == "a"
-    assert winner({"a": Cell(10.0, 2.0, 3), "b": Cell(11.5, 1.0, 3)}, higher_is_better=False) is None
-    assert winner({"a": Cell(10.0, float("nan"), 1), "b": Cell(20.0, float("nan"), 1)},
-                  higher_is_better=False) is None
-    assert winner({"a": Cell(10.0, 1.0, 3), "b": Cell(20.0, float("nan"), 1)}, higher_is_better=False) is None
+def _welch(a: Cell, b: Cell) -> float:
+    from scipy import stats
+    return float(stats.ttest_ind_from_stats(a.mean, a.spread, a.n, b.mean, b.spread, b.n, equal_var=False).pvalue)
+
+
+def test_a_winner_is_ahead_of_every_other_model_by_welchs_test():
+    lead, close, far = Cell(10.0, 1.0, 3), Cell(11.5, 2.0, 3), Cell(12.5, 1.0, 3)
+    assert _welch(lead, far) < 0.05 < _welch(lead, close)                    # the oracle, from scipy directly
+    assert winners([{"a": lead, "b": far}], higher_is_better=False) == ["a"]
+    assert winners([{"a": lead, "b": close}], higher_is_better=False) == [None]
+    assert winners([{"a": lead, "b": far, "c": close}], higher_is_better=False) == [None]   # must beat every model
+    assert winners([{"a": Cell(10.0, float("nan"), 1), "b": Cell(20.0, float("nan"), 1)}],
+                   higher_is_better=False) == [None]                          # one seed: nothing to test
+    assert winners([{"a": lead, "b": Cell(20.0, float("nan"), 1)}], higher_is_better=False) == [None]
+    assert winners([{"a": far, "b": lead}], higher_is_better=True) == ["a"]   # higher is better: 12.5 leads
+
+
+def test_the_comparisons_at_every_budget_are_holm_adjusted_together():
+    lead, far = Cell(10.0, 1.0, 3), Cell(12.5, 1.0, 3)
+    p = _welch(lead, far)
+    assert p < 0.05 < 2 * p              # one comparison alone wins; the same two budgets together do not
+    assert winners([{"a": lead, "b": far}, {"a": lead, "b": far}], higher_is_better=False) == [None, None]
+    strong = Cell(30.0, 1.0, 3)
+    assert 2 * _welch(lead, strong) < 0.05
+    assert winners([{"a": lead, "b": strong}, {"a": lead, "b": strong}], higher_is_better=False) == ["a", "a"]
 
 
 def test_the_sentence_says_the_curves_cross_when_the_leader_changes():
