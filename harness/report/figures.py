@@ -90,7 +90,8 @@ def pareto(tables: list[Table]) -> tuple[Figure | None, dict[str, Any]]:
     png, front = plots.pareto_plot(merged, quality, cost)
     fig = Figure("pareto.png", f"Quality vs cost: {quality.title} against {cost.title.lower()}",
                  f"Variant means with ±1 std error bars; filled red points are Pareto-optimal, a point counting as "
-                 f"dominated only by one better beyond the seed noise (Welch, p < 0.05; means alone with one seed) "
+                 "dominated only by one better beyond the seed noise (Welch, Holm-adjusted over all pairs on both "
+                 "axes, p < 0.05; means alone with one seed) "
                  f"({quality.arrow} {quality.title}, {cost.arrow} {cost.title.lower()}).", png, "cost")
     return fig, {"quality": quality.name, "cost": cost.name, "front": front}
 

@@ -52,24 +52,34 @@ def differs(a: Any, b: Any) -> bool | None:
     return None if p is None else p < ALPHA
 
 
-def _better(a: Any, b: Any, higher: bool) -> bool:
-    """a is better than b beyond the noise (plain comparison of means where the noise is unknown)."""
-    d = differs(a, b)
-    ahead = a.mean > b.mean if higher else a.mean < b.mean
-    return ahead and d is not False
-
-
 def pareto_front(points: list[tuple[Any, Any]], *, x_higher: bool, y_higher: bool) -> list[int]:
     """Indices of the (x cell, y cell) points no other point dominates. q dominates p when q is better beyond
-    the noise on one axis and not worse beyond the noise on the other (means alone where n < 2)."""
+    the noise on one axis and not worse beyond the noise on the other; "beyond the noise": Welch's p, adjusted by
+    Holm over every pair of points on both axes, below ALPHA (means alone where a side has n < 2)."""
+    keys, ps = [], []
+    for axis in (0, 1):
+        for i in range(len(points)):
+            for j in range(i + 1, len(points)):
+                p = welch_p(points[i][axis], points[j][axis])
+                if p is not None:
+                    keys.append((axis, i, j))
+                    ps.append(p)
+    adjusted = dict(zip(keys, holm(ps)))
+
+    def better(axis: int, i: int, j: int, higher: bool) -> bool:
+        """Point i better than point j on axis, beyond the noise (plain means where it cannot be tested)."""
+        a, b = points[i][axis], points[j][axis]
+        q = adjusted.get((axis, min(i, j), max(i, j)))
+        return (a.mean > b.mean if higher else a.mean < b.mean) and (q is None or q < ALPHA)
+
     out = []
-    for i, (x, y) in enumerate(points):
+    for i in range(len(points)):
         dominated = False
-        for j, (x2, y2) in enumerate(points):
+        for j in range(len(points)):
             if j == i:
                 continue
-            bx, by = _better(x2, x, x_higher), _better(y2, y, y_higher)
-            if (bx and not _better(y, y2, y_higher)) or (by and not _better(x, x2, x_higher)):
+            bx, by = better(0, j, i, x_higher), better(1, j, i, y_higher)
+            if (bx and not better(1, i, j, y_higher)) or (by and not better(0, i, j, x_higher)):
                 dominated = True
                 break
         if not dominated:
