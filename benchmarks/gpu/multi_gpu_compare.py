@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gpu.torchrun_compare import curve_diff, trials
+from benchmarks.gpu.torchrun_compare import curve_diff, trials, write
 
 ONE, TWO = "train.devices=1 seed=0", "train.devices=2 seed=0"
 
@@ -25,7 +25,10 @@ def compare(folder: Path, metric: str = "fd-effnet") -> dict[str, Any]:
     if missing:
         return {"error": f"no completed trial for {missing} in {folder}", "found": sorted(got)}
     one, two = got[ONE], got[TWO]
-    get = lambda key: {"1": one["results"].get(key), "2": two["results"].get(key)}  # noqa: E731
+
+    def get(key: str) -> dict[str, Any]:
+        return {"1": one["results"].get(key), "2": two["results"].get(key)}
+
     out: dict[str, Any] = {
         "study": str(folder), "metric": metric, "device": one["provenance"].get("device"),
         "git_sha": one["provenance"].get("git_sha"), "torch": one["provenance"].get("versions", {}).get("torch"),
@@ -49,20 +52,21 @@ def markdown(r: dict[str, Any]) -> str:
         return f"# One trial on 1 and 2 GPUs\n\n{r['error']}\n"
     d = r["loss_1_vs_2"]
     lines = [f"# One trial on 1 GPU and on 2 GPUs ({(r['distributed'] or {}).get('backend')})", "",
-             f"Device: {r['device']}; torch {r['torch']}; commit `{r['git_sha']}`; two-GPU trial: "
-             f"{json.dumps(r['distributed'])}. Same seed and global batch.", "",
+             (f"Device: {r['device']}; torch {r['torch']}; commit `{r['git_sha']}`; two-GPU trial: "
+              f"{json.dumps(r['distributed'])}. Same seed and global batch."), "",
              "| loss curves | steps compared | max abs diff | max rel diff | final loss 1 GPU / 2 GPUs |",
              "|---|---|---|---|---|",
-             f"| 1 vs 2 GPUs | {d['steps_compared']} | {d['max_abs_diff']:.3g} | {d['max_rel_diff']:.3g} | "
-             f"{d['final_a']:.5f} / {d['final_b']:.5f} |", "",
+             (f"| 1 vs 2 GPUs | {d['steps_compared']} | {d['max_abs_diff']:.3g} | {d['max_rel_diff']:.3g} | "
+              f"{d['final_a']:.5f} / {d['final_b']:.5f} |"), "",
              f"| GPUs | train img/s | train seconds | peak memory per GPU (GB, rank 0) | {r['metric']} |",
              "|---|---|---|---|---|"]
     for k in ("1", "2"):
         lines.append(f"| {k} | {_f(r['train_images_per_s'][k], '.0f')} | {_f(r['train_seconds'][k], '.1f')} | "
                      f"{_f(r['peak_memory_gb'][k], '.2f')} | {_f(r['quality'][k], '.4g')} |")
     if "speedup" in r:
-        lines += ["", f"Speed-up on 2 GPUs: {r['speedup']:.2f}x, scaling efficiency {100 * r['scaling_efficiency']:.0f} % "
-                      "(img/s on 2 / (2 x img/s on 1); img/s from each trial's timed training steps)."]
+        lines += ["", (f"Speed-up on 2 GPUs: {r['speedup']:.2f}x, scaling efficiency "
+                       f"{100 * r['scaling_efficiency']:.0f} % (img/s on 2 / (2 x img/s on 1); img/s from each "
+                       "trial's timed training steps).")]
     return "\n".join(lines) + "\n"
 
 
@@ -72,12 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="fd-effnet", help="the quality metric to compare")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = compare(args.study, args.metric)
-    (args.out / "multi_gpu.json").write_text(json.dumps(result, indent=2, default=str))
-    text = markdown(result)
-    (args.out / "multi_gpu.md").write_text(text)
-    print(text)
+    write(args.out / "multi_gpu", compare(args.study, args.metric), markdown)
 
 
 if __name__ == "__main__":

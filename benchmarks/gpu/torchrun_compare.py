@@ -95,11 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="fd-effnet", help="the quality metric to compare")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = compare(args.study, args.repeat, args.metric)
-    (args.out / "torchrun_check.json").write_text(json.dumps(result, indent=2, default=str))
-    text = markdown(result)
-    (args.out / "torchrun_check.md").write_text(text)
+    write(args.out / "torchrun_check", compare(args.study, args.repeat, args.metric), markdown)
+
+
+def write(stem: Path, result: dict[str, Any], markdown_of) -> None:
+    """stem.json (the result) and stem.md (markdown_of(result), also printed)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
+    text = markdown_of(result)
+    stem.with_suffix(".md").write_text(text)
     print(text)
 
 

@@ -69,8 +69,8 @@ def _fmt(v: float) -> str:
 def _table(curves: dict[str, list], models: dict[str, str], info: MetricInfo, what: str, unit: str) -> dict[str, Any]:
     """Cells at 6 budgets log-spaced over every trial's range together; budgets fewer than 2 models reach are
     left out (a cell is n/a where one of the variant's seeds does not reach the budget). The verdict at a budget
-    compares models, not arms: of a model's variants (rows differing only in labels.BUDGET_KEYS) the first whose seeds all
-    reach the budget stands for it, so two arms of one model never hide each other's lead."""
+    compares models, not arms: of a model's variants (rows differing only in labels.BUDGET_KEYS) the first whose
+    seeds all reach the budget stands for it, so two arms of one model never hide each other's lead."""
     xs = [x for seeds in curves.values() for c in seeds for x, _ in c if x > 0]
     points = budgets(min(xs), max(xs), 6) if xs else []
     cells = {v: [at_budget(seeds, b) for b in points] for v, seeds in curves.items()}
@@ -129,8 +129,8 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
     method = ("Iso-cost values: each seed's curve read at the budget by linear interpolation in log10(compute) "
               "between the two evaluations around it, never extrapolated (n/a when a seed's evaluations do not "
               "reach the budget); mean ± sample std over seeds; budgets log-spaced over all trials' range, shown "
-              "where at least two models reach them. A model is named ahead only where Welch's t-test separates it from "
-              "every other model at that budget, Holm-adjusted over the comparisons at all budgets; the arms of one "
+              "where at least two models reach them. A model is named ahead only where Welch's t-test separates it "
+              "from every other model at that budget, Holm-adjusted over the comparisons at all budgets; the arms of one "
               "model (rows differing only in train.steps, train.budget, eval.every or eval.intermediate_samples) "
               "count once, by the first arm whose seeds all reach the budget. "
               "Values are on the intermediate sample size, so they are not comparable with the final table.")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .stats import ALPHA, holm, welch_p
+from .stats import ALPHA, welch_holm
 
 __all__ = ["Cell", "at_budget", "budgets", "common_range", "crossing_sentence", "interpolate", "winners"]
 
@@ -31,6 +31,11 @@ class Cell:
     mean: float | None
     spread: float
     n: int
+
+    @property
+    def std(self) -> float:
+        """The spread, under the name stats.welch_p reads."""
+        return self.spread
 
 
 def interpolate(curve: Curve, x: float) -> float | None:
@@ -66,34 +71,20 @@ def budgets(lo: float, hi: float, n: int = 4) -> list[float]:
     return [float(v) for v in np.geomspace(lo, hi, n)]
 
 
-@dataclass(frozen=True)
-class _Seeds:
-    """A cell as stats.welch_p reads it."""
-
-    mean: float
-    std: float
-    n: int
-
-
 def winners(per_budget: list[dict[str, Cell]], *, higher_is_better: bool) -> list[str | None]:
     """Per budget, the model with the best mean when Welch's t-test puts it ahead of every other model that reaches
     the budget, the p-values of every budget's comparisons Holm-adjusted together; else None (and None wherever a
     comparison cannot be tested: fewer than two seeds on a side)."""
     sign = 1.0 if higher_is_better else -1.0
-    tests: list[tuple[int, float | None]] = []              # (budget index, Welch p of best vs another model)
+    pairs: list[tuple[int, Cell, Cell]] = []                # (budget index, its best model, another model)
     best: list[str | None] = []
     for i, cells in enumerate(per_budget):
         ok = {k: c for k, c in cells.items() if c.mean is not None}
         lead = max(ok, key=lambda k: sign * ok[k].mean) if len(ok) >= 2 else None
         best.append(lead)
-        for k, c in ok.items():
-            if lead is not None and k != lead:
-                a, b = ok[lead], c
-                tests.append((i, welch_p(_Seeds(a.mean, a.spread, a.n), _Seeds(b.mean, b.spread, b.n))))
-    untestable = {i for i, p in tests if p is None}
-    tested = [(i, p) for i, p in tests if p is not None]
-    adjusted = holm([p for _, p in tested])
-    lost = untestable | {i for (i, _), q in zip(tested, adjusted) if q >= ALPHA}
+        pairs += [(i, ok[lead], c) for k, c in ok.items() if lead is not None and k != lead]
+    tests = welch_holm([(a, b) for _, a, b in pairs])
+    lost = {i for (i, _, _), (_, q) in zip(pairs, tests) if q is None or q >= ALPHA}
     return [None if b is None or i in lost else b for i, b in enumerate(best)]
 
 

@@ -25,7 +25,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from .stats import pareto_front
 from .tables import MetricInfo, Table
 
-__all__ = ["STYLE", "arm_styles", "bench_plot", "compute_plot", "frame_strip", "history_plot", "pareto_plot", "png_bytes"]
+__all__ = ["STYLE", "arm_styles", "bench_plot", "compute_plot", "frame_strip", "history_plot", "pareto_plot",
+           "png_bytes"]
 
 DPI = 110
 STYLE = {
@@ -65,7 +66,8 @@ def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricI
             steps = sorted({s for pts in seeds for s, _ in pts})
             by_step = [[v for pts in seeds for s, v in pts if s == st] for st in steps]
             mean = [sum(v) / len(v) for v in by_step]
-            ax.plot(steps, mean, color=color, lw=1.4, ls=ls, label=f"{variant} (n={n_seeds.get(variant, len(seeds))})")
+            ax.plot(steps, mean, color=color, lw=1.4, ls=ls,
+                    label=f"{variant} (n={n_seeds.get(variant, len(seeds))})")
             if len(seeds) > 1:
                 ax.fill_between(steps, [min(v) for v in by_step], [max(v) for v in by_step], color=color,
                                 alpha=0.15, lw=0)

@@ -271,16 +271,15 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
             {"variant": r.label.split(": ", 1)[-1] if "study" in r.values else r.label, "label": r.label,
              "values": r.values, "n_seeds": r.n_seeds, "n_failed": r.n_failed,
              "n_resumed": r.n_resumed,
-             "baseline": r.baseline, "compared_with": r.compared_with, "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta,
-                                                     "rel_delta": c.rel, "within_noise": c.noise, "p_welch": c.p,
-                                                     "p_holm": c.p_holm,
-                                                     "best": c.best}
-                                                 for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
+             "baseline": r.baseline, "compared_with": r.compared_with,
+             "metrics": {k: {"mean": c.mean, "std": c.std, "n": c.n, "delta": c.delta, "rel_delta": c.rel,
+                             "within_noise": c.noise, "p_welch": c.p, "p_holm": c.p_holm, "best": c.best}
+                         for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
         "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figs],
         "notes": ctx["notes"],
         "iso_cost": [{k: t[k] for k in ("title", "budgets", "heads", "rows", "sentence")} for t in compute["tables"]]
         if compute else [],
-        "pairwise": {"metric": ctx["pairwise"]["metric"], "pairs": ctx["pairwise"]["pairs"]} if ctx["pairwise"] else None,
+        "pairwise": {k: ctx["pairwise"][k] for k in ("metric", "pairs")} if ctx["pairwise"] else None,
     }
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8")

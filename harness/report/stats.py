@@ -9,7 +9,7 @@ from typing import Any
 
 from scipy import stats
 
-__all__ = ["ALPHA", "TEST", "differs", "holm", "pairwise", "pareto_front", "welch_p"]
+__all__ = ["ALPHA", "TEST", "holm", "pairwise", "pareto_front", "welch_holm", "welch_p"]
 
 ALPHA = 0.05
 #: how the report names its test
@@ -36,35 +36,29 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
+def welch_holm(pairs: list[tuple[Any, Any]]) -> list[tuple[float | None, float | None]]:
+    """(Welch's p, its Holm-adjusted p over every testable pair) for each (a, b) pair of cells; (None, None) where
+    a side has fewer than two seeds. The one way the report counts a difference of several as beyond the noise."""
+    ps = [welch_p(a, b) for a, b in pairs]
+    adjusted = iter(holm([p for p in ps if p is not None]))
+    return [(p, None if p is None else next(adjusted)) for p in ps]
+
+
 def pairwise(cells: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     """Every pair of (label, cell) with two or more seeds each, in the given order: mean(a) - mean(b), Welch's p and
     the Holm-adjusted p over all those pairs."""
     ok = [(label, c) for label, c in cells if c.n >= 2 and math.isfinite(c.mean)]
     pairs = [(a, b) for i, a in enumerate(ok) for b in ok[i + 1:]]
-    ps = [welch_p(a, b) for (_, a), (_, b) in pairs]
     return [{"a": la, "b": lb, "delta": a.mean - b.mean, "p": p, "p_holm": q}
-            for ((la, a), (lb, b)), p, q in zip(pairs, ps, holm(ps))]
-
-
-def differs(a: Any, b: Any) -> bool | None:
-    """Whether a and b differ beyond the seed noise (p < ALPHA); None when that cannot be tested (n < 2)."""
-    p = welch_p(a, b)
-    return None if p is None else p < ALPHA
+            for ((la, a), (lb, b)), (p, q) in zip(pairs, welch_holm([(a, b) for (_, a), (_, b) in pairs]))]
 
 
 def pareto_front(points: list[tuple[Any, Any]], *, x_higher: bool, y_higher: bool) -> list[int]:
     """Indices of the (x cell, y cell) points no other point dominates. q dominates p when q is better beyond
     the noise on one axis and not worse beyond the noise on the other; "beyond the noise": Welch's p, adjusted by
     Holm over every pair of points on both axes, below ALPHA (means alone where a side has n < 2)."""
-    keys, ps = [], []
-    for axis in (0, 1):
-        for i in range(len(points)):
-            for j in range(i + 1, len(points)):
-                p = welch_p(points[i][axis], points[j][axis])
-                if p is not None:
-                    keys.append((axis, i, j))
-                    ps.append(p)
-    adjusted = dict(zip(keys, holm(ps)))
+    keys = [(axis, i, j) for axis in (0, 1) for i in range(len(points)) for j in range(i + 1, len(points))]
+    adjusted = {k: q for k, (_, q) in zip(keys, welch_holm([(points[i][a], points[j][a]) for a, i, j in keys]))}
 
     def better(axis: int, i: int, j: int, higher: bool) -> bool:
         """Point i better than point j on axis, beyond the noise (plain means where it cannot be tested)."""

@@ -3,8 +3,9 @@
 A variant's cell holds the mean and sample standard deviation (ddof=1) over its completed seeds. The delta is
 mean(variant) - mean(baseline), where a row's baseline is the row of its arm that matches the study's `baseline`
 (the one sharing the most other settings: the same budget, patch size, mixer ...; see _pick_baselines), tested
-with Welch's t-test (report/stats.py); it is marked '~' (within seed noise) when its p, adjusted by Holm's method over the table's comparisons of that metric, is >= 0.05. The test,
-and the 'best' of a column, need at least two seeds on both sides / every row.
+with Welch's t-test (report/stats.py); it is marked '~' (within seed noise) when its p, adjusted by Holm's method
+over the table's comparisons of that metric, is >= 0.05. The test, and the 'best' of a column, need at least two
+seeds on both sides / every row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .data import StudyData, short_key, variant_label
-from .stats import ALPHA, holm, welch_p
+from .stats import ALPHA, welch_holm
 
 __all__ = ["Cell", "MetricInfo", "Row", "Table", "build_tables", "failed_trials", "fmt", "metric_infos"]
 
@@ -62,7 +63,7 @@ class Cell:
     n: int
     delta: float = math.nan
     rel: float = math.nan          # delta / |baseline mean|
-    noise: bool | None = None      # True: within seed noise (Holm-adjusted Welch p >= 0.05); None: cannot tell (n < 2)
+    noise: bool | None = None      # True: within seed noise (Holm-adjusted Welch p >= 0.05); None: n < 2
     p: float = math.nan            # Welch's t-test p-value against the baseline
     p_holm: float = math.nan       # p adjusted by Holm's method over the table's comparisons of this metric
     best: bool = False
@@ -181,7 +182,8 @@ def _rows(frame: pd.DataFrame, keys: list[str], metrics: list[MetricInfo], order
 
 def _matches(row: Row, baseline: dict[str, Any]) -> bool:
     present = {k: v for k, v in row.values.items() if v is not None}
-    return all(present.get(k) == v for k, v in baseline.items() if k in present) and any(k in present for k in baseline)
+    return all(present.get(k) == v for k, v in baseline.items() if k in present) and \
+        any(k in present for k in baseline)
 
 
 def _pick_baselines(rows: list[Row], baseline: dict[str, Any] | None, *, per_arm: bool) -> dict[int, Row]:
@@ -210,22 +212,21 @@ def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) 
     for m in metrics:
         finite = [r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)]
         best = (max if m.higher_is_better else min)(finite) if len(set(finite)) > 1 else None
-        tested = []
         for r in rows:
+            r.cells[m.name].best = best is not None and r.cells[m.name].mean == best and r.cells[m.name].n >= 2
+        # the table makes one comparison of this metric per compared row: a difference counts only when it survives
+        # Holm's correction over all of them
+        compared = [r for r in rows if not r.baseline]
+        tests = welch_holm([(r.cells[m.name], bases[id(r)].cells[m.name]) for r in compared])
+        for r, (p, q) in zip(compared, tests):
             c, b = r.cells[m.name], bases[id(r)].cells[m.name]
-            c.best = best is not None and c.mean == best and c.n >= 2
-            if r.baseline or not (math.isfinite(c.mean) and math.isfinite(b.mean)):
+            if not (math.isfinite(c.mean) and math.isfinite(b.mean)):
                 continue
             c.delta = c.mean - b.mean
             c.rel = c.delta / abs(b.mean) if b.mean != 0 else math.nan
             c.better = None if c.delta == 0 else ((c.delta > 0) == m.higher_is_better)
-            p = welch_p(c, b)
             if p is not None:
-                c.p = p
-                tested.append(c)
-        # the table makes len(tested) comparisons of this metric: a difference counts only when it survives Holm
-        for c, q in zip(tested, holm([c.p for c in tested])):
-            c.p_holm, c.noise = q, q >= ALPHA
+                c.p, c.p_holm, c.noise = p, q, q >= ALPHA
 
 
 def _baseline_label(rows: list[Row], baseline: dict[str, Any] | None) -> str:

@@ -141,24 +141,33 @@ objective: {metric: fd-effnet, direction: minimize}
 BACKBONE_BASE = {"zigma": (30.0, 1.20, 800.0), "vim": (36.0, 1.30, 600.0), "dit": (40.0, 1.10, 1000.0)}
 
 
-def make_backbone_study(root: Path, git_sha: str | None = "0123456789abcdef0123456789abcdef01234567") -> Path:
-    """Write runs/toy_backbones/ under root from results.json files alone (no tracking store, so it is quick):
-    every trial completes and records `git_sha` in its provenance.json. Returns the study folder."""
+def write_results_study(root: Path, text: str, results_of, git_sha: str | None = "0" * 40) -> Path:
+    """Write runs/<name>/ under root for the study YAML `text` from results.json files alone (no tracking store, so
+    it is quick): each trial's results are results_of(spec) plus its params and seed, and its provenance.json
+    records `git_sha`. Returns the study folder."""
     import yaml
 
     from harness.study import expand_trials, parse_study
 
-    folder = root / "runs" / "toy_backbones"
+    folder = root / "runs" / yaml.safe_load(text)["name"]
     (folder / "trials").mkdir(parents=True)
-    (folder / "study.yaml").write_text(BACKBONE_YAML)
-    for spec in expand_trials(parse_study(yaml.safe_load(BACKBONE_YAML))):
-        fd, params_m, ips = BACKBONE_BASE[spec.params["backbone.name"]]
-        noise = (-1) ** spec.seed * 0.5
+    (folder / "study.yaml").write_text(text)
+    for spec in expand_trials(parse_study(yaml.safe_load(text))):
         tdir = folder / "trials" / spec.key
         tdir.mkdir()
-        (tdir / "results.json").write_text(json.dumps(
-            {"fd-effnet": fd + noise, "params_m": params_m, "train_images_per_s": ips + 10 * noise,
-             "params": spec.params, "seed": spec.seed}))
+        (tdir / "results.json").write_text(json.dumps({**results_of(spec), "params": spec.params, "seed": spec.seed}))
         (tdir / "provenance.json").write_text(json.dumps(
             {"git_sha": git_sha, "git_dirty": None, "device": "cpu (test fixture)", "precision": "fp32"}))
     return folder
+
+
+def make_backbone_study(root: Path, git_sha: str | None = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Write runs/toy_backbones/ under root from results.json files alone (no tracking store, so it is quick):
+    every trial completes and records `git_sha` in its provenance.json. Returns the study folder."""
+
+    def results(spec) -> dict:
+        fd, params_m, ips = BACKBONE_BASE[spec.params["backbone.name"]]
+        noise = (-1) ** spec.seed * 0.5
+        return {"fd-effnet": fd + noise, "params_m": params_m, "train_images_per_s": ips + 10 * noise}
+
+    return write_results_study(root, BACKBONE_YAML, results, git_sha)

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_study import write_results_study
 
 from harness.report import build_report
-from harness.study import expand_trials, parse_study
 
 ARMS_YAML = """\
 name: toy_arms
@@ -47,18 +49,7 @@ GRID_FD = {("mamba1", "sweep-1"): 50.0, ("mamba1", "zigzag-8"): 40.0,
 
 def _write_study(root: Path, text: str, fd_of) -> Path:
     """A finished study from results.json files alone; fd_of(params) gives each variant's FD before seed noise."""
-    study = parse_study(yaml.safe_load(text))
-    folder = root / "runs" / yaml.safe_load(text)["name"]
-    (folder / "trials").mkdir(parents=True)
-    (folder / "study.yaml").write_text(text)
-    for spec in expand_trials(study):
-        tdir = folder / "trials" / spec.key
-        tdir.mkdir()
-        fd = fd_of(spec.params) + (-1) ** spec.seed * 0.5
-        (tdir / "results.json").write_text(json.dumps({"fd-effnet": fd, "params": spec.params, "seed": spec.seed}))
-        (tdir / "provenance.json").write_text(json.dumps({"git_sha": "0" * 40, "device": "cpu (test fixture)",
-                                                          "precision": "fp32"}))
-    return folder
+    return write_results_study(root, text, lambda spec: {"fd-effnet": fd_of(spec.params) + (-1) ** spec.seed * 0.5})
 
 
 def _table(report: Path) -> dict:

@@ -4,15 +4,17 @@ table's comparisons with the baseline and on the pairwise comparisons, from per-
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_study import write_results_study
 
 from harness.report import build_report
 from harness.report.stats import holm
-from harness.study import expand_trials, parse_study
 
 STUDY = """\
 name: toy_holm
@@ -40,13 +42,7 @@ def test_holm_matches_the_procedure_worked_by_hand():
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("holm")
-    folder = root / "runs" / "toy_holm"
-    (folder / "trials").mkdir(parents=True)
-    (folder / "study.yaml").write_text(STUDY)
-    for spec in expand_trials(parse_study(yaml.safe_load(STUDY))):
-        (folder / "trials" / spec.key).mkdir()
-        (folder / "trials" / spec.key / "results.json").write_text(json.dumps(
-            {"fd-effnet": FD[spec.params["scan.name"]][spec.seed], "params": spec.params, "seed": spec.seed}))
+    folder = write_results_study(root, STUDY, lambda spec: {"fd-effnet": FD[spec.params["scan.name"]][spec.seed]})
     return json.loads((build_report(folder, root / "report") / "summary.json").read_text())
 
 
