@@ -17,6 +17,9 @@
 #   multigpu           issue 22, on 2+ GPUs: benchmarks/gpu/multi_gpu.yaml (one ZigMa-S trial on 1 and on 2 GPUs) with
 #                      --gpus ${GPUS-all}, then benchmarks/gpu/multi_gpu_compare.py (GPUS= and PRESET=cpu: on a CPU)
 # KIT (default .gpu/kit/site.tar.xz) is unpacked to /tmp/k once per machine; DATA defaults to .gpu/kit/fashion-mnist.
+# Triton's autotuning results are cached on disk (TRITON_CACHE_AUTOTUNING=1; Mamba-2's SSD kernels autotune for minutes
+# on a fresh machine) and come back in chain.tgz under triton/<precision>/; carried back as TRITON_SEED (default
+# .gpu/kit/triton) they seed the caches, so a later call compiles only the chosen configurations instead of timing all.
 # A step starts only with at least MIN_S (default 60) seconds left; the tarball is written even if the call is cut.
 set -uo pipefail
 LIMIT=${LIMIT:-570}; MIN_S=${MIN_S:-60}
@@ -29,9 +32,20 @@ if [ -z "${SITE:-}" ] && [ -f "$KIT" ]; then
   export SITE=/tmp/k/site312
 fi
 export DATA=${DATA:-.gpu/kit/fashion-mnist} PYTHONUNBUFFERED=1
+export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-default}
+TRITON_SEED=${TRITON_SEED:-.gpu/kit/triton}
+for prec in default ieee; do
+  [ -d "$TRITON_SEED/$prec" ] && mkdir -p "/tmp/triton-$prec" && cp -rn "$TRITON_SEED/$prec/." "/tmp/triton-$prec/"
+done
 [ -n "${SITE:-}" ] && export PYTHONPATH=$SITE:$PWD
 WORK=$(mktemp -d)
-pack() { tar czf "$OUT/chain.tgz" -C "$WORK" . 2>/dev/null; }
+pack() {
+  for prec in default ieee; do   # only the autotuning results (a few KB), not the compiled kernels
+    [ -d "/tmp/triton-$prec" ] || continue; mkdir -p "$WORK/triton/$prec"
+    (cd "/tmp/triton-$prec" && find . -name '*.autotune.json' | tar cf - -T -) | tar xf - -C "$WORK/triton/$prec"
+  done
+  tar czf "$OUT/chain.tgz" -C "$WORK" . 2>/dev/null
+}
 trap pack EXIT
 i=0
 for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.yaml"}; do
@@ -66,7 +80,7 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
         echo "mixer2 $prec exit $?"; unset TRITON_F32_DEFAULT
       done ;;
     profile)
-      TRITON_CACHE_DIR=/tmp/triton-default TRITON_CACHE_AUTOTUNING=1 timeout "${PROFILE_S:-300}" \
+      TRITON_CACHE_DIR=/tmp/triton-default timeout "${PROFILE_S:-300}" \
         python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --mixers mamba1,mamba2 \
         --out "$dir" > "$dir/profile.log" 2>&1
       echo "profile exit $?"; tail -14 "$dir/profile.log" ;;
