@@ -15,7 +15,7 @@ from . import plots
 from .data import StudyData
 from harness.labels import model_label
 from .scans import scan_pictures
-from .tables import MetricInfo, Table, metric_infos
+from .tables import MetricInfo, Table, lower_title, metric_infos, objective_keys
 
 __all__ = ["Figure", "figures"]
 
@@ -62,12 +62,18 @@ def curve_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
             continue
         info = infos.get(m) or MetricInfo(m, "Train loss" if m == "train_loss" else m, "", False, "quality")
         png = plots.history_plot(metrics[m], info, n, models)
+        differ = objective_keys({k: v for s in studies for k, v in s.axis_values.items()})
+        note = f" The variants differ in {' and '.join(differ)}, which change the training objective: their " \
+            "losses are different quantities, not comparable with each other." if m == "train_loss" and differ else ""
         out.append(Figure(f"curve-{_slug(m)}.png", f"{info.title} vs training step",
-                          f"{info.title} per logged step, mean over seeds with the min–max band.", png, "curves"))
+                          f"{info.title} per logged step, mean over seeds with the min–max band.{note}", png,
+                          "curves"))
     return out
 
 
-def pareto(tables: list[Table]) -> tuple[Figure | None, dict[str, Any]]:
+def pareto(tables: list[Table], shared: bool = False) -> tuple[Figure | None, dict[str, Any]]:
+    """The quality/cost plot of the first quality metric against the first cost that differs between variants; `shared`:
+    some trials ran with others on their device."""
     if not tables:
         return None, {}
     rows, seen = [], set()
@@ -87,13 +93,24 @@ def pareto(tables: list[Table]) -> tuple[Figure | None, dict[str, Any]]:
         return None, {}
     cost = costs[0]
     merged = Table("all", [], metrics, rows, "")
-    png, front = plots.pareto_plot(merged, quality, cost)
-    fig = Figure("pareto.png", f"Quality vs cost: {quality.title} against {cost.title.lower()}",
-                 f"Variant means with ±1 std error bars; filled red points are Pareto-optimal, a point counting as "
-                 "dominated only by one better beyond the seed noise (Welch, Holm-adjusted over all pairs on both "
-                 "axes, p < 0.05; means alone with one seed) "
-                 f"({quality.arrow} {quality.title}, {cost.arrow} {cost.title.lower()}).", png, "cost")
-    return fig, {"quality": quality.name, "cost": cost.name, "front": front}
+    png, front, line = plots.pareto_plot(merged, quality, cost)
+    single = any(r.cells[quality.name].n < 2 or r.cells[cost.name].n < 2 for r in rows
+                 if math.isfinite(r.cells[quality.name].mean) and math.isfinite(r.cells[cost.name].mean))
+    c = lower_title(cost.title)
+    fig = Figure("pareto.png", f"Quality vs cost: {quality.title} against {c}",
+                 f"Variant means with ±1 std error bars ({quality.arrow} {quality.title}, {cost.arrow} {c}). Dashed: "
+                 "the front of the means (no other variant's means at least as good on both axes). Filled red: no "
+                 "other variant dominates it beyond the seed noise, i.e. is better on one axis (Welch, Holm-adjusted "
+                 "over all pairs on both axes, p < 0.05) and not worse beyond the noise on the other; with few seeds "
+                 "this keeps variants whose means are well behind, so it reads 'not ruled out', not 'good'."
+                 + (" Variants with one seed count by their means alone, untested." if single else "")
+                 + (" The cost axis was measured with several trials sharing one device (see Notes)."
+                    if shared and cost.name in SHARED_COSTS else ""), png, "cost")
+    return fig, {"quality": quality.name, "cost": cost.name, "front": front, "front_of_means": line}
+
+
+#: cost figures that trials sharing a device (--trials-per-gpu) distort
+SHARED_COSTS = ("sample_ms_per_image", "train_images_per_s", "train_seconds")
 
 
 def bench(paths: list[Path]) -> tuple[Figure | None, list[dict[str, Any]]]:
@@ -152,11 +169,12 @@ def scan_figures(studies: list[StudyData]) -> list[Figure]:
                    "click to enlarge.", png, "scans") for n, png in scan_pictures(names, grid)]
 
 
-def figures(studies: list[StudyData], tables: list[Table], bench_paths: list[Path]
+def figures(studies: list[StudyData], tables: list[Table], bench_paths: list[Path], *, shared: bool = False
             ) -> tuple[list[Figure], dict[str, Any], list[dict[str, Any]]]:
-    """Every figure in report order, the Pareto summary and the benchmark rows."""
+    """Every figure in report order, the Pareto summary and the benchmark rows (`shared`: some trials shared a
+    device, which the Pareto caption says when its cost axis is a timed one)."""
     multi = len(studies) > 1
-    pareto_fig, front = pareto(tables)
+    pareto_fig, front = pareto(tables, shared)
     bench_fig, bench_rows = bench(bench_paths)
     out = curve_figures(studies, multi) + [f for f in (pareto_fig, bench_fig) if f] \
         + sample_figures(studies, multi) + scan_figures(studies)

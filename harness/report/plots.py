@@ -20,10 +20,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .stats import pareto_front
-from .tables import MetricInfo, Table
+from .stats import means_front, pareto_front
+from .tables import MetricInfo, Table, lower_title
 
 __all__ = ["STYLE", "arm_styles", "bench_plot", "compute_plot", "frame_strip", "history_plot", "pareto_plot",
            "png_bytes"]
@@ -72,8 +73,10 @@ def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricI
                 ax.fill_between(steps, [min(v) for v in by_step], [max(v) for v in by_step], color=color,
                                 alpha=0.15, lw=0)
         values = [v for s in curves.values() for p in s for _, v in p]
-        if info.name == "train_loss" and min(values) > 0 and max(values) / min(values) > 10:
+        # a loss that falls several-fold (most of it in the first steps) on log y, so the end is not squashed flat
+        if info.name == "train_loss" and min(values) > 0 and max(values) / min(values) > LOG_RATIO:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))  # labels inside one decade
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training step")
@@ -93,6 +96,8 @@ def history_plot(curves: dict[str, list[list[tuple[int, float]]]], info: MetricI
 #: more or longer go below them
 LEGEND_INSIDE = 6
 LABEL_INSIDE = 48
+#: a train loss whose largest / smallest value exceeds this is drawn on log y
+LOG_RATIO = 3.0
 
 
 def bench_plot(rows: list[dict[str, Any]]) -> bytes:
@@ -155,12 +160,16 @@ def bench_plot(rows: list[dict[str, Any]]) -> bytes:
     return png_bytes(draw)
 
 
-def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[bytes, list[str]]:
-    """Variant means (error bars: std over seeds) of quality vs cost; the non-dominated ones joined and named."""
+def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[bytes, list[str], list[str]]:
+    """Variant means (error bars: std over seeds) of quality vs cost, each named. Filled: no other variant dominates
+    it beyond the seed noise (stats.pareto_front); dashed: the front of the means, which is a monotone line (the
+    noise-aware set need not be, and a line through it would read as a trade-off curve it is not). Returns the PNG
+    and the labels of both fronts."""
     rows = [r for r in table.rows if math.isfinite(r.cells[quality.name].mean) and math.isfinite(r.cells[cost.name].mean)]
     pts = [(r.cells[cost.name].mean, r.cells[quality.name].mean) for r in rows]
-    front = pareto_front([(r.cells[cost.name], r.cells[quality.name]) for r in rows],
-                         x_higher=cost.higher_is_better, y_higher=quality.higher_is_better)
+    cells = [(r.cells[cost.name], r.cells[quality.name]) for r in rows]
+    front = pareto_front(cells, x_higher=cost.higher_is_better, y_higher=quality.higher_is_better)
+    line = means_front(cells, x_higher=cost.higher_is_better, y_higher=quality.higher_is_better)
 
     def draw():
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -171,16 +180,18 @@ def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[by
                         ms=6 if on else 4, color="#c0392b" if on else "#7f8c8d", mfc="#c0392b" if on else "white",
                         capsize=2, lw=0.8, zorder=3 if on else 2)
         spread_labels(ax, pts, [r.label for r in rows])
-        fr = sorted(pts[i] for i in front)
+        handles = [Line2D([], [], ls="", marker="o", ms=6, color="#c0392b", label="not dominated beyond the noise")]
+        fr = sorted(pts[i] for i in line)
         if len(fr) > 1:
-            ax.plot(*zip(*fr), color="#c0392b", lw=1, ls="--", zorder=1, label="Pareto front")
-            ax.legend(loc="best")
+            handles += ax.plot(*zip(*fr), color="#c0392b", lw=1, ls="--", zorder=1, label="front of the means")
         ax.set_xlabel(f"{cost.title} ({cost.unit}) {cost.arrow}")
+        # below the axes, where it covers no point or label
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.13), ncol=2, frameon=False)
         ax.set_ylabel(f"{quality.title} {quality.arrow}")
-        ax.set_title(f"Quality vs cost: {quality.title} against {cost.title.lower()}")
+        ax.set_title(f"Quality vs cost: {quality.title} against {lower_title(cost.title)}")
         return fig
 
-    return png_bytes(draw), [rows[i].label for i in front]
+    return png_bytes(draw), [rows[i].label for i in front], [rows[i].label for i in line]
 
 
 def spread_labels(ax: Any, points: list[tuple[float, float]], labels: list[str], *, fontsize: float = 7) -> list:

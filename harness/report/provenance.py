@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .data import StudyData
+from .data import StudyData, axis_text
 from .stats import TEST
 from .tables import Table
 
@@ -115,6 +115,7 @@ def provenance(study: StudyData) -> dict[str, Any]:
         "seeds": [int(s) for s in study.seeds] if study.seeds else sorted({int(s) for s in study.trials["seed"].dropna()}),
         "objective": f"{study.objective} ({study.objective_direction})",
         "baseline": study.baseline or {},
+        "baseline_text": {k: axis_text(v) for k, v in (study.baseline or {}).items()},
         "trials": {k: int(v) for k, v in sorted(status.items())},
         "ran": _span(study),
         "what_ran": what_ran(study),
@@ -179,7 +180,8 @@ def what_ran(study: StudyData) -> str:
     res = f"{h}×{w}" + (f"×{frames} frames" if frames not in ("1", "?") else "")
     return (f"Ran: {_distinct(t, 'params.dataset.name')} "
             f"({_distinct(t, 'metrics.data_num_train', integer=True)} train / "
-            f"{_distinct(t, 'metrics.data_num_reference', integer=True)} reference images) at {res}, "
+            f"{_distinct(t, 'metrics.data_num_reference', integer=True)} reference "
+            f"{'videos' if _frames(study) > 1 else 'images'}) at {res}, "
             f"{_distinct(t, 'metrics.tokens', integer=True)} tokens (patch {_distinct(t, 'params.backbone.patch_size')}); "
             f"backbone {_distinct(t, 'params.backbone.name')} size {_distinct(t, 'params.backbone.size')}{params}; "
             f"{_distinct(t, 'params.train.steps', integer=True)} training steps of batch "
@@ -187,6 +189,20 @@ def what_ran(study: StudyData) -> str:
             f"({', '.join(map(str, seeds))}); {_distinct(t, 'params.eval.num_samples', integer=True)} samples per "
             f"trial from {_sampler_nfe(t)}; "
             f"{len(t)} completed trial{'s' if len(t) != 1 else ''}.")
+
+
+def _count(tables: list[Table]) -> str:
+    """How many comparisons with a baseline each metric's column makes, for the notes."""
+    k = sum(not r.baseline for r in tables[0].rows) if tables else 0
+    return f"here up to {k} per metric: one for each row against its baseline, where both have two or more seeds"
+
+
+def _frames(study: StudyData) -> int:
+    """Frames per sample of the study's completed trials (1: images)."""
+    t = study.trials
+    if "metrics.data_frames" not in t.columns:
+        return 1
+    return int(max((_num(v) for v in t["metrics.data_frames"]), default=1) or 1)
 
 
 def _span(study: StudyData) -> str:
@@ -207,7 +223,7 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
     out = [("Each cell is the mean ± sample standard deviation (ddof=1) over the completed seeds of a variant; "
             f"the seed count is in the n column. Δ is the difference of means against the baseline row, tested with "
             f"{TEST}, its p adjusted by Holm's method for the number of comparisons the table makes of that "
-            "metric (Holm 1979; a table of 11 variants against a baseline makes 11): '~' marks an adjusted "
+            f"metric (Holm 1979; {_count(tables)}): '~' marks an adjusted "
             "p ≥ 0.05 (not distinguishable from seed noise), and only a difference with adjusted p < 0.05 is "
             "coloured better/worse (summary.json keeps both p_welch and p_holm). With fewer than two seeds on "
             "either side the noise cannot be estimated: no test, no colour, and no 'best' in bold.")]
@@ -236,6 +252,10 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
             if len(set(protos.values())) > 1:
                 out.append(f"Caution: the studies computed {m} with different sample counts or reference "
                            "statistics; their values are not directly comparable.")
+    for s in studies:
+        if (frames := _frames(s)) > 1:
+            out.append(f"{s.name}: each sample is a video of {frames} frames: 'img' in the cost units (img/s, ms/img, "
+                       "GFLOPs per image) counts videos, not frames.")
     devices = sorted({d for p in provs for d in p["devices"]})
     if any(m.kind == "cost" for t in tables for m in t.metrics):
         out.append("Cost columns (throughput, latency, memory) were measured on "

@@ -22,6 +22,7 @@ from .figures import Figure, figures
 from .provenance import notes, provenance
 from .stats import ALPHA, pairwise
 from .tables import Table, build_tables, failed_trials, fmt
+from .verdict import verdict
 
 __all__ = ["GENERATED_PREFIX", "build_report"]
 
@@ -117,7 +118,11 @@ def _display(table: Table, kind: str) -> dict[str, Any]:
         rows = [{**r, "cells": [r["cells"][i] for i in keep]} for r in rows]
     unset = any(r.values[k] is None for r in table.rows for k in keys)
     tested = any(r.cells[m.name].noise is not None or r.cells[m.name].best for r in table.rows for m in metrics)
-    said = " ".join(BESIDE_NOTE[m.name] for m in beside)
+    said = " ".join([BESIDE_NOTE[m.name] for m in beside] + [
+        f"{m.title}: each variant's own training objective, which {' and '.join(table.uncompared[m.name])} change; "
+        "losses of different objectives are not comparable, so it has a Δ only against a baseline of the same "
+        "objective, and no best." for m in metrics
+        if m.name in table.uncompared])
     return {"head": head, "rows": rows, "constants": constants, "deltas": deltas, "unset": unset, "tested": tested,
             "beside": said, **_stacked(head, rows)}
 
@@ -222,7 +227,7 @@ def build_report(studies: str | Path | list[str | Path], out_dir: str | Path | N
         bench_paths += [d.folder / "bench.json" for d in data if d.folder and (d.folder / "bench.json").exists()]
         tables = build_tables(data)
         provs = [provenance(d) for d in data]
-        figs, pareto, bench_rows = figures(data, tables, bench_paths)
+        figs, pareto, bench_rows = figures(data, tables, bench_paths, shared=any(p["sharing"] for p in provs))
         results = _results_frame(data)
     _write(out, name, data, tables, provs, figs, pareto, bench_rows, results, multi)
     return out
@@ -257,6 +262,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "metrics": tables[0].metrics if tables else [], "multi": multi, "raw": raw,
         "pairwise": _pairwise(data, tables, multi),
     }
+    ctx["verdict"] = verdict(tables, data[0].objective, provs, ctx["pairwise"])
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              autoescape=jinja2.select_autoescape(["html"]))
@@ -276,7 +282,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
                              "within_noise": c.noise, "p_welch": c.p, "p_holm": c.p_holm, "best": c.best}
                          for k, c in r.cells.items()}} for r in t.rows]} for t in tables],
         "failed": failed, "pareto": pareto, "bench": bench_rows, "figures": [f.file for f in figs],
-        "notes": ctx["notes"],
+        "notes": ctx["notes"], "verdict": ctx["verdict"],
         "iso_cost": [{k: t[k] for k in ("title", "budgets", "heads", "rows", "sentence")} for t in compute["tables"]]
         if compute else [],
         "pairwise": {k: ctx["pairwise"][k] for k in ("metric", "pairs")} if ctx["pairwise"] else None,

@@ -9,7 +9,7 @@ from typing import Any
 
 from scipy import stats
 
-__all__ = ["ALPHA", "TEST", "holm", "pairwise", "pareto_front", "welch_holm", "welch_p"]
+__all__ = ["ALPHA", "TEST", "holm", "means_front", "pareto_front", "welch_holm", "welch_p"]
 
 ALPHA = 0.05
 #: how the report names its test
@@ -79,3 +79,15 @@ def pareto_front(points: list[tuple[Any, Any]], *, x_higher: bool, y_higher: boo
         if not dominated:
             out.append(i)
     return out
+
+
+def means_front(points: list[tuple[Any, Any]], *, x_higher: bool, y_higher: bool) -> list[int]:
+    """Indices of the (x cell, y cell) points whose means no other point's dominate: at least as good on both axes
+    and better on one (the classic front, blind to the seed noise; the line a Pareto plot draws)."""
+    def key(i: int) -> tuple[float, float]:
+        x, y = points[i][0].mean, points[i][1].mean
+        return (x if x_higher else -x, y if y_higher else -y)          # larger is better on both
+
+    keys = [key(i) for i in range(len(points))]
+    return [i for i, (x, y) in enumerate(keys)
+            if not any(a >= x and b >= y and (a > x or b > y) for a, b in keys)]

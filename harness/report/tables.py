@@ -19,7 +19,8 @@ import pandas as pd
 from .data import StudyData, short_key, variant_label
 from .stats import ALPHA, welch_holm
 
-__all__ = ["Cell", "MetricInfo", "Row", "Table", "build_tables", "failed_trials", "fmt", "metric_infos"]
+__all__ = ["Cell", "MetricInfo", "Row", "Table", "build_tables", "failed_trials", "fmt", "lower_title",
+           "metric_infos", "objective_keys"]
 
 #: cost metrics the runner logs: (title, unit, higher is better)
 COST = {
@@ -35,6 +36,16 @@ COST = {
 KNOWN_QUALITY = {"fd-effnet": ("FD-EffNetLite0", False), "fid": ("FID", False), "kid": ("KID", False),
                  "frame-fd": ("Frame FD", False), "cond-accuracy": ("Cond. accuracy", True),
                  "final_train_loss": ("Final train loss", False)}
+#: a variant's own training loss: comparable between variants only when they train the same objective
+LOSS_METRICS = ("final_train_loss",)
+
+
+def objective_keys(values: dict[str, list[Any]]) -> list[str]:
+    """The axis keys (key -> the values the variants take) that change the training objective itself: the
+    interpolant's path, prediction target, loss weighting. Variants that differ in one minimise different losses,
+    so their train losses are not compared (a noise-prediction loss is not a worse velocity loss)."""
+    return [k for k, vals in values.items() if (k == "interpolant" or k.startswith("interpolant."))
+            and len({repr(v) for v in vals if v is not None}) > 1]
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ class Table:
     rows: list[Row]
     baseline_label: str
     decimals: dict[str, int] = field(default_factory=dict)
+    uncompared: dict[str, list[str]] = field(default_factory=dict)  # metric -> the objective keys that differ
 
 
 def _registry_metrics() -> dict[str, Any]:
@@ -117,6 +129,11 @@ def metric_infos(names: list[str]) -> list[MetricInfo]:
             title, hib = KNOWN_QUALITY.get(n, (n, False))
             out.append(MetricInfo(n, title, "", hib, "quality"))
     return out
+
+
+def lower_title(title: str) -> str:
+    """'Sampling latency' -> 'sampling latency' inside a sentence; an acronym ('NFE', 'GFLOPs') stays as it is."""
+    return title[:1].lower() + title[1:] if title[1:2].islower() else title
 
 
 def _decimals(values: list[float]) -> int:
@@ -203,20 +220,25 @@ def _pick_baselines(rows: list[Row], baseline: dict[str, Any] | None, *, per_arm
     return out
 
 
-def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) -> None:
+def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) -> dict[str, list[str]]:
     """Deltas against each row's baseline with Welch's test; 'best' (the column's extreme mean) only on a row of
-    >= 2 seeds."""
+    >= 2 seeds. A train loss is compared only between rows of one training objective, and has no 'best' when the
+    rows' objectives differ (returned: metric -> the keys that make them differ)."""
     for r in rows:
         r.baseline = bases[id(r)] is r
         r.compared_with = bases[id(r)].label
+    differ = objective_keys({k: [r.values[k] for r in rows] for k in (rows[0].values if rows else {})})
+    uncompared = {m.name: differ for m in metrics if m.name in LOSS_METRICS and differ}
     for m in metrics:
         finite = [r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)]
         best = (max if m.higher_is_better else min)(finite) if len(set(finite)) > 1 else None
         for r in rows:
-            r.cells[m.name].best = best is not None and r.cells[m.name].mean == best and r.cells[m.name].n >= 2
+            r.cells[m.name].best = best is not None and r.cells[m.name].mean == best and r.cells[m.name].n >= 2 \
+                and m.name not in uncompared
         # the table makes one comparison of this metric per compared row: a difference counts only when it survives
         # Holm's correction over all of them
-        compared = [r for r in rows if not r.baseline]
+        compared = [r for r in rows if not r.baseline and all(
+            r.values[k] == bases[id(r)].values[k] for k in uncompared.get(m.name, []))]
         tests = welch_holm([(r.cells[m.name], bases[id(r)].cells[m.name]) for r in compared])
         for r, (p, q) in zip(compared, tests):
             c, b = r.cells[m.name], bases[id(r)].cells[m.name]
@@ -227,6 +249,7 @@ def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) 
             c.better = None if c.delta == 0 else ((c.delta > 0) == m.higher_is_better)
             if p is not None:
                 c.p, c.p_holm, c.noise = p, q, q >= ALPHA
+    return uncompared
 
 
 def _baseline_label(rows: list[Row], baseline: dict[str, Any] | None) -> str:
@@ -278,14 +301,14 @@ def build_tables(studies: list[StudyData]) -> list[Table]:
         rows = _rows(sub, keys, metrics, order, sort_keys)
         if not rows:
             continue
-        _compare(rows, metrics, _pick_baselines(rows, studies[0].baseline, per_arm=len(studies) == 1))
+        uncompared = _compare(rows, metrics, _pick_baselines(rows, studies[0].baseline, per_arm=len(studies) == 1))
         if studies[0].search and studies[0].objective in {m.name for m in metrics}:
             om = next(m for m in metrics if m.name == studies[0].objective)
             sign = -1 if om.higher_is_better else 1
             rows.sort(key=lambda r: (not math.isfinite(r.cells[om.name].mean), sign * r.cells[om.name].mean
                                      if math.isfinite(r.cells[om.name].mean) else 0))
         dec = {m.name: _decimals([r.cells[m.name].mean for r in rows]) for m in metrics}
-        tables.append(Table(title, keys, metrics, rows, _baseline_label(rows, studies[0].baseline), dec))
+        tables.append(Table(title, keys, metrics, rows, _baseline_label(rows, studies[0].baseline), dec, uncompared))
     return tables
 
 
