@@ -95,10 +95,7 @@ class _TimedIter:
 def instrument(clock: PhaseClock, *, on_step: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Patch the harness's phase functions (module globals) to run under `clock`; on_step() runs before every
     training step (the profiler window hooks in there). Everything is restored on exit."""
-    import harness.metric_buffer as metric_buffer
-    import harness.tracking as tracking
-    import harness.training as training
-    import harness.trial as trial
+    from harness import metric_buffer, tracking, training, trial
     from plugins.metrics import feature_modules
 
     saved: list[tuple[Any, str, Any]] = []
@@ -206,7 +203,7 @@ class UtilSampler:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

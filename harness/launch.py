@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.provenance import SHARING   # a worker's trials record it (cost figures of a shared device)
+from harness.provenance import SHARING  # a worker's trials record it (cost figures of a shared device)
 from plugins.errors import HarnessError
 
 __all__ = ["check_writable", "finish", "gpu_groups", "parse_gpus", "report_dir", "run_rounds", "spawn_workers",

@@ -6,7 +6,7 @@ import importlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Generic, TypeVar
 
 import pluggy
@@ -154,7 +154,7 @@ def plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
     return pm
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached(extra: tuple[str, ...], env_key: tuple[str, ...]) -> Registries:
     return Registries(plugin_manager(extra))
 

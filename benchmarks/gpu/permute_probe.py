@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 import zigma.scans.base as scans_base
+from plugins.measure import time_calls
 from zigma.scans import inverse, permute_tokens, relative_order, zigzag_paths
 
 from ..bench import make_config, run
-from plugins.measure import time_calls
 
 METHODS = ("index_select", "rows", "advanced")  # zigma.scans.base._GATHER values ("auto" picks rows on CUDA)
 

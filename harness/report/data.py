@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from harness.report.caveats import drop_held_over_peaks
 from harness.labels import axis_text, short_key, variant_label
+from harness.report.caveats import drop_held_over_peaks
 from harness.study import read_yaml
 from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError

@@ -12,8 +12,17 @@ from collections import Counter
 import pytest
 from optuna.trial import TrialState
 
-from tests.harness.runner_support import (PLUGIN, env, harness_cmd, journal, mlflow_runs, optuna_trials,
-                                          run_harness, seed_mlflow_db, write_study)
+from tests.harness.runner_support import (
+    PLUGIN,
+    env,
+    harness_cmd,
+    journal,
+    mlflow_runs,
+    optuna_trials,
+    run_harness,
+    seed_mlflow_db,
+    write_study,
+)
 
 FAULTS = [{"backbone.width": [8, 16]}, {"backbone.fail": ["raise", "nan"]}, {"train.max_memory_gb": [0.001]}]
 
