@@ -176,7 +176,7 @@ class UtilSampler:
         try:
             torch.cuda.utilization(index)
             return lambda: float(torch.cuda.utilization(index))
-        except Exception:  # noqa: BLE001 - pynvml missing: fall back to nvidia-smi
+        except Exception:  # noqa: BLE001, S110 - pynvml missing: fall back to nvidia-smi
             pass
         if shutil.which("nvidia-smi") is None:
             return None
@@ -194,7 +194,7 @@ class UtilSampler:
         while not self._stop.wait(self.period):
             try:
                 value = self._read()
-            except Exception:  # noqa: BLE001 - a failed read loses one sample, nothing else
+            except Exception:  # noqa: BLE001, S112 - a failed read loses one sample, nothing else
                 continue
             self.samples[self.clock.current].append(value)
 

@@ -22,7 +22,8 @@ def test_nested_phases_are_timed_exclusively(monkeypatch):
     monkeypatch.setattr(phase_clock.time, "perf_counter", lambda: next(ticks))
     clock = phase_clock.PhaseClock(torch.device("cpu"))
     clock.start()                                   # t=0
-    with clock.phase("sampling"):                   # t=1: 1 s of "other" before it
+    # two `with` lines, not one (SIM117), so that each tick has its line
+    with clock.phase("sampling"):                   # t=1: 1 s of "other" before it  # noqa: SIM117
         with clock.phase("features"):               # t=3: sampling 2 s
             pass                                    # t=6: features 3 s
     # leaving sampling at t=10: sampling 4 s more; stop at t=15: other 5 s more
