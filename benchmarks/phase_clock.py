@@ -20,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -186,7 +186,8 @@ class UtilSampler:
 
         def smi() -> float:
             out = subprocess.run(["nvidia-smi", "-i", physical, "--query-gpu=utilization.gpu",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5,
+                                 check=True)
             return float(out.stdout.strip().splitlines()[0])
         return smi
 
@@ -198,7 +199,7 @@ class UtilSampler:
                 continue
             self.samples[self.clock.current].append(value)
 
-    def __enter__(self) -> UtilSampler:
+    def __enter__(self) -> Self:
         if self._thread is not None:
             self._thread.start()
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import Self
 
 from optuna.trial import FrozenTrial
 from rich.console import Console
@@ -66,7 +67,7 @@ class RichProgress:
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
 
-    def __enter__(self) -> RichProgress:
+    def __enter__(self) -> Self:
         self.progress.start()
         return self
 

@@ -191,4 +191,4 @@ def test_sigint_requeues_the_running_trial_and_leaves_no_mlflow_run_running(tmp_
     assert parents[0].info.status == "FINISHED"
     assert [c.info.status for c in children] == ["FINISHED"] * 2
     resumed = [json.loads(p.read_text())["resumed_from_step"] for p in folder.glob("trials/*/results.json")]
-    assert sorted(resumed)[-1] >= 10
+    assert max(resumed) >= 10

@@ -242,7 +242,7 @@ def test_a_dead_workers_trial_is_requeued_with_its_identity_and_mlflow_run(tmp_p
     queue.enqueue(study, _specs(tmp_path)[:1])
     t = queue.claim(study)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True)
+                          text=True, check=True)
     stamp = {**queue.worker_stamp(), "pid": int(dead.stdout), "started": 0.0}
     storage.set_trial_user_attr(t._trial_id, "worker", stamp)
     storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "run123")
