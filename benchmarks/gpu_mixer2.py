@@ -128,8 +128,9 @@ def summary(data):
     """A short markdown summary of the JSON."""
     env, sec = data["env"], data["sections"]
     lines = [f"# Mamba2Mixer on {env.get('device', 'CPU (dry run)')}", "",
-             f"torch {env['torch']}, mamba_ssm {env.get('mamba_ssm')}, causal_conv1d {env.get('causal_conv1d')}, "
-             f"triton {env.get('triton')}, CUDA {env.get('cuda')}. Produced by `benchmarks/gpu_mixer2.py`.", ""]
+             (f"torch {env['torch']}, mamba_ssm {env.get('mamba_ssm')}, "
+              f"causal_conv1d {env.get('causal_conv1d')}, triton {env.get('triton')}, "
+              f"CUDA {env.get('cuda')}. Produced by `benchmarks/gpu_mixer2.py`."), ""]
     if "init" in sec:
         init = {k: v for k, v in sec["init"].items() if k != "keys"}
         lines += ["## Init parity with mamba_ssm.Mamba2 (same torch seed)", "", f"`{json.dumps(init)}`", ""]
@@ -145,8 +146,8 @@ def summary(data):
         lines.append("")
     if "state_dict" in sec:
         s = sec["state_dict"]
-        lines += [f"## State dict into {s['loaded_into']} (strict): output max rel err {s['max_rel_err']:.1e} "
-                  f"{'ok' if s['pass'] else 'FAIL'}", ""]
+        lines += [(f"## State dict into {s['loaded_into']} (strict): output max rel err "
+                   f"{s['max_rel_err']:.1e} {'ok' if s['pass'] else 'FAIL'}"), ""]
     if "bench" in sec:
         lines += ["## One layer fwd+bwd, bf16 autocast (median ms, peak MB)", "",
                   "| tokens | batch | mamba1 ms | mamba2 ms | mamba1/mamba2 | peak MB m1 / m2 |", "|---|---|---|---|---|---|"]

@@ -22,10 +22,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from plugins.measure import is_oom, time_calls
 from zigma.mixer import MambaMixer, fused_available
 from zigma.scans import inverse, permute_tokens, relative_order, zigzag_paths
-
-from plugins.measure import is_oom, time_calls
 
 __all__ = ["permute_cost", "mixer_vs_linear", "kernel_ceiling"]
 

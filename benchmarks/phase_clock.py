@@ -20,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -95,10 +95,7 @@ class _TimedIter:
 def instrument(clock: PhaseClock, *, on_step: Callable[[], None] = lambda: None) -> Iterator[None]:
     """Patch the harness's phase functions (module globals) to run under `clock`; on_step() runs before every
     training step (the profiler window hooks in there). Everything is restored on exit."""
-    import harness.metric_buffer as metric_buffer
-    import harness.tracking as tracking
-    import harness.training as training
-    import harness.trial as trial
+    from harness import metric_buffer, tracking, training, trial
     from plugins.metrics import feature_modules
 
     saved: list[tuple[Any, str, Any]] = []
@@ -179,7 +176,7 @@ class UtilSampler:
         try:
             torch.cuda.utilization(index)
             return lambda: float(torch.cuda.utilization(index))
-        except Exception:  # noqa: BLE001 - pynvml missing: fall back to nvidia-smi
+        except Exception:  # noqa: BLE001, S110 - pynvml missing: fall back to nvidia-smi
             pass
         if shutil.which("nvidia-smi") is None:
             return None
@@ -189,7 +186,8 @@ class UtilSampler:
 
         def smi() -> float:
             out = subprocess.run(["nvidia-smi", "-i", physical, "--query-gpu=utilization.gpu",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5,
+                                 check=True)
             return float(out.stdout.strip().splitlines()[0])
         return smi
 
@@ -197,16 +195,16 @@ class UtilSampler:
         while not self._stop.wait(self.period):
             try:
                 value = self._read()
-            except Exception:  # noqa: BLE001 - a failed read loses one sample, nothing else
+            except Exception:  # noqa: BLE001, S112 - a failed read loses one sample, nothing else
                 continue
             self.samples[self.clock.current].append(value)
 
-    def __enter__(self) -> UtilSampler:
+    def __enter__(self) -> Self:
         if self._thread is not None:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

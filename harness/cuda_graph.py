@@ -150,7 +150,7 @@ class StepGraph:
         try:
             with torch.cuda.graph(graph, stream=side_stream()):
                 self.out = self.fn(*self.static)
-        except Exception as err:  # noqa: BLE001 - any op that cannot be recorded (a host sync, a CPU tensor, ...)
+        except Exception as err:  # any op that cannot be recorded (a host sync, a CPU tensor, ...)
             self.static, self.out = [], None
             torch.cuda.synchronize()
             raise CaptureFailed(f"{type(err).__name__}: {err}"[:500]) from err
@@ -172,8 +172,10 @@ def flatten_kwargs(kwargs: dict[str, Any]) -> tuple[list[str], list[torch.Tensor
         if value is None:
             continue
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"model argument {name!r} is a {type(value).__name__}, not a tensor: the training step "
-                             "cannot be captured as a CUDA graph (set train.cuda_graph: false)")
+            # ValueError, not TypeError: the callers catch ValueError to leave the step eager
+            raise ValueError(  # noqa: TRY004
+                f"model argument {name!r} is a {type(value).__name__}, not a tensor: the training step "
+                "cannot be captured as a CUDA graph (set train.cuda_graph: false)")
         names.append(name)
         tensors.append(value)
     return names, tensors

@@ -46,7 +46,7 @@ class ResidentData:
         """BatchStream's batches from (epoch, batch) on, as dicts like the DataLoader's collated ones."""
         stream = BatchStream(self.n, batch_size, seed, epoch=epoch, batch=batch)
         while True:
-            order = stream._order(epoch)                                               # noqa: SLF001
+            order = stream._order(epoch)
             on_device = order.to(self.device)
             for b in range(batch, stream.per_epoch):
                 lo, hi = b * batch_size, (b + 1) * batch_size

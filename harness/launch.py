@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.provenance import SHARING   # a worker's trials record it (cost figures of a shared device)
+from harness.provenance import SHARING  # a worker's trials record it (cost figures of a shared device)
 from plugins.errors import HarnessError
 
 __all__ = ["check_writable", "finish", "gpu_groups", "parse_gpus", "report_dir", "run_rounds", "spawn_workers",
@@ -109,7 +109,7 @@ def worker_plan(*, gpu_ids: list[str], workers: int, per_device: int,
     --gpus: per_device workers on each group of `group` GPUs (train.devices: a distributed trial's ranks, one per
     GPU of its worker's group; 1: one GPU per worker); --workers N: N CPU workers; neither, with per_device > 1:
     per_device workers on this process's device (the first visible GPU, or the CPU)."""
-    threads = lambda n: os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))  # noqa: E731
+    threads = lambda n: os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     if gpu_ids:
         groups, _ = gpu_groups(gpu_ids, group)
         names = [f"gpu{'+'.join(g)}" + (f".{k}" if per_device > 1 else "") for g in groups for k in range(per_device)]

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except SignalException as exc:
         _write({"error": f"the launcher was stopped by {signal.Signals(exc.sigval).name}"})
         return 1
-    except Exception as exc:  # noqa: BLE001 - rendezvous and agent errors: recorded for the worker, then shown
+    except Exception as exc:  # rendezvous and agent errors: recorded for the worker, then shown
         text = str(exc).strip()
         _write({"error": f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"})
         raise

@@ -5,12 +5,20 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import Self
 
 from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from harness.runner import WorkerHooks
 from harness.study import TrialSpec
@@ -59,7 +67,7 @@ class RichProgress:
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
 
-    def __enter__(self) -> RichProgress:
+    def __enter__(self) -> Self:
         self.progress.start()
         return self
 

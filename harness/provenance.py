@@ -37,7 +37,8 @@ def git_info(repo: Path = _REPO) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10,
+                                 check=False)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None

@@ -160,10 +160,10 @@ def requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> None:
 
 def fail_and_requeue(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
     """End a RUNNING trial as FAIL (failure=reason) and queue a copy; False when another process ended it."""
-    storage = study._storage  # noqa: SLF001 - the storage is what Optuna's own callbacks use
+    storage = study._storage  # the storage is what Optuna's own callbacks use
     try:
-        storage.set_trial_user_attr(t._trial_id, "failure", reason)  # noqa: SLF001
-        if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):  # noqa: SLF001
+        storage.set_trial_user_attr(t._trial_id, "failure", reason)
+        if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
             return False
     except UpdateFinishedTrialError:
         return False
@@ -215,7 +215,7 @@ def recover_stale(study: optuna.Study, *, unclaimed_after: float = 120.0) -> lis
     On RDB storages, heartbeats also cover workers on other hosts.
     """
     host, out = socket.gethostname(), []
-    if hasattr(study._storage, "record_heartbeat"):  # noqa: SLF001
+    if hasattr(study._storage, "record_heartbeat"):
         optuna.storages.fail_stale_trials(study)
     now = datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -236,22 +236,22 @@ def recover_stale(study: optuna.Study, *, unclaimed_after: float = 120.0) -> lis
 
 def claim(study: optuna.Study) -> FrozenTrial | None:
     """Take the oldest WAITING trial for this process (RUNNING, stamped); None when the queue is empty."""
-    storage = study._storage  # noqa: SLF001
-    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):  # noqa: SLF001
+    storage = study._storage
+    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
         try:
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):  # noqa: SLF001
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 continue
         except UpdateFinishedTrialError:
             continue
-        storage.set_trial_user_attr(t._trial_id, "worker", worker_stamp())  # noqa: SLF001
-        return storage.get_trial(t._trial_id)  # noqa: SLF001
+        storage.set_trial_user_attr(t._trial_id, "worker", worker_stamp())
+        return storage.get_trial(t._trial_id)
     return None
 
 
 @contextmanager
 def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     """Record heartbeats for trial_id while the block runs (RDB storages only; a no-op on journal files)."""
-    storage = study._storage  # noqa: SLF001
+    storage = study._storage
     if not hasattr(storage, "record_heartbeat") or storage.get_heartbeat_interval() is None:
         yield
         return
@@ -261,7 +261,7 @@ def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
         while True:
             try:
                 storage.record_heartbeat(trial_id)
-            except Exception:  # noqa: BLE001 - a missed beat must not kill the trial
+            except Exception:  # noqa: BLE001, S110 - a missed beat must not kill the trial
                 pass
             if stop.wait(storage.get_heartbeat_interval()):
                 return

@@ -121,7 +121,7 @@ def _close_unfinished(dest: Path, name: str, out: Exported) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if not t.user_attrs.get("mlflow_run_id"):
             continue                                    # never started: simply pending
-        study._storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "")  # noqa: SLF001
+        study._storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "")
         if (key := t.user_attrs.get("trial_key")) and key not in out.restarts:
             out.restarts.append(key)
     parent = study.user_attrs.get("mlflow_parent_run_id")

@@ -104,7 +104,7 @@ class Tracker:
             location = PROXY + re.sub(r"[^A-Za-z0-9_.-]", "_", experiment) if artifact_root is not None else None
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            except Exception:  # another process created it first  # noqa: BLE001
+            except Exception:  # another process created it first
                 exp = self.client.get_experiment_by_name(experiment)
                 if exp is None:
                     raise

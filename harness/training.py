@@ -251,7 +251,7 @@ def train(*, net: nn.Module, transport: Any, loader_for: Callable[[int, int], It
         ranks.wrap(stepper)
     gens = {"noise": torch.Generator(device=device).manual_seed(seed_for(seed, 2)),
             "dropout": torch.Generator().manual_seed(seed_for(seed, 3)), **(extra_generators or {})}
-    load = lambda: load_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler,  # noqa: E731
+    load = lambda: load_checkpoint(ckpt, net=net, ema=ema, opt=stepper.opt, scaler=stepper.scaler,
                                    gens=gens, config_hash=config_hash)
     state = (ranks.lead_first(load) if ranks is not None else load()) or TrainState()
     # this segment's cost figures start afresh (a resumed trial reports the segment that finished it)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -276,7 +277,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                                             cfg=cfg, data=data, device=device, amp=amp, seed=spec.seed,
                                             batch_seconds=out.batch_seconds, graphs=graphs)
         results.update(figures)
-        if not spent["train_flops"] == spent["train_flops"]:     # NaN: count not taken before training
+        if math.isnan(spent["train_flops"]):     # count not taken before training
             results["train_flops"] = spent["images_seen"] * 3.0 * figures["gflops"] * 1e9
         how.update(cost_how)
     results.update({f"wall_{k}_s": v for k, v in split.seconds.items()})

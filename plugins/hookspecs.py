@@ -16,8 +16,16 @@ from collections.abc import Callable
 
 import pluggy
 
-from .specs import (BackboneEntry, DatasetEntry, InterpolantEntry, MetricEntry, MixerEntry, SamplerEntry, ScanEntry,
-                    TextEncoderEntry)
+from .specs import (
+    BackboneEntry,
+    DatasetEntry,
+    InterpolantEntry,
+    MetricEntry,
+    MixerEntry,
+    SamplerEntry,
+    ScanEntry,
+    TextEncoderEntry,
+)
 
 PROJECT = "zigma_harness"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from ._metrics.cond_accuracy import CondAccuracy, CondAccuracyOptions
-from ._metrics.cost import count_params, flops  # public: harness costs use them
+from ._metrics.cost import count_params, flops  # noqa: F401 - public: harness costs use them
 from ._metrics.features import EffNetLite0
 from ._metrics.frechet import EffNetOptions, FeatureMetricOptions, FrechetMetric, KIDMetric, KIDOptions
 from ._metrics.inception import DEFAULT_DEST as INCEPTION_DEST  # noqa: F401 - public: `harness fid prefetch`

@@ -6,7 +6,7 @@ import importlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Generic, TypeVar
 
 import pluggy
@@ -99,7 +99,7 @@ class Registries:
                     impl.function(register=register)
                 except HarnessError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line naming the plugin
+                except Exception as exc:  # a plugin's bug: one line naming the plugin
                     raise PluginError(f"plugin {impl.plugin_name!r}: {hook} raised {_one_line(exc)}") from exc
             self.by_kind[kind] = reg
             setattr(self, kind.replace("-", "_"), reg)
@@ -138,7 +138,7 @@ def plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         except HarnessError:
             raise
-        except Exception as exc:  # noqa: BLE001 - an installed plugin that fails to import
+        except Exception as exc:  # an installed plugin that fails to import
             raise PluginError(f"an installed plugin (entry-point group {ENTRY_POINT_GROUP!r}) failed to load: "
                               f"{_one_line(exc)}") from exc
     for modname in [*_env_list("ZIGMA_HARNESS_PLUGINS"), *extra_modules]:
@@ -146,7 +146,7 @@ def plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
             module = importlib.import_module(modname)
         except ImportError as exc:
             raise HarnessError(f"cannot import plugin module {modname!r}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - the module's own bug
+        except Exception as exc:  # the module's own bug
             raise PluginError(f"plugin module {modname!r} raised on import: {_one_line(exc)}") from exc
         if pm.get_plugin(modname) is None and not pm.is_blocked(modname):
             pm.register(module, name=modname)
@@ -154,7 +154,7 @@ def plugin_manager(extra_modules: Iterable[str] = ()) -> pluggy.PluginManager:
     return pm
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached(extra: tuple[str, ...], env_key: tuple[str, ...]) -> Registries:
     return Registries(plugin_manager(extra))
 

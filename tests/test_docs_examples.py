@@ -11,7 +11,7 @@ EXAMPLE = ROOT / "examples" / "scan_plugin" / "block_raster_scan.py"
 
 def python_blocks(markdown: str) -> list[str]:
     """The bodies of the ```python fenced blocks of a markdown text."""
-    return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.M | re.S)
+    return re.findall(r"^```python\n(.*?)^```$", markdown, flags=re.MULTILINE | re.DOTALL)
 
 
 def test_python_blocks_are_found_with_their_exact_text():

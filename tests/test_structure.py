@@ -4,7 +4,6 @@ imports `harness/commands/`, and long files say why they are long (issue 19)."""
 import ast
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("zigma", "plugins", "harness", "benchmarks")
 MAX_LINES = 400

@@ -20,12 +20,34 @@ from pathlib import Path
 import torch
 
 import zigma.scans.base as scans_base
+from plugins.measure import time_calls
 from zigma.scans import inverse, permute_tokens, relative_order, zigzag_paths
 
 from ..bench import make_config, run
-from plugins.measure import time_calls
 
 METHODS = ("index_select", "rows", "advanced")  # zigma.scans.base._GATHER values ("auto" picks rows on CUDA)
+
+
+def _gather_ms(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor, grad: torch.Tensor,
+               device: torch.device) -> tuple[float, float]:
+    """Median ms of permute_tokens(x, idx, inv): forward, and forward + backward."""
+    def fwd() -> None:
+        with torch.no_grad():
+            permute_tokens(x, idx, inv)
+
+    def fwd_bwd() -> None:
+        x.grad = None
+        permute_tokens(x, idx, inv).backward(grad)
+
+    return (time_calls(fwd, device=device, warmup=3, iters=20).median,
+            time_calls(fwd_bwd, device=device, warmup=3, iters=20).median)
+
+
+def _median_step_ms(model_rows: list[dict], method: str, tokens: int, variant: str) -> float:
+    """Median step time of one variant at one token count and gather method, over rounds (NaN if none)."""
+    v = sorted(m["step_ms"] for m in model_rows if m["method"] == method and m["tokens"] == tokens
+               and m["variant"] == variant and m["step_ms"])
+    return v[len(v) // 2] if v else float("nan")
 
 
 def gather_times(tokens: list[int], batch_tokens: int, width: int, device: torch.device) -> list[dict]:
@@ -41,17 +63,7 @@ def gather_times(tokens: list[int], batch_tokens: int, width: int, device: torch
             grad = torch.randn_like(x)
             for method in METHODS:
                 scans_base._GATHER = method
-
-                def fwd() -> None:
-                    with torch.no_grad():
-                        permute_tokens(x, idx, inv)
-
-                def fwd_bwd() -> None:
-                    x.grad = None
-                    permute_tokens(x, idx, inv).backward(grad)
-
-                f = time_calls(fwd, device=device, warmup=3, iters=20).median
-                fb = time_calls(fwd_bwd, device=device, warmup=3, iters=20).median
+                f, fb = _gather_ms(x, idx, inv, grad, device)
                 moved = 2 * x.numel() * x.element_size()
                 rows.append({"tokens": n_tok, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
                              "method": method, "fwd_ms": f, "fwd_bwd_ms": fb, "fwd_gb_per_s": moved / f / 1e6})
@@ -99,11 +111,7 @@ def main() -> None:
     for method in METHODS:
         cells = []
         for t in tokens:
-            def med(variant: str) -> float:
-                v = sorted(m["step_ms"] for m in doc["model"] if m["method"] == method and m["tokens"] == t
-                           and m["variant"] == variant and m["step_ms"])
-                return v[len(v) // 2] if v else float("nan")
-            z, n = med("zigzag-8"), med("no-scan")
+            z, n = (_median_step_ms(doc["model"], method, t, v) for v in ("zigzag-8", "no-scan"))
             cells.append(f"{t}: {100 * (z - n) / n:.2f} (zigzag-8 {z:.1f} ms)")
         print(f"  {method:>12}  " + "  ".join(cells))
     (out / "probe.json").write_text(json.dumps(doc, indent=1))

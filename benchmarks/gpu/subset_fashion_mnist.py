@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 def _subset(src: Path, dst: Path, n: int) -> None:
-    data = gzip.open(src).read()
+    with gzip.open(src) as f:
+        data = f.read()
     magic, count = struct.unpack(">II", data[:8])
     dims = (magic & 0xFF) - 1                      # number of dimensions after the first
     header = 8 + 4 * dims

@@ -74,8 +74,8 @@ def markdown(r: dict[str, Any]) -> str:
     d, lines = r["plain_vs_torchrun"], [f"# One trial plainly and under a one-process torchrun ({backend})", ""]
     lines += [f"Device: {r['device']}, torch {r['torch']}; torchrun trial: {json.dumps(r['distributed'])}.", "",
               "| comparison | steps | max abs diff (loss) | max rel diff | final loss a / b |", "|---|---|---|---|---|",
-              f"| plain vs torchrun | {d['steps_compared']} | {d['max_abs_diff']:.3g} | {d['max_rel_diff']:.3g} | "
-              f"{d['final_a']:.5f} / {d['final_b']:.5f} |"]
+              (f"| plain vs torchrun | {d['steps_compared']} | {d['max_abs_diff']:.3g} | "
+               f"{d['max_rel_diff']:.3g} | {d['final_a']:.5f} / {d['final_b']:.5f} |")]
     if "plain_vs_plain_again" in r:
         e = r["plain_vs_plain_again"]
         lines.append(f"| plain vs plain again (noise floor) | {e['steps_compared']} | {e['max_abs_diff']:.3g} | "

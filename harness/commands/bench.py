@@ -18,14 +18,14 @@ def _bench_module():
     """benchmarks.bench from the checkout (benchmarks/ is not an installed package): the one this harness was
     imported from, else the working directory."""
     try:
-        import benchmarks.bench as bench
+        from benchmarks import bench
         return bench
     except ModuleNotFoundError:
         pass
     for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (root / "benchmarks" / "bench.py").is_file():
             sys.path.insert(0, str(root))
-            import benchmarks.bench as bench
+            from benchmarks import bench
             return bench
     raise ConfigError("harness bench runs from a checkout of zigma-harness (benchmarks/ is not installed): "
                       "run it in the repository's root folder")

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from plugins.errors import suggest, UnknownNameError
+from plugins.errors import UnknownNameError, suggest
 from plugins.registry import load_registries
 from plugins.specs import KINDS
 

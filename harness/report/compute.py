@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.labels import model_label
+
 from . import plots
 from .data import StudyData
-from harness.labels import model_label
 from .figures import Figure
 from .isocost import at_budget, budgets, common_range, crossing_sentence, interpolate, winners
 from .tables import MetricInfo, metric_infos

@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from harness.report.caveats import drop_held_over_peaks
 from harness.labels import axis_text, short_key, variant_label
+from harness.report.caveats import drop_held_over_peaks
 from harness.study import read_yaml
 from harness.tracking import PROXY
 from plugins.errors import ConfigError, HarnessError
@@ -358,7 +358,8 @@ def _frame(data: StudyData, rows: list[dict[str, Any]]) -> pd.DataFrame:
         row.setdefault("label", "")
         if not row["label"]:
             row["label"] = f"{variant_label(ordered)} seed={row['seed']}"
-    first = "study trial_key label variant seed status resumed_from_step failure run_id started ended".split()
+    first = ["study", "trial_key", "label", "variant", "seed", "status", "resumed_from_step", "failure",
+             "run_id", "started", "ended"]
     cols = set().union(*(r.keys() for r in rows)) if rows else set(first)
     axis_cols = [f"axis.{k}" for b in data.blocks for k in b if f"axis.{k}" in cols]
     axis_cols = list(dict.fromkeys(axis_cols + sorted(c for c in cols if c.startswith("axis."))))

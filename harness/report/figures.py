@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.labels import model_label
+
 from . import plots
 from .data import StudyData
-from harness.labels import model_label
 from .scans import scan_pictures
 from .tables import MetricInfo, Table, lower_title, metric_infos, objective_keys
 

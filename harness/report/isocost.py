@@ -10,6 +10,7 @@ together by Holm's method (report/stats.py); with one seed nothing can be tested
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -96,7 +97,7 @@ def crossing_sentence(winners: list[tuple[str, str | None]], what: str) -> str:
                 "(or there is one seed).")
     parts = "; ".join(f"{w} at {b}" for b, w in decided)
     names = [w for _, w in decided]
-    crossed = any(a != b for a, b in zip(names, names[1:]))
+    crossed = any(a != b for a, b in itertools.pairwise(names))
     tail = ("the curves cross: the leader changes between budgets" if crossed else
             "the curves do not cross where the difference exceeds the seed noise")
     undecided = len(winners) - len(decided)

@@ -58,7 +58,7 @@ def _ticket(session: Session, spec: TrialSpec, *, trial_dir: Path, cache_dir: Pa
             "trial_dir": str(trial_dir), "cache_dir": str(cache_dir),
             "talk": {"storage": session.storage or str(session.folder), "study": session.study.name,
                      "runs": str(session.folder.parent), "tracking_uri": session.tracker.uri, "run_id": run_id,
-                     "trial_id": trial._trial_id}}  # noqa: SLF001
+                     "trial_id": trial._trial_id}}
 
 
 def _rank_env(train: TrainConfig, device: torch.device, folder: Path) -> dict[str, str]:
@@ -131,7 +131,7 @@ def run_ranks(session: Session, spec: TrialSpec, *, trial_dir: Path, cache_dir: 
     ticket = _ticket(session, spec, trial_dir=trial_dir, cache_dir=cache_dir, run_id=run_id, trial=trial)
     rdzv_id = f"{session.study.name}-{trial.number}"
     if train.nodes > 1:                                # the other hosts' `harness worker --node-rank K` join it
-        session.optuna._storage.set_trial_user_attr(trial._trial_id, "torchrun", {  # noqa: SLF001
+        session.optuna._storage.set_trial_user_attr(trial._trial_id, "torchrun", {
             "rdzv_id": rdzv_id, "ticket": ticket})
     rc = launch(ticket, folder, train, device, rdzv_id=rdzv_id)
     return outcome(folder, rc, world=train.world_size)

@@ -110,8 +110,8 @@ def _next_trial(session: Session) -> FrozenTrial | None:
     if sum(1 for t in trials if t.number not in gone) >= session.study.search.n_trials:
         return None
     trial = osd.ask()
-    osd._storage.set_trial_user_attr(trial._trial_id, "worker", queue.worker_stamp())  # noqa: SLF001
-    return osd._storage.get_trial(trial._trial_id)  # noqa: SLF001
+    osd._storage.set_trial_user_attr(trial._trial_id, "worker", queue.worker_stamp())
+    return osd._storage.get_trial(trial._trial_id)
 
 
 class WorkerStopped(HarnessError):
@@ -170,7 +170,7 @@ _STICKY_CUDA = ("CUDA error", "device-side assert", "illegal memory access", "CU
 def _tell_failed(session: Session, frozen: FrozenTrial, reason: str) -> None:
     osd = session.optuna
     try:
-        osd._storage.set_trial_user_attr(frozen._trial_id, "failure", reason)  # noqa: SLF001
+        osd._storage.set_trial_user_attr(frozen._trial_id, "failure", reason)
         osd.tell(frozen.number, state=TrialState.FAIL)
     except UpdateFinishedTrialError:
         pass
@@ -212,7 +212,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
             hooks: WorkerHooks) -> tuple[str, str]:
     """Run one claimed trial to COMPLETE, FAIL or PRUNED in Optuna and MLflow; returns (status, detail)."""
     osd, tracker = session.optuna, session.tracker
-    trial = optuna.Trial(osd, frozen._trial_id)  # noqa: SLF001
+    trial = optuna.Trial(osd, frozen._trial_id)
     try:
         spec = _spec_for(session, trial, frozen)
     except (TrialFailed, HarnessError) as exc:
@@ -235,7 +235,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     metric = session.study.objective.metric
     artifacts = [trial_dir / f for f in ("config.json", "provenance.json")]
     try:
-        with queue.heartbeat(osd, frozen._trial_id):  # noqa: SLF001
+        with queue.heartbeat(osd, frozen._trial_id):
             try:
                 if spec.config.train.uses_torchrun:    # its rank 0 talks to Optuna and MLflow itself
                     result = run_ranks(session, spec, trial_dir=trial_dir, cache_dir=_cache_dir(session),
@@ -254,7 +254,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
         hooks.finished(spec, "pruned", str(exc))
         return "pruned", str(exc)
     except KeyboardInterrupt:
-        queue.fail_and_requeue(osd, osd._storage.get_trial(frozen._trial_id), "interrupted")  # noqa: SLF001
+        queue.fail_and_requeue(osd, osd._storage.get_trial(frozen._trial_id), "interrupted")
         tracker.end_trial(run_id, status="interrupted", failure="interrupted")
         hooks.finished(spec, "interrupted", "re-queued")
         raise

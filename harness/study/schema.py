@@ -321,7 +321,8 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def format_validation_error(source: str, err: ValidationError, model: type[BaseModel] = None, prefix=()) -> str:
+def format_validation_error(source: str, err: ValidationError, model: type[BaseModel] | None = None,
+                            prefix=()) -> str:
     """One line: 'FILE: dotted.key: message' for the first error, plus how many more."""
     errors = err.errors()
     e = errors[0]

@@ -39,7 +39,7 @@ def flops(model: nn.Module, *inputs: Any, **kwargs: Any) -> dict[str, Any]:
     else:
         from torch.utils.flop_counter import FlopCounterMode
 
-        from zigma.backbones.flops import _CUSTOM   # CPU attention counted too (see there)
+        from zigma.backbones.flops import _CUSTOM  # CPU attention counted too (see there)
 
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM) as counter:
             model(*inputs, **kwargs)

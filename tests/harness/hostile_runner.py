@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
                 code = 0
             except SystemExit as exc:
                 code = exc.code
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - anything else escaping main is the finding
                 import traceback
                 out.write("Traceback (escaped from main)\n" + traceback.format_exc())
                 code = -1

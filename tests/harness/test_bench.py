@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import benchmarks.bench as bench
+from benchmarks import bench
 from benchmarks.analysis import goal_ratios
 from zigma.mixer import fused_available
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import benchmarks.bench as bench
+from benchmarks import bench
 from benchmarks.analysis import goal_ratios
 
 TINY = dict(size="tiny", device="cpu", batch_tokens=32, small_batch_tokens=16, small_max_tokens=16, warmup=0,

@@ -63,9 +63,9 @@ def test_a_flops_budget_stops_on_the_step_that_reaches_it_by_a_hand_count(tmp_pa
 def test_a_gpu_seconds_budget_on_cpu_stops_on_the_first_step_whose_timed_seconds_reach_it(tmp_path, registries):
     from harness.training import warmup_steps
     budget, ceiling = 0.12, 20_000          # a ceiling no machine reaches within the budget
-    out, logs, _, hist = _run(tmp_path, registries, width=8,
-                              train={"steps": ceiling, "batch_size": 8, "budget": {"kind": "gpu_seconds",
-                                                                                   "value": budget}})
+    out, _, _, hist = _run(tmp_path, registries, width=8,
+                           train={"steps": ceiling, "batch_size": 8, "budget": {"kind": "gpu_seconds",
+                                                                                "value": budget}})
     # the oracle: the run's own per-step durations, summed here; warm-up steps are not timed, so not charged
     points = sorted(hist["train_step_s"])
     assert points[0][0] == warmup_steps(ceiling) + 1
@@ -87,9 +87,9 @@ def test_eval_every_in_images_logs_one_during_point_per_multiple_reached(tmp_pat
     steps = math.ceil(budget / batch)                                    # 7
     # the first step at or past each multiple of `every`: floor(images / every) grows
     expected = [k for k in range(1, steps + 1) if (k * batch) // every > ((k - 1) * batch) // every]   # 2, 4, 6
-    out, logs, reports, _ = _run(tmp_path, registries, train={"steps": 50, "batch_size": batch,
-                                                              "budget": {"kind": "images", "value": budget}},
-                                 eval_={"every": every})
+    _, logs, reports, _ = _run(tmp_path, registries, train={"steps": 50, "batch_size": batch,
+                                                          "budget": {"kind": "images", "value": budget}},
+                             eval_={"every": every})
     during = [(m, s) for m, s in logs if "during/toy-gap" in m]
     assert [s for _, s in during] == expected == [2, 4, 6]
     assert [m["during/images"] for m, _ in during] == [k * batch for k in expected]
@@ -99,7 +99,7 @@ def test_eval_every_in_images_logs_one_during_point_per_multiple_reached(tmp_pat
 
 
 def test_the_last_during_point_is_not_reported_to_the_pruner(tmp_path, registries):
-    out, logs, reports, _ = _run(tmp_path, registries, train={"steps": 6}, eval_={"every": 3})
+    _, logs, reports, _ = _run(tmp_path, registries, train={"steps": 6}, eval_={"every": 3})
     assert [s for m, s in logs if "during/toy-gap" in m] == [3, 6]
     assert [s for _, s in reports] == [3]
 

@@ -16,8 +16,17 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.harness.runner_support import (REPO, env, harness_cmd, journal, mlflow_runs, optuna_trials,
-                                          run_harness, seed_mlflow_db, write_study)
+from tests.harness.runner_support import (
+    REPO,
+    env,
+    harness_cmd,
+    journal,
+    mlflow_runs,
+    optuna_trials,
+    run_harness,
+    seed_mlflow_db,
+    write_study,
+)
 
 CPU = torch.device("cpu")
 TOL = 1e-5                                   # DDP sums gradients in buckets, in another order than one process

@@ -8,31 +8,34 @@ from benchmarks.bench import Config, Variant
 
 # real CUDA kernel names (H100/H200 traces of cuBLAS, PyTorch, mamba-ssm, causal-conv1d) and the ops above them
 KERNELS = [
-    ("void selective_scan_fwd_kernel<Selective_Scan_fwd_kernel_traits<32, 4, 1, true, true, true, false, "
-     "true, c10::BFloat16, float, c10::BFloat16> >(SSMParamsBase)", ["SelectiveScanFn"], "selective scan / SSD"),
+    (("void selective_scan_fwd_kernel<Selective_Scan_fwd_kernel_traits<32, 4, 1, true, true, true, false, "
+      "true, c10::BFloat16, float, c10::BFloat16> >(SSMParamsBase)"),
+     ["SelectiveScanFn"], "selective scan / SSD"),
     ("_chunk_scan_fwd_kernel", ["MambaSplitConv1dScanCombinedFn"], "selective scan / SSD"),
     ("void at::native::elementwise_kernel<128, 2, ...>", ["aten::copy_", "MambaSplitConv1dScanCombinedFn"],
      "mixer (other)"),
     ("_state_passing_bwd_kernel", ["autograd::engine::evaluate_function: MambaSplitConv1dScanCombinedFnBackward"],
      "selective scan / SSD"),
-    ("void causal_conv1d_fwd_kernel<Causal_conv1d_fwd_kernel_traits<128, 4, true, c10::BFloat16, float> >"
-     "(ConvParamsBase)", ["MambaInnerFn"], "causal conv"),
+    (("void causal_conv1d_fwd_kernel<Causal_conv1d_fwd_kernel_traits<128, 4, true, c10::BFloat16, float> >"
+      "(ConvParamsBase)"), ["MambaInnerFn"], "causal conv"),
     ("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_NTN", ["aten::mm", "aten::linear"], "GEMMs"),
-    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_"
-     "kernel__5x_cublas", ["aten::addmm"], "GEMMs"),
-    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>(int, float, "
-     "c10::BFloat16 const*, c10::BFloat16 const*, c10::BFloat16 const*, float*, float*, c10::BFloat16*)",
+    (("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_"
+      "kernel__5x_cublas"), ["aten::addmm"], "GEMMs"),
+    (("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>(int, "
+      "float, c10::BFloat16 const*, c10::BFloat16 const*, c10::BFloat16 const*, float*, float*, "
+      "c10::BFloat16*)"),
      ["aten::native_layer_norm", "aten::layer_norm"], "norms"),
-    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
-     "FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::FusedAdamMathFunctor<float, 4, "
-     "(at::native::ADAM_MODE)1, false>, float*, double, double, double, double, double, double, bool, float*, "
-     "float*>", ["aten::_fused_adamw_", "Optimizer.step#AdamW.step"], "optimizer"),
+    (("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
+      "FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::FusedAdamMathFunctor<float, "
+      "4, (at::native::ADAM_MODE)1, false>, float*, double, double, double, double, double, double, bool, "
+      "float*, float*>"), ["aten::_fused_adamw_", "Optimizer.step#AdamW.step"], "optimizer"),
     ("void at::native::index_elementwise_kernel<128, 4, at::native::gpu_index_kernel<...> >(long, ...)",
      ["aten::index_select", "_PermuteTokens"], "permutation gathers"),
     ("void at::native::vectorized_gather_kernel<16, long>(char*, char*, long*, int, long, long, long, long, bool)",
      ["aten::take", "autograd::engine::evaluate_function: _PermuteTokensBackward"], "permutation gathers"),
-    ("void at::native::vectorized_elementwise_kernel<4, at::native::BinaryFunctor<float, float, float, "
-     "at::native::binary_internal::MulFunctor<float> >, ...>", ["aten::mul", "MambaInnerFn"], "mixer (other)"),
+    (("void at::native::vectorized_elementwise_kernel<4, at::native::BinaryFunctor<float, float, float, "
+      "at::native::binary_internal::MulFunctor<float> >, ...>"),
+     ["aten::mul", "MambaInnerFn"], "mixer (other)"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>, ...>",
      ["aten::add", "autograd::engine::evaluate_function: AddBackward0"], "other"),
 ]

@@ -22,8 +22,7 @@ from harness.provenance import git_info
 from harness.report import build_report
 from harness.report.plots import frame_strip
 from harness.report.stats import pareto_front
-from harness.report.tables import Cell
-from harness.report.tables import metric_infos
+from harness.report.tables import Cell, metric_infos
 from plugins.errors import HarnessError
 
 CHROMIUM = shutil.which("chromium")

@@ -79,7 +79,8 @@ def test_a_dead_workers_trial_is_counted_pending_and_shown_as_died_not_running(t
                                   create=True, track=False)
     queue.enqueue(session.optuna, list(session.specs.values()))
     t = queue.claim(session.optuna)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     stamp = {**queue.worker_stamp(), "pid": int(gone.stdout), "started": 0.0}
     session.optuna._storage.set_trial_user_attr(t._trial_id, "worker", stamp)
     c = runner.counts(session)

@@ -66,14 +66,14 @@ def test_the_optimizer_step_sees_gradients_already_clipped():
             return 1e4 * model_fn(x1, torch.zeros(len(x1))).pow(2).flatten(1).sum(1)
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4))
-    net_fn = lambda x, t: net(x)  # noqa: E731
+    net_fn = lambda x, t: net(x)
     model = type("M", (torch.nn.Module,), {"forward": lambda self, x, t: net_fn(x, t)})()
     model.add_module("net", net)
     stepper = Stepper(model, type(model)(), Loud(), TrainConfig(grad_clip=0.5, precision="fp32"),
                       torch.device("cpu"))
     seen = []
     step = stepper.opt.step
-    grad_norm = lambda: torch.cat([p.grad.flatten() for p in stepper.params]).norm()  # noqa: E731
+    grad_norm = lambda: torch.cat([p.grad.flatten() for p in stepper.params]).norm()
     stepper.opt.step = lambda *a, **k: (seen.append(grad_norm()), step(*a, **k))
     stepper(torch.ones(2, 4), {}, 0, torch.Generator())
     assert seen[0] == pytest.approx(0.5, rel=1e-4)
@@ -242,7 +242,7 @@ def test_a_dead_workers_trial_is_requeued_with_its_identity_and_mlflow_run(tmp_p
     queue.enqueue(study, _specs(tmp_path)[:1])
     t = queue.claim(study)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True)
+                          text=True, check=True)
     stamp = {**queue.worker_stamp(), "pid": int(dead.stdout), "started": 0.0}
     storage.set_trial_user_attr(t._trial_id, "worker", stamp)
     storage.set_trial_user_attr(t._trial_id, "mlflow_run_id", "run123")

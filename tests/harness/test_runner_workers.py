@@ -8,8 +8,16 @@ from collections import Counter
 import pytest
 from optuna.trial import TrialState
 
-from tests.harness.runner_support import (drop_postgres, journal, mlflow_runs, optuna_trials, postgres_url,
-                                          run_harness, seed_mlflow_db, write_study)
+from tests.harness.runner_support import (
+    drop_postgres,
+    journal,
+    mlflow_runs,
+    optuna_trials,
+    postgres_url,
+    run_harness,
+    seed_mlflow_db,
+    write_study,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from plugins.registry import load_registries
-from zigma.scans import Grid
 from tests.harness.cli_support import run_cli as _run
+from zigma.scans import Grid
 
 torch.set_num_threads(1)
 
@@ -131,7 +131,7 @@ def test_example_plugin_declares_its_module_in_the_entry_point_group():
 
 def test_the_plugin_guide_shows_the_example_module_verbatim():
     guide = (ROOT / "docs" / "adding-a-scan-plugin.md").read_text()
-    block = re.search(r"```python\n(.*?)```", guide, re.S)[1]
+    block = re.search(r"```python\n(.*?)```", guide, re.DOTALL)[1]
     assert block == (EXAMPLE / "block_raster_scan.py").read_text()
 
 

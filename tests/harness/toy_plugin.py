@@ -19,8 +19,15 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from plugins.hookspecs import hookimpl
-from plugins.specs import (BackboneEntry, DataBundle, DataInfo, DatasetEntry, InterpolantEntry, MetricEntry,
-                           SamplerEntry)
+from plugins.specs import (
+    BackboneEntry,
+    DataBundle,
+    DataInfo,
+    DatasetEntry,
+    InterpolantEntry,
+    MetricEntry,
+    SamplerEntry,
+)
 
 SHAPE = (1, 4, 4)
 

@@ -1,6 +1,5 @@
 """Cost metrics: exact parameter and FLOP counts (the clocks and memory meter: tests/plugins/test_measure.py)."""
 
-import pytest
 import torch
 from torch import nn
 

@@ -2,6 +2,7 @@
 count every timed region. Speeds are reported, never asserted (STYLE 20)."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +37,8 @@ def test_peak_memory_total_on_cpu_is_at_least_the_resident_set_now():
     mem.reset()
     if not mem.method.startswith("cpu peak RSS (VmHWM"):
         pytest.skip("no VmHWM reset on this system")
-    rss = int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS:")).split()[1]) * 1024
+    status = Path("/proc/self/status").read_text().splitlines()
+    rss = int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) * 1024
     assert mem.read_total() * GB >= 0.9 * rss and mem.read() <= mem.read_total()
 
 

@@ -80,7 +80,7 @@ def _make_dist(site: Path, dist: str, module: str, scan_name: str) -> None:
 
 def _harness(site: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{ROOT}")
-    return subprocess.run([*HARNESS, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([*HARNESS, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def test_third_party_plugin_from_an_entry_point_is_listed_with_its_plugin_name(tmp_path):
@@ -105,7 +105,8 @@ def test_two_plugins_registering_one_name_fail_with_both_names(tmp_path):
 def _with_plugin(tmp_path, module, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ZIGMA_HARNESS_PLUGINS": module,
            "MLFLOW_DISABLE_TELEMETRY": "true", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([*HARNESS, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*HARNESS, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_a_plugin_hook_that_raises_is_one_line_naming_the_plugin_and_exit_2(tmp_path):
@@ -113,8 +114,8 @@ def test_a_plugin_hook_that_raises_is_one_line_naming_the_plugin_and_exit_2(tmp_
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
-        "error: plugin 'tests.plugins.raising_plugin': register_samplers raised KeyError: "
-        "'oops [/red] in the plugin'"]
+        ("error: plugin 'tests.plugins.raising_plugin': register_samplers raised KeyError: "
+         "'oops [/red] in the plugin'")]
 
 
 def test_a_scan_whose_order_is_not_a_permutation_is_refused_at_validation_naming_the_scan(tmp_path):

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-import zigma.mixer.fused as fused
-from zigma.mixer import MambaMixer, selective_scan_ref
+from zigma.mixer import MambaMixer, fused, selective_scan_ref
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import zigma.mixer.mamba as mamba_module
+from tests.zigma.test_mixer import grads_of
 from zigma.mixer import MambaMixer, fused, fused_available, selective_scan_ref
 from zigma.mixer.segments import SegmentPacking, segment_layout_used
-from tests.zigma.test_mixer import grads_of
 
 PATHS = ("reference", "fused-standin")
 

@@ -110,7 +110,10 @@ def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D, *, packing=None):
 def _import_ssd() -> tuple[dict | None, str]:
     """Try once: ({name: kernel}, '') or (None, why). The fully fused layer needs causal-conv1d too."""
     try:
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined
+        from mamba_ssm.ops.triton.ssd_combined import (
+            mamba_chunk_scan_combined,
+            mamba_split_conv1d_scan_combined,
+        )
     except (ImportError, OSError) as err:  # OSError: a CUDA build whose shared libraries do not load
         return None, f"{type(err).__name__}: {err}"
     conv = _import()[0]

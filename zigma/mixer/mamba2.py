@@ -23,8 +23,15 @@ from einops import rearrange
 from torch import nn
 
 from zigma.mixer import fused as _fused
-from zigma.mixer.mamba import (BACKENDS, COMBINES, _causal_conv_silu, _copy_random, branch_orders, choose_backend,
-                               over_directions)
+from zigma.mixer.mamba import (
+    BACKENDS,
+    COMBINES,
+    _causal_conv_silu,
+    _copy_random,
+    branch_orders,
+    choose_backend,
+    over_directions,
+)
 from zigma.mixer.ssd import ssd_chunked
 
 __all__ = ["GatedRMSNorm", "Mamba2Mixer"]

@@ -185,7 +185,7 @@ class _SelectiveScan(torch.autograd.Function):
     def _backward(ctx, dout):
         u_t, dt, dt_in, A, B_t, C_t, D, z_t, gate, y, *rest = ctx.saved_tensors
         starts, kept = rest[: ctx.nchunks], rest[ctx.nchunks :]
-        length, n, d = u_t.shape
+        _length, n, d = u_t.shape
         T = ctx.chunk
         scan, scan_reverse = _scans(u_t.device, n * A.shape[1] * d)
         At = A.t().contiguous()  # (S, D)

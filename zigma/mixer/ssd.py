@@ -38,7 +38,7 @@ def _segsum(a: torch.Tensor) -> torch.Tensor:
 
 def ssd_chunked(x, dt, A, B, C, *, chunk_size: int = 256, D=None, dt_bias=None, dt_softplus: bool = True):
     """x (B, L, H, P), dt (B, L, H), A (H,), B/C (B, L, G, N) -> y (B, L, H, P) in x's dtype (D skip included)."""
-    batch, length, heads, _ = x.shape
+    _batch, length, heads, _ = x.shape
     groups = B.shape[2]
     assert heads % groups == 0, f"{heads} heads do not split into {groups} groups"
     work = torch.promote_types(x.dtype, torch.float32)
