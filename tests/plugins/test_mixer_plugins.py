@@ -117,7 +117,7 @@ def test_unknown_mamba2_ssd_kernel_names_the_key_and_the_choices():
 
 
 def test_mamba2_ssd_fla_without_fla_core_is_a_validation_error_naming_the_install(monkeypatch):
-    import zigma.mixer.fused as fused
+    from zigma.mixer import fused
 
     monkeypatch.setattr(fused, "_import_gla", lambda: (None, "ModuleNotFoundError: No module named 'fla'"))
     with pytest.raises(Exception, match=r"ssd 'fla'.*fla-core.*zigma-harness\[fla\]") as exc:
@@ -126,7 +126,7 @@ def test_mamba2_ssd_fla_without_fla_core_is_a_validation_error_naming_the_instal
 
 
 def test_mamba2_ssd_fla_reaches_every_mixer_where_fla_imports(monkeypatch):
-    import zigma.mixer.fused as fused
+    from zigma.mixer import fused
 
     monkeypatch.setattr(fused, "_import_gla", lambda: (object(), ""))  # only imported here, never called on CPU
     model = build({"name": "zigma", "size": "tiny", "mixer": {"name": "mamba2", "ssd": "fla"}})

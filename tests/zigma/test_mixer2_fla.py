@@ -8,10 +8,16 @@ import sys
 import pytest
 import torch
 
-import zigma.mixer.fused as fused
-from tests.zigma.test_mixer2 import MAMBA2_SHAPES, loop_ssd, mixer_oracle, rel_err, ssd_inputs, value_and_grads
+from tests.zigma.test_mixer2 import (
+    MAMBA2_SHAPES,
+    loop_ssd,
+    mixer_oracle,
+    rel_err,
+    ssd_inputs,
+    value_and_grads,
+)
 from zigma.backbones import build_zigma
-from zigma.mixer import FusedUnavailableError, Mamba2Mixer
+from zigma.mixer import FusedUnavailableError, Mamba2Mixer, fused
 from zigma.scans import LayerCycle, zigzag_paths
 
 ON_GPU = torch.cuda.is_available() and fused.gla_available()
