@@ -140,6 +140,12 @@ def test_unknown_ssd_kernel_is_refused_with_the_choices():
 
 
 # ---- on CUDA with fla-core: the real chunk_simple_gla ----------------------------------------------------------
+# Tolerances (max |diff| / max |ref|, the worst of the output and every gradient): fp32 5e-3, not the reference's
+# 1e-4: fla's fp32 tl.dot runs in TF32 on Hopper, and mamba-ssm's Triton SSD, in TF32 too, measured 1.4e-3 to 2.7e-3
+# on the same check (benchmarks/results/gpu_mixer2_h200.md). bf16 5e-2: these tests run on CPU with an exact fp32
+# GLA fed the bf16 q, k, v that fla's kernel gets already reach 2.4e-2 (A_log) and 2.6e-2 (a block's dt_bias);
+# per-head gradients sum many tokens and amplify the inputs' rounding. A wrong mapping is off by O(1).
+BF16_TOL, FP32_TOL = 5e-2, 5e-3
 
 
 def cuda_pair(num_directions, ngroups=1):
@@ -154,9 +160,9 @@ def cuda_pair(num_directions, ngroups=1):
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs CUDA and fla-core (flash-linear-attention)")
 @pytest.mark.parametrize("num_directions,ngroups", [(1, 1), (2, 2)])
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-3), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32_TOL), (torch.bfloat16, BF16_TOL)])
 def test_fla_kernel_equals_the_reference_on_outputs_and_gradients(num_directions, ngroups, dtype, tol):
-    # fp32 at 1e-3, not the mamba-ssm path's 1e-4: Triton's fp32 dots may run in TF32 (10-bit mantissa)
+    torch.manual_seed(0)
     fla, ref = cuda_pair(num_directions, ngroups)
     x = torch.randn(2, 300, 256, device="cuda", requires_grad=True)  # segments of 100 tokens: off fla's chunk 64
     outs = []
@@ -171,26 +177,28 @@ def test_fla_kernel_equals_the_reference_on_outputs_and_gradients(num_directions
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="needs CUDA and fla-core (flash-linear-attention)")
-def test_a_zigma_block_with_the_fla_kernel_trains_like_the_reference_in_bf16():
-    models = []
+def test_a_zigma_block_with_the_fla_kernel_trains_like_the_reference_block_in_bf16():
+    torch.manual_seed(0)
+    blocks = []
     for backend, ssd in (("fused", "fla"), ("reference", "mamba-ssm")):
-        mixer = functools.partial(Mamba2Mixer, ssd=ssd)
-        models.append(build_zigma(size="tiny", input_shape=(4, 32, 32), patch_size=2, mixer_backend=backend,
-                                  scan=LayerCycle(zigzag_paths, 8, name="zigzag-8"), mixer=mixer, device="cuda",
-                                  generator=torch.Generator("cuda").manual_seed(0)))
-    for blk in models[0].blocks:  # open the adaLN-Zero gates so gradients reach the mixers
-        torch.nn.init.normal_(blk.adaLN_modulation[-1].bias, std=0.5)
-    torch.nn.init.normal_(models[0].final_layer.linear.weight, std=0.1)
-    models[1].load_state_dict(models[0].state_dict())
+        model = build_zigma(size="tiny", input_shape=(4, 32, 32), patch_size=2, mixer_backend=backend,
+                            scan=LayerCycle(zigzag_paths, 8, name="zigzag-8"), d_state=64,
+                            mixer=functools.partial(Mamba2Mixer, headdim=32, ssd=ssd), device="cuda",
+                            generator=torch.Generator("cuda").manual_seed(0))
+        blocks.append(model.blocks[0])  # (B, L, width), c (B, width) -> (B, L, width); 256 tokens: off chunk 64
+    torch.nn.init.normal_(blocks[0].adaLN_modulation[-1].bias, std=0.5)  # open the adaLN-Zero gates
+    blocks[1].load_state_dict(blocks[0].state_dict())
     g = torch.Generator("cuda").manual_seed(1)
-    x, t = torch.randn(2, 4, 32, 32, device="cuda", generator=g), torch.rand(2, device="cuda", generator=g)
+    width = blocks[0].mixer.d_model
+    x = torch.randn(2, 256, width, device="cuda", generator=g, requires_grad=True)
+    c = torch.randn(2, width, device="cuda", generator=g, requires_grad=True)
     results = []
-    for model in models:
+    for blk in blocks:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model(x, t).float()
-        out.square().mean().backward()
-        results.append((out, {n: p.grad for n, p in model.named_parameters() if ".mixer." in n}))
-    assert all(b.mixer.backend_used(x) == "fused" and b.mixer.ssd == "fla" for b in models[0].blocks)
-    assert rel_err(results[0][0], results[1][0]) < 2e-2
+            out = blk(x, c).float()
+        names, params = zip(*blk.named_parameters())
+        results.append((out, dict(zip(("x", "c", *names), torch.autograd.grad(out.square().mean(), (x, c, *params))))))
+    assert blocks[0].mixer.backend_used(x) == "fused" and blocks[0].mixer.ssd == "fla"
+    assert rel_err(results[0][0], results[1][0]) < BF16_TOL
     for name, grad in results[0][1].items():
-        assert torch.isfinite(grad).all() and rel_err(grad, results[1][1][name]) < 2e-2, name
+        assert torch.isfinite(grad).all() and rel_err(grad, results[1][1][name]) < BF16_TOL, name
