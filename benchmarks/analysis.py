@@ -109,6 +109,12 @@ def goal_ratios(doc: dict) -> dict:
         "zigma_mamba2_over_zigma_throughput": _pairwise(ok, "zigzag-8-mamba2", "zigzag-8", "train_images_per_s", img),
         "scan_overhead_pct_mamba2": _pairwise(ok, "zigzag-8-mamba2", "no-scan-mamba2", "step_ms", pct),
         "compile_speedup_zigma_mamba2": _pairwise(ok, "zigzag-8-mamba2", "zigzag-8-mamba2-compiled", "step_ms", step),
+        # Mamba-2's SSD by flash-linear-attention (ssd 'fla') vs mamba-ssm's: the same model, another kernel
+        "zigma_mamba2_fla_over_dit_throughput": _pairwise(ok, "zigzag-8-mamba2-fla", "attention",
+                                                          "train_images_per_s", img),
+        "fla_speedup_over_mamba_ssm_ssd": _pairwise(ok, "zigzag-8-mamba2", "zigzag-8-mamba2-fla", "step_ms", step),
+        "fla_speedup_over_mamba_ssm_ssd_compiled": _pairwise(ok, "zigzag-8-mamba2-compiled",
+                                                             "zigzag-8-mamba2-fla-compiled", "step_ms", step),
         "best_zigma_over_best_dit_throughput": _best(ok)[0],
         "best_configs": _best(ok)[1],
         "compile_speedup_dit": _pairwise(ok, "attention", "attention-compiled", "step_ms",

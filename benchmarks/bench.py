@@ -195,7 +195,7 @@ def fused_path() -> str | None:
 def _versions() -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "cuda": torch.version.cuda, "fused_available": fused_available()}
-    for pkg in ("mamba_ssm", "causal_conv1d", "triton"):
+    for pkg in ("mamba_ssm", "causal_conv1d", "triton", "fla"):
         try:
             out[pkg] = __import__(pkg).__version__
         except Exception as err:  # noqa: BLE001 - absent or broken: recorded as None, with why

@@ -38,7 +38,7 @@ class Variant:
     small_batch: bool = False      # run at Config.small_batch_tokens, tokens <= Config.small_max_tokens
     checkpointing: bool = False    # activation checkpointing of every block (backbone option `checkpointing`)
     mixer: str = "mamba1"          # zigma/vim token mixer: MIXERS key
-    mixer_options: tuple[tuple[str, int], ...] = ()   # keyword arguments of the mixer (e.g. Mamba-2's chunk_size)
+    mixer_options: tuple[tuple[str, Any], ...] = ()   # keyword arguments of the mixer (e.g. Mamba-2's chunk_size)
     default: bool = True           # in the default set (else only when named in --variants)
 
 
@@ -75,6 +75,14 @@ VARIANTS: dict[str, Variant] = {
     "zigzag-8-mamba2-c64": Variant("zigma", "zigzag-8, Mamba-2 mixer with SSD chunks of 64 (default 256)",
                                    "zigzag-8", "relative", mixer="mamba2", mixer_options=(("chunk_size", 64),),
                                    default=False),
+    # the same model with Mamba-2's SSD run by flash-linear-attention's chunk_simple_gla (mixer option ssd 'fla';
+    # needs fla-core, else its points are skipped naming the install command); experimental
+    "zigzag-8-mamba2-fla": Variant("zigma", "zigzag-8, Mamba-2 mixer, SSD by flash-linear-attention (ssd 'fla')",
+                                   "zigzag-8", "relative", mixer="mamba2", mixer_options=(("ssd", "fla"),),
+                                   default=False),
+    "zigzag-8-mamba2-fla-compiled": Variant("zigma", "zigzag-8-mamba2-fla, torch.compile of all but the mixers",
+                                            "zigzag-8", "relative", compiled=True, mixer="mamba2",
+                                            mixer_options=(("ssd", "fla"),), default=False),
 }
 #: token mixers of the zigma/vim variants (`--mixers`): the Mamba-1 and Mamba-2 mixers of zigma.mixer
 MIXERS = {"mamba1": MambaMixer, "mamba2": Mamba2Mixer}

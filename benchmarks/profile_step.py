@@ -30,12 +30,17 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from .bench import DTYPES, MIXERS, Config, Variant, _build
+from zigma.mixer import FusedUnavailableError
 
+from .bench import DTYPES, Config, Variant, _build
+
+#: --mixers: name -> (MIXERS key, mixer options); 'mamba2-fla': Mamba-2 with its SSD by flash-linear-attention
+PROFILED = {"mamba1": ("mamba1", ()), "mamba2": ("mamba2", ()), "mamba2-fla": ("mamba2", (("ssd", "fla"),))}
 GROUPS = ("GEMMs", "selective scan / SSD", "causal conv", "permutation gathers", "norms", "optimizer",
           "mixer (other)", "other")
 _KERNEL_RULES = (  # (group, regex on a CUDA kernel's name), first match wins
-    ("selective scan / SSD", r"selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum|ssd"),
+    ("selective scan / SSD", (r"selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum|ssd"
+                              r"|chunk_(fwd|bwd)_kernel|chunk_local_cumsum")),  # the last two: fla's simple GLA
     ("causal conv", r"causal_conv1d"),
     ("optimizer", r"multi_tensor|adam"),
     ("GEMMs", r"gemm|cutlass|nvjet|xmma|cublas|wgmma|matmul"),
@@ -45,7 +50,7 @@ _OP_RULES = (  # (group, regex on the name of an op the kernel ran under), inner
     ("optimizer", r"^Optimizer\.|_fused_adamw|adamw"),
     ("permutation gathers", r"PermuteTokens|^aten::(index|index_select|gather|take|_unsafe_index)"),
     ("causal conv", r"CausalConv|causal_conv"),
-    ("selective scan / SSD", r"^_SelectiveScan|zigma::ssd"),       # the reference scans (CPU / reference backend)
+    ("selective scan / SSD", r"^_SelectiveScan|zigma::ssd|ChunkSimpleGLA"),  # the reference scans; fla's op
     ("GEMMs", r"^aten::(mm|addmm|bmm|baddbmm|_scaled_mm|convolution|_convolution|cudnn_convolution|matmul|linear)\b"),
     ("norms", r"norm"),
     ("mixer (other)", r"Mamba|SelectiveScanFn|Mixer"),             # any other kernel inside mamba-ssm's functions
@@ -112,8 +117,9 @@ def fused_mixer_counts(model, batch: int, act_bytes: int) -> dict[str, tuple[flo
         m, length, k = blk.mixer, blk.orders.shape[1] // blk.segments, blk.mixer.num_directions
         bl, e, n = batch * blk.orders.shape[1], m.d_inner, m.d_state
         if hasattr(m, "nheads"):  # Mamba-2: chunked SSD (C.B^T, its product with x, chunk states in/out) + gate
-            q, channels = min(m.chunk_size, length), e + 2 * m.ngroups * n
-            macs = bl * (q * m.ngroups * n + q * e + 2 * e * n) + bl * e
+            q, channels = min(m.fused_chunk, length), e + 2 * m.ngroups * n
+            scores = m.nheads if m.ssd == "fla" else m.ngroups    # fla gets B and C expanded to heads
+            macs = bl * (q * scores * n + q * e + 2 * e * n) + bl * e
             per_token = channels + m.nheads + e                   # x, B, C, dt in; y out (z is gated in the norm)
         else:  # Mamba-1: selective scan 9 B L E N + D skip + z gate (fvcore's formula, as zigma.backbones.flops)
             channels = e
@@ -202,7 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="B")
     p.add_argument("--tokens", type=int, default=4096, help="tokens a sample (a square grid)")
     p.add_argument("--batch-tokens", type=int, default=65536)
-    p.add_argument("--mixers", default="mamba1,mamba2", help="comma separated, of: " + ", ".join(MIXERS))
+    p.add_argument("--mixers", default="mamba1,mamba2", help="comma separated, of: " + ", ".join(PROFILED))
     p.add_argument("--scan", default="zigzag-8", choices=["zigzag-8", "sweep-1"])
     p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 TFLOP/s (H200 SXM: 989)")
@@ -211,7 +217,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="profile-out")
     args = p.parse_args(argv)
     mixers = [m for m in args.mixers.split(",") if m]
-    bad = [m for m in mixers if m not in MIXERS]
+    bad = [m for m in mixers if m not in PROFILED]
     if bad or (args.device.startswith("cuda") and not torch.cuda.is_available()):
         p.error(f"unknown mixer {bad[0]!r}" if bad else "--device cuda but no CUDA device here")
     cfg = Config(size=args.size, device=args.device, dtype=args.dtype, batch_tokens=args.batch_tokens)
@@ -220,17 +226,29 @@ def main(argv=None) -> int:
     card = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     doc, md = {"device": card, "args": vars(args), "torch": torch.__version__, "results": {}}, []
     for mixer in mixers:
-        variant = Variant("zigma", "profile", args.scan, "relative", mixer=mixer)
-        times, flops, bytes_, batch = profile(cfg, variant, tokens=args.tokens, steps=args.steps)
+        variant = Variant("zigma", "profile", args.scan, "relative", mixer=PROFILED[mixer][0],
+                          mixer_options=PROFILED[mixer][1])
+        try:
+            times, flops, bytes_, batch = profile(cfg, variant, tokens=args.tokens, steps=args.steps)
+        except FusedUnavailableError as err:  # e.g. mamba2-fla without fla-core: the other mixers still count
+            doc["results"][mixer] = {"skipped": str(err)}
+            md.append(f"## {mixer}: skipped ({err})\n")
+            print(md[-1], flush=True)
+            continue
         rows = table(times, flops, bytes_, peak_tflops=args.peak_tflops, peak_tbps=args.peak_tbps)
         doc["results"][mixer] = {"batch": batch, "rows": rows}
         md.append(markdown(rows, f"## ZigMa-{args.size} ({mixer}, {args.scan}), {args.tokens} tokens x {batch}, "
                                  f"{args.dtype}, one training step on {card} (peaks {args.peak_tflops:g} TFLOP/s, "
                                  f"{args.peak_tbps:g} TB/s)"))
         print(md[-1], flush=True)
+        write(out, doc, md)  # after every mixer: a run cut short by its timeout keeps the mixers it finished
+    write(out, doc, md)
+    return 0
+
+
+def write(out: Path, doc: dict, md: list[str]) -> None:
     (out / "profile_step.json").write_text(json.dumps(doc, indent=1))
     (out / "profile_step.md").write_text("# One training step, profiled (benchmarks/profile_step.py)\n\n" + "\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":

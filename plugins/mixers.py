@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from zigma.mixer import Mamba2Mixer, MambaMixer
+from zigma.mixer.mamba2 import SSD_KERNELS
 
 from .hookspecs import hookimpl
 from .specs import MixerEntry
@@ -29,6 +30,10 @@ class Mamba2Options(BaseModel):
     headdim: int = Field(64, ge=1)        # P: channels per SSM head; expand * width must be a multiple of it
     ngroups: int = Field(1, ge=1)         # G: B/C groups shared by nheads / G heads each
     chunk_size: int = Field(256, ge=1)    # Q: SSD chunk length (exact at any value; speed only)
+    # the fused path's SSD kernel: 'mamba-ssm' (its Triton SSD) or 'fla' (flash-linear-attention's simple GLA, the
+    # same function; needs fla-core, `pip install 'zigma-harness[fla]'`; runs at fla's own chunk of 64, not
+    # chunk_size; experimental, unmeasured). The reference path and the parameters do not change
+    ssd: Literal[SSD_KERNELS] = "mamba-ssm"
 
 
 @hookimpl

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Several GPU jobs in one device call, in order, each with the time the call has left, everything back as ONE file
 # ($OUT/chain.tgz: the device returns at most 8 files). From the repository root on the device machine:
-#   carry [".gpu/kit"]   (site.tar.xz: an unpacked-able site-packages of the pinned wheels; fashion-mnist/: the data)
+#   carry [".gpu/kit"]   (site.tar.xz: an unpacked-able site-packages of the pinned wheels, fla-core==0.6.0 among
+#                         them for Mamba-2's ssd 'fla' (a pure-Python wheel); fashion-mnist/: the data)
 #   STEPS="tests segment publish:studies/text_conditioning.yaml publish:studies/scan_ablation.yaml" \
 #     ZIGMA_HARNESS_GIT_SHA=<commit> LIMIT=570 bash benchmarks/gpu/chain.sh
 # Steps:
-#   tests              the GPU tests of the CUDA-graph switches and the packed segment layout (-m gpu; TESTS_S, 240)
+#   tests              the GPU tests of the CUDA-graph switches, the packed segment layout and Mamba-2's ssd 'fla'
+#                      (-m gpu; TESTS_S, 240)
 #   segment            benchmarks/segment_layout.py: batch-folded vs packed Mamba-1 segments (BENCH_S, 180)
 #   publish:STUDY      benchmarks/gpu/publish_study.sh for STUDY (continues a carried runs/ or committed stores/)
 #   throughput         benchmarks/gpu/throughput_run.sh (VARIANTS, TRIALS, PROBE as there)
 #   mixer2             benchmarks/gpu_mixer2.py checks (no timing), first with Triton's default fp32 dot precision, then
 #                      with TRITON_F32_DEFAULT=ieee, side by side: does TF32 explain the fp32 parity miss? (MIXER2_S, 420)
-#   profile            benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1 and mamba2 (PROFILE_S, 300)
-#   mixbench           issue 18's bench (benchmarks/gpu/device_mixer2.sh PART=bench): ZigMa-B mamba1 / mamba2 beside
-#                      DiT-B at 1K / 4K / 16K tokens, eager and compiled, for the time left
+#   profile            benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1, mamba2 and mamba2-fla
+#                      (PROFILE_MIXERS; PROFILE_S, 300)
+#   mixbench           issue 18's bench (benchmarks/gpu/device_mixer2.sh PART=bench): ZigMa-B mamba1 / mamba2 (its SSD
+#                      by mamba-ssm and by fla) beside DiT-B at 1K / 4K / 16K tokens, eager and compiled, for the time left
 #   multigpu           issue 22, on 2+ GPUs: benchmarks/gpu/multi_gpu.yaml (one ZigMa-S trial on 1 and on 2 GPUs) with
 #                      --gpus ${GPUS-all}, then benchmarks/gpu/multi_gpu_compare.py (GPUS= and PRESET=cpu: on a CPU)
 # KIT (default .gpu/kit/site.tar.xz) is unpacked to /tmp/k once per machine; DATA defaults to .gpu/kit/fashion-mnist.
@@ -56,6 +59,7 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
     tests)
       timeout "${TESTS_S:-240}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/harness/test_cuda_graph.py \
         tests/harness/test_speedups.py tests/harness/test_text_step.py tests/zigma/test_mixer_segments.py \
+        tests/zigma/test_mixer2_fla.py \
         > "$dir/gpu_tests.txt" 2>&1
       echo "tests exit $?"; tail -3 "$dir/gpu_tests.txt" ;;
     segment)
@@ -81,7 +85,8 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
       done ;;
     profile)
       TRITON_CACHE_DIR=/tmp/triton-default timeout "${PROFILE_S:-300}" \
-        python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 --mixers mamba1,mamba2 \
+        python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 \
+        --mixers "${PROFILE_MIXERS:-mamba1,mamba2,mamba2-fla}" \
         --out "$dir" > "$dir/profile.log" 2>&1
       echo "profile exit $?"; tail -14 "$dir/profile.log" ;;
     mixbench)

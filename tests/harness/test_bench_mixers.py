@@ -63,3 +63,30 @@ def test_segment_layout_dry_run_times_both_layouts_at_every_point_and_they_agree
     points = [(r["segments"], r["seg_len"], r["layout"]) for r in rows]
     assert points == [(s, t, layout) for s, t in segment_layout.CASES for layout in ("batch", "packed")]
     assert all(r["ms"] > 0 and r["out_rel_diff"] < 1e-2 for r in rows)
+
+
+def test_fla_variants_are_opt_in_and_build_mamba2_mixers_with_ssd_fla():
+    assert not any("fla" in n for n in bench.make_config(compile=True, **TINY).variants)
+    cfg = bench.make_config(variants="zigzag-8-mamba2-fla,zigzag-8-mamba2-fla-compiled", **TINY)
+    assert cfg.variants == ("zigzag-8-mamba2-fla", "zigzag-8-mamba2-fla-compiled")
+    assert all(dict(bench.VARIANTS[n].mixer_options) == {"ssd": "fla"} for n in cfg.variants)
+
+
+def test_fla_variant_without_fla_core_is_skipped_naming_the_install(monkeypatch):
+    from zigma.mixer import fused
+
+    monkeypatch.setattr(fused, "_import_gla", lambda: (None, "ModuleNotFoundError: No module named 'fla'"))
+    cfg = bench.make_config(tokens="4", variants="zigzag-8-mamba2-fla", **TINY)
+    rows = bench.run(cfg, log=lambda s: None)["rows"]
+    assert [r["status"] for r in rows] == ["skipped"] and "zigma-harness[fla]" in rows[0]["reason"]
+
+
+def test_fla_ratios_compare_the_same_model_under_both_ssd_kernels():
+    row = lambda v, ms: {"variant": v, "tokens": 4096, "status": "ok", "step_ms": ms, "train_images_per_s": 1000 / ms,
+                         "peak_memory_gb": 1.0, "sample_ms_per_image": 1.0, "params_m": 1.0}
+    rows = [row("zigzag-8-mamba2", 30.0), row("zigzag-8-mamba2-fla", 20.0), row("attention", 25.0),
+            row("zigzag-8-mamba2-compiled", 24.0), row("zigzag-8-mamba2-fla-compiled", 16.0)]
+    ratios = goal_ratios({"rows": rows, "device": "x"})
+    assert ratios["fla_speedup_over_mamba_ssm_ssd"] == {4096: pytest.approx(1.5)}
+    assert ratios["fla_speedup_over_mamba_ssm_ssd_compiled"] == {4096: pytest.approx(1.5)}
+    assert ratios["zigma_mamba2_fla_over_dit_throughput"] == {4096: pytest.approx(25 / 20)}

@@ -38,6 +38,13 @@ KERNELS = [
      ["aten::mul", "MambaInnerFn"], "mixer (other)"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>, ...>",
      ["aten::add", "autograd::engine::evaluate_function: AddBackward0"], "other"),
+    # fla-core 0.6.0's simple-GLA Triton kernels (names from its source, not yet from a trace) and its autograd op
+    ("chunk_fwd_kernel_h", ["ChunkSimpleGLAFunction"], "selective scan / SSD"),
+    ("chunk_local_cumsum_scalar_kernel", ["ChunkSimpleGLAFunction"], "selective scan / SSD"),
+    ("chunk_bwd_kernel_dqkwg", ["autograd::engine::evaluate_function: ChunkSimpleGLAFunctionBackward"],
+     "selective scan / SSD"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::BFloat16CopyFunctor, ...>",
+     ["aten::copy_", "aten::to", "ChunkSimpleGLAFunction"], "selective scan / SSD"),
 ]
 
 
@@ -65,3 +72,16 @@ def test_roofline_is_the_slower_of_compute_and_memory_at_the_given_peaks():
     assert rows["norms"]["roofline_ms"] == pytest.approx(0.25)      # 1e9 B at 4e12 B/s
     assert rows["norms"]["share"] == pytest.approx(0.2)
     assert rows["other"]["over_roofline"] is None
+
+
+def test_a_mixer_whose_kernel_is_missing_is_recorded_as_skipped_and_the_others_still_profiled(tmp_path, monkeypatch):
+    import json
+
+    from zigma.mixer import fused
+
+    monkeypatch.setattr(fused, "_import_gla", lambda: (None, "ModuleNotFoundError: No module named 'fla'"))
+    torch.set_num_threads(1)
+    ps.main(["--device", "cpu", "--size", "tiny", "--tokens", "16", "--batch-tokens", "32", "--steps", "1",
+             "--mixers", "mamba2-fla,mamba2", "--dtype", "fp32", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "profile_step.json").read_text())["results"]
+    assert "zigma-harness[fla]" in results["mamba2-fla"]["skipped"] and results["mamba2"]["rows"]

@@ -105,3 +105,29 @@ def test_mamba1_segment_layout_option_reaches_every_mixer_and_defaults_to_auto()
 def test_unknown_segment_layout_names_the_key_and_the_choices():
     with pytest.raises(ConfigError, match=r"s\.yaml: base\.backbone\.mixer\.segment_layout: .*'batch'"):
         build({"name": "zigma", "mixer": {"name": "mamba1", "segment_layout": "pack"}})
+
+
+def test_mamba2_ssd_option_defaults_to_mamba_ssm_and_reaches_every_mixer():
+    assert all(m.ssd == "mamba-ssm" for m in mixers(build({"name": "zigma", "size": "tiny", "mixer": "mamba2"})))
+
+
+def test_unknown_mamba2_ssd_kernel_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"s\.yaml: base\.backbone\.mixer\.ssd: .*'mamba-ssm' or 'fla'"):
+        build({"name": "zigma", "mixer": {"name": "mamba2", "ssd": "flash"}})
+
+
+def test_mamba2_ssd_fla_without_fla_core_is_a_validation_error_naming_the_install(monkeypatch):
+    from zigma.mixer import fused
+
+    monkeypatch.setattr(fused, "_import_gla", lambda: (None, "ModuleNotFoundError: No module named 'fla'"))
+    with pytest.raises(Exception, match=r"ssd 'fla'.*fla-core.*zigma-harness\[fla\]") as exc:
+        build({"name": "zigma", "size": "tiny", "mixer": {"name": "mamba2", "ssd": "fla"}})
+    assert type(exc.value).__name__ == "MissingDependencyError"
+
+
+def test_mamba2_ssd_fla_reaches_every_mixer_where_fla_imports(monkeypatch):
+    from zigma.mixer import fused
+
+    monkeypatch.setattr(fused, "_import_gla", lambda: (object(), ""))  # only imported here, never called on CPU
+    model = build({"name": "zigma", "size": "tiny", "mixer": {"name": "mamba2", "ssd": "fla"}})
+    assert all(type(m) is Mamba2Mixer and m.ssd == "fla" for m in mixers(model))

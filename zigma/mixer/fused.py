@@ -1,21 +1,27 @@
-"""Optional fused kernels (mamba-ssm + causal-conv1d): imported quietly, selected loudly."""
+"""Optional fused kernels (mamba-ssm + causal-conv1d; flash-linear-attention for Mamba-2's SSD on request):
+imported quietly, selected loudly."""
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 
-__all__ = ["INSTALL_HINT", "FusedUnavailableError", "causal_conv_silu", "fused_available", "fused_kernels",
-           "mamba2_forward", "mamba_forward", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
+__all__ = ["FLA_INSTALL_HINT", "GLA_CHUNK", "INSTALL_HINT", "FusedUnavailableError", "causal_conv_silu",
+           "fused_available", "fused_kernels", "gla_available", "gla_kernel", "gla_scan", "mamba2_forward",
+           "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
 
 INSTALL_HINT = "pip install 'zigma-harness[cuda]'"
+FLA_INSTALL_HINT = "pip install 'zigma-harness[fla]'"
+GLA_CHUNK = 64  # the chunk length of fla's chunk_simple_gla (its default); Mamba2Mixer.chunk_size is mamba-ssm's
 
 
 class FusedUnavailableError(RuntimeError):
-    """backend='fused' was asked for where mamba-ssm / causal-conv1d cannot be imported."""
+    """backend='fused' was asked for where mamba-ssm / causal-conv1d cannot be imported (or ssd='fla' where
+    flash-linear-attention cannot)."""
 
 
 @functools.cache
@@ -144,9 +150,19 @@ def ssd_scan(x, dt, A, B, C, *, chunk_size, D, dt_bias, dt_softplus=True):
     return ssd_kernels()["chunk_scan"](x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)
 
 
+@functools.cache
+def _import_causal_conv1d():
+    """causal-conv1d's causal_conv1d_fn, or None (a grouped torch conv1d then runs instead)."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except (ImportError, OSError):
+        return None
+    return causal_conv1d_fn
+
+
 def causal_conv_silu(x, conv1d):
     """silu(causal depthwise conv1d) token-major: (B, L, C) -> (B, L, C); causal_conv1d_fn when present."""
-    fn = ssd_kernels()["causal_conv1d_fn"]
+    fn = _import_causal_conv1d()
     weight = rearrange(conv1d.weight, "d 1 w -> d w")
     if fn is None:
         width, length = weight.shape[-1], x.shape[1]
@@ -167,3 +183,58 @@ def mamba2_forward(mixer, x):
         rmsnorm_weight=mixer.norm.weight, rmsnorm_eps=mixer.norm.eps, outproj_weight=mixer.out_proj.weight,
         outproj_bias=mixer.out_proj.bias, headdim=mixer.headdim, ngroups=mixer.ngroups, norm_before_gate=False,
     )  # (B, L, D)
+
+
+# ---- Mamba-2's SSD as scalar-gated linear attention: flash-linear-attention's Triton kernels (ssd 'fla') ----------
+
+
+@functools.cache
+def _import_gla() -> tuple[object | None, str]:
+    """Try once: (fla's chunk_simple_gla, '') or (None, why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fla warns at import where Triton sees no GPU
+            from fla.ops.simple_gla import chunk_simple_gla
+    except (ImportError, OSError) as err:
+        return None, f"{type(err).__name__}: {err}"
+    return chunk_simple_gla, ""
+
+
+def gla_available() -> bool:
+    """Whether flash-linear-attention's chunk_simple_gla is importable here (package fla-core)."""
+    return _import_gla()[0] is not None
+
+
+def gla_kernel():
+    """fla's chunk_simple_gla, or FusedUnavailableError naming the package and the install command."""
+    kernel, why = _import_gla()
+    if kernel is None:
+        raise FusedUnavailableError(
+            "mixer 'mamba2' option ssd 'fla' needs flash-linear-attention's Triton kernels (the package fla-core, "
+            f"module fla.ops.simple_gla), which cannot be imported here ({why}). Install it with "
+            f"`{FLA_INSTALL_HINT}` (fla-core 0.6, pure Python + Triton), or use ssd 'mamba-ssm' (the default)."
+        )
+    return kernel
+
+
+def ssd_as_gla(x, dt, A, B, C, *, D, dt_bias, gla):
+    """Mamba-2's SSD through a simple-GLA kernel `gla(q, k, v, g, scale=) -> (o, final_state)`: x (B, L, H, P),
+    dt (B, L, H) before dt_bias and softplus, A (H,), B/C (B, L, G, N) -> y (B, L, H, P), D skip included.
+
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t^T, y_t = C_t^T h_t + D x_t is simple GLA's S_t = exp(g_t) S_{t-1} +
+    k_t v_t^T, o_t = scale q_t^T S_t with q = C, k = B (head h reading group h // (H / G)), v = dt x,
+    g = dt A in fp32 and scale 1; dt, g and the D skip are computed here in PyTorch, so autograd reaches them."""
+    heads, groups = x.shape[2], B.shape[2]
+    work = torch.promote_types(x.dtype, torch.float32)
+    dt = F.softplus(dt.to(work) + dt_bias.to(work))  # (B, L, H)
+    g = dt * A.to(work)  # (B, L, H): the log decay, <= 0
+    v = (x.to(work) * dt[..., None]).to(x.dtype)  # (B, L, H, P)
+    q, k = (repeat(t.to(x.dtype), "b l g n -> b l (g r) n", r=heads // groups) for t in (C, B))  # (B, L, H, N)
+    o, _ = gla(q, k, v, g, scale=1.0)  # (B, L, H, P)
+    return (o.to(work) + x.to(work) * D.to(work)[:, None]).to(x.dtype)  # (B, L, H, P)
+
+
+def gla_scan(x, dt, A, B, C, *, D, dt_bias):
+    """ssd_as_gla with fla's chunk_simple_gla: the same layout and result as ssd_scan (FusedUnavailableError
+    without fla-core)."""
+    return ssd_as_gla(x, dt, A, B, C, D=D, dt_bias=dt_bias, gla=gla_kernel())

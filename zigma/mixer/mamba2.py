@@ -11,6 +11,10 @@ num_directions=K (multi-direction scan layers, as MambaMixer): directions k >= 1
 (suffix '_b' for k=1, '_p{k}' for k >= 2; A's log named 'A_b_log' / 'A_p{k}_log' as in Vim); in_proj, norm and
 out_proj are shared. The K SSM outputs (D skip included) are combined in direction 0's order ('sum' or 'mean')
 and then gated and normalised once: norm(y * silu(z)).
+
+ssd picks the fused SSD kernel: 'mamba-ssm' (its Triton SSD, the default) or 'fla' (flash-linear-attention's
+chunk_simple_gla, Mamba-2's SSD being scalar-gated linear attention: fused.ssd_as_gla; experimental). It changes
+no parameter and not the reference path.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from zigma.mixer.mamba import (
 )
 from zigma.mixer.ssd import ssd_chunked
 
-__all__ = ["GatedRMSNorm", "Mamba2Mixer"]
+__all__ = ["SSD_KERNELS", "GatedRMSNorm", "Mamba2Mixer"]
+
+SSD_KERNELS = ("mamba-ssm", "fla")  # the fused path's SSD: mamba-ssm's Triton SSD or fla's simple GLA
 
 
 def _names(k: int) -> dict[str, str]:
@@ -61,15 +67,18 @@ class GatedRMSNorm(nn.Module):
 
 class Mamba2Mixer(nn.Module):
     """Mamba-2 mixer (B, L, D) -> (B, L, D); backend 'fused' (mamba-ssm's Triton SSD + causal-conv1d, CUDA),
-    'reference' (chunked SSD in PyTorch, any device) or 'auto' (fused where importable and the input on CUDA)."""
+    'reference' (chunked SSD in PyTorch, any device) or 'auto' (fused where importable and the input on CUDA).
+    ssd: the fused path's SSD kernel, 'mamba-ssm' or 'fla' (flash-linear-attention, needs fla-core here)."""
 
     def __init__(self, d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
                  dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4, bias=False, conv_bias=True, chunk_size=256,
-                 num_directions=1, combine="sum", backend="auto", layer_idx=None, device=None, dtype=None,
-                 generator: torch.Generator | None = None):
+                 num_directions=1, combine="sum", backend="auto", ssd="mamba-ssm", layer_idx=None, device=None,
+                 dtype=None, generator: torch.Generator | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown mixer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if ssd not in SSD_KERNELS:
+            raise ValueError(f"unknown ssd {ssd!r}; choose one of {', '.join(SSD_KERNELS)}")
         if combine not in COMBINES:
             raise ValueError(f"unknown combine {combine!r}; choose one of {', '.join(COMBINES)}")
         if num_directions < 1:
@@ -83,14 +92,16 @@ class Mamba2Mixer(nn.Module):
             raise ValueError(f"{d_inner // headdim} heads do not split into ngroups={ngroups}")
         if not 0 < A_init_range[0] <= A_init_range[1]:
             raise ValueError(f"A_init_range must satisfy 0 < low <= high, got {A_init_range}")
-        if backend == "fused":
+        if ssd == "fla":  # asked for by name: missing is an error on any backend, never a silent fallback
+            _fused.gla_kernel()  # raises FusedUnavailableError naming fla-core and the install command
+        elif backend == "fused":
             _fused.ssd_kernels()  # raises FusedUnavailableError naming the packages and the install command
         factory = {"device": device, "dtype": dtype}
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner, self.headdim, self.ngroups = d_inner, headdim, ngroups
         self.nheads = d_inner // headdim
         self.chunk_size, self.num_directions, self.combine = chunk_size, num_directions, combine
-        self.backend, self.layer_idx = backend, layer_idx
+        self.backend, self.ssd, self.layer_idx = backend, ssd, layer_idx
         self._init = {"dt": (dt_min, dt_max, dt_init_floor), "A": tuple(A_init_range)}
         conv_dim = d_inner + 2 * ngroups * d_state
 
@@ -145,7 +156,12 @@ class Mamba2Mixer(nn.Module):
 
     def backend_used(self, x: torch.Tensor) -> str:
         """'fused' or 'reference': the path `forward(x)` takes for this input (device, dtype)."""
-        return choose_backend(self.backend, x, _fused.ssd_available)
+        return choose_backend(self.backend, x, _fused.gla_available if self.ssd == "fla" else _fused.ssd_available)
+
+    @property
+    def fused_chunk(self) -> int:
+        """The chunk length of the fused SSD kernel: chunk_size for mamba-ssm's, fla's own for ssd 'fla'."""
+        return _fused.GLA_CHUNK if self.ssd == "fla" else self.chunk_size
 
     def _ssm(self, xbc: torch.Tensor, k: int, fused: bool) -> torch.Tensor:
         """Direction k's conv + SSD: xbc (B, L, E + 2GN) in its order -> y (B, L, E), D skip included."""
@@ -158,7 +174,9 @@ class Mamba2Mixer(nn.Module):
         args = (rearrange(x, "b l (h p) -> b l h p", p=self.headdim), dt, -torch.exp(A_log.float()),
                 rearrange(B, "b l (g n) -> b l g n", g=self.ngroups),
                 rearrange(C, "b l (g n) -> b l g n", g=self.ngroups))
-        if fused:
+        if fused and self.ssd == "fla":
+            y = _fused.gla_scan(*args, D=D, dt_bias=dt_bias)  # (B, L, H, P)
+        elif fused:
             y = _fused.ssd_scan(*args, chunk_size=self.chunk_size, D=D, dt_bias=dt_bias)  # (B, L, H, P)
         else:
             with torch.autocast(xbc.device.type, enabled=False), torch.profiler.record_function("zigma::ssd"):
@@ -177,7 +195,7 @@ class Mamba2Mixer(nn.Module):
             raise ValueError(f"{length} tokens do not split into {segments} segments")
         orders = branch_orders(self.num_directions, branch_index, length, x.device)
         fused = self.backend_used(x) == "fused"
-        if fused and self.num_directions == 1:
+        if fused and self.num_directions == 1 and self.ssd == "mamba-ssm":
             out = _fused.mamba2_forward(self, x.reshape(batch * segments, length // segments, -1))
             return out.reshape(batch, length, -1)  # (B, L, D)
         zxbcdt = self.in_proj(x)  # (B, L, 2E + 2GN + H)
@@ -187,14 +205,16 @@ class Mamba2Mixer(nn.Module):
 
     def flops(self, batch: int, length: int) -> int:
         """MACs of one call on (batch, length, d_model) tokens: projections, conv, and the chunked SSD as the
-        fused kernels compute it (full Q x Q chunk products: C.B^T, its product with x, chunk states in/out)."""
+        fused kernels compute it (full Q x Q chunk products: C.B^T, its product with x, chunk states in/out;
+        C.B^T once a group with mamba-ssm's kernel, once a head with fla's, which gets B and C expanded)."""
         bl, d, e, n, g = batch * length, self.d_model, self.d_inner, self.d_state, self.ngroups
-        q = min(self.chunk_size, length)
-        per_direction = bl * (e + 2 * g * n) * self.d_conv + bl * (q * g * n + q * e + 2 * e * n) + bl * e
+        q, scores = min(self.fused_chunk, length), self.nheads if self.ssd == "fla" else g
+        per_direction = bl * (e + 2 * g * n) * self.d_conv + bl * (q * scores * n + q * e + 2 * e * n) + bl * e
         return bl * d * (2 * e + 2 * g * n + self.nheads) + self.num_directions * per_direction + bl * e * d
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
                 f"headdim={self.headdim}, ngroups={self.ngroups}, chunk_size={self.chunk_size}, "
-                f"num_directions={self.num_directions}, combine={self.combine!r}, backend={self.backend!r}")
+                f"num_directions={self.num_directions}, combine={self.combine!r}, backend={self.backend!r}, "
+                f"ssd={self.ssd!r}")
 
