@@ -221,8 +221,8 @@ def _pick_baselines(rows: list[Row], baseline: dict[str, Any] | None, *, per_arm
 
 
 def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) -> dict[str, list[str]]:
-    """Deltas against each row's baseline with Welch's test; 'best' (the column's extreme mean) only on a row of
-    >= 2 seeds. A train loss is compared only between rows of one training objective, and has no 'best' when the
+    """Deltas against each row's baseline with Welch's test; 'best' (the column's extreme mean, when one row alone
+    holds it) only on a row of >= 2 seeds. A train loss is compared only between rows of one training objective, and has no 'best' when the
     rows' objectives differ (returned: metric -> the keys that make them differ)."""
     for r in rows:
         r.baseline = bases[id(r)] is r
@@ -232,6 +232,8 @@ def _compare(rows: list[Row], metrics: list[MetricInfo], bases: dict[int, Row]) 
     for m in metrics:
         finite = [r.cells[m.name].mean for r in rows if math.isfinite(r.cells[m.name].mean)]
         best = (max if m.higher_is_better else min)(finite) if len(set(finite)) > 1 else None
+        if finite.count(best) > 1:  # a best several rows share (NFE 50 in 11 of 12 rows) singles nothing out
+            best = None
         for r in rows:
             r.cells[m.name].best = best is not None and r.cells[m.name].mean == best and r.cells[m.name].n >= 2 \
                 and m.name not in uncompared

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report_study import write_results_study
 
 from harness.report import build_report
+from harness.report.tables import Cell, MetricInfo, Row, _compare
 
 ARMS_YAML = """\
 name: toy_arms
@@ -79,3 +80,16 @@ def test_a_two_axis_grid_compares_each_mixer_with_its_own_sweep(tmp_path):
     assert rows[("mamba1", "zigzag-8")]["metrics"]["fd-effnet"]["delta"] == pytest.approx(40.0 - 50.0)
     assert rows[("mamba2", "zigzag-8")]["metrics"]["fd-effnet"]["delta"] == pytest.approx(27.0 - 30.0)
     assert rows[("mamba2", "zigzag-8")]["metrics"]["fd-effnet"]["rel_delta"] == pytest.approx(-3.0 / 30.0)
+
+
+def _row(label: str, nfe: float, fd: float) -> Row:
+    cells = {"nfe": Cell(mean=nfe, std=0.0, n=3), "fd": Cell(mean=fd, std=1.0, n=3)}
+    return Row(values={"sampler": label}, label=label, n_seeds=3, n_failed=0, cells=cells)
+
+
+def test_a_best_value_several_rows_share_is_not_marked_but_a_unique_one_is():
+    metrics = [MetricInfo("nfe", "NFE", "", False, "cost"), MetricInfo("fd", "FD", "", False, "quality")]
+    rows = [_row("euler", 50, 30.0), _row("heun", 50, 29.0), _row("dopri5", 174, 31.0)]
+    _compare(rows, metrics, {id(r): rows[0] for r in rows})
+    assert [r.cells["nfe"].best for r in rows] == [False, False, False]   # 50 is shared by euler and heun
+    assert [r.cells["fd"].best for r in rows] == [False, True, False]      # 29 is heun's alone
