@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -258,11 +259,16 @@ def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
+        warned = False
         while True:
             try:
                 storage.record_heartbeat(trial_id)
-            except Exception:  # noqa: BLE001, S110 - a missed beat must not kill the trial
-                pass
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the trial, but is said once
+                if not warned:
+                    warned = True
+                    print(f"warning: trial {trial_id}: heartbeat to the storage failed ({type(exc).__name__}: "
+                          f"{exc}); the trial goes on, but if beats keep failing other workers will count it as "
+                          "stale and run it again", file=sys.stderr, flush=True)
             if stop.wait(storage.get_heartbeat_interval()):
                 return
 

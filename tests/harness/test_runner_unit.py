@@ -371,3 +371,30 @@ def test_git_sha_from_environment_outside_a_checkout(tmp_path, monkeypatch):
     assert git_info()["sha"] == "abc123"  # named explicitly: wins over a (possibly stale) .git
     monkeypatch.delenv("ZIGMA_HARNESS_GIT_SHA")
     assert git_info()["sha"] != "abc123"
+
+
+def test_a_failing_heartbeat_is_said_once_on_stderr_and_the_trial_block_still_runs(capsys):
+    import time
+    from types import SimpleNamespace
+
+    from harness.queue import heartbeat
+
+    calls = []
+
+    class FlakyStorage:
+        def get_heartbeat_interval(self):
+            return 0.01
+
+        def record_heartbeat(self, trial_id):
+            calls.append(trial_id)
+            raise ConnectionError("server closed the connection")
+
+    ran = False
+    with heartbeat(SimpleNamespace(_storage=FlakyStorage()), 7):
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:   # several failed beats, one warning
+            time.sleep(0.005)
+        ran = len(calls) >= 3
+    err = capsys.readouterr().err
+    assert ran and err.count("warning: trial 7: heartbeat") == 1
+    assert "ConnectionError: server closed the connection" in err
