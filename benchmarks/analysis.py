@@ -1,4 +1,4 @@
-"""The ratios issue 11 sets goals on, a printed summary, and the log-log plot of a results document.
+"""The ratios issues 11 and 18 set goals on, a printed summary, and the log-log plot of a results document.
 
 The goals compare ZigMa and DiT run the same way. Activation checkpointing (the `-ckpt` variants) and the kernel
 ceiling are extra lines beside them, never a goal's value:
@@ -23,6 +23,11 @@ GOALS = (
     ("zigma_over_dit_peak_memory", 16384, "<=", 0.6, "ZigMa peak training memory vs DiT at 16K tokens"),
     ("scan_overhead_pct", None, "<=", 2.0, "zigzag-8 step time over no permutation (%)"),
     ("mixer_over_linear", None, "<=", 3.0, "reference mixer vs nn.Linear stack, fwd+bwd (CPU goal)"),
+    # the token-mixer issue (#18): each backbone in its fastest measured configuration, and the scan order's cost
+    # with the Mamba-2 mixer too
+    ("best_zigma_over_best_dit_throughput", 4096, ">=", 1.0, "fastest ZigMa vs fastest DiT throughput at 4K tokens"),
+    ("best_zigma_over_best_dit_throughput", 16384, ">=", 2.0, "fastest ZigMa vs fastest DiT throughput at 16K tokens"),
+    ("scan_overhead_pct_mamba2", None, "<=", 2.0, "zigzag-8 step time over no permutation, Mamba-2 (%)"),
 )
 
 

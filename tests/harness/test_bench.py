@@ -310,3 +310,20 @@ def test_goal_ratios_keep_the_goals_same_settings_and_add_checkpointing_and_the_
     assert "zigma_ckpt_over_dit_peak_memory" in lines[ckpt_head + 2]
     assert not any(s.lstrip().startswith("zigma_ckpt") for s in lines[:ckpt_head])
     assert any("measured 0.303x" in s and "kernel ceiling 0.585x" in s for s in lines)
+
+
+def test_the_mixer_goals_take_each_backbones_fastest_configuration_and_the_mamba2_scan_overhead():
+    row = lambda v, n, ms, img: dict(variant=v, tokens=n, status="ok", step_ms=ms, train_images_per_s=img,
+                                     peak_memory_gb=1.0, sample_ms_per_image=ms, params_m=100.0)
+    rows = [row("zigzag-8-mamba2", 4096, 240.0, 66.0), row("zigzag-8-mamba2-compiled", 4096, 200.0, 80.0),
+            row("no-scan-mamba2", 4096, 236.0, 67.0), row("attention", 4096, 200.0, 80.0),
+            row("attention-compiled", 4096, 160.0, 100.0), row("zigzag-8-mamba2", 16384, 246.0, 16.3),
+            row("attention", 16384, 440.0, 9.1)]
+    ratios = goal_ratios({"rows": rows, "device": "NVIDIA H200"})
+    by = {(g["key"], g["tokens"]): g for g in ratios["goals"]}
+    fast4k = by[("best_zigma_over_best_dit_throughput", 4096)]
+    assert fast4k["value"] == pytest.approx(80.0 / 100.0) and fast4k["met"] is False      # compiled vs compiled
+    fast16k = by[("best_zigma_over_best_dit_throughput", 16384)]
+    assert fast16k["value"] == pytest.approx(16.3 / 9.1) and fast16k["met"] is False      # 1.79 < 2
+    overhead = by[("scan_overhead_pct_mamba2", 4096)]
+    assert overhead["value"] == pytest.approx(100 * (240 - 236) / 236) and overhead["met"] is True
