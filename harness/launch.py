@@ -208,6 +208,7 @@ def _run_here(session, registries, *, quiet: bool, line, deadline: float | None 
     from harness.trial import default_device
 
     device = default_device()
+    stop_on_signals()       # SIGTERM (a `timeout`, a scheduler) re-queues the running trial as Ctrl-C does
     if quiet or not sys.stderr.isatty():
         runner.run_worker(session, registries, device=device, hooks=line.hooks(), deadline=deadline)
         return
