@@ -212,7 +212,7 @@ def _run_here(session, registries, *, quiet: bool, line, deadline: float | None 
     if quiet or not sys.stderr.isatty():
         runner.run_worker(session, registries, device=device, hooks=line.hooks(), deadline=deadline)
         return
-    with RichProgress(lambda: runner.counts(session)) as bars:
+    with RichProgress(lambda: runner.counts(session), left=lambda: runner.time_left(session)) as bars:
         runner.run_worker(session, registries, device=device, hooks=bars.hooks(), deadline=deadline)
 
 
