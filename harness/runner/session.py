@@ -142,6 +142,11 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
             say(f"queued {added} trial(s)")
     if retry_failed:
         say(f"re-queued {queue.retry_failed(osd)} failed trial(s)")
+    if stored is not None:      # a rerun: say where the study stands before its trials start
+        c = counts(session)
+        say(f"resuming {study.name}: {c['done']} of {c['total']} done, {c['pending'] + c['running']} to run"
+            + (f", {c['failed'] + c['pruned']} failed or pruned (--retry-failed runs them again)"
+               if c["failed"] + c["pruned"] else ""))
 
 
 def current_trials(session: Session) -> tuple[dict[str, FrozenTrial], int]:

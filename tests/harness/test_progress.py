@@ -53,3 +53,37 @@ def test_the_trial_bar_clock_starts_again_at_each_trial():
     time.sleep(0.05)
     hooks.started(None, types.SimpleNamespace(label="second", key="b"))
     assert task.start_time >= first + 0.05 and task.description == "second"
+
+
+def _interrupt_at(step_to_stop: int):
+    from harness.runner import WorkerHooks
+    from harness.trial import TrialHooks
+
+    def advance(step, info):
+        if step == step_to_stop:
+            raise KeyboardInterrupt
+    return WorkerHooks(trial=lambda: TrialHooks(advance=advance))
+
+
+def test_a_rerun_says_where_the_study_stands_and_that_a_trial_resumed_from_its_checkpoint(tmp_path, registries,
+                                                                                             capsys):
+    import pytest
+    import torch
+
+    from harness import runner
+    from harness.cli import main
+    from harness.study import load_study
+    from tests.harness.runner_support import seed_mlflow_db, write_study
+    path = write_study(tmp_path / "r.yaml", "r", axes={"backbone.width": [8]}, seeds=(0, 1))   # 2 trials
+    folder = tmp_path / "runs" / "r"
+    seed_mlflow_db(folder, tmp_path)
+    args = ["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet", "--no-report"]
+    main([*args, "--time-limit", "0"])                                   # queued, none started
+    session = runner.open_session(load_study(path), folder=folder, storage=None, tracking_uri=None)
+    with pytest.raises(KeyboardInterrupt):   # 20 steps, a checkpoint every 10: stopped at 15, resumes from 10
+        runner.run_worker(session, registries, device=torch.device("cpu"), hooks=_interrupt_at(15))
+    capsys.readouterr()
+    main(args)
+    out = capsys.readouterr().out
+    assert "resuming r: 0 of 2 done, 2 to run" in out
+    assert out.count(", resumed from step 10") == 1
