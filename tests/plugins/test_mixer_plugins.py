@@ -105,3 +105,13 @@ def test_mamba1_segment_layout_option_reaches_every_mixer_and_defaults_to_auto()
 def test_unknown_segment_layout_names_the_key_and_the_choices():
     with pytest.raises(ConfigError, match=r"s\.yaml: base\.backbone\.mixer\.segment_layout: .*'batch'"):
         build({"name": "zigma", "mixer": {"name": "mamba1", "segment_layout": "pack"}})
+
+
+def test_a_mixer_axis_value_replaces_the_base_mixer_with_its_options():
+    """docs/adding-a-mixer-plugin.md: options of an arm go in the axis value, not in base."""
+    study = parse_study({"name": "t", "base": {"backbone": {"name": "zigma", "mixer": {"name": "mamba2",
+                                                                                         "headdim": 32}}},
+                         "axes": {"backbone.mixer": ["mamba2", {"name": "mamba2", "headdim": 16}]}},
+                        source="s.yaml")
+    mixers_of = [spec.config.backbone.mixer.model_dump(exclude_none=True) for spec in expand_trials(study)]
+    assert [m.get("headdim") for m in mixers_of] == [None, 16]
