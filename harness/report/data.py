@@ -88,14 +88,32 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _is_study_folder(p: Path) -> bool:
+    return p.is_dir() and ((p / "study.yaml").exists() or (p / "mlflow.db").exists() or (p / "trials").is_dir())
+
+
 def _resolve_folder(study: str | Path, runs_dir: str | Path) -> Path | None:
-    p = Path(study)
-    if p.is_dir() and ((p / "study.yaml").exists() or (p / "mlflow.db").exists() or (p / "trials").is_dir()):
-        return p.resolve()
-    q = Path(runs_dir) / str(study)
-    if q.is_dir():
-        return q.resolve()
+    """The study folder `study` names (itself, or runs_dir/study); None when neither is one."""
+    for p in (Path(study), Path(runs_dir) / str(study)):
+        if _is_study_folder(p):
+            return p.resolve()
     return None
+
+
+def _not_a_study(study: str | Path, runs_dir: str | Path) -> str:
+    """Why `study` names no study folder, in one line."""
+    p = Path(study)
+    if p.is_file():
+        try:
+            from harness.study import load_study
+            name = load_study(p).study.name
+        except HarnessError:
+            name = "<name>"
+        return (f"{p} is a study file; give its study folder ({Path(runs_dir) / name}; a preset's is "
+                f"{Path(runs_dir) / name}-<preset>) or an exported store")
+    if p.is_dir():
+        return f"{p}: not a study folder (no study.yaml, mlflow.db or trials/ in it); give one written by `harness run`"
+    return f"no study folder {Path(runs_dir) / str(study)} (give --runs DIR or --tracking-uri URI)"
 
 
 def _effective_name(raw: dict[str, Any]) -> str:
@@ -217,7 +235,7 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
     folder = _resolve_folder(study, runs_dir)
     name = folder.name if folder is not None else str(study)
     if folder is None and tracking_uri is None:
-        raise HarnessError(f"no study folder {Path(runs_dir) / str(study)} (give --runs DIR or --tracking-uri URI)")
+        raise HarnessError(_not_a_study(study, runs_dir))
     data = StudyData(name=name, folder=folder)
     tmp = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="harness-report-"))
     uri = tracking_uri
