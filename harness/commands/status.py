@@ -22,6 +22,12 @@ def status(study: str = typer.Argument(..., metavar="STUDY_OR_DIR", help="A stud
     from plugins.errors import HarnessError
 
     folder = study_folder(study, runs_dir(runs, out), preset)
+    if storage is None and not folder.is_dir():
+        ran = sorted(p.name[len(folder.name) + 1:] for p in folder.parent.glob(f"{folder.name}-*")
+                     if (p / "optuna.journal").exists()) if Path(study).is_file() and not preset else []
+        hint = f" (it ran with --preset {' or '.join(ran)}: give it)" if ran else ""
+        raise HarnessError(f"no study folder {folder}: the study has not run there{hint}; give --runs DIR, "
+                           "or --storage URL for a database")
     if storage is None and not (folder / "optuna.journal").exists():
         raise HarnessError(f"{folder}: no optuna.journal here (give --storage for a database)")
     # a study folder or an exported store may have any name: the journal's one study says which study it is
