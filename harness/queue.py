@@ -28,6 +28,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.journal import check_journal
 from harness.study import TrialSpec
 from plugins.errors import HarnessError, MissingDependencyError
 
@@ -48,6 +49,7 @@ def open_storage(url: str | None, study_dir: Path) -> BaseStorage:
         if path.is_dir():
             path = path / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)         # a cut-off last record set aside before the next append glues onto it
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql"):
