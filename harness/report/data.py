@@ -171,6 +171,8 @@ def _client(uri: str):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     from mlflow.tracking import MlflowClient
 
+    from harness.tracking import check_sqlite_store
+    check_sqlite_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 

@@ -1,15 +1,19 @@
-"""A damaged Optuna journal (harness/journal.py): a cut-off last record is set aside before the next append, a
-broken earlier record is one error naming the file and the line."""
+"""Damaged study stores. The Optuna journal (harness/journal.py): a cut-off last record is set aside before the
+next append, a broken earlier record is one error naming the file and the line. The MLflow SQLite database
+(harness.tracking.check_sqlite_store): damage is one error naming the file."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 
 import optuna
 import pytest
 
 from harness.journal import check_journal
 from harness.queue import open_storage
+from harness.tracking import check_sqlite_store
 from plugins.errors import HarnessError
 
 RECORDS = b"".join(json.dumps({"op_code": i}).encode() + b"\n" for i in range(3))
@@ -58,3 +62,46 @@ def test_a_study_whose_last_record_was_cut_off_takes_new_trials_and_reads_back(t
     again.enqueue_trial({})
     reread = optuna.load_study(study_name="s", storage=open_storage(str(path), tmp_path))
     assert len(reread.get_trials(deepcopy=False)) == 2     # the first and the new one; the cut one never was
+
+
+def _database(path):
+    """A SQLite file of many pages (a table of 2,000 rows of 100 bytes)."""
+    with closing(sqlite3.connect(path)) as con:
+        con.execute("CREATE TABLE t (x TEXT)")
+        con.executemany("INSERT INTO t VALUES (?)", [("x" * 100,)] * 2000)
+        con.commit()
+
+
+def test_a_healthy_tracking_database_passes(tmp_path):
+    _database(tmp_path / "mlflow.db")
+    check_sqlite_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_a_tracking_database_cut_short_is_one_error_naming_the_file(tmp_path):
+    db = tmp_path / "mlflow.db"
+    _database(db)
+    db.write_bytes(db.read_bytes()[:8192])                 # two of its pages
+    with pytest.raises(HarnessError, match=rf"^{db}: the MLflow database is damaged \(database disk image is "
+                                           r"malformed\)"):
+        check_sqlite_store(f"sqlite:///{db}")
+
+
+def test_a_file_that_is_not_a_database_is_one_error_naming_the_file(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"not sqlite " * 1000)
+    with pytest.raises(HarnessError, match=rf"^{db}: the MLflow database is damaged \(file is not a database\)"):
+        check_sqlite_store(f"sqlite:///{db}")
+
+
+def test_run_on_a_study_whose_tracking_database_is_damaged_stops_with_that_one_line(tmp_path, registries, capsys):
+    from harness.cli import main
+    from tests.harness.runner_support import write_study
+    path = write_study(tmp_path / "d.yaml", "d", axes={"backbone.width": [8]}, seeds=(0,))
+    folder = tmp_path / "runs" / "d"
+    folder.mkdir(parents=True)
+    (folder / "mlflow.db").write_bytes(b"not sqlite " * 1000)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{folder / 'mlflow.db'}: the MLflow database is damaged (file is not a database)" in err
