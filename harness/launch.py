@@ -232,7 +232,8 @@ def finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> int
             say(f"report: {path}")
     c = runner.counts(session)
     if c["done"]:   # the parent run: metrics per variant and the report
-        session.tracker.log_study_summary(session.parent_run_id, path)
+        session.tracker.log_study_summary(session.parent_run_id, path,
+                                          keys=None if session.is_search else set(session.specs))
     bad = [rc for rc in rcs if rc not in (0, None)]
     if bad and (c["pending"] or c["running"]):
         raise HarnessError(f"{len(bad)} worker process(es) exited with an error (codes {bad}); "

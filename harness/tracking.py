@@ -215,13 +215,16 @@ class Tracker:
             return None
         return self.artifact_root / uri[len(PROXY):].lstrip("/")
 
-    def log_study_summary(self, parent_id: str, report_dir: Path | None) -> dict[str, float]:
+    def log_study_summary(self, parent_id: str, report_dir: Path | None,
+                          keys: set[str] | None = None) -> dict[str, float]:
         """The parent run gets each variant's mean and std over seeds of every final metric of its completed
-        child runs (`<variant>/<metric>`, `<variant>/<metric>.std`) and the report folder as artifact `report/`."""
+        child runs (`<variant>/<metric>`, `<variant>/<metric>.std`) and the report folder as artifact `report/`.
+        `keys`: only the child runs of these trial keys (the study file as it is now, not an earlier version)."""
         children = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
         summary = variant_metrics([(r.data.params, r.data.metrics) for r in children
-                                   if r.data.tags.get("harness.status") == "completed"])
+                                   if r.data.tags.get("harness.status") == "completed"
+                                   and (keys is None or r.data.tags.get("harness.trial_key") in keys)])
         self.log_metrics(parent_id, summary, 0)
         if report_dir is not None and Path(report_dir).is_dir():
             self.log_artifacts(parent_id, sorted(Path(report_dir).iterdir()), "report")

@@ -66,6 +66,7 @@ class StudyData:
     token_grid: tuple[int, int, int] | None = None   # (frames, H, W) tokens of the trials, when known
     tracking_uri: str | None = None
     dropped_peaks: int = 0                    # trials whose peak memory was blanked (data.held_over_peak)
+    superseded: int = 0                       # trials of an earlier version of the study file, left out
 
 
 def _coerce(text: Any, known: list[Any]) -> Any:
@@ -104,11 +105,8 @@ def _not_a_study(study: str | Path, runs_dir: str | Path) -> str:
     """Why `study` names no study folder, in one line."""
     p = Path(study)
     if p.is_file():
-        try:
-            from harness.study import load_study
-            name = load_study(p).study.name
-        except HarnessError:
-            name = "<name>"
+        from harness.study import load_study
+        name = load_study(p).study.name      # a broken study file: its own error
         return (f"{p} is a study file; give its study folder ({Path(runs_dir) / name}; a preset's is "
                 f"{Path(runs_dir) / name}-<preset>) or an exported store")
     if p.is_dir():
@@ -266,6 +264,9 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
         by_key.setdefault(r.data.tags.get("harness.trial_key", r.info.run_id), []).append(r)
     rows = [_row_from_run(data, key, _pick(rs), client, tmp) for key, rs in sorted(by_key.items())]
     rows += _rows_from_folders(data, set(by_key), specs)
+    if specs:   # an edited study file (another base or axis value) makes new trial keys: the old ones ran otherwise
+        data.superseded = sum(1 for row in rows if row["trial_key"] not in specs)
+        rows = [row for row in rows if row["trial_key"] in specs]
     if not data.blocks:  # no study file: one block per set of logged axis keys (DiT logs no scan), widest first
         found = {tuple(sorted(k[5:] for k in row if k.startswith("axis."))) for row in rows} or {()}
         data.blocks = [list(b) for b in sorted(found, key=lambda b: (-len(b), b))]

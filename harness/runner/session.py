@@ -113,9 +113,7 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
     """Coordinator work before workers start: study attrs, parent run, dead workers, the queue, retries."""
     osd, study = session.optuna, session.study
     stored = osd.user_attrs.get("study_yaml")
-    if stored is not None and (stored != yaml_text or osd.user_attrs.get("preset") != preset):
-        say(f"note: the study file (or preset) changed since {study.name!r} started; finished trials are "
-            "kept (trials are matched by axis values and seed)")
+    changed = stored is not None and (stored != yaml_text or osd.user_attrs.get("preset") != preset)
     for k, v in (("study_yaml", yaml_text), ("preset", preset), ("out_dir", str(session.folder)),
                  ("tracking_uri", session.tracker.uri)):
         if osd.user_attrs.get(k) != v:
@@ -142,6 +140,12 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
             say(f"queued {added} trial(s)")
     if retry_failed:
         say(f"re-queued {queue.retry_failed(osd)} failed trial(s)")
+    if changed:    # a trial's key is its axis values, seed and resolved configuration
+        other = current_trials(session)[1]
+        say(f"note: the study file (or preset) changed since {study.name!r} started: finished trials whose "
+            "configuration it still gives are kept"
+            + (f"; {other} recorded under the earlier file ran another configuration (a changed base setting or "
+               "axis value makes a new trial) and are left out of the counts and the report" if other else ""))
     if stored is not None:      # a rerun: say where the study stands before its trials start
         c = counts(session)
         say(f"resuming {study.name}: {c['done']} of {c['total']} done, {c['pending'] + c['running']} to run"
