@@ -75,3 +75,18 @@ def test_a_folder_given_as_the_study_file_lists_the_study_files_in_it(capsys, tm
     assert code == 2
     assert output.splitlines() == [f"error: {tmp_path}: is a folder, not a study file; study files in it: a.yaml, "
                                    "b.yaml"]
+
+
+def test_a_single_value_where_a_list_belongs_asks_for_a_list_in_yaml_words(capsys, tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("name: x\nseeds: 0\n")
+    code, output = _run(capsys, "validate", str(study))
+    assert code == 2 and output.splitlines() == [f"✗ {study}: seeds: Input should be a list, e.g. [a, b] (got 0)"]
+
+
+def test_a_value_where_a_mapping_belongs_asks_for_a_mapping_in_yaml_words(capsys, tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("name: x\nbase: {train: 5}\n")
+    code, output = _run(capsys, "validate", str(study))
+    assert code == 2
+    assert output.splitlines() == [f"✗ {study}: base.train: Input should be a mapping, e.g. {{key: value}} (got 5)"]
