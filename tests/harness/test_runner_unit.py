@@ -284,11 +284,31 @@ def test_ending_orphans_kills_running_child_runs_but_spares_live_ones(tmp_path):
 # -- the command -------------------------------------------------------------------------------------------
 def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, capsys):
     from harness.cli import main
+    from harness.study import expand_trials, load_study
     study = write_study(tmp_path / "d.yaml", "dry")
     main(["run", str(study), "--dry-run", "--runs", str(tmp_path / "runs")])
     out = capsys.readouterr().out
-    assert "dry: 12 trial(s)" in out and out.count("toy-blobs") == 12
+    assert "dry: 12 trial(s)" in out and all(out.count(s.key) == 1 for s in expand_trials(load_study(study)))
     assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_says_a_setting_every_trial_shares_once_under_the_table(tmp_path, registries, capsys):
+    from harness.cli import main
+    study = write_study(tmp_path / "d.yaml", "dry")
+    main(["run", str(study), "--dry-run"])
+    out = capsys.readouterr().out
+    assert out.count("toy-blobs") == 1 and "every trial: training 20 steps, dataset toy-blobs, backbone " in out
+
+
+def test_dry_run_too_wide_for_the_terminal_gives_one_line_per_trial_with_whole_axis_keys(tmp_path, capsys,
+                                                                                            monkeypatch):
+    from harness.cli import main
+    monkeypatch.setenv("COLUMNS", "80")
+    study = Path(__file__).resolve().parents[2] / "studies" / "backbone_comparison.yaml"
+    main(["run", str(study), "--preset", "smoke", "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "backbone_comparison-smoke: 7 trial(s) (preset smoke)"
+    assert sum("backbone.pos_embed=sincos" in line for line in lines) == 3 and not any("…" in x for x in lines)
 
 
 def test_dry_run_shows_each_trials_budget_as_written_with_its_step_ceiling(tmp_path, capsys, monkeypatch):
