@@ -41,7 +41,10 @@ class _StudyEta(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         if "left" in task.fields:
-            return Text(task.fields["left"] or "-", style="progress.remaining")
+            rough = task.fields["left"]
+            text = "-" if rough is None else "<1 min" if rough[0] * rough[1] < 60 else \
+                f"~{rough[0] * rough[1] / 60:.0f} min"
+            return Text(text, style="progress.remaining")
         return self.rich.render(task)
 
 
@@ -85,8 +88,13 @@ class RichProgress:
                                  console=self.console, transient=False)
         c = total()
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="",
-                                                 left=left_text(left()) if left else "")
+                                                 left=left() if left else None)
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
+
+    def _trial_bar(self, description: str, total: int | None, info: str) -> None:
+        """A fresh bar for the running trial's phase: its own count (or none), elapsed time and eta."""
+        self.progress.remove_task(self.trial_task)
+        self.trial_task = self.progress.add_task(description, total=total, info=info)
 
     def __enter__(self) -> RichProgress:
         self.progress.start()
@@ -103,13 +111,14 @@ class RichProgress:
         finished = c["done"] + c["failed"] + c["pruned"]
         self.progress.update(self.study_task, total=c["total"], completed=finished,
                              info=f"{c['done']} done, {c['failed']} failed, {c['running']} running",
-                             left=left_text(self.left()) if self.left else "")
+                             left=self.left() if self.left else None)
 
     def hooks(self) -> WorkerHooks:
-        p, task = self.progress, self.trial_task
+        label = {"trial": ""}
 
         def started(frozen: FrozenTrial, spec: TrialSpec) -> None:
-            p.reset(task, total=None, description=spec.label, visible=True, info="")
+            label["trial"] = spec.label
+            self._trial_bar(spec.label, None, "")
             self.refresh()
 
         def finished(spec: TrialSpec, status: str, detail: str) -> None:
@@ -122,11 +131,11 @@ class RichProgress:
             current = {"phase": ""}
 
             def phase(name: str, total: int | None) -> None:
-                current["phase"] = name     # the bar, its elapsed time and its eta are the phase's
-                p.reset(task, total=total, completed=0, info=name)
+                current["phase"] = name
+                self._trial_bar(label["trial"], total, name)
 
             def advance(completed: int, info: str) -> None:
-                p.update(task, completed=completed, info=f"{current['phase']} {info}")
+                self.progress.update(self.trial_task, completed=completed, info=f"{current['phase']} {info}")
 
             return TrialHooks(phase=phase, advance=advance)
 

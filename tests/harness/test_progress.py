@@ -40,19 +40,31 @@ def test_a_finished_trial_line_says_how_many_are_done_and_the_time_left(capsys):
 
 def test_the_study_bar_shows_the_time_left_from_done_trials_not_rich_s_estimate():
     progress = Progress()
-    task = progress._tasks[progress.add_task("study", total=8, completed=3, left="about 10 min left")]  # noqa: SLF001
-    assert _StudyEta().render(task).plain == "about 10 min left"
+    task = progress._tasks[progress.add_task("study", total=8, completed=3, left=(5, 120.0, 3))]  # noqa: SLF001
+    assert _StudyEta().render(task).plain == "~10 min"
 
 
 def test_the_trial_bar_clock_starts_again_at_each_trial():
     bars = RichProgress(lambda: COUNTS)
     hooks = bars.hooks()
-    task = bars.progress._tasks[bars.trial_task]                              # noqa: SLF001
     hooks.started(None, types.SimpleNamespace(label="first", key="a"))
-    first = task.start_time
+    first = bars.progress._tasks[bars.trial_task].start_time                   # noqa: SLF001
     time.sleep(0.05)
     hooks.started(None, types.SimpleNamespace(label="second", key="b"))
+    task = bars.progress._tasks[bars.trial_task]                               # noqa: SLF001
     assert task.start_time >= first + 0.05 and task.description == "second"
+
+
+def test_a_phase_without_a_count_shows_no_count_left_over_from_the_phase_before():
+    bars = RichProgress(lambda: COUNTS)
+    hooks = bars.hooks()
+    hooks.started(None, types.SimpleNamespace(label="t", key="a"))
+    phases = hooks.trial()
+    phases.phase("sample", 16)
+    phases.advance(16, "nfe 10")
+    phases.phase("cost", None)
+    task = bars.progress._tasks[bars.trial_task]                               # noqa: SLF001
+    assert task.total is None and task.completed == 0 and task.description == "t"
 
 
 def _interrupt_at(step_to_stop: int):
