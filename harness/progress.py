@@ -88,7 +88,7 @@ class RichProgress:
                                  console=self.console, transient=False)
         c = total()
         self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="",
-                                                 left=left() if left else None)
+                                                 **({"left": left()} if left else {}))
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
 
     def _trial_bar(self, description: str, total: int | None, info: str) -> None:
@@ -111,7 +111,7 @@ class RichProgress:
         finished = c["done"] + c["failed"] + c["pruned"]
         self.progress.update(self.study_task, total=c["total"], completed=finished,
                              info=f"{c['done']} done, {c['failed']} failed, {c['running']} running",
-                             left=self.left() if self.left else None)
+                             **({"left": self.left()} if self.left else {}))
 
     def hooks(self) -> WorkerHooks:
         label = {"trial": ""}
