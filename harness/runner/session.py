@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness import queue
 from harness.study import LoadedStudy, Study, TrialSpec, as_loaded, expand_trials
 from harness.tracking import Tracker, default_tracking_uri
-from plugins.errors import HarnessError
+from plugins.errors import HarnessError, suggest
 
 __all__ = ["Session", "counts", "current_trials", "load_from_storage", "open_session", "prepare", "study_file_text"]
 
@@ -190,12 +190,17 @@ def load_from_storage(storage: str, name: str, out: Path | None) -> tuple[Loaded
     """(Study, study folder) from the YAML text and preset kept in the Optuna study's user attrs."""
     from harness.study import parse_study, read_yaml
 
+    journal = Path(storage) / queue.JOURNAL if Path(storage).is_dir() else Path(storage)
+    if "://" not in storage and not journal.is_file():   # opening it would leave an empty journal there
+        raise HarnessError(f"--storage: no Optuna journal at {journal}; give the study folder or journal that "
+                           "`harness run` wrote")
     store = queue.open_storage(storage, Path(out or ".") / name)
     try:
         attrs = optuna.load_study(study_name=name, storage=store).user_attrs
     except KeyError:
-        raise HarnessError(f"no study {name!r} in {queue.storage_label(storage)}; start it with "
-                           "`harness run STUDY.yaml --storage ...`") from None
+        names = optuna.get_all_study_names(store)
+        raise HarnessError(f"{queue.storage_label(storage)}: {suggest(name, names, what='study')} (a study that "
+                           "has not run yet starts with `harness run STUDY.yaml --storage ...`)") from None
     if "study_yaml" not in attrs:
         raise HarnessError(f"study {name!r} in {queue.storage_label(storage)} was not created by "
                            "`harness run`")

@@ -391,3 +391,22 @@ def test_git_sha_from_environment_outside_a_checkout(tmp_path, monkeypatch):
     assert git_info()["sha"] == "abc123"  # named explicitly: wins over a (possibly stale) .git
     monkeypatch.delenv("ZIGMA_HARNESS_GIT_SHA")
     assert git_info()["sha"] != "abc123"
+
+
+def test_a_worker_given_a_storage_path_with_no_journal_says_so_and_creates_nothing(tmp_path, capsys):
+    from harness.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["worker", "--study", "s", "--storage", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    assert f"--storage: no Optuna journal at {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_worker_given_a_mistyped_study_name_suggests_the_study_in_the_storage(tmp_path, capsys):
+    from harness.cli import main
+    optuna.create_study(study_name="scan_ablation-smoke",
+                        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+                            str(tmp_path / "optuna.journal"))))
+    with pytest.raises(SystemExit):
+        main(["worker", "--study", "scan_ablation-smok", "--storage", str(tmp_path)])
+    assert "unknown study 'scan_ablation-smok'. Did you mean 'scan_ablation-smoke'?" in capsys.readouterr().err
