@@ -111,7 +111,7 @@ def test_status_of_a_study_file_with_a_preset_looks_in_the_presets_folder(tmp_pa
     res = subprocess.run(harness_cmd("status", "studies/scan_ablation.yaml", "--preset", "smoke", "--runs",
                                      str(tmp_path)), env=env(), capture_output=True, text=True, timeout=120, check=False,
                          cwd=Path(__file__).resolve().parents[2])
-    assert res.returncode == 2 and f"{tmp_path / 'scan_ablation-smoke'}: no optuna.journal" in res.stderr  # README
+    assert res.returncode == 2 and f"no study folder {tmp_path / 'scan_ablation-smoke'}: " in res.stderr  # README
 
 
 def test_the_deprecated_out_option_still_names_the_runs_folder(ui_study):
