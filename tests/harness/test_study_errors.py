@@ -64,8 +64,9 @@ def test_a_mistyped_study_file_name_suggests_the_study_file_beside_it(capsys, tm
     (tmp_path / "scan_ablation.yaml").write_text("name: x\n")
     code, output = _run(capsys, "validate", str(tmp_path / "scan_ablaton.yaml"))
     assert code == 2
-    assert output.splitlines() == [f"✗ {tmp_path / 'scan_ablaton.yaml'}: no such study file. "
-                                   f"Did you mean {tmp_path / 'scan_ablation.yaml'}?"]
+    expected = (f"✗ {tmp_path / 'scan_ablaton.yaml'}: no such study file. "
+                f"Did you mean {tmp_path / 'scan_ablation.yaml'}?")
+    assert output.splitlines() == [expected]
 
 
 def test_a_folder_given_as_the_study_file_lists_the_study_files_in_it(capsys, tmp_path):
@@ -73,8 +74,8 @@ def test_a_folder_given_as_the_study_file_lists_the_study_files_in_it(capsys, tm
     (tmp_path / "a.yaml").write_text("name: a\n")
     code, output = _run(capsys, "run", str(tmp_path), "--dry-run")
     assert code == 2
-    assert output.splitlines() == [f"error: {tmp_path}: is a folder, not a study file; study files in it: a.yaml, "
-                                   "b.yaml"]
+    expected = f"error: {tmp_path}: is a folder, not a study file; study files in it: a.yaml, b.yaml"
+    assert output.splitlines() == [expected]
 
 
 def test_a_single_value_where_a_list_belongs_asks_for_a_list_in_yaml_words(capsys, tmp_path):
