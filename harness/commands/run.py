@@ -127,8 +127,13 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
     (folder / "study.yaml").write_text(runner.study_file_text(yaml_text, preset))
 
-    rcs = launch.run_rounds(session, registries, gpu_ids=gpu_ids, workers=workers, per_device=trials_per_gpu,
-                            storage=storage, quiet=quiet, line=line, group=group, deadline=deadline)
+    try:
+        rcs = launch.run_rounds(session, registries, gpu_ids=gpu_ids, workers=workers, per_device=trials_per_gpu,
+                                storage=storage, quiet=quiet, line=line, group=group, deadline=deadline)
+    except KeyboardInterrupt:
+        line.say("interrupted: rerun the same command to continue (finished trials are kept; an interrupted one "
+                 "resumes from its last checkpoint)")
+        raise
     code = launch.finish(session, quiet=quiet, no_report=no_report, say=line.say, rcs=rcs)
     if code:
         raise typer.Exit(code=code)

@@ -99,3 +99,21 @@ def test_a_rerun_says_where_the_study_stands_and_that_a_trial_resumed_from_its_c
     out = capsys.readouterr().out
     assert "resuming r: 0 of 2 done, 2 to run" in out
     assert out.count(", resumed from step 10") == 1
+
+
+def test_an_interrupted_run_says_how_to_continue(tmp_path, registries, capsys, monkeypatch):
+    import pytest
+
+    from harness import launch
+    from harness.cli import main
+    from tests.harness.runner_support import seed_mlflow_db, write_study
+    path = write_study(tmp_path / "i.yaml", "i", axes={"backbone.width": [8]}, seeds=(0,))
+    seed_mlflow_db(tmp_path / "runs" / "i", tmp_path)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(launch, "run_rounds", ctrl_c)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet"])
+    assert exit_.value.code == 130
+    assert "interrupted: rerun the same command to continue" in capsys.readouterr().out
