@@ -236,10 +236,19 @@ def recover_stale(study: optuna.Study, *, unclaimed_after: float = 120.0) -> lis
     return out
 
 
+def _stopped_mid_run(t: FrozenTrial) -> bool:
+    """A copy queued because its trial was stopped while it ran (Ctrl-C, a dead worker): its checkpoint waits."""
+    last = (t.user_attrs.get("attempts") or [{}])[-1].get("reason", "")
+    return last == "interrupted" or last.startswith("worker")
+
+
 def claim(study: optuna.Study) -> FrozenTrial | None:
-    """Take the oldest WAITING trial for this process (RUNNING, stamped); None when the queue is empty."""
+    """Take a WAITING trial for this process (RUNNING, stamped); None when the queue is empty. Copies of trials
+    stopped mid-run go first, so a rerun finishes what it interrupted before it starts anything new; then the
+    oldest."""
     storage = study._storage  # noqa: SLF001
-    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):  # noqa: SLF001
+    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))  # noqa: SLF001
+    for t in sorted(waiting, key=lambda t: (not _stopped_mid_run(t), t.number)):
         try:
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):  # noqa: SLF001
                 continue

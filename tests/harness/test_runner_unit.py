@@ -223,6 +223,24 @@ def test_a_grid_gaining_an_axis_value_later_still_enqueues_and_claims(tmp_path):
     assert {c.params["train.lr"] for c in claimed} == {0.001, 0.003, 0.01}
 
 
+def test_a_trial_interrupted_mid_run_is_claimed_again_before_trials_that_never_started(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:3])                  # trials 0, 1, 2
+    first = queue.claim(study)
+    queue.fail_and_requeue(study, first, "interrupted")         # its copy is trial 3
+    assert [queue.claim(study).number for _ in range(3)] == [3, 1, 2]
+
+
+def test_a_trial_retried_after_failing_waits_its_turn(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:3])
+    first = queue.claim(study)
+    queue.fail_and_requeue(study, first, "--retry-failed after: boom")
+    assert [queue.claim(study).number for _ in range(3)] == [1, 2, 3]
+
+
 def test_two_storage_handles_never_claim_the_same_trial(tmp_path):
     from harness import queue
     study, _ = _queue_study(tmp_path)
