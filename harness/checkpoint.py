@@ -101,7 +101,8 @@ def _read_checkpoint(path: Path) -> dict:
             warnings.simplefilter("ignore")
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not a safe checkpoint
-        raise _Refused(f"not loadable with weights_only=True ({type(exc).__name__}: "
+        raise _Refused(f"unreadable: cut short, damaged, or not a checkpoint the runner wrote (not loadable "
+                       f"with weights_only=True: {type(exc).__name__}: "
                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
     if not isinstance(blob, dict):
         raise _Refused(f"expected a dict, got {type(blob).__name__}")

@@ -208,10 +208,11 @@ def _run_here(session, registries, *, quiet: bool, line, deadline: float | None 
     from harness.trial import default_device
 
     device = default_device()
+    stop_on_signals()       # SIGTERM (a `timeout`, a scheduler) re-queues the running trial as Ctrl-C does
     if quiet or not sys.stderr.isatty():
         runner.run_worker(session, registries, device=device, hooks=line.hooks(), deadline=deadline)
         return
-    with RichProgress(lambda: runner.counts(session)) as bars:
+    with RichProgress(lambda: runner.counts(session), left=lambda: runner.time_left(session)) as bars:
         runner.run_worker(session, registries, device=device, hooks=bars.hooks(), deadline=deadline)
 
 
@@ -231,7 +232,8 @@ def finish(session, *, quiet: bool, no_report: bool, say, rcs: list[int]) -> int
             say(f"report: {path}")
     c = runner.counts(session)
     if c["done"]:   # the parent run: metrics per variant and the report
-        session.tracker.log_study_summary(session.parent_run_id, path)
+        session.tracker.log_study_summary(session.parent_run_id, path,
+                                          keys=None if session.is_search else set(session.specs))
     bad = [rc for rc in rcs if rc not in (0, None)]
     if bad and (c["pending"] or c["running"]):
         raise HarnessError(f"{len(bad)} worker process(es) exited with an error (codes {bad}); "

@@ -14,24 +14,56 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from harness.runner import WorkerHooks
 from harness.study import TrialSpec
 from harness.trial import TrialHooks
 
-__all__ = ["LineProgress", "RichProgress"]
+__all__ = ["LineProgress", "RichProgress", "left_text"]
+
+#: () -> (trials left, median seconds of a done trial, trials done) or None: harness.runner.time_left
+Left = Callable[[], "tuple[int, float, int] | None"]
+
+
+def left_text(rough: tuple[int, float, int] | None) -> str:
+    """'about 12 min left' from (trials left, median seconds per trial, done); '' before any trial is done."""
+    if rough is None:
+        return ""
+    seconds = rough[0] * rough[1]
+    return "under a minute left" if seconds < 60 else f"about {seconds / 60:.0f} min left"
+
+
+class _StudyEta(ProgressColumn):
+    """The study bar's time left from the done trials' median time (rich's own estimate needs a completion in
+    the last 30 s); other bars get rich's estimate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rich = TimeRemainingColumn()
+
+    def render(self, task: Task) -> Text:
+        if "left" in task.fields:
+            rough = task.fields["left"]
+            text = "-" if rough is None else "<1 min" if rough[0] * rough[1] < 60 else \
+                f"~{rough[0] * rough[1] / 60:.0f} min"
+            return Text(text, style="progress.remaining")
+        return self.rich.render(task)
 
 
 class LineProgress:
     """One line per trial start and end (CI logs, worker processes); `prefix` tells workers apart."""
 
-    def __init__(self, prefix: str = "", total: Callable[[], dict[str, int]] | None = None) -> None:
-        self.prefix, self.total, self._t0 = prefix, total, 0.0
+    def __init__(self, prefix: str = "", total: Callable[[], dict[str, int]] | None = None,
+                 left: Left | None = None) -> None:
+        self.prefix, self.total, self.left, self._t0 = prefix, total, left, 0.0
 
     def say(self, msg: str) -> None:
         print(f"{self.prefix}{msg}", flush=True)
@@ -45,7 +77,8 @@ class LineProgress:
 
         def finished(spec: TrialSpec, status: str, detail: str) -> None:
             counts = self.total() if self.total else None
-            done = f" [{counts['done']}/{counts['total']} done]" if counts else ""
+            eta = left_text(self.left()) if self.left else ""
+            done = f" [{counts['done']}/{counts['total']} done{', ' + eta if eta else ''}]" if counts else ""
             took = time.perf_counter() - self._t0
             self.say(f"[{spec.key}] {spec.label}: {status} {detail} ({took:.1f} s){done}")
 
@@ -56,16 +89,22 @@ class RichProgress:
     """A study bar (trials done of total) and a bar for the running trial's phase (train, sample, metrics), each
     with elapsed time and rich's estimate of the time remaining."""
 
-    def __init__(self, total: Callable[[], dict[str, int]]) -> None:
-        self.total = total
+    def __init__(self, total: Callable[[], dict[str, int]], left: Left | None = None) -> None:
+        self.total, self.left = total, left
         self.console = Console(file=sys.stderr)
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[info]}", markup=False),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), _StudyEta(),
                                  console=self.console, transient=False)
         c = total()
-        self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="")
+        self.study_task = self.progress.add_task("study", total=c["total"], completed=c["done"], info="",
+                                                 **({"left": left()} if left else {}))
         self.trial_task = self.progress.add_task("", total=None, info="", visible=False)
+
+    def _trial_bar(self, description: str, total: int | None, info: str) -> None:
+        """A fresh bar for the running trial's phase: its own count (or none), elapsed time and eta."""
+        self.progress.remove_task(self.trial_task)
+        self.trial_task = self.progress.add_task(description, total=total, info=info)
 
     def __enter__(self) -> Self:
         self.progress.start()
@@ -81,13 +120,15 @@ class RichProgress:
         c = self.total()
         finished = c["done"] + c["failed"] + c["pruned"]
         self.progress.update(self.study_task, total=c["total"], completed=finished,
-                             info=f"{c['done']} done, {c['failed']} failed, {c['running']} running")
+                             info=f"{c['done']} done, {c['failed']} failed, {c['running']} running",
+                             **({"left": self.left()} if self.left else {}))
 
     def hooks(self) -> WorkerHooks:
-        p, task = self.progress, self.trial_task
+        label = {"trial": ""}
 
         def started(frozen: FrozenTrial, spec: TrialSpec) -> None:
-            p.update(task, description=spec.label, visible=True)
+            label["trial"] = spec.label
+            self._trial_bar(spec.label, None, "")
             self.refresh()
 
         def finished(spec: TrialSpec, status: str, detail: str) -> None:
@@ -101,10 +142,10 @@ class RichProgress:
 
             def phase(name: str, total: int | None) -> None:
                 current["phase"] = name
-                p.update(task, total=total, completed=0, info=name)
+                self._trial_bar(label["trial"], total, name)
 
             def advance(completed: int, info: str) -> None:
-                p.update(task, completed=completed, info=f"{current['phase']} {info}")
+                self.progress.update(self.trial_task, completed=completed, info=f"{current['phase']} {info}")
 
             return TrialHooks(phase=phase, advance=advance)
 

@@ -29,6 +29,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.journal import check_journal
 from harness.study import TrialSpec
 from plugins.errors import HarnessError, MissingDependencyError
 
@@ -49,6 +50,7 @@ def open_storage(url: str | None, study_dir: Path) -> BaseStorage:
         if path.is_dir():
             path = path / JOURNAL
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)         # a cut-off last record set aside before the next append glues onto it
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("postgresql"):
@@ -235,10 +237,19 @@ def recover_stale(study: optuna.Study, *, unclaimed_after: float = 120.0) -> lis
     return out
 
 
+def _stopped_mid_run(t: FrozenTrial) -> bool:
+    """A copy queued because its trial was stopped while it ran (Ctrl-C, a dead worker): its checkpoint waits."""
+    last = (t.user_attrs.get("attempts") or [{}])[-1].get("reason", "")
+    return last == "interrupted" or last.startswith("worker")
+
+
 def claim(study: optuna.Study) -> FrozenTrial | None:
-    """Take the oldest WAITING trial for this process (RUNNING, stamped); None when the queue is empty."""
+    """Take a WAITING trial for this process (RUNNING, stamped); None when the queue is empty. Copies of trials
+    stopped mid-run go first, so a rerun finishes what it interrupted before it starts anything new; then the
+    oldest."""
     storage = study._storage
-    for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+    for t in sorted(waiting, key=lambda t: (not _stopped_mid_run(t), t.number)):
         try:
             if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                 continue

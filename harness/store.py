@@ -33,7 +33,7 @@ from pathlib import Path
 
 from plugins.errors import HarnessError
 
-__all__ = ["DROPPED_FILES", "DROPPED_HISTORIES", "MARKER", "Exported", "export_store"]
+__all__ = ["DROPPED_FILES", "DROPPED_HISTORIES", "MARKER", "Exported", "export_store", "study_name"]
 
 #: file-name patterns left out of an export
 DROPPED_FILES = ("checkpoint*.pt", "*.tmp", "*.lock", ".write-test-*", "*.db-journal", "*.db-wal", "*.db-shm")
@@ -130,7 +130,7 @@ def _close_unfinished(dest: Path, name: str, out: Exported) -> None:
         tracker.end_orphans(parent, set(), RESTART)
 
 
-def _study_name(folder: Path, folder_name: str) -> str:
+def study_name(folder: Path, folder_name: str) -> str:
     """The name of the one Optuna study in the folder's journal (the folder's own name when it holds several)."""
     import optuna
 
@@ -163,7 +163,7 @@ def export_store(src: str | Path, dest: str | Path) -> Exported:
     try:
         _copy_files(src, tmp, out)
         shutil.copy2(src / "optuna.journal", tmp / "optuna.journal")
-        name = _study_name(tmp, src.name)
+        name = study_name(tmp, src.name)
         _copy_mlflow(src / "mlflow.db", tmp / "mlflow.db", out)
         _close_unfinished(tmp, name, out)
         for p in tmp.glob("*.lock"):      # MLflow's and the tracker's locks, made while closing

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "file_lock", "flatten", "PROXY", "standard_tags", "variant_metrics"]
+__all__ = ["Tracker", "check_sqlite_store", "default_tracking_uri", "file_lock", "flatten", "PROXY", "standard_tags",
+           "variant_metrics"]
 
 PROXY = "mlflow-artifacts:/"     # artifact URIs relative to a server's --artifacts-destination (the study folder)
 
@@ -51,6 +52,29 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_sqlite_store(uri: str) -> None:
+    """A SQLite tracking store that SQLite itself finds damaged (cut short, overwritten) is one HarnessError naming
+    the file, before MLflow fails on it with a traceback; a store another process has locked is not damaged."""
+    import sqlite3
+
+    from plugins.errors import HarnessError
+
+    db = _sqlite_path(uri)
+    if db is None or not db.is_file() or db.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+            verdict = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+    except sqlite3.OperationalError:     # locked by a writer, or unreadable here: MLflow says what it finds
+        return
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        raise HarnessError(f"{db}: the MLflow database is damaged ({verdict}); move it aside or restore a copy: "
+                           "the Optuna journal and trials/*/results.json keep every trial's results, and "
+                           "`harness run` starts a new database, `harness report` reads results.json without one")
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -91,6 +115,7 @@ class Tracker:
             logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri, self.artifact_root = uri, artifact_root
+        check_sqlite_store(uri)
         self.client = MlflowClient(tracking_uri=uri)
         db = _sqlite_path(uri)
         # MLflow creates a SQLite store's schema on first use; two processes doing it at once collide
@@ -190,13 +215,16 @@ class Tracker:
             return None
         return self.artifact_root / uri[len(PROXY):].lstrip("/")
 
-    def log_study_summary(self, parent_id: str, report_dir: Path | None) -> dict[str, float]:
+    def log_study_summary(self, parent_id: str, report_dir: Path | None,
+                          keys: set[str] | None = None) -> dict[str, float]:
         """The parent run gets each variant's mean and std over seeds of every final metric of its completed
-        child runs (`<variant>/<metric>`, `<variant>/<metric>.std`) and the report folder as artifact `report/`."""
+        child runs (`<variant>/<metric>`, `<variant>/<metric>.std`) and the report folder as artifact `report/`.
+        `keys`: only the child runs of these trial keys (the study file as it is now, not an earlier version)."""
         children = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000)
         summary = variant_metrics([(r.data.params, r.data.metrics) for r in children
-                                   if r.data.tags.get("harness.status") == "completed"])
+                                   if r.data.tags.get("harness.status") == "completed"
+                                   and (keys is None or r.data.tags.get("harness.trial_key") in keys)])
         self.log_metrics(parent_id, summary, 0)
         if report_dir is not None and Path(report_dir).is_dir():
             self.log_artifacts(parent_id, sorted(Path(report_dir).iterdir()), "report")

@@ -29,7 +29,7 @@ from plugins.errors import HarnessError
 from plugins.measure import WallSplit
 from plugins.specs import DataBundle, MetricContext, option_values, validated_options
 
-__all__ = ["run_trial", "TrialHooks", "config_hash", "default_device"]
+__all__ = ["run_trial", "TrialHooks", "config_hash", "default_device", "loss_text"]
 
 
 @dataclass
@@ -47,6 +47,11 @@ def default_device() -> torch.device:
     """cuda:0 of the visible devices when there is one, else cpu; ZIGMA_HARNESS_DEVICE overrides."""
     name = os.environ.get("ZIGMA_HARNESS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def loss_text(loss: float) -> str:
+    """The running trial's loss for its progress bar; nothing before the first log point reads one (nan)."""
+    return f"loss {loss:.4f}" if math.isfinite(loss) else ""
 
 
 def config_hash(config: TrialConfig) -> str:
@@ -224,7 +229,7 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
         condition=cond.train_kwargs, cfg=cfg.train, seed=spec.seed, device=device,
         ckpt=trial_dir / "checkpoint.pt", config_hash=config_hash(cfg), log=hooks.log, history=hooks.history,
         evaluate=evaluate, eval_every=cfg.eval.every,
-        progress=lambda step, loss: hooks.advance(step, f"loss {loss:.4f}"),
+        progress=lambda step, loss: hooks.advance(step, loss_text(loss)),
         extra_generators={} if own else {"droppath": drop_gen}, budget=budget, ranks=ranks)
 
     wall = {f"wall_{k}_s": v for k, v in state.wall.items()}

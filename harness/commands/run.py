@@ -18,33 +18,45 @@ from plugins.errors import HarnessError
 def _dry_run(loaded, specs) -> None:
     console = Console()
     study = loaded.study
-    table = Table(title=escape(f"{study.name}: {len(specs)} trial(s)"
-                               + (f" (preset {loaded.preset})" if loaded.preset else "")),
-                  title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("key", style="cyan")
+    title = f"{study.name}: {len(specs)} trial(s)" + (f" (preset {loaded.preset})" if loaded.preset else "")
     keys = list(dict.fromkeys(k for s in specs for k in s.params))
-    for k in keys:
-        table.add_column(escape(k), style="bold")
-    table.add_column("seed", justify="right")
-    table.add_column("training", justify="right")
-    table.add_column("dataset")
-    table.add_column("backbone")
     launched = any(s.config.train.uses_torchrun for s in specs)
-    if launched:   # devices x nodes per trial, under torchrun (harness/runner/torchrun.py)
-        table.add_column("ranks", justify="right")
+    rows = []
     for i, s in enumerate(specs):
         c = s.config
         budget = c.train.budget
         length = f"{c.train.steps} steps" if budget is None or budget.kind == "steps" else \
             f"{axis_text(budget.model_dump())} (<= {c.train.steps} steps)"
-        cells = (str(i), s.key, *(axis_text(s.params[k]) if k in s.params else "" for k in keys), str(s.seed), length,
-                 c.dataset.name, f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}")
-        if launched:
+        row = {"#": str(i), "key": s.key, **{k: axis_text(s.params[k]) if k in s.params else "" for k in keys},
+               "seed": str(s.seed), "training": length, "dataset": c.dataset.name,
+               "backbone": f"{c.backbone.name}-{c.backbone.size}/{c.backbone.patch_size}"}
+        if launched:   # devices x nodes per trial, under torchrun (harness/runner/torchrun.py)
             t = c.train
-            cells += (f"{t.devices}x{t.nodes} torchrun" if t.uses_torchrun else "1",)
-        table.add_row(*map(escape, cells))
-    console.print(table)
+            row["ranks"] = f"{t.devices}x{t.nodes} torchrun" if t.uses_torchrun else "1"
+        rows.append(row)
+    # a column with one value in every trial is said once under the table, so the axes keep the width
+    same = {k: rows[0][k] for k in ("training", "dataset", "backbone", "ranks")
+            if len(rows) > 1 and k in rows[0] and len({r[k] for r in rows}) == 1}
+    cols = [c for c in rows[0] if c not in same] if rows else []
+    natural = sum(max(len(c), *(len(r[c]) for r in rows)) + 3 for c in cols) + 1
+    if not rows:
+        console.print(title, highlight=False, markup=False)
+    elif natural > console.width:    # a table cut to fit would end every axis key in '…': one line per trial
+        console.print(title, highlight=False, markup=False)
+        for r in rows:
+            console.print(f"{r['#']:>4} {r['key']}  " + "  ".join(f"{c}={r[c]}" for c in cols[2:] if r[c]),
+                          highlight=False, markup=False, soft_wrap=True)
+    else:
+        table = Table(title=escape(title), title_justify="left")
+        for col in cols:
+            table.add_column(escape(col), justify="right" if col in ("#", "seed", "training") else "left",
+                             style={"key": "cyan", **dict.fromkeys(keys, "bold")}.get(col))
+        for row in rows:
+            table.add_row(*(escape(row[c]) for c in cols))
+        console.print(table)
+    if same:
+        console.print("every trial: " + ", ".join(f"{k} {v}" for k, v in same.items()), highlight=False,
+                      markup=False)
     if study.search is not None:
         console.print(f"search: {study.search.n_trials} trial(s) sampled by {study.search.sampler} over "
                       + ", ".join(study.search.space), highlight=False, markup=False)
@@ -111,12 +123,17 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
     with file_lock(folder / ".coordinator.lock"):
         session = runner.open_session(loaded, folder=folder, storage=storage, tracking_uri=tracking_uri,
                                       create=True)
-        line = LineProgress(total=lambda: runner.counts(session))
+        line = LineProgress(total=lambda: runner.counts(session), left=lambda: runner.time_left(session))
         runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
     (folder / "study.yaml").write_text(runner.study_file_text(yaml_text, preset))
 
-    rcs = launch.run_rounds(session, registries, gpu_ids=gpu_ids, workers=workers, per_device=trials_per_gpu,
-                            storage=storage, quiet=quiet, line=line, group=group, deadline=deadline)
+    try:
+        rcs = launch.run_rounds(session, registries, gpu_ids=gpu_ids, workers=workers, per_device=trials_per_gpu,
+                                storage=storage, quiet=quiet, line=line, group=group, deadline=deadline)
+    except KeyboardInterrupt:
+        line.say("interrupted: rerun the same command to continue (finished trials are kept; an interrupted one "
+                 "resumes from its last checkpoint)")
+        raise
     code = launch.finish(session, quiet=quiet, no_report=no_report, say=line.say, rcs=rcs)
     if code:
         raise typer.Exit(code=code)

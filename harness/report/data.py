@@ -66,6 +66,7 @@ class StudyData:
     token_grid: tuple[int, int, int] | None = None   # (frames, H, W) tokens of the trials, when known
     tracking_uri: str | None = None
     dropped_peaks: int = 0                    # trials whose peak memory was blanked (data.held_over_peak)
+    superseded: int = 0                       # trials of an earlier version of the study file, left out
 
 
 def _coerce(text: Any, known: list[Any]) -> Any:
@@ -88,14 +89,29 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _is_study_folder(p: Path) -> bool:
+    return p.is_dir() and ((p / "study.yaml").exists() or (p / "mlflow.db").exists() or (p / "trials").is_dir())
+
+
 def _resolve_folder(study: str | Path, runs_dir: str | Path) -> Path | None:
-    p = Path(study)
-    if p.is_dir() and ((p / "study.yaml").exists() or (p / "mlflow.db").exists() or (p / "trials").is_dir()):
-        return p.resolve()
-    q = Path(runs_dir) / str(study)
-    if q.is_dir():
-        return q.resolve()
+    """The study folder `study` names (itself, or runs_dir/study); None when neither is one."""
+    for p in (Path(study), Path(runs_dir) / str(study)):
+        if _is_study_folder(p):
+            return p.resolve()
     return None
+
+
+def _not_a_study(study: str | Path, runs_dir: str | Path) -> str:
+    """Why `study` names no study folder, in one line."""
+    p = Path(study)
+    if p.is_file():
+        from harness.study import load_study
+        name = load_study(p).study.name      # a broken study file: its own error
+        return (f"{p} is a study file; give its study folder ({Path(runs_dir) / name}; a preset's is "
+                f"{Path(runs_dir) / name}-<preset>) or an exported store")
+    if p.is_dir():
+        return f"{p}: not a study folder (no study.yaml, mlflow.db or trials/ in it); give one written by `harness run`"
+    return f"no study folder {Path(runs_dir) / str(study)} (give --runs DIR or --tracking-uri URI)"
 
 
 def _effective_name(raw: dict[str, Any]) -> str:
@@ -153,6 +169,8 @@ def _client(uri: str):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     from mlflow.tracking import MlflowClient
 
+    from harness.tracking import check_sqlite_store
+    check_sqlite_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -217,7 +235,7 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
     folder = _resolve_folder(study, runs_dir)
     name = folder.name if folder is not None else str(study)
     if folder is None and tracking_uri is None:
-        raise HarnessError(f"no study folder {Path(runs_dir) / str(study)} (give --runs DIR or --tracking-uri URI)")
+        raise HarnessError(_not_a_study(study, runs_dir))
     data = StudyData(name=name, folder=folder)
     tmp = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="harness-report-"))
     uri = tracking_uri
@@ -246,6 +264,9 @@ def load_study_data(study: str | Path, *, runs_dir: str | Path = "runs", trackin
         by_key.setdefault(r.data.tags.get("harness.trial_key", r.info.run_id), []).append(r)
     rows = [_row_from_run(data, key, _pick(rs), client, tmp) for key, rs in sorted(by_key.items())]
     rows += _rows_from_folders(data, set(by_key), specs)
+    if specs:   # an edited study file (another base or axis value) makes new trial keys: the old ones ran otherwise
+        data.superseded = sum(1 for row in rows if row["trial_key"] not in specs)
+        rows = [row for row in rows if row["trial_key"] in specs]
     if not data.blocks:  # no study file: one block per set of logged axis keys (DiT logs no scan), widest first
         found = {tuple(sorted(k[5:] for k in row if k.startswith("axis."))) for row in rows} or {()}
         data.blocks = [list(b) for b in sorted(found, key=lambda b: (-len(b), b))]

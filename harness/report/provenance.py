@@ -110,6 +110,7 @@ def provenance(study: StudyData) -> dict[str, Any]:
         "sharing": {k: sum(1 for d in done if _sharing(d) == k) for k in sorted({_sharing(d) for d in done})
                     if k and k > 1},
         "dropped_peaks": study.dropped_peaks,
+        **({"superseded": study.superseded} if study.superseded else {}),
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
         "metrics": {m: {k: sorted(v) for k, v in sorted(f.items())} for m, f in sorted(metrics.items())},
         "seeds": [int(s) for s in study.seeds] if study.seeds else sorted({int(s) for s in study.trials["seed"].dropna()}),
@@ -272,6 +273,9 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
         if p.get("resumed"):
             out.append(f"{p['study']}: resumed after an interruption (cost figures from the segment that finished "
                        f"each; 'resumed' in the n column): {', '.join(p['resumed'])}.")
+        if p.get("superseded"):
+            out.append(f"{p['study']}: {p['superseded']} trial(s) recorded under an earlier version of the study "
+                       "file (another base setting or axis value) are left out: they ran a different configuration.")
         if p.get("dropped_peaks"):
             out.append(f"{p['study']}: peak memory is left out for {p['dropped_peaks']} trial(s) that ran with CUDA "
                        "graphs before their worker released memory between trials (it could include memory held "

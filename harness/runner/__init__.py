@@ -10,7 +10,7 @@ from harness.runner.session import (
            prepare,
            study_file_text,
 )
-from harness.runner.status import print_status
+from harness.runner.status import print_status, time_left
 from harness.runner.worker import (
            MAX_AUTO_ATTEMPTS,
            WorkerHooks,
@@ -23,4 +23,4 @@ from harness.runner.worker import (
 
 __all__ = ["MAX_AUTO_ATTEMPTS", "Session", "WorkerHooks", "WorkerStopped", "counts", "current_trials",
            "expected_trial_seconds", "load_from_storage", "open_session", "prepare", "print_status", "run_one",
-           "run_worker", "study_file_text", "time_left_for_a_trial"]
+           "run_worker", "study_file_text", "time_left", "time_left_for_a_trial"]

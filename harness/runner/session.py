@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness import queue
 from harness.study import LoadedStudy, Study, TrialSpec, as_loaded, expand_trials
 from harness.tracking import Tracker, default_tracking_uri
-from plugins.errors import HarnessError
+from plugins.errors import HarnessError, suggest
 
 __all__ = ["Session", "counts", "current_trials", "load_from_storage", "open_session", "prepare", "study_file_text"]
 
@@ -113,9 +113,7 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
     """Coordinator work before workers start: study attrs, parent run, dead workers, the queue, retries."""
     osd, study = session.optuna, session.study
     stored = osd.user_attrs.get("study_yaml")
-    if stored is not None and (stored != yaml_text or osd.user_attrs.get("preset") != preset):
-        say(f"note: the study file (or preset) changed since {study.name!r} started; finished trials are "
-            "kept (trials are matched by axis values and seed)")
+    changed = stored is not None and (stored != yaml_text or osd.user_attrs.get("preset") != preset)
     for k, v in (("study_yaml", yaml_text), ("preset", preset), ("out_dir", str(session.folder)),
                  ("tracking_uri", session.tracker.uri)):
         if osd.user_attrs.get(k) != v:
@@ -142,6 +140,17 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
             say(f"queued {added} trial(s)")
     if retry_failed:
         say(f"re-queued {queue.retry_failed(osd)} failed trial(s)")
+    if changed:    # a trial's key is its axis values, seed and resolved configuration
+        other = current_trials(session)[1]
+        say(f"note: the study file (or preset) changed since {study.name!r} started: finished trials whose "
+            "configuration it still gives are kept"
+            + (f"; {other} recorded under the earlier file ran another configuration (a changed base setting or "
+               "axis value makes a new trial) and are left out of the counts and the report" if other else ""))
+    if stored is not None:      # a rerun: say where the study stands before its trials start
+        c = counts(session)
+        say(f"resuming {study.name}: {c['done']} of {c['total']} done, {c['pending'] + c['running']} to run"
+            + (f", {c['failed'] + c['pruned']} failed or pruned (--retry-failed runs them again)"
+               if c["failed"] + c["pruned"] else ""))
 
 
 def current_trials(session: Session) -> tuple[dict[str, FrozenTrial], int]:
@@ -181,12 +190,17 @@ def load_from_storage(storage: str, name: str, out: Path | None) -> tuple[Loaded
     """(Study, study folder) from the YAML text and preset kept in the Optuna study's user attrs."""
     from harness.study import parse_study, read_yaml
 
+    journal = Path(storage) / queue.JOURNAL if Path(storage).is_dir() else Path(storage)
+    if "://" not in storage and not journal.is_file():   # opening it would leave an empty journal there
+        raise HarnessError(f"--storage: no Optuna journal at {journal}; give the study folder or journal that "
+                           "`harness run` wrote")
     store = queue.open_storage(storage, Path(out or ".") / name)
     try:
         attrs = optuna.load_study(study_name=name, storage=store).user_attrs
     except KeyError:
-        raise HarnessError(f"no study {name!r} in {queue.storage_label(storage)}; start it with "
-                           "`harness run STUDY.yaml --storage ...`") from None
+        names = optuna.get_all_study_names(store)
+        raise HarnessError(f"{queue.storage_label(storage)}: {suggest(name, names, what='study')} (a study that "
+                           "has not run yet starts with `harness run STUDY.yaml --storage ...`)") from None
     if "study_yaml" not in attrs:
         raise HarnessError(f"study {name!r} in {queue.storage_label(storage)} was not created by "
                            "`harness run`")

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-__all__ = ["print_status"]
+__all__ = ["print_status", "time_left"]
 
 _STYLE = {"COMPLETE": "green", "FAIL": "red", "RUNNING": "yellow", "WAITING": "dim", "PRUNED": "magenta"}
 _NAME = {"COMPLETE": "done", "FAIL": "failed", "RUNNING": "running", "WAITING": "pending", "PRUNED": "pruned"}
@@ -51,12 +51,22 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
                   f"{c['pruned']} pruned, {c['pending']} pending (of {c['total']})"
                   + (f"; {other} more from an earlier version of the study file" if other else ""),
                   highlight=False, markup=False)
-    left = c["pending"] + c["running"]
-    took = [(t.datetime_complete - t.datetime_start).total_seconds() for _, t in rows
-            if t.state.name == "COMPLETE" and t.datetime_start and t.datetime_complete]
-    if left and took:
-        pace = statistics.median(took)
-        console.print(f"{left} trial(s) left; at the median wall-clock time of the {len(took)} done "
+    if (rough := time_left(session)) is not None:
+        left, pace, n = rough
+        console.print(f"{left} trial(s) left; at the median wall-clock time of the {n} done "
                       f"({pace:.0f} s, start to end as they ran, a worker's start-up and any shared device "
                       f"included), about {left * pace / 60:.0f} worker-minute(s); a rough guide, as variants "
                       "differ in cost", highlight=False, markup=False)
+
+
+def time_left(session) -> tuple[int, float, int] | None:
+    """(trials pending or running, the median start-to-end seconds of the study's done trials, how many are done);
+    None when nothing is left or nothing is done yet."""
+    from harness import runner
+
+    c = runner.counts(session)
+    left = c["pending"] + c["running"]
+    took = [(t.datetime_complete - t.datetime_start).total_seconds()
+            for t in runner.current_trials(session)[0].values()
+            if t.state.name == "COMPLETE" and t.datetime_start and t.datetime_complete]
+    return (left, statistics.median(took), len(took)) if left and took else None

@@ -297,5 +297,6 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     except UpdateFinishedTrialError:
         hooks.finished(spec, "completed", "(already ended by another worker)")
         return "completed", ""
-    hooks.finished(spec, "completed", f"{metric}={value:.4g}")
+    resumed = int(result["resumed_from_step"])
+    hooks.finished(spec, "completed", f"{metric}={value:.4g}" + (f", resumed from step {resumed}" if resumed else ""))
     return "completed", f"{metric}={value:.4g}"

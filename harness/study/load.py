@@ -4,6 +4,7 @@ its source (the file named in every error), the preset applied and the presets t
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,15 @@ def _safe_load(text: str, source: str) -> Any:
         loader.dispose()
 
 
+def _near_files(path: Path) -> str:
+    """'. Did you mean studies/scan_ablation.yaml?' for a mistyped name of a study file beside it, else ''."""
+    folder = path.parent
+    if not folder.is_dir():
+        return ""
+    close = difflib.get_close_matches(path.name, sorted(p.name for p in folder.glob("*.y*ml")), n=1, cutoff=0.6)
+    return f". Did you mean {folder / close[0]}?" if close else ""
+
+
 def load_study(path: str | Path, *, preset: str | None = None) -> LoadedStudy:
     """Read, merge the preset, validate. Raises ConfigError naming the file and key."""
     path = Path(path)
@@ -140,8 +150,12 @@ def load_study(path: str | Path, *, preset: str | None = None) -> LoadedStudy:
                               "million)")
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{source}: no such study file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: no such study file{_near_files(path)}") from None
+    except IsADirectoryError:
+        found = sorted(p.name for p in path.glob("*.yaml"))
+        raise ConfigError(f"{source}: is a folder, not a study file"
+                          + (f"; study files in it: {', '.join(found)}" if found else "")) from None
+    except (PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read the study file ({exc.__class__.__name__})") from None
     return parse_study(read_yaml(text, source), source=source, preset=preset)
 

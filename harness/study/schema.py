@@ -321,6 +321,11 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
+_YAML_WORDS = {"tuple_type": "Input should be a list, e.g. [a, b]", "list_type": "Input should be a list, e.g. [a, b]",
+               "model_type": "Input should be a mapping, e.g. {key: value}",
+               "dict_type": "Input should be a mapping, e.g. {key: value}"}
+
+
 def format_validation_error(source: str, err: ValidationError, model: type[BaseModel] | None = None,
                             prefix=()) -> str:
     """One line: 'FILE: dotted.key: message' for the first error, plus how many more."""
@@ -331,8 +336,8 @@ def format_validation_error(source: str, err: ValidationError, model: type[BaseM
         parent = tuple(e["loc"][:-1])
         known = _fields_at(model, parent) if model is not None else []
         msg = suggest(str(e["loc"][-1]), known, what="key") if known else f"unknown key {e['loc'][-1]!r}."
-    else:
-        msg = e["msg"]
+    else:   # pydantic's Python words for YAML's two containers, in YAML's words
+        msg = _YAML_WORDS.get(e["type"], e["msg"])
         if e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], dict | list):
             msg += f" (got {e['input']!r})"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""

@@ -120,3 +120,17 @@ def test_a_saved_checkpoint_loads_with_weights_only_and_resumes_its_step(tmp_pat
     state = load_checkpoint(tmp_path / "checkpoint.pt", net=net, ema=ema, opt=opt, scaler=None, gens=gens,
                             config_hash="h")
     assert (state.step, state.resumed_from, state.extras) == (7, 7, {"note": "x"})
+
+
+def test_a_checkpoint_cut_short_is_refused_as_unreadable_and_the_trial_starts_from_step_0(tmp_path):
+    from harness.checkpoint import TrainState, load_checkpoint, save_checkpoint
+    net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    opt, gens = torch.optim.AdamW(net.parameters()), {"noise": torch.Generator()}
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, net=net, ema=ema, opt=opt, scaler=None, state=TrainState(step=3), gens=gens,
+                    config_hash="h")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])                 # a disk that filled up mid-write
+    state = load_checkpoint(path, net=net, ema=ema, opt=opt, scaler=None, gens=gens, config_hash="h")
+    assert state.step == 0 and "checkpoint.pt refused: unreadable: cut short" in state.extras["checkpoint_refused"]
+    assert (tmp_path / "checkpoint.refused.pt").read_bytes() == whole[: len(whole) // 2]

@@ -178,6 +178,19 @@ def test_an_unknown_study_is_a_one_line_error(tmp_path):
         build_report("nope", runs_dir=tmp_path)
 
 
+def test_a_report_of_a_folder_that_holds_no_study_is_refused_and_writes_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HarnessError, match=r"empty: not a study folder \(no study.yaml, mlflow.db or trials/"):
+        build_report(str(tmp_path / "empty"), tmp_path / "out", runs_dir="runs")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_report_of_a_study_file_names_the_study_folder_to_give_instead(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: my_study\n")
+    with pytest.raises(HarnessError, match=r"s.yaml is a study file; give its study folder \(runs/my_study;"):
+        build_report(str(tmp_path / "s.yaml"), tmp_path / "out", runs_dir="runs")
+
+
 def test_a_study_without_a_tracking_store_reports_from_results_json_and_names_missing_trials(study, tmp_path):
     copy = tmp_path / "runs" / "toy_scans_b"
     shutil.copytree(study, copy, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))

@@ -183,3 +183,37 @@ def test_each_trial_records_how_many_trials_its_process_ran_before_it():
           "plugins": {}}
     first, second = provenance(**kw), provenance(**kw)
     assert second["device_info"]["trial_in_process"] == first["device_info"]["trial_in_process"] + 1
+
+
+@pytest.fixture()
+def edited_run(tmp_path, registries):
+    """One trial of 20 steps, then the study file's base edited to 10 steps and run again (a new trial key)."""
+    from harness.cli import main
+    path = write_study(tmp_path / "e.yaml", "edited", axes={"backbone.width": [8]}, seeds=(0,))
+    seed_mlflow_db(tmp_path / "runs" / "edited", tmp_path)
+    main(["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet", "--no-report"])
+    write_study(path, "edited", axes={"backbone.width": [8]}, seeds=(0,), train={"steps": 10})
+    main(["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet"])
+    return tmp_path
+
+
+def test_a_report_leaves_out_trials_of_an_earlier_version_of_the_study_file_and_says_so(edited_run):
+    import csv
+    report = edited_run / "reports" / "edited"
+    rows = list(csv.DictReader((report / "results.csv").open()))
+    assert [float(r["metrics.steps_run"]) for r in rows] == [10.0]  # the 20-step trial is not a second seed
+    assert "edited: 1 trial(s) recorded under an earlier version of the study file" in \
+        (report / "README.md").read_text()
+
+
+def test_the_parent_run_summary_leaves_out_trials_of_an_earlier_version_of_the_study_file(edited_run):
+    from tests.harness.runner_support import mlflow_runs
+    parents, _ = mlflow_runs(edited_run / "runs" / "edited", "edited")
+    metrics = parents[0].data.metrics
+    assert metrics["backbone.width:8/steps_run"] == 10.0 and metrics["backbone.width:8/steps_run.std"] == 0.0
+
+
+def test_a_run_of_an_edited_study_file_says_its_earlier_trials_are_left_out(capsys, edited_run):
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 recorded under the earlier file ran another configuration" in out
+    assert "resuming edited: 0 of 1 done, 1 to run" in out

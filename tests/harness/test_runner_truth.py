@@ -113,7 +113,8 @@ def test_a_killed_worker_whose_trial_another_finished_does_not_make_run_exit_2(m
     done = {"done": 4, "failed": 0, "pruned": 0, "running": 0, "pending": 0, "total": 4}
     monkeypatch.setattr(runner, "counts", lambda session: done)
     from types import SimpleNamespace
-    session = SimpleNamespace(parent_run_id=None, tracker=SimpleNamespace(log_study_summary=lambda *a: None))
+    session = SimpleNamespace(parent_run_id=None, is_search=False, specs={},
+                              tracker=SimpleNamespace(log_study_summary=lambda *a, **k: None))
     launch.finish(session, quiet=True, no_report=True, say=said.append, rcs=[0, -9])   # returns: exit 0
     assert "every trial has ended" in said[0]
     monkeypatch.setattr(runner, "counts", lambda session: {**done, "done": 3, "pending": 1})

@@ -223,6 +223,24 @@ def test_a_grid_gaining_an_axis_value_later_still_enqueues_and_claims(tmp_path):
     assert {c.params["train.lr"] for c in claimed} == {0.001, 0.003, 0.01}
 
 
+def test_a_trial_interrupted_mid_run_is_claimed_again_before_trials_that_never_started(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:3])                  # trials 0, 1, 2
+    first = queue.claim(study)
+    queue.fail_and_requeue(study, first, "interrupted")         # its copy is trial 3
+    assert [queue.claim(study).number for _ in range(3)] == [3, 1, 2]
+
+
+def test_a_trial_retried_after_failing_waits_its_turn(tmp_path):
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:3])
+    first = queue.claim(study)
+    queue.fail_and_requeue(study, first, "--retry-failed after: boom")
+    assert [queue.claim(study).number for _ in range(3)] == [1, 2, 3]
+
+
 def test_two_storage_handles_never_claim_the_same_trial(tmp_path):
     from harness import queue
     study, _ = _queue_study(tmp_path)
@@ -284,11 +302,31 @@ def test_ending_orphans_kills_running_child_runs_but_spares_live_ones(tmp_path):
 # -- the command -------------------------------------------------------------------------------------------
 def test_dry_run_prints_every_trial_and_writes_nothing(tmp_path, registries, capsys):
     from harness.cli import main
+    from harness.study import expand_trials, load_study
     study = write_study(tmp_path / "d.yaml", "dry")
     main(["run", str(study), "--dry-run", "--runs", str(tmp_path / "runs")])
     out = capsys.readouterr().out
-    assert "dry: 12 trial(s)" in out and out.count("toy-blobs") == 12
+    assert "dry: 12 trial(s)" in out and all(out.count(s.key) == 1 for s in expand_trials(load_study(study)))
     assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_says_a_setting_every_trial_shares_once_under_the_table(tmp_path, registries, capsys):
+    from harness.cli import main
+    study = write_study(tmp_path / "d.yaml", "dry")
+    main(["run", str(study), "--dry-run"])
+    out = capsys.readouterr().out
+    assert out.count("toy-blobs") == 1 and "every trial: training 20 steps, dataset toy-blobs, backbone " in out
+
+
+def test_dry_run_too_wide_for_the_terminal_gives_one_line_per_trial_with_whole_axis_keys(tmp_path, capsys,
+                                                                                            monkeypatch):
+    from harness.cli import main
+    monkeypatch.setenv("COLUMNS", "80")
+    study = Path(__file__).resolve().parents[2] / "studies" / "backbone_comparison.yaml"
+    main(["run", str(study), "--preset", "smoke", "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "backbone_comparison-smoke: 7 trial(s) (preset smoke)"
+    assert sum("backbone.pos_embed=sincos" in line for line in lines) == 3 and not any("…" in x for x in lines)
 
 
 def test_dry_run_shows_each_trials_budget_as_written_with_its_step_ceiling(tmp_path, capsys, monkeypatch):
@@ -398,3 +436,22 @@ def test_a_failing_heartbeat_is_said_once_on_stderr_and_the_trial_block_still_ru
     err = capsys.readouterr().err
     assert ran and err.count("warning: trial 7: heartbeat") == 1
     assert "ConnectionError: server closed the connection" in err
+
+
+def test_a_worker_given_a_storage_path_with_no_journal_says_so_and_creates_nothing(tmp_path, capsys):
+    from harness.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["worker", "--study", "s", "--storage", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    assert f"--storage: no Optuna journal at {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_worker_given_a_mistyped_study_name_suggests_the_study_in_the_storage(tmp_path, capsys):
+    from harness.cli import main
+    optuna.create_study(study_name="scan_ablation-smoke",
+                        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+                            str(tmp_path / "optuna.journal"))))
+    with pytest.raises(SystemExit):
+        main(["worker", "--study", "scan_ablation-smok", "--storage", str(tmp_path)])
+    assert "unknown study 'scan_ablation-smok'. Did you mean 'scan_ablation-smoke'?" in capsys.readouterr().err

@@ -172,3 +172,13 @@ def test_every_committed_store_gives_its_committed_reports_tables(store):
     assert target.is_dir(), f"{store} has no committed report {target}"
     assert not diffs, f"reports/{store.name} is not what `harness report stores/{store.name}` gives:\n" + \
         "\n".join(diffs)
+
+
+def test_status_reads_a_study_folder_copied_under_another_name(tmp_path, registries, capsys):
+    from harness.cli import main
+    path, folder = _study(tmp_path, "named")
+    _run(str(path), "--runs", str(tmp_path / "runs"), "--time-limit", "0")   # 2 widths x 2 seeds queued
+    shutil.copytree(folder, tmp_path / "my-copy")
+    capsys.readouterr()
+    main(["status", str(tmp_path / "my-copy")])
+    assert "named: 0 done, 0 running, 0 failed, 0 pruned, 4 pending (of 4)" in capsys.readouterr().out

@@ -58,3 +58,36 @@ def test_missing_study_file_is_one_clear_line(capsys, tmp_path):
     code, output = _run(capsys, "validate", str(tmp_path / "nope.yaml"))
     assert code == 2
     assert output.splitlines() == [f"✗ {tmp_path / 'nope.yaml'}: no such study file"]
+
+
+def test_a_mistyped_study_file_name_suggests_the_study_file_beside_it(capsys, tmp_path):
+    (tmp_path / "scan_ablation.yaml").write_text("name: x\n")
+    code, output = _run(capsys, "validate", str(tmp_path / "scan_ablaton.yaml"))
+    assert code == 2
+    expected = (f"✗ {tmp_path / 'scan_ablaton.yaml'}: no such study file. "
+                f"Did you mean {tmp_path / 'scan_ablation.yaml'}?")
+    assert output.splitlines() == [expected]
+
+
+def test_a_folder_given_as_the_study_file_lists_the_study_files_in_it(capsys, tmp_path):
+    (tmp_path / "b.yaml").write_text("name: b\n")
+    (tmp_path / "a.yaml").write_text("name: a\n")
+    code, output = _run(capsys, "run", str(tmp_path), "--dry-run")
+    assert code == 2
+    expected = f"error: {tmp_path}: is a folder, not a study file; study files in it: a.yaml, b.yaml"
+    assert output.splitlines() == [expected]
+
+
+def test_a_single_value_where_a_list_belongs_asks_for_a_list_in_yaml_words(capsys, tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("name: x\nseeds: 0\n")
+    code, output = _run(capsys, "validate", str(study))
+    assert code == 2 and output.splitlines() == [f"✗ {study}: seeds: Input should be a list, e.g. [a, b] (got 0)"]
+
+
+def test_a_value_where_a_mapping_belongs_asks_for_a_mapping_in_yaml_words(capsys, tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text("name: x\nbase: {train: 5}\n")
+    code, output = _run(capsys, "validate", str(study))
+    assert code == 2
+    assert output.splitlines() == [f"✗ {study}: base.train: Input should be a mapping, e.g. {{key: value}} (got 5)"]

@@ -111,7 +111,7 @@ def test_status_of_a_study_file_with_a_preset_looks_in_the_presets_folder(tmp_pa
     res = subprocess.run(harness_cmd("status", "studies/scan_ablation.yaml", "--preset", "smoke", "--runs",
                                      str(tmp_path)), env=env(), capture_output=True, text=True, timeout=120, check=False,
                          cwd=Path(__file__).resolve().parents[2])
-    assert res.returncode == 2 and f"{tmp_path / 'scan_ablation-smoke'}: no optuna.journal" in res.stderr  # README
+    assert res.returncode == 2 and f"no study folder {tmp_path / 'scan_ablation-smoke'}: " in res.stderr  # README
 
 
 def test_the_deprecated_out_option_still_names_the_runs_folder(ui_study):
@@ -236,3 +236,15 @@ def test_status_estimates_the_time_left_from_the_done_trials(tmp_path):
     out = " ".join(_harness("status", str(store)).stdout.split())    # rich wraps at the terminal width
     assert f"10 trial(s) left; at the median wall-clock time of the 2 done ({pace:.0f} s," in out
     assert f"about {10 * pace / 60:.0f} worker-minute(s)" in out
+
+
+def test_status_of_a_study_file_run_only_under_a_preset_names_the_preset_to_give(tmp_path, capsys):
+    from harness.cli import main
+    (tmp_path / "t.yaml").write_text("name: t\npresets: {smoke: {seeds: [0]}}\n")
+    (tmp_path / "runs" / "t-smoke").mkdir(parents=True)
+    (tmp_path / "runs" / "t-smoke" / "optuna.journal").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", str(tmp_path / "t.yaml"), "--runs", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"no study folder {tmp_path / 'runs' / 't'}: " in err
+    assert "(it ran with --preset smoke: give it)" in err

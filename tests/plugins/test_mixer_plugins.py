@@ -131,3 +131,13 @@ def test_mamba2_ssd_fla_reaches_every_mixer_where_fla_imports(monkeypatch):
     monkeypatch.setattr(fused, "_import_gla", lambda: (object(), ""))  # only imported here, never called on CPU
     model = build({"name": "zigma", "size": "tiny", "mixer": {"name": "mamba2", "ssd": "fla"}})
     assert all(type(m) is Mamba2Mixer and m.ssd == "fla" for m in mixers(model))
+
+
+def test_a_mixer_axis_value_replaces_the_base_mixer_with_its_options():
+    """docs/adding-a-mixer-plugin.md: options of an arm go in the axis value, not in base."""
+    study = parse_study({"name": "t", "base": {"backbone": {"name": "zigma", "mixer": {"name": "mamba2",
+                                                                                         "headdim": 32}}},
+                         "axes": {"backbone.mixer": ["mamba2", {"name": "mamba2", "headdim": 16}]}},
+                        source="s.yaml")
+    mixers_of = [spec.config.backbone.mixer.model_dump(exclude_none=True) for spec in expand_trials(study)]
+    assert [m.get("headdim") for m in mixers_of] == [None, 16]
