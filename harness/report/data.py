@@ -28,7 +28,7 @@ import yaml
 from harness.labels import axis_text, short_key, variant_label
 from harness.report.caveats import drop_held_over_peaks
 from harness.study import read_yaml
-from harness.tracking import PROXY
+from harness.tracking import PROXY, check_sqlite_store
 from plugins.errors import ConfigError, HarnessError
 
 __all__ = ["StudyData", "axis_text", "load_study_data", "short_key", "variant_label"]
@@ -168,8 +168,6 @@ def _client(uri: str):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no tqdm bars per downloaded file
     from mlflow.tracking import MlflowClient
-
-    from harness.tracking import check_sqlite_store
     check_sqlite_store(uri)
     return MlflowClient(tracking_uri=uri)
 
