@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from harness.cli_options import RUNS_HELP
+from harness.cli_options import RUNS_HELP, study_folder
 from plugins.errors import HarnessError
 
 
-def report(studies: list[str] = typer.Argument(..., help="Study names (folders under --runs), study folders or "
-                                               "exported stores (stores/<study>); several are compared side by "
-                                               "side."),
+def report(studies: list[str] = typer.Argument(..., help="Study names (folders under --runs), study folders, "
+                                               "exported stores (stores/<study>) or study files (with --preset); "
+                                               "several are compared side by side."),
+           preset: str = typer.Option(None, "--preset", "-p", help="With study files: the preset they ran with."),
            out: Path = typer.Option(None, "--out", help="Report folder (default: reports/<study> or "
                                     "reports/<A>_vs_<B>)."),
            runs: Path = typer.Option(Path("runs"), "--runs", help=RUNS_HELP),
@@ -27,6 +28,8 @@ def report(studies: list[str] = typer.Argument(..., help="Study names (folders u
     """Write index.html (self-contained), README.md, PNGs, results.csv and summary.json."""
     from harness.report import build_report, report_differences
 
+    # a study file names its folder under --runs (<name>-<preset> with --preset), as in `status` and `ui`
+    studies = [str(study_folder(s, runs, preset)) if Path(s).is_file() or preset else s for s in studies]
     if check:
         if len(studies) != 1 or tracking_uri or bench:
             raise HarnessError("--check: give one study folder or store (no --tracking-uri or --bench)")

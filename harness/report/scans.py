@@ -117,7 +117,8 @@ def scan_figure(name: str, grid: Grid, depth: int, seed: int = 0):
         dir_text = f" · dir {k}" if scan.num_directions > 1 else ""
         ax.set_title(f"layers {_layers_text(layers)}{dir_text} · {scan.kind}", fontsize=8)
     frames_text = f"x{grid.t} frames" if grid.is_video else ""
-    fig.suptitle(f"{name} on {grid.h}x{grid.w}{frames_text}: {len(panels)} distinct orders, "
+    orders = f"{len(panels)} distinct order{'s' * (len(panels) != 1)}"
+    fig.suptitle(f"{name} on {grid.h}x{grid.w}{frames_text}: {orders}, "
                  f"continuity {continuity(scans, grid):.3f}", fontsize=10)
     fig.tight_layout()
     return fig

@@ -416,3 +416,19 @@ def test_pareto_dominance_needs_a_difference_that_survives_holm_over_all_pairs()
     assert pareto_front([a, b], x_higher=False, y_higher=False) == [0, 1]
     c = (Cell(40.0, 1.0, 3), Cell(40.0, 1.0, 3))
     assert pareto_front([a, b, c], x_higher=False, y_higher=False) == [0, 1]
+
+
+def test_the_report_command_reads_a_study_file_as_its_folder_and_a_preset_as_name_dash_preset(study, tmp_path,
+                                                                                               capsys):
+    from report_study import STUDY_YAML
+
+    from harness.cli import main
+
+    (tmp_path / "s.yaml").write_text(STUDY_YAML)
+    runs = study.parent
+    main(["report", str(tmp_path / "s.yaml"), "--runs", str(runs), "--out", str(tmp_path / "r")])
+    assert (tmp_path / "r" / "summary.json").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path / "s.yaml"), "--preset", "smoke", "--runs", str(runs)])
+    assert exit_.value.code == 2
+    assert "unknown preset 'smoke'" in capsys.readouterr().err   # the file has none: the preset is read from it

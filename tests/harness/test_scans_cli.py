@@ -140,3 +140,10 @@ def test_scan_figure_gives_reports_one_axis_per_distinct_order():
 
     fig = scan_figure("spiral-2", Grid(5, 5), 4, 0)
     assert len(fig.axes) == 2
+
+
+@pytest.mark.parametrize(("name", "count"), [("sweep-1", "1 distinct order,"), ("spiral-2", "2 distinct orders,")])
+def test_scan_figure_title_counts_its_orders_in_words(name, count):
+    from harness.report.scans import scan_figure
+
+    assert count in scan_figure(name, Grid(5, 5), 4, 0)._suptitle.get_text()
