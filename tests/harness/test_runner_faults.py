@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
@@ -160,34 +161,12 @@ def test_sigkill_mid_study_then_rerun_runs_every_combination_once_resuming_from_
     assert max(resumed) >= 10, f"the interrupted trial should resume from its checkpoint, got {resumed}"
 
 
-@pytest.mark.slow
-def test_sigterm_to_a_run_without_workers_requeues_the_running_trial_as_ctrl_c_does(tmp_path):
-    study = write_study(tmp_path / "term.yaml", "term", axes={"backbone.width": [8, 16]}, seeds=(0,),
+def _interrupted(tmp_path, name: str, sig: signal.Signals) -> tuple[list[str], Path]:
+    """Run a two-trial study without workers, send `sig` once the first trial has a checkpoint, and check that the
+    run ends 130 with that trial failed 'interrupted', a copy of it queued and its MLflow runs KILLED."""
+    study = write_study(tmp_path / f"{name}.yaml", name, axes={"backbone.width": [8, 16]}, seeds=(0,),
                         train={"steps": 30, "checkpoint_every": 10}, backbone={"sleep": 0.05})
-    folder = tmp_path / "runs" / "term"
-    seed_mlflow_db(folder, tmp_path)
-    proc = subprocess.Popen(harness_cmd("run", str(study), "--runs", str(tmp_path / "runs"), "--quiet",
-                                        "--no-report"), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list(folder.glob("trials/*/checkpoint.pt")):
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the deadline"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    trials = optuna_trials("term", journal(folder))
-    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["failure"] == "interrupted"
-    assert trials[-1].state == TrialState.WAITING and trials[-1].user_attrs["attempts"][0]["number"] == 0
-    parents, children = mlflow_runs(folder, "term")
-    assert parents[0].info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
-
-
-@pytest.mark.slow
-def test_sigint_requeues_the_running_trial_and_leaves_no_mlflow_run_running(tmp_path):
-    study = write_study(tmp_path / "int.yaml", "int", axes={"backbone.width": [8, 16]}, seeds=(0,),
-                        train={"steps": 30, "checkpoint_every": 10}, backbone={"sleep": 0.05})
-    folder = tmp_path / "runs" / "int"
+    folder = tmp_path / "runs" / name
     seed_mlflow_db(folder, tmp_path)
     args = ["run", str(study), "--runs", str(tmp_path / "runs"), "--quiet", "--no-report"]
     proc = subprocess.Popen(harness_cmd(*args), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -196,14 +175,25 @@ def test_sigint_requeues_the_running_trial_and_leaves_no_mlflow_run_running(tmp_
     while not list(folder.glob("trials/*/checkpoint.pt")):
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the deadline"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    trials = optuna_trials("int", journal(folder))
+    trials = optuna_trials(name, journal(folder))
     assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["failure"] == "interrupted"
     assert trials[-1].state == TrialState.WAITING and trials[-1].user_attrs["attempts"][0]["number"] == 0
-    parents, children = mlflow_runs(folder, "int")
+    parents, children = mlflow_runs(folder, name)
     assert parents[0].info.status == "KILLED" and [c.info.status for c in children] == ["KILLED"]
+    return args, folder
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_run_without_workers_requeues_the_running_trial_as_ctrl_c_does(tmp_path):
+    _interrupted(tmp_path, "term", signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_sigint_requeues_the_running_trial_and_leaves_no_mlflow_run_running(tmp_path):
+    args, folder = _interrupted(tmp_path, "int", signal.SIGINT)
 
     out = run_harness(*args)
     assert out.returncode == 0, out.stderr[-3000:]
