@@ -13,6 +13,8 @@
 #   throughput         benchmarks/gpu/throughput_run.sh (VARIANTS, TRIALS, PROBE as there)
 #   mixer2             benchmarks/gpu_mixer2.py checks (no timing), first with Triton's default fp32 dot precision, then
 #                      with TRITON_F32_DEFAULT=ieee, side by side: does TF32 explain the fp32 parity miss? (MIXER2_S, 420)
+#   flaparity          benchmarks/gpu/fla_parity.py: Mamba-2's SSD by mamba-ssm and by fla against the fp64 reference,
+#                      Triton's default fp32 dots, then TRITON_F32_DEFAULT=ieee (FLA_S, 150 each)
 #   profile            benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1, mamba2 and mamba2-fla
 #                      (PROFILE_MIXERS; PROFILE_S, 300)
 #   mixbench           issue 18's bench (benchmarks/gpu/device_mixer2.sh PART=bench): ZigMa-B mamba1 / mamba2 (its SSD
@@ -57,7 +59,7 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
   echo "== $step ($(left) s left)"
   case "$step" in
     tests)
-      timeout "${TESTS_S:-240}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/harness/test_cuda_graph.py \
+      timeout "${TESTS_S:-240}" python3 -m pytest -v -m gpu -p no:cacheprovider tests/harness/test_cuda_graph.py \
         tests/harness/test_speedups.py tests/harness/test_text_step.py tests/zigma/test_mixer_segments.py \
         tests/zigma/test_mixer2_fla.py \
         > "$dir/gpu_tests.txt" 2>&1
@@ -83,6 +85,15 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
           python3 -m benchmarks.gpu_mixer2 --no-bench --out "$dir/$prec" > "$dir/$prec.log" 2>&1
         echo "mixer2 $prec exit $?"; unset TRITON_F32_DEFAULT
       done ;;
+    flaparity)
+      # Mamba-2's two fused SSD kernels against the fp64 reference, with Triton's default (TF32) and ieee fp32 dots
+      for prec in default ieee; do
+        [ "$(left)" -lt "$MIN_S" ] && { echo "flaparity $prec: not started" | tee "$dir/skipped-$prec.txt"; continue; }
+        if [ "$prec" = ieee ]; then export TRITON_F32_DEFAULT=ieee; else unset TRITON_F32_DEFAULT; fi
+        TRITON_CACHE_DIR=/tmp/triton-$prec timeout "${FLA_S:-150}" python3 -m benchmarks.gpu.fla_parity \
+          --out "$dir/$prec" > "$dir/$prec.log" 2>&1
+        echo "flaparity $prec exit $?"; unset TRITON_F32_DEFAULT; grep '^|' "$dir/$prec/fla_parity.md" 2>/dev/null
+      done ;;
     profile)
       TRITON_CACHE_DIR=/tmp/triton-default timeout "${PROFILE_S:-300}" \
         python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 \
@@ -101,7 +112,7 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
       echo "multigpu run exit $?"; tail -2 "$dir/run.log"
       python3 -m benchmarks.gpu.multi_gpu_compare "runs/$name" --out "$dir" > /dev/null 2>&1; cat "$dir/multi_gpu.md"
       tar czf "$dir/runs.tgz" --exclude='checkpoint*.pt' "runs/$name" 2>/dev/null ;;
-    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, profile, mixbench, multigpu)" | tee "$dir/error.txt" ;;
+    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, flaparity, profile, mixbench, multigpu)" | tee "$dir/error.txt" ;;
   esac
 done
 echo "chain done in $(( $(date +%s) - T0 )) s"
