@@ -113,7 +113,8 @@ def _baseline_line(table: Table, m: MetricInfo) -> str | None:
     better = [r.label for r in tested if r.cells[m.name].noise is False and r.cells[m.name].better]
     worse = [r.label for r in tested if r.cells[m.name].noise is False and r.cells[m.name].better is False]
     same = len(tested) - len(better) - len(worse)
-    return (f"Against the baseline ({len(tested)} tests, Holm-adjusted): better beyond the seed noise: "
+    tests = f"{len(tested)} test" + ("s" if len(tested) != 1 else "")
+    return (f"Against the baseline ({tests}, Holm-adjusted): better beyond the seed noise: "
             f"{'; '.join(better) or 'none'}; worse: {'; '.join(worse) or 'none'}; within the noise: {same}.")
 
 

@@ -83,6 +83,17 @@ def test_the_answer_gives_the_leaders_cost_against_the_baseline(complete):
     assert complete[-1] == "Its cost against the baseline: sampling latency +25.0%."
 
 
+def test_a_baseline_that_leads_gets_its_one_test_counted_in_the_singular(tmp_path):
+    # two scans, the baseline sweep-1 best by its mean (hilbert-8 39/45/45 against 40/41/39: within the noise)
+    two = SCANS.replace("[sweep-1, zigzag-8, hilbert-8]", "[sweep-1, hilbert-8]")
+    fd = {"sweep-1": [40.0, 41.0, 39.0], "hilbert-8": [39.0, 45.0, 45.0]}
+    lines = _answer(write_results_study(tmp_path, two, lambda spec: {
+        "fd-effnet": fd[spec.params["scan.name"]][spec.seed], "sample_ms_per_image": 2.0}), tmp_path / "report")
+    assert lines[1] == "Lowest mean FD-EffNetLite0 (↓): sweep-1 at 40.0 ± 1.0 (n = 3), the baseline itself."
+    assert lines[2] == ("Against the baseline (1 test, Holm-adjusted): better beyond the seed noise: none; "
+                        "worse: none; within the noise: 1.")
+
+
 def test_a_partial_one_seed_study_says_it_is_partial_and_names_no_winner(tmp_path):
     folder = write_results_study(tmp_path, SCANS, _results)
     for d in (folder / "trials").iterdir():                   # keep seed 0 of sweep-1 and zigzag-8 only
