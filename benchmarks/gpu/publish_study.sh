@@ -9,7 +9,8 @@
 # Optional: PRESET (e.g. smoke), TPG (trials per GPU, default 1), RESERVE (seconds kept for the export, default 40),
 # GPUS (--gpus, default all; empty: run in-process, e.g. to try the script on a CPU).
 # Resuming: stores/<study>/ (a committed export) is copied to runs/<study>/ when no runs folder is carried; its
-# finished trials count as done and its unfinished ones restart from step 0. Back in $OUT: store-<study>.tgz
+# finished trials count as done and its unfinished ones restart from step 0; FRESH=1 ignores a committed store and starts
+# the study afresh (e.g. after a change of execution that alters its cost columns). Back in $OUT: store-<study>.tgz
 # (stores/<study>/, unpack at the repository root and commit), run.log, status.txt, gpus.csv.
 # Then, here: `harness report stores/<study>` writes reports/<study>/ from the store.
 set -uo pipefail
@@ -32,10 +33,10 @@ print(load_study(sys.argv[1], preset=sys.argv[2] or None).study.name)" "$STUDY" 
   || { echo "cannot load $STUDY"; exit 2; }
 if [ -d "runs/$NAME" ]; then
   echo "continuing the carried runs/$NAME"
-elif [ -f "stores/$NAME/export.json" ]; then
+elif [ -f "stores/$NAME/export.json" ] && [ "${FRESH:-0}" != 1 ]; then
   mkdir -p runs && cp -a "stores/$NAME" "runs/$NAME" && echo "continuing from the exported store stores/$NAME"
 else
-  echo "starting $NAME afresh"
+  echo "starting $NAME afresh${FRESH:+ (FRESH=$FRESH: the committed stores/$NAME is not continued)}"
 fi
 python3 -m harness.cli status "runs/$NAME" 2>/dev/null | tail -1
 

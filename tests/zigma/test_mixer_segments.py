@@ -178,10 +178,24 @@ def test_pack_puts_zeros_before_each_segment_and_unpack_inverts_it():
     assert SegmentPacking(2, 6, d_conv=1).pad == 1  # no conv history, still one reset position
 
 
-def test_auto_layout_is_batch_until_a_gpu_benchmark_says_otherwise():
-    for backend in ("fused", "reference"):
-        assert segment_layout_used("auto", segments=64, backend=backend) == "batch"
-        assert segment_layout_used("packed", segments=64, backend=backend) == "packed"
+#: benchmarks/results/segment_layout_h200.md, transcribed: (segments, tokens) -> packed / batch-folded time on the
+#: fused kernels (one direction); packed below 1 is where 'auto' must pack
+H200_PACKED_OVER_BATCH = {(64, 512): 0.12, (8, 512): 0.89, (1, 256): 2.11}
+
+
+def test_auto_layout_packs_exactly_where_the_gpu_benchmark_measured_packing_faster():
+    for (segments, length), ratio in H200_PACKED_OVER_BATCH.items():
+        want = "packed" if ratio < 1 else "batch"
+        assert segment_layout_used("auto", segments=segments, length=length, backend="fused") == want
+    # 256 segments of 8 frames (a 16x16-token video's temporal layer) packs; 8 frames of 256 tokens (its spatial
+    # layer) was never measured and keeps the batch layout; the CPU reference never packs on its own
+    assert segment_layout_used("auto", segments=256, length=2048, backend="fused") == "packed"
+    assert segment_layout_used("auto", segments=8, length=2048, backend="fused") == "batch"
+    for segments, length in ((64, 512), (8, 512), (1, 256)):
+        assert segment_layout_used("auto", segments=segments, length=length, backend="reference") == "batch"
+    for layout in ("batch", "packed"):   # an explicit layout is kept
+        assert segment_layout_used(layout, segments=64, length=512, backend="fused") == layout
+        assert segment_layout_used(layout, segments=1, length=256, backend="reference") == layout
 
 
 def test_unknown_segment_layout_is_refused_with_the_choices():

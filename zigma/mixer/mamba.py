@@ -158,7 +158,7 @@ class MambaMixer(nn.Module):
             raise ValueError(f"{length} tokens do not split into {segments} segments")
         orders = branch_orders(self.num_directions, branch_index, length, x.device)
         backend = self.backend_used(x)
-        packed = segment_layout_used(self.segment_layout, segments=segments, backend=backend) == "packed"
+        packed = segment_layout_used(self.segment_layout, segments=segments, length=length, backend=backend) == "packed"
         if backend == "fused" and self.num_directions == 1 and not packed:
             out = _fused.mamba_forward(self, x.reshape(batch * segments, length // segments, -1))
             return out.reshape(batch, length, -1)  # (B, L, D)

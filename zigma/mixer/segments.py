@@ -32,20 +32,27 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SEGMENT_LAYOUTS", "SegmentPacking", "segment_layout_used"]
+__all__ = ["PACKED_MAX_SEGMENT_LEN", "SEGMENT_LAYOUTS", "SegmentPacking", "segment_layout_used"]
 
 SEGMENT_LAYOUTS = ("auto", "batch", "packed")
 _HEADROOM = 1e-12  # a reset step stays below this fraction of the scan dtype's largest value (see `reset_steps`)
 
 
-def segment_layout_used(layout: str, *, segments: int, backend: str) -> str:
-    """'batch' or 'packed': the layout a mixer asked for `layout` runs `segments` segments in, on `backend`
-    ('fused' or 'reference'). The one place that decides 'auto'."""
+#: the longest segment 'auto' packs: measured on one H200 (benchmarks/results/segment_layout_h200.md, bf16, one
+#: Mamba-1 layer fwd+bwd) packed took 0.12x the batch-folded time at 64 segments of 8 tokens and 0.82-0.89x at 8 of
+#: 64; longer segments were not measured, so they keep the batch layout
+PACKED_MAX_SEGMENT_LEN = 64
+
+
+def segment_layout_used(layout: str, *, segments: int, length: int, backend: str) -> str:
+    """'batch' or 'packed': the layout a mixer asked for `layout` runs `segments` segments of a `length`-token
+    sequence in, on `backend` ('fused' or 'reference'). The one place that decides 'auto': packed for the fused
+    kernels with 2 or more segments of at most PACKED_MAX_SEGMENT_LEN tokens (where a GPU run measured it faster),
+    batch otherwise (the CPU reference scan was not faster packed: benchmarks/results/segment_layout_cpu.md)."""
     if layout != "auto":
         return layout
-    # 'auto' keeps today's 'batch' layout until a GPU run of benchmarks/segment_layout.py shows where 'packed' wins
-    # (both are exact: tests/zigma/test_mixer_segments.py); then this line becomes that rule, e.g. 'packed' for
-    # backend == 'fused' and segments > 1 below a measured segment length.
+    if backend == "fused" and segments > 1 and length // segments <= PACKED_MAX_SEGMENT_LEN:
+        return "packed"
     return "batch"
 
 
