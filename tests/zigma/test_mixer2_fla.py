@@ -20,7 +20,7 @@ from zigma.backbones import build_zigma
 from zigma.mixer import FusedUnavailableError, Mamba2Mixer, fused
 from zigma.scans import LayerCycle, zigzag_paths
 
-ON_GPU = torch.cuda.is_available() and fused.gla_available()
+ON_GPU = torch.cuda.is_available() and fused.gla_available() and fused.gla_refusal(torch.device("cuda")) is None
 
 
 def naive_gla(q, k, v, g, *, scale):
@@ -158,7 +158,7 @@ def cuda_pair(num_directions, ngroups=1):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="needs CUDA and fla-core (flash-linear-attention)")
+@pytest.mark.skipif(not ON_GPU, reason="needs CUDA and fla-core (flash-linear-attention) that trains there (fused.gla_refusal)")
 @pytest.mark.parametrize("num_directions,ngroups", [(1, 1), (2, 2)])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, FP32_TOL), (torch.bfloat16, BF16_TOL)])
 def test_fla_kernel_equals_the_reference_on_outputs_and_gradients(num_directions, ngroups, dtype, tol):
@@ -176,7 +176,7 @@ def test_fla_kernel_equals_the_reference_on_outputs_and_gradients(num_directions
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="needs CUDA and fla-core (flash-linear-attention)")
+@pytest.mark.skipif(not ON_GPU, reason="needs CUDA and fla-core (flash-linear-attention) that trains there (fused.gla_refusal)")
 def test_a_zigma_block_with_the_fla_kernel_trains_like_the_reference_block_in_bf16():
     torch.manual_seed(0)
     blocks = []
@@ -202,3 +202,44 @@ def test_a_zigma_block_with_the_fla_kernel_trains_like_the_reference_block_in_bf
     assert rel_err(results[0][0], results[1][0]) < BF16_TOL
     for name, grad in results[0][1].items():
         assert torch.isfinite(grad).all() and rel_err(grad, results[1][1][name]) < BF16_TOL, name
+
+
+# ---- where fla-core refuses to train: Hopper + Triton [3.4.0, 3.7.1) without tilelang -----------------------------
+# The range is transcribed from fla-core 0.6.0's own refusal (fla/ops/common/chunk_o.py, chunk_bwd_dqkwg: "Triton >=
+# 3.4.0 and < 3.7.1 on Hopper GPUs produces incorrect results for gated chunk_bwd_dqkwg (see #640)"), which an H200
+# with Triton 3.6.0 hit at the first backward (benchmarks/results/fla_hopper_h200.md).
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    def setup(capability, triton, tilelang=False):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+        monkeypatch.setattr(fused, "_triton_version", lambda: triton)
+        monkeypatch.setattr(fused, "_has_tilelang", lambda: tilelang)
+        fused.gla_refusal.cache_clear()
+    yield setup
+    fused.gla_refusal.cache_clear()
+
+
+@pytest.mark.parametrize("capability,triton,tilelang,refused", [
+    ((9, 0), (3, 6, 0), False, True), ((9, 0), (3, 4, 0), False, True), ((9, 0), (3, 7, 0), False, True),
+    ((9, 0), (3, 7, 1), False, False), ((9, 0), (3, 3, 1), False, False), ((9, 0), (3, 6, 0), True, False),
+    ((8, 0), (3, 6, 0), False, False), ((10, 0), (3, 6, 0), False, False), ((9, 0), None, False, False)])
+def test_fla_is_refused_exactly_on_hopper_with_the_triton_versions_fla_core_refuses(fake_gpu, capability, triton,
+                                                                                      tilelang, refused):
+    fake_gpu(capability, triton, tilelang)
+    why = fused.gla_refusal(torch.device("cuda", 0))
+    assert (why is not None) == refused
+    if refused:
+        assert all(s in why for s in ("ssd 'fla'", "NVIDIA H200", f"Triton {'.'.join(map(str, triton))}", "#640",
+                                      "3.7.1", "tilelang", "ssd 'mamba-ssm'"))
+
+
+def test_the_refusal_is_raised_before_any_kernel_runs_and_never_on_the_cpu(fake_gpu, monkeypatch):
+    import types
+
+    fake_gpu((9, 0), (3, 6, 0))
+    assert fused.gla_refusal(torch.device("cpu")) is None
+    monkeypatch.setattr(fused, "gla_kernel", lambda: pytest.fail("the kernel was reached"))
+    on_gpu = types.SimpleNamespace(device=torch.device("cuda", 0))   # only its device is read before the refusal
+    with pytest.raises(FusedUnavailableError, match=r"Triton 3\.6\.0.*#640"):
+        fused.gla_scan(on_gpu, None, None, None, None, D=None, dt_bias=None)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 __all__ = ["FLA_INSTALL_HINT", "GLA_CHUNK", "INSTALL_HINT", "FusedUnavailableError", "causal_conv_silu",
-           "fused_available", "fused_kernels", "gla_available", "gla_kernel", "gla_scan", "mamba2_forward",
-           "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
+           "fused_available", "fused_kernels", "gla_available", "gla_kernel", "gla_refusal", "gla_scan",
+           "mamba2_forward", "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
 
 INSTALL_HINT = "pip install 'zigma-harness[cuda]'"
 FLA_INSTALL_HINT = "pip install 'zigma-harness[fla]'"
@@ -234,7 +234,43 @@ def ssd_as_gla(x, dt, A, B, C, *, D, dt_bias, gla):
     return (o.to(work) + x.to(work) * D.to(work)[:, None]).to(x.dtype)  # (B, L, H, P)
 
 
+def _triton_version() -> tuple[int, ...] | None:
+    """The installed Triton's version as numbers (None without Triton)."""
+    import importlib.metadata
+
+    try:
+        text = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
+
+
+def _has_tilelang() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tilelang") is not None
+
+
+@functools.cache
+def gla_refusal(device: torch.device) -> str | None:
+    """Why fla-core refuses to train on `device`, or None. fla-core 0.6 raises in the backward of its gated kernels
+    on Hopper GPUs (compute capability 9.x) under Triton >= 3.4.0 and < 3.7.1, which computes them wrong there
+    (flash-linear-attention issue #640), unless tilelang is installed; found at the first backward otherwise."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return None
+    version = _triton_version()
+    if version is None or not (3, 4, 0) <= version < (3, 7, 1) or _has_tilelang():
+        return None
+    return (f"mixer 'mamba2' option ssd 'fla': fla-core refuses to train on this Hopper GPU "
+            f"({torch.cuda.get_device_name(device)}) with Triton {'.'.join(map(str, version))}, whose gated "
+            "backward is wrong there (flash-linear-attention issue #640). Use Triton >= 3.7.1 or install tilelang "
+            "(`pip install tilelang`), or use ssd 'mamba-ssm' (the default).")
+
+
 def gla_scan(x, dt, A, B, C, *, D, dt_bias):
     """ssd_as_gla with fla's chunk_simple_gla: the same layout and result as ssd_scan (FusedUnavailableError
-    without fla-core)."""
+    without fla-core, or where fla-core refuses to train: `gla_refusal`)."""
+    why = gla_refusal(x.device)
+    if why is not None:
+        raise FusedUnavailableError(why)
     return ssd_as_gla(x, dt, A, B, C, D=D, dt_bias=dt_bias, gla=gla_kernel())
