@@ -154,6 +154,36 @@ def assert_graph_replays_the_eager_run(graphed_run, eager_run) -> None:
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=f"EMA {name}")
 
 
+def _video_run(cuda_graph, layout, steps=12):
+    """A tiny video ZigMa (video-sst: 4 frames of 4x4 tokens; its temporal layers 16 segments of 4 frames, its
+    spatial layers 4 of 16) on the fused kernels with Mamba-1 segments laid out `layout`, trained `steps` steps."""
+    import functools
+
+    from zigma.backbones import build_zigma
+    from zigma.mixer import MambaMixer
+    from zigma.scans import Factorized
+
+    transport = Transport(LinearPath(), prediction="velocity")
+    net = build_zigma(size="tiny", input_shape=(4, 1, 8, 8), patch_size=2, scan=Factorized("sst", name="video-sst"),
+                      mixer=functools.partial(MambaMixer, segment_layout=layout), mixer_backend="fused", d_state=4,
+                      device=CUDA, generator=torch.Generator(CUDA).manual_seed(0))
+    ema = copy.deepcopy(net).requires_grad_(False)
+    cfg = TrainConfig(lr=3e-3, precision="fp32", cuda_graph=cuda_graph, warmup_steps=3, ema_decay=0.9)
+    stepper = Stepper(net, ema, transport, cfg, CUDA)
+    g, data = torch.Generator(device=CUDA).manual_seed(3), torch.Generator(device=CUDA).manual_seed(4)
+    losses = [stepper(torch.randn(8, 4, 1, 8, 8, generator=data, device=CUDA), {}, step, g).item()
+              for step in range(steps)]
+    return stepper, losses, net, ema
+
+
+@pytest.mark.gpu
+@_CUDA
+def test_a_graphed_video_step_with_packed_segments_replays_the_eager_batch_folded_steps():
+    """Oracle: the eager step with segments folded into the batch (the layout the CPU reference checks); the packed
+    one, which segment_layout 'auto' now picks for short segments on the GPU, captured as a CUDA graph."""
+    assert_graph_replays_the_eager_run(_video_run(True, "packed"), _video_run(False, "batch"))
+
+
 @pytest.mark.gpu
 @_CUDA
 def test_graph_replays_in_bf16_track_the_eager_steps():
