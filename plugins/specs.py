@@ -170,6 +170,8 @@ class MetricEntry(_Entry):
     higher_is_better: bool = False
     modality: str = "any"
     min_samples: int = 1               # fewest samples it is defined on (a covariance needs 2); validate checks
+    bounds: tuple[float | None, float | None] = (None, None)  # the values it can take (a fraction: (0, 1)); plots
+                                                            # clip error bars there
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,8 @@ def pareto(tables: list[Table], shared: bool = False) -> tuple[Figure | None, di
                  if math.isfinite(r.cells[quality.name].mean) and math.isfinite(r.cells[cost.name].mean))
     c = lower_title(cost.title)
     fig = Figure("pareto.png", f"Quality vs cost: {quality.title} against {c}",
-                 f"Variant means with ±1 std error bars ({quality.arrow} {quality.title}, {cost.arrow} {c}). Dashed: "
+                 f"Variant means with ±1 std error bars ({quality.arrow} {quality.title}, {cost.arrow} {c})"
+                 + _cut_note(quality, [r.cells[quality.name] for r in rows]) + ". Dashed: "
                  "the front of the means (no other variant's means at least as good on both axes). Filled red: no "
                  "other variant dominates it beyond the seed noise, i.e. is better on one axis (Welch, Holm-adjusted "
                  "over all pairs on both axes, p < 0.05) and not worse beyond the noise on the other; with few seeds "
@@ -180,3 +181,15 @@ def figures(studies: list[StudyData], tables: list[Table], bench_paths: list[Pat
     out = curve_figures(studies, multi) + [f for f in (pareto_fig, bench_fig) if f] \
         + sample_figures(studies, multi) + scan_figures(studies)
     return out, front, bench_rows
+
+
+def _cut_note(quality, cells) -> str:
+    """Where a bar would pass a bound the metric cannot cross (an accuracy above 1), the plot stops it there: say
+    so, when one was cut."""
+    lo, hi = quality.bounds
+    cut = any(math.isfinite(c.std) and ((lo is not None and c.mean - c.std < lo) or (hi is not None and c.mean + c.std > hi))
+              for c in cells if math.isfinite(c.mean))
+    if not cut:
+        return ""
+    rng = f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None else (f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+    return f"; a bar stops where {quality.title} ends ({rng})"

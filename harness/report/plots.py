@@ -176,7 +176,8 @@ def pareto_plot(table: Table, quality: MetricInfo, cost: MetricInfo) -> tuple[by
         for i, r in enumerate(rows):
             cx, cy = r.cells[cost.name], r.cells[quality.name]
             on = i in front
-            ax.errorbar(cx.mean, cy.mean, xerr=_err(cx.std), yerr=_err(cy.std), fmt="o",
+            ax.errorbar(cx.mean, cy.mean, xerr=_err(cx.std, cx.mean, cost.bounds),
+                        yerr=_err(cy.std, cy.mean, quality.bounds), fmt="o",
                         ms=6 if on else 4, color="#c0392b" if on else "#7f8c8d", mfc="#c0392b" if on else "white",
                         capsize=2, lw=0.8, zorder=3 if on else 2)
         spread_labels(ax, pts, [r.label for r in rows])
@@ -229,8 +230,17 @@ def spread_labels(ax: Any, points: list[tuple[float, float]], labels: list[str],
     return texts
 
 
-def _err(std: float) -> float | None:
-    return std if math.isfinite(std) else None
+def _err(std: float, mean: float | None = None, bounds: tuple[float | None, float | None] = (None, None)):
+    """An error bar of one std, or None; with the metric's bounds, its arms clipped where the metric ends (an
+    accuracy's bar stops at 1), as matplotlib's [[below], [above]]."""
+    if not math.isfinite(std):
+        return None
+    lo, hi = bounds
+    if mean is None or (lo is None and hi is None):
+        return std
+    below = std if lo is None else max(0.0, min(std, mean - lo))
+    above = std if hi is None else max(0.0, min(std, hi - mean))
+    return [[below], [above]]
 
 
 def frame_strip(path: Path, max_frames: int = 8) -> bytes:

@@ -56,6 +56,7 @@ class MetricInfo:
     higher_is_better: bool
     kind: str  # 'quality' | 'cost'
     description: str = ""
+    bounds: tuple[float | None, float | None] = (None, None)  # the values the metric can take (from its entry)
 
     @property
     def arrow(self) -> str:
@@ -124,7 +125,7 @@ def metric_infos(names: list[str]) -> list[MetricInfo]:
         elif n in registry:
             e = registry[n]
             out.append(MetricInfo(n, e.label or KNOWN_QUALITY.get(n, (n,))[0], "", bool(e.higher_is_better),
-                                  "quality", e.description))
+                                  "quality", e.description, tuple(getattr(e, "bounds", (None, None)))))
         else:
             title, hib = KNOWN_QUALITY.get(n, (n, False))
             out.append(MetricInfo(n, title, "", hib, "quality"))

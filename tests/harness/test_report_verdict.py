@@ -198,3 +198,18 @@ def test_a_video_study_counts_its_samples_as_videos_in_the_header_and_the_notes(
     readme = (out / "README.md").read_text()
     assert "(20 train / 10 reference videos)" in readme
     assert "each sample is a video of 8 frames: 'img' in the cost units" in readme
+
+
+def test_an_error_bar_stops_where_its_metric_ends_and_the_caption_says_so_only_then():
+    from harness.report import plots
+    from harness.report.figures import _cut_note
+    from harness.report.tables import MetricInfo
+    assert plots._err(0.2, 0.9, (0.0, 1.0)) == [[0.2], [pytest.approx(0.1)]]   # 0.9 + 0.2 would pass 1
+    assert plots._err(0.3, 0.1, (0.0, None)) == [[0.1], [0.3]]                 # an FD cannot go below 0
+    assert plots._err(0.2, 0.5, (0.0, 1.0)) == [[0.2], [0.2]]
+    assert plots._err(0.2) == 0.2 and plots._err(float("nan"), 0.5, (0.0, 1.0)) is None
+    acc = MetricInfo("cond-accuracy", "cond. accuracy", "", True, "quality", bounds=(0.0, 1.0))
+    assert _cut_note(acc, [Cell(0.852, 0.199, 3), Cell(0.998, 0.003, 3)]) == \
+        "; a bar stops where cond. accuracy ends ([0, 1])"                     # 0.852 + 0.199 = 1.051
+    assert _cut_note(acc, [Cell(0.5, 0.1, 3), Cell(0.998, 0.001, 3)]) == ""
+    assert _cut_note(MetricInfo("fd", "FD", "", False, "quality"), [Cell(1.0, 5.0, 3)]) == ""
