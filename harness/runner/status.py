@@ -28,8 +28,8 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
     if not brief:
         metric = session.study.objective.metric
         table = Table(title=escape(f"{session.study.name} ({session.folder})"), title_justify="left")
-        for col in ("#", "key", "trial", "state", "tries", metric, "worker"):
-            table.add_column(col, overflow="fold")
+        for col in ("#", "key", "trial", "state", "tries", metric, "took", "worker"):
+            table.add_column(col, overflow="fold", no_wrap=col in ("#", "key", "took"))
         for key, t in rows:
             state = t.state.name
             dead = state == "RUNNING" and queue.worker_died(t)
@@ -39,8 +39,8 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
             table.add_row(str(t.number), escape(str(key)), escape(str(t.user_attrs.get("label", ""))),
                           f"[{_STYLE[state]}]{'worker died, re-queued on the next run' if dead else _NAME[state]}"
                           f"[/{_STYLE[state]}]",
-                          str(len(t.user_attrs.get("attempts", [])) + 1), value,
-                          f"{w.get('host')}:{w.get('pid')}" if state == "RUNNING" and w else "")
+                          str(len(t.user_attrs.get("attempts", [])) + 1), value, _took(t),
+                          f"{w.get('host')}:{w.get('pid')}" if w else "")
         console.print(table)
     for key, t in rows:
         if t.state.name in ("FAIL", "PRUNED"):
@@ -57,6 +57,20 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
                       f"({pace:.0f} s, start to end as they ran, a worker's start-up and any shared device "
                       f"included), about {left * pace / 60:.0f} worker-minute(s); a rough guide, as variants "
                       "differ in cost", highlight=False, markup=False)
+
+
+def _took(t) -> str:
+    """A finished trial's wall-clock time from its (last) start to its end, as it ran; a running one's so far."""
+    import datetime
+
+    if t.datetime_start is None:
+        return ""
+    end = t.datetime_complete
+    if end is None and t.state.name != "RUNNING":
+        return ""
+    seconds = ((end or datetime.datetime.now()) - t.datetime_start).total_seconds()
+    text = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return text if end is not None else f"{text} so far"
 
 
 def time_left(session) -> tuple[int, float, int] | None:

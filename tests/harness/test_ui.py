@@ -238,6 +238,32 @@ def test_status_estimates_the_time_left_from_the_done_trials(tmp_path):
     assert f"about {10 * pace / 60:.0f} worker-minute(s)" in out
 
 
+def test_status_gives_each_finished_trial_its_time_and_the_worker_that_ran_it(tmp_path, capsys, monkeypatch):
+    """stores/video_scans' 2 done trials: start-to-end time and host:pid as the Optuna journal records them."""
+    monkeypatch.setenv("COLUMNS", "200")                       # one table row a line, whatever the terminal
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from harness.cli import main
+    store = tmp_path / "video_scans"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "stores" / "video_scans", store)
+    study = optuna.load_study(study_name="video_scans",
+                              storage=JournalStorage(JournalFileBackend(str(store / "optuna.journal"))))
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 2
+    main(["status", str(store)])
+    lines = capsys.readouterr().out.splitlines()
+    for t in done:
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        worker = f"{t.user_attrs['worker']['host']}:{t.user_attrs['worker']['pid']}"
+        row = next(line for line in lines if t.user_attrs["trial_key"][:8] in line)
+        assert f" {took} " in row and worker[:6] in row, row
+    pending = next(line for line in lines if "pending" in line)
+    assert " s " not in pending and " min " not in pending
+
+
 def test_status_of_a_study_file_run_only_under_a_preset_names_the_preset_to_give(tmp_path, capsys):
     from harness.cli import main
     (tmp_path / "t.yaml").write_text("name: t\npresets: {smoke: {seeds: [0]}}\n")
