@@ -28,7 +28,7 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
     if not brief:
         metric = session.study.objective.metric
         table = Table(title=escape(f"{session.study.name} ({session.folder})"), title_justify="left")
-        for col in ("#", "key", "trial", "state", "tries", metric, "took", "worker"):
+        for col in ("#", "key", "trial", "state", metric, "took", "worker"):
             table.add_column(col, overflow="fold", no_wrap=col in ("#", "key", "took"))
         for key, t in rows:
             state = t.state.name
@@ -36,10 +36,10 @@ def print_status(session, *, brief: bool = False, console: Console | None = None
             state = "WAITING" if dead else state
             w = t.user_attrs.get("worker", {})
             value = f"{t.value:.4g}" if t.value is not None else ""
+            tries = len(t.user_attrs.get("attempts", [])) + 1
+            label = "worker died: re-queued" if dead else _NAME[state] + (f" (try {tries})" if tries > 1 else "")
             table.add_row(str(t.number), escape(str(key)), escape(str(t.user_attrs.get("label", ""))),
-                          f"[{_STYLE[state]}]{'worker died, re-queued on the next run' if dead else _NAME[state]}"
-                          f"[/{_STYLE[state]}]",
-                          str(len(t.user_attrs.get("attempts", [])) + 1), value, _took(t),
+                          f"[{_STYLE[state]}]{label}[/{_STYLE[state]}]", value, "" if dead else _took(t),
                           f"{w.get('host')}:{w.get('pid')}" if w else "")
         console.print(table)
     for key, t in rows:
