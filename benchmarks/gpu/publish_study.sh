@@ -10,7 +10,8 @@
 # GPUS (--gpus, default all; empty: run in-process, e.g. to try the script on a CPU).
 # Resuming: stores/<study>/ (a committed export) is copied to runs/<study>/ when no runs folder is carried; its
 # finished trials count as done and its unfinished ones restart from step 0; FRESH=1 ignores a committed store and starts
-# the study afresh (e.g. after a change of execution that alters its cost columns). Back in $OUT: store-<study>.tgz
+# the study afresh (e.g. after a change of execution that alters its cost columns; here, remove stores/<study>/
+# before unpacking the new one, or the old store's files stay beside it). Back in $OUT: store-<study>.tgz
 # (stores/<study>/, unpack at the repository root and commit), run.log, status.txt, gpus.csv.
 # Then, here: `harness report stores/<study>` writes reports/<study>/ from the store.
 set -uo pipefail
