@@ -217,7 +217,8 @@ def test_optuna_dashboard_plots_every_trial_against_each_parameter(ui_study, ser
 
 
 def test_status_estimates_the_time_left_from_the_done_trials(tmp_path):
-    """stores/video_scans (2 done, 10 pending): the line's pace is the median of the done trials' start-to-end
+    """partial_study/video_scans (a real GPU run, 2 done, 10 pending): the line's pace is the median of the done
+    trials' start-to-end
     times, read here from the Optuna journal directly, and the estimate is 10 x that pace."""
     import statistics
 
@@ -226,7 +227,7 @@ def test_status_estimates_the_time_left_from_the_done_trials(tmp_path):
     from optuna.storages.journal import JournalFileBackend
 
     store = tmp_path / "video_scans"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "stores" / "video_scans", store)
+    shutil.copytree(Path(__file__).resolve().parent / "partial_study" / "video_scans", store)
     study = optuna.load_study(study_name="video_scans",
                               storage=JournalStorage(JournalFileBackend(str(store / "optuna.journal"))))
     took = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials()
@@ -239,7 +240,8 @@ def test_status_estimates_the_time_left_from_the_done_trials(tmp_path):
 
 
 def test_status_gives_each_finished_trial_its_time_and_the_worker_that_ran_it(tmp_path, capsys, monkeypatch):
-    """stores/video_scans' 2 done trials: start-to-end time and host:pid as the Optuna journal records them."""
+    """partial_study/video_scans' 2 done trials (a real GPU run): start-to-end time and host:pid as the Optuna
+    journal records them."""
     monkeypatch.setenv("COLUMNS", "200")                       # one table row a line, whatever the terminal
     import optuna
     from optuna.storages import JournalStorage
@@ -247,7 +249,7 @@ def test_status_gives_each_finished_trial_its_time_and_the_worker_that_ran_it(tm
 
     from harness.cli import main
     store = tmp_path / "video_scans"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "stores" / "video_scans", store)
+    shutil.copytree(Path(__file__).resolve().parent / "partial_study" / "video_scans", store)
     study = optuna.load_study(study_name="video_scans",
                               storage=JournalStorage(JournalFileBackend(str(store / "optuna.journal"))))
     done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
