@@ -218,8 +218,7 @@ def test_optuna_dashboard_plots_every_trial_against_each_parameter(ui_study, ser
 
 def test_status_estimates_the_time_left_from_the_done_trials(tmp_path):
     """partial_study/video_scans (a real GPU run, 2 done, 10 pending): the line's pace is the median of the done
-    trials' start-to-end
-    times, read here from the Optuna journal directly, and the estimate is 10 x that pace."""
+    trials' start-to-end times, read here from the Optuna journal directly, and the estimate is 10 x that pace."""
     import statistics
 
     import optuna
