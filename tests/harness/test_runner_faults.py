@@ -104,7 +104,7 @@ def test_status_shows_each_failure_reason(faulty, capsys):
     assert "toy failure on purpose" in out and "non-finite training loss" in out
 
 
-def test_rerunning_repeats_nothing_and_retry_failed_queues_only_the_failed(faulty):
+def test_rerunning_repeats_nothing_and_retry_failed_queues_only_the_failed(faulty, monkeypatch):
     args = ["run", str(faulty / "faults.yaml"), "--runs", str(faulty / "runs"), "--quiet", "--no-report"]
     for argv in (args, [*args, "--retry-failed"]):
         with pytest.raises(SystemExit):   # exit 1: failed trials remain
@@ -117,6 +117,9 @@ def test_rerunning_repeats_nothing_and_retry_failed_queues_only_the_failed(fault
     assert len(retried) == 3 and all(len(t.user_attrs["attempts"]) == 1 for t in retried)
     _, children = mlflow_runs(faulty / "runs" / "faults", "faults")
     assert len(children) == 5, "a retried trial continues its own MLflow run"
+    monkeypatch.setenv("COLUMNS", "200")                         # a table row a line
+    status = run_harness("status", str(faulty / "runs" / "faults"), timeout=300)
+    assert status.stdout.count("failed (try 2)") == 3, status.stdout   # the retried ones say which try they are on
 
 
 @pytest.mark.slow
