@@ -67,22 +67,24 @@ def build_cond_accuracy(**options) -> CondAccuracy:
 def register_metrics(register):
     """fd-effnet, kid, fid, frame-fd, cond-accuracy."""
     register(MetricEntry(
-        name="fd-effnet", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0", modality="image", build=build_fd_effnet,
-        options=EffNetOptions,
+        name="fd-effnet", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0", modality="image",
+        build=build_fd_effnet, options=EffNetOptions,
         description="Fréchet distance on ImageNet EfficientNet-Lite0 pooled features (offline; not FID)"))
     register(MetricEntry(
-        name="kid", min_samples=2, bounds=(0.0, None), label="KID-EffNetLite0", modality="image", build=build_kid, options=KIDOptions,
+        name="kid", min_samples=2, bounds=(0.0, None), label="KID-EffNetLite0", modality="image", build=build_kid,
+        options=KIDOptions,
         description="kernel (poly-3 MMD^2) distance on the same EfficientNet-Lite0 features"))
     register(MetricEntry(
-        name="fid", min_samples=2, bounds=(0.0, None), label="FID", modality="image", build=build_fid, options=FIDOptions,
+        name="fid", min_samples=2, bounds=(0.0, None), label="FID", modality="image", build=build_fid,
+        options=FIDOptions,
         description="clean-fid Inception FID; needs inception-2015-12-05.pt (weights_path or "
                     "ZIGMA_HARNESS_INCEPTION_WEIGHTS)"))
     register(MetricEntry(
         name="frame-fd", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0 per frame", modality="video",
         build=build_frame_fd, options=EffNetOptions, description="fd-effnet over all frames of generated vs real videos"))
     register(MetricEntry(
-        name="cond-accuracy", label="cond. accuracy", modality="image", higher_is_better=True, bounds=(0.0, 1.0),
-        build=build_cond_accuracy, options=CondAccuracyOptions,
+        name="cond-accuracy", label="cond. accuracy", modality="image", higher_is_better=True,
+        bounds=(0.0, 1.0), build=build_cond_accuracy, options=CondAccuracyOptions,
         description="fraction of samples whose colour, shape and position (classifier on real data) match "
                     "their conditioning"))
 

@@ -184,12 +184,14 @@ def figures(studies: list[StudyData], tables: list[Table], bench_paths: list[Pat
 
 
 def _cut_note(quality, cells) -> str:
-    """Where a bar would pass a bound the metric cannot cross (an accuracy above 1), the plot stops it there: say
-    so, when one was cut."""
-    lo, hi = quality.bounds
-    cut = any(math.isfinite(c.std) and ((lo is not None and c.mean - c.std < lo) or (hi is not None and c.mean + c.std > hi))
-              for c in cells if math.isfinite(c.mean))
-    if not cut:
+    """Where plots._err stopped a bar at a bound the metric cannot cross (an accuracy above 1): say so."""
+    def was_cut(c) -> bool:
+        arms = plots._err(c.std, c.mean, quality.bounds)
+        return isinstance(arms, list) and min(arms[0][0], arms[1][0]) < c.std
+
+    if not any(was_cut(c) for c in cells if math.isfinite(c.mean)):
         return ""
-    rng = f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None else (f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+    lo, hi = quality.bounds
+    rng = (f"[{lo:g}, {hi:g}]" if lo is not None and hi is not None
+           else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
     return f"; a bar stops where {quality.title} ends ({rng})"
