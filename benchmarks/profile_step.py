@@ -11,7 +11,8 @@ mamba-ssm functions), other (elementwise: adaLN modulate and gates, residuals, l
 
 Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) (peaks are arguments; H200 defaults:
 989 TFLOP/s dense bf16, 4.8 TB/s HBM3e). FLOPs and bytes come from one more step under a dispatch mode that sees
-every aten op (bytes = its tensor inputs + outputs, i.e. no reuse across ops: an upper bound for unfused chains).
+every aten op (bytes = its tensor inputs + outputs, i.e. no reuse across ops: an upper bound for unfused chains;
+views and allocations move nothing, a broadcast input is read once: `op_bytes`).
 The fused mamba-ssm / causal-conv1d / Triton kernels are invisible to it, so their groups are counted from the
 shapes: scan/SSD FLOPs = 3x the mixer's forward formula minus its projections; bytes = the fused kernels' inputs and
 outputs once forward and once backward (the least any implementation must move). See docs/ARCHITECTURE.md.
@@ -89,8 +90,34 @@ def grouped_times(prof, device_type: str) -> dict[str, float]:
     return out
 
 
+_ALLOCATIONS = frozenset({"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"})
+
+
+def _addressed_bytes(t: torch.Tensor) -> int:
+    """Bytes of the distinct elements a tensor addresses: a broadcast (stride-0) dimension is read once."""
+    n = 1
+    for size, stride in zip(t.shape, t.stride()):
+        n *= size if stride else 1
+    return n * t.element_size()
+
+
+def op_bytes(func, args, kwargs, out) -> int:
+    """Bytes an aten op moves: its tensor inputs read plus its outputs written, each tensor counted by the elements
+    it addresses. Views and other aliases (`view`, `t`, `expand`, `slice`, `_unsafe_view`, ...) and bare
+    allocations (`empty_like`, ...) move nothing and count 0; an in-place op reads and writes its target."""
+    name = func.overloadpacket.__name__
+    if name in _ALLOCATIONS:
+        return 0
+    ins = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+    outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    if func.is_view or (not func._schema.is_mutable and outs and all(
+            any(o.untyped_storage().data_ptr() == i.untyped_storage().data_ptr() for i in ins) for o in outs)):
+        return 0
+    return sum(_addressed_bytes(t) for t in ins + outs)
+
+
 class _Count(TorchDispatchMode):
-    """FLOPs (torch's flop formulas, 2 per MAC) and bytes (tensor inputs + outputs) per group of every aten op."""
+    """FLOPs (torch's flop formulas, 2 per MAC) and bytes (`op_bytes`) per group of every aten op."""
 
     def __init__(self):
         super().__init__()
@@ -102,8 +129,7 @@ class _Count(TorchDispatchMode):
         out = func(*args, **kwargs)
         name = f"aten::{func.overloadpacket.__name__}"
         group = self.force or group_of(name, [])
-        flat = torch.utils._pytree.tree_leaves((args, kwargs, out))
-        self.bytes[group] += sum(t.numel() * t.element_size() for t in flat if isinstance(t, torch.Tensor))
+        self.bytes[group] += op_bytes(func, args, kwargs, out)
         if func.overloadpacket in flop_registry:
             self.flops[group] += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
         return out

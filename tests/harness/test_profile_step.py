@@ -85,3 +85,29 @@ def test_a_mixer_whose_kernel_is_missing_is_recorded_as_skipped_and_the_others_s
              "--mixers", "mamba2-fla,mamba2", "--dtype", "fp32", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "profile_step.json").read_text())["results"]
     assert "zigma-harness[fla]" in results["mamba2-fla"]["skipped"] and results["mamba2"]["rows"]
+
+
+def _counted_bytes(fn) -> float:
+    counter = ps._Count()
+    with counter:
+        fn()
+    return sum(counter.bytes.values())
+
+
+def test_views_and_allocations_count_no_bytes():
+    x = torch.randn(4, 8)
+    assert _counted_bytes(lambda: (x.view(32), x.t(), x[1:3], x.unsqueeze(0).expand(3, 4, 8), x.reshape(2, 16),
+                                   x.detach(), torch.empty_like(x), x.new_empty(5), x.unbind(0))) == 0
+
+
+def test_an_elementwise_op_moves_its_input_and_output_and_an_in_place_one_reads_and_writes_its_target():
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    assert _counted_bytes(lambda: x + 1) == (32 + 32) * 4           # read 32 floats, write 32
+    assert _counted_bytes(lambda: x * y) == (32 + 32 + 32) * 4
+    assert _counted_bytes(lambda: x.clone().mul_(2)) == (32 + 32) * 4 + (32 + 32) * 4   # clone, then read + write
+
+
+def test_a_broadcast_input_is_read_once_not_once_per_output_element():
+    x = torch.randn(4, 8)
+    # unsqueeze + expand are views (0 bytes); the product reads x's 32 floats once and writes 3 x 32
+    assert _counted_bytes(lambda: x.unsqueeze(0).expand(3, 4, 8) * 2) == (32 + 96) * 4
