@@ -9,8 +9,9 @@ goes to one group, by the first rule that matches its name or the ops it ran und
 GEMMs, selective scan / SSD, causal conv, permutation gathers, norms, optimizer, mixer (other kernels inside the
 mamba-ssm functions), other (elementwise: adaLN modulate and gates, residuals, loss, casts, copies).
 
-Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) (peaks are arguments; H200 defaults:
-989 TFLOP/s dense bf16, 4.8 TB/s HBM3e). FLOPs and bytes come from one more step under a dispatch mode that sees
+Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) (peaks are arguments; H200 SXM defaults:
+989 TFLOP/s dense bf16 on tensor cores for GEMMs and Mamba-2's SSD, 67 TFLOP/s fp32 on CUDA cores for the rest,
+Mamba-1's selective scan included, 4.8 TB/s HBM3e). FLOPs and bytes come from one more step under a dispatch mode that sees
 every aten op (bytes = its tensor inputs + outputs, i.e. no reuse across ops: an upper bound for unfused chains;
 views and allocations move nothing, a broadcast input is read once: `op_bytes`).
 The fused mamba-ssm / causal-conv1d / Triton kernels are invisible to it, so their groups are counted from the
@@ -196,20 +197,45 @@ def profile(cfg: Config, variant: Variant, *, tokens: int, steps: int = 2) -> tu
     with counter:
         step(counter)
     flops, bytes_ = dict(counter.flops), dict(counter.bytes)
-    act = 2 if dtype != torch.float32 else 4
-    for group, (f, b) in fused_mixer_counts(model, batch, act).items():
-        if variant.mixer_backend != "reference" and device.type == "cuda":
-            flops[group], bytes_[group] = flops.get(group, 0.0) + f, bytes_.get(group, 0.0) + b
+    if variant.mixer_backend != "reference" and device.type == "cuda":
+        act = 2 if dtype != torch.float32 else 4
+        flops, bytes_ = merge_shape_counts(flops, bytes_, fused_mixer_counts(model, batch, act))
     return times, flops, bytes_, batch
 
 
-def table(times: dict, flops: dict, bytes_: dict, *, peak_tflops: float, peak_tbps: float) -> list[dict]:
-    """One row per group: measured ms, share, FLOPs, bytes, roofline ms and measured / roofline."""
+def merge_shape_counts(flops: dict, bytes_: dict, shaped: dict[str, tuple[float, float]]) -> tuple[dict, dict]:
+    """The dispatch mode's (FLOPs, bytes) per group, with the groups of fused kernels filled from their shapes.
+
+    A fused kernel registered as a torch custom op (causal-conv1d's `causal_conv1d_fwd`/`_bwd`) is seen by the
+    dispatch mode: its bytes are then those of the real tensors, recomputations included, and stand; a kernel it
+    cannot see (mamba-ssm's selective scan, Triton SSD) gets the shape count. Custom ops have no FLOP formula, so a
+    group's FLOPs come from the shapes unless the dispatch mode counted some. Never both: adding them counted the
+    causal conv twice in the first H200 profile."""
+    flops, bytes_ = dict(flops), dict(bytes_)
+    for group, (f, b) in shaped.items():
+        flops[group] = flops.get(group) or f
+        bytes_[group] = bytes_.get(group) or b
+    return flops, bytes_
+
+
+def tensor_core_groups(mixer: str) -> tuple[str, ...]:
+    """The groups whose FLOPs can run on tensor cores: GEMMs, and Mamba-2's chunked SSD (matrix products by
+    design). Mamba-1's selective scan is a recurrence of elementwise fp32 products and exponentials: CUDA cores."""
+    return ("GEMMs", "selective scan / SSD") if PROFILED[mixer][0] == "mamba2" else ("GEMMs",)
+
+
+def table(times: dict, flops: dict, bytes_: dict, *, peak_tflops: float, peak_tbps: float,
+          peak_scalar_tflops: float | None = None, tensor_groups: tuple[str, ...] = ("GEMMs",)) -> list[dict]:
+    """One row per group: measured ms, share, FLOPs, bytes, roofline ms and measured / roofline.
+
+    A group in `tensor_groups` computes at `peak_tflops` (tensor cores), any other at `peak_scalar_tflops` (the
+    CUDA cores' fp32 rate; `peak_tflops` when not given)."""
     total = sum(times.values()) or 1.0
     rows = []
     for group in GROUPS:
         f, b = flops.get(group, 0.0), bytes_.get(group, 0.0)
-        roof = max(f / (peak_tflops * 1e12), b / (peak_tbps * 1e12)) * 1e3
+        peak = peak_tflops if group in tensor_groups or peak_scalar_tflops is None else peak_scalar_tflops
+        roof = max(f / (peak * 1e12), b / (peak_tbps * 1e12)) * 1e3
         ms = times.get(group, 0.0) / 1e3
         rows.append({"group": group, "ms": ms, "share": times.get(group, 0.0) / total, "gflop": f / 1e9,
                      "gbytes": b / 1e9, "roofline_ms": roof, "over_roofline": ms / roof if roof > 0 else None})
@@ -237,7 +263,9 @@ def main(argv=None) -> int:
     p.add_argument("--mixers", default="mamba1,mamba2", help="comma separated, of: " + ", ".join(PROFILED))
     p.add_argument("--scan", default="zigzag-8", choices=["zigzag-8", "sweep-1"])
     p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 TFLOP/s (H200 SXM: 989)")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 tensor-core TFLOP/s (H200 SXM: 989)")
+    p.add_argument("--peak-scalar-tflops", type=float, default=67.0,
+                   help="fp32 CUDA-core TFLOP/s, for groups that cannot use tensor cores (H200 SXM: 67)")
     p.add_argument("--peak-tbps", type=float, default=4.8, help="HBM TB/s (H200: 4.8)")
     p.add_argument("--steps", type=int, default=2, help="profiled steps (averaged)")
     p.add_argument("--out", default="profile-out")
@@ -261,11 +289,14 @@ def main(argv=None) -> int:
             md.append(f"## {mixer}: skipped ({err})\n")
             print(md[-1], flush=True)
             continue
-        rows = table(times, flops, bytes_, peak_tflops=args.peak_tflops, peak_tbps=args.peak_tbps)
-        doc["results"][mixer] = {"batch": batch, "rows": rows}
+        tensor = tensor_core_groups(mixer)
+        rows = table(times, flops, bytes_, peak_tflops=args.peak_tflops, peak_tbps=args.peak_tbps,
+                     peak_scalar_tflops=args.peak_scalar_tflops, tensor_groups=tensor)
+        doc["results"][mixer] = {"batch": batch, "rows": rows, "tensor_core_groups": list(tensor)}
         md.append(markdown(rows, f"## ZigMa-{args.size} ({mixer}, {args.scan}), {args.tokens} tokens x {batch}, "
-                                 f"{args.dtype}, one training step on {card} (peaks {args.peak_tflops:g} TFLOP/s, "
-                                 f"{args.peak_tbps:g} TB/s)"))
+                                 f"{args.dtype}, one training step on {card} (peaks {args.peak_tflops:g} TFLOP/s on "
+                                 f"tensor cores for {' and '.join(tensor)}, {args.peak_scalar_tflops:g} TFLOP/s fp32 "
+                                 f"for the rest, {args.peak_tbps:g} TB/s)"))
         print(md[-1], flush=True)
         write(out, doc, md)  # after every mixer: a run cut short by its timeout keeps the mixers it finished
     write(out, doc, md)

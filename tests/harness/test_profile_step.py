@@ -111,3 +111,30 @@ def test_a_broadcast_input_is_read_once_not_once_per_output_element():
     x = torch.randn(4, 8)
     # unsqueeze + expand are views (0 bytes); the product reads x's 32 floats once and writes 3 x 32
     assert _counted_bytes(lambda: x.unsqueeze(0).expand(3, 4, 8) * 2) == (32 + 96) * 4
+
+
+def test_a_fused_kernel_the_dispatch_mode_saw_keeps_its_counted_bytes_and_one_it_could_not_see_gets_the_shapes():
+    flops, bytes_ = ps.merge_shape_counts({"GEMMs": 5.0}, {"GEMMs": 7.0, "causal conv": 30.0},
+                                          {"causal conv": (2.0, 20.0), "selective scan / SSD": (9.0, 11.0)})
+    assert bytes_ == {"GEMMs": 7.0, "causal conv": 30.0, "selective scan / SSD": 11.0}   # 30 + 20 would count twice
+    assert flops == {"GEMMs": 5.0, "causal conv": 2.0, "selective scan / SSD": 9.0}     # custom ops: no FLOPs
+
+
+def test_a_kernel_registered_as_a_custom_op_is_seen_by_the_byte_counter_in_its_group():
+    @torch.library.custom_op("zigma_profile_test::causal_conv1d_fwd", mutates_args=())
+    def conv(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    x = torch.randn(3, 5)
+    counter = ps._Count()
+    with counter:
+        conv(x)
+    assert counter.bytes["causal conv"] == (15 + 15) * 4
+
+
+def test_mamba1s_scan_is_held_to_the_cuda_core_peak_and_mamba2s_ssd_to_the_tensor_core_peak():
+    times, flops, bytes_ = {"selective scan / SSD": 10000.0}, {"selective scan / SSD": 67e9}, {}
+    for mixer, roof in (("mamba1", 1.0), ("mamba2", 67e9 / 989e12 * 1e3)):     # ms: 67 GFLOP at 67 or 989 TFLOP/s
+        rows = {r["group"]: r for r in ps.table(times, flops, bytes_, peak_tflops=989.0, peak_tbps=4.8,
+                                                peak_scalar_tflops=67.0, tensor_groups=ps.tensor_core_groups(mixer))}
+        assert rows["selective scan / SSD"]["roofline_ms"] == pytest.approx(roof)
