@@ -62,6 +62,7 @@ class StudyData:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)   # trial_key -> provenance.json
     metrics_meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial_key -> metrics_meta.json
     samples: dict[str, Path] = field(default_factory=dict)               # trial_key -> samples image
+    sample_captions: dict[str, Path | None] = field(default_factory=dict)  # trial_key -> samples.json (prompts)
     real: Path | None = None                  # a grid of real reference images (one trial's real.png)
     token_grid: tuple[int, int, int] | None = None   # (frames, H, W) tokens of the trials, when known
     tracking_uri: str | None = None
@@ -297,11 +298,10 @@ def _row_from_run(data: StudyData, key: str, run, client, tmp: Path) -> dict[str
         path = _artifact(client, run.info.run_id, fname, folder, tmp)
         if path is not None and isinstance(doc := _read_json(path), dict):
             store[key] = doc
-    for fname in ("samples.png", "samples.gif"):
-        path = _artifact(client, run.info.run_id, fname, folder, tmp)
-        if path is not None:
-            data.samples[key] = path
-            break
+    grids = (p for f in ("samples.png", "samples.gif") if (p := _artifact(client, run.info.run_id, f, folder, tmp)))
+    if (grid := next(grids, None)) is not None:
+        data.samples[key] = grid
+    data.sample_captions[key] = _artifact(client, run.info.run_id, "samples.json", folder, tmp)
     if data.real is None:
         data.real = _artifact(client, run.info.run_id, "real.png", folder, tmp)
     wanted = sorted(set(HISTORY_METRICS) | set(data.eval_metrics) | {data.objective})
@@ -356,6 +356,7 @@ def _rows_from_folders(data: StudyData, seen: set[str], specs: dict[str, Any]) -
                 store[d.name] = doc
         if (d / "samples.png").exists():
             data.samples[d.name] = d / "samples.png"
+            data.sample_captions[d.name] = d / "samples.json"      # read if there (text prompts)
         if data.real is None and (d / "real.png").exists():
             data.real = d / "real.png"
         rows.append(row)

@@ -146,13 +146,30 @@ def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
             used.add(label)
             path = s.samples[t["trial_key"]]
             video = path.suffix == ".gif"
-            png = plots.frame_strip(path) if video else path.read_bytes()
+            prompts = _prompts(s.sample_captions.get(t["trial_key"]))
+            png, what = (plots.frame_strip(path), "Frames of sample videos") if video else (path.read_bytes(), "Samples")
+            if prompts is not None and not video:
+                try:
+                    png = plots.captioned_grid(path, prompts["captions"], prompts["nrow"])
+                    what = f"The first {min(16, len(prompts['captions']))} samples, each under its prompt,"
+                except ValueError:              # a grid of another layout: shown as it is, without its prompts
+                    pass
             name = f"samples-{_slug(label)}.png"
             while any(f.file == name for f in out):
                 name = name[:-4] + "-x.png"
-            out.append(Figure(name, label, f"{'Frames of sample videos' if video else 'Samples'} from seed "
-                              f"{t['seed']} (EMA weights).", png, "samples"))
+            out.append(Figure(name, label, f"{what} from seed {t['seed']} (EMA weights).", png, "samples"))
     return out
+
+
+def _prompts(path: Path | None) -> dict | None:
+    """A trial's grid prompts (samples.json: {"captions": [str, ...], "nrow": int}), None unless well formed."""
+    try:
+        doc = json.loads(path.read_text()) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(doc, dict) and isinstance(doc.get("captions"), list) and doc["captions"]
+          and all(isinstance(c, str) for c in doc["captions"]) and type(doc.get("nrow")) is int and doc["nrow"] > 0)
+    return doc if ok else None
 
 
 def scan_figures(studies: list[StudyData]) -> list[Figure]:

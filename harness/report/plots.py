@@ -26,8 +26,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from .stats import means_front, pareto_front
 from .tables import MetricInfo, Table, lower_title
 
-__all__ = ["STYLE", "arm_styles", "bench_plot", "compute_plot", "frame_strip", "history_plot", "pareto_plot",
-           "png_bytes"]
+__all__ = ["STYLE", "arm_styles", "bench_plot", "captioned_grid", "compute_plot", "frame_strip", "grid_tiles",
+           "history_plot", "pareto_plot", "png_bytes"]
 
 DPI = 110
 STYLE = {
@@ -241,6 +241,42 @@ def _err(std: float, mean: float | None = None, bounds: tuple[float | None, floa
     below = std if lo is None else max(0.0, min(std, mean - lo))
     above = std if hi is None else max(0.0, min(std, hi - mean))
     return [[below], [above]]
+
+
+def grid_tiles(path: Path, nrow: int, count: int) -> list[Any]:
+    """The first `count` images of a grid saved by harness.sampling.save_grid (torchvision's layout: `nrow`
+    columns of equal tiles, one pixel of padding around each), as RGB arrays in reading order."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        grid = np.asarray(im.convert("RGB"))
+    h = w = (grid.shape[1] - 1) // nrow - 1
+    rows = (grid.shape[0] - 1) // (h + 1)
+    if w < 1 or grid.shape[1] != nrow * (w + 1) + 1 or grid.shape[0] != rows * (h + 1) + 1:
+        raise ValueError(f"{path}: a {grid.shape[1]}x{grid.shape[0]} image is not a grid of {nrow} square tiles a row")
+    return [grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w]
+            for r in range(rows) for c in range(nrow)][:count]
+
+
+def captioned_grid(path: Path, captions: list[str], nrow: int, *, show: int = 16, columns: int = 4) -> bytes:
+    """The first `show` samples of a grid, each under the prompt it was drawn from, `columns` a row."""
+    import textwrap
+
+    tiles = grid_tiles(path, nrow, min(show, len(captions)))
+
+    def draw():
+        rows = math.ceil(len(tiles) / columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.35 * rows), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < len(tiles):
+                ax.imshow(tiles[i], interpolation="nearest")
+                ax.set_title(textwrap.fill(captions[i], 26), fontsize=7.5, pad=3)
+        fig.tight_layout(pad=0.3)
+        return fig
+
+    return png_bytes(draw)
 
 
 def frame_strip(path: Path, max_frames: int = 8) -> bytes:

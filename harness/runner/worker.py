@@ -271,7 +271,7 @@ def run_one(session: Session, registries: Any, frozen: FrozenTrial, *, device: t
     metrics = result["metrics"]
     tracker.log_metrics(run_id, metrics, int(metrics.get("steps_run", spec.config.train.steps)))
     tracker.log_artifacts(run_id, [*artifacts, *(trial_dir / f for f in (
-        "samples.png", "real.png", "metrics_meta.json", "cost.json", "results.json"))])
+        "samples.png", "samples.json", "real.png", "metrics_meta.json", "cost.json", "results.json"))])
     value = metrics.get(metric, float("nan"))
     if not math.isfinite(value):
         reason = f"objective metric {metric!r} is {value} (results: {sorted(metrics)})"

@@ -1,0 +1,80 @@
+"""Sample grids in reports: the tiles cut back out of a saved grid, and text prompts shown under their samples."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.report import plots
+from harness.report.data import StudyData
+from harness.report.figures import sample_figures
+from harness.sampling import save_grid
+
+
+def _tiles(n: int, size: int = 6) -> torch.Tensor:
+    """n uint8 RGB images, image i filled with the colour (i, 2i, 3i) (all distinct)."""
+    colours = torch.tensor([[i, 2 * i, 3 * i] for i in range(n)], dtype=torch.uint8)
+    return colours[:, :, None, None].expand(n, 3, size, size).contiguous()
+
+
+def test_the_tiles_of_a_saved_grid_come_back_in_reading_order(tmp_path):
+    fake = _tiles(9)
+    save_grid(fake, tmp_path / "samples.png", 9)
+    tiles = plots.grid_tiles(tmp_path / "samples.png", nrow=3, count=9)
+    assert len(tiles) == 9
+    for i, tile in enumerate(tiles):                        # each cut tile is exactly image i, no padding pixel
+        assert tile.shape == (6, 6, 3) and (tile == [i, 2 * i, 3 * i]).all(), i
+
+
+def test_a_grid_that_is_not_nrow_square_tiles_wide_is_refused(tmp_path):
+    save_grid(_tiles(9), tmp_path / "samples.png", 9)
+    with pytest.raises(ValueError, match="not a grid of 4"):
+        plots.grid_tiles(tmp_path / "samples.png", nrow=4, count=9)
+
+
+def test_a_text_grid_writes_its_prompts_beside_it_and_a_class_grid_does_not(tmp_path):
+    captions = [f"caption {i}" for i in range(12)]
+    save_grid(_tiles(12), tmp_path / "text.png", 9, captions=captions)
+    assert json.loads((tmp_path / "text.json").read_text()) == {"captions": captions[:9], "nrow": 3}
+    save_grid(_tiles(12), tmp_path / "class.png", 9)
+    assert not (tmp_path / "class.json").exists()
+
+
+def _study(tmp_path, captions_doc) -> StudyData:
+    save_grid(_tiles(4), tmp_path / "samples.png", 4)
+    (tmp_path / "samples.json").write_text(captions_doc if isinstance(captions_doc, str) else json.dumps(captions_doc))
+    s = StudyData(name="t", folder=None, trials=pd.DataFrame(
+        [{"variant": "zigma", "status": "completed", "trial_key": "k", "seed": 0}]))
+    s.samples["k"], s.sample_captions["k"] = tmp_path / "samples.png", tmp_path / "samples.json"
+    return s
+
+
+def test_a_report_shows_a_text_trials_samples_under_their_prompts(tmp_path):
+    s = _study(tmp_path, {"captions": ["a red circle top left", "b", "c", "d"], "nrow": 2})
+    (fig,) = sample_figures([s], multi=False)
+    assert "each under its prompt" in fig.caption
+    assert fig.png != (tmp_path / "samples.png").read_bytes()     # a drawn figure, not the bare grid
+
+
+@pytest.mark.parametrize("doc", ["{not json", {"captions": "abc", "nrow": 2}, {"captions": ["a"], "nrow": 0},
+                                 {"captions": ["a"], "nrow": True}, {"nrow": 2},
+                                 {"captions": ["a", "b", "c", "d"], "nrow": 3}])   # last: not the grid's layout
+def test_a_malformed_prompts_file_is_ignored_and_the_bare_grid_shown(tmp_path, doc):
+    s = _study(tmp_path, doc)
+    (fig,) = sample_figures([s], multi=False)
+    assert fig.png == (tmp_path / "samples.png").read_bytes() and "prompt" not in fig.caption
+
+
+def test_a_text_trial_saves_the_prompts_of_its_grid_and_they_are_captions_of_its_data(tmp_path, registries):
+    from harness.study import expand_trials, load_study
+    from harness.trial import run_trial
+    from zigma.data import caption_to_attributes
+
+    spec = next(s for s in expand_trials(load_study("studies/text_conditioning.yaml", preset="smoke"))
+                if s.config.backbone.name == "dit")                          # the cheaper of the two
+    run_trial(spec, registries, trial_dir=tmp_path / "t", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    doc = json.loads((tmp_path / "t" / "samples.json").read_text())
+    assert doc["nrow"] == 4 and len(doc["captions"]) == spec.config.eval.grid_samples == 16
+    for text in doc["captions"]:
+        caption_to_attributes(text)                                           # raises on anything not a caption
