@@ -151,7 +151,9 @@ def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
             if prompts is not None and not video:
                 try:
                     png = plots.captioned_grid(path, prompts["captions"], prompts["nrow"])
-                    what = f"The first {min(16, len(prompts['captions']))} samples, each under its prompt,"
+                    what = f"The first {min(16, len(prompts['captions']))} samples, each under its prompt" + (
+                        f" (recomputed after the run: trials/{t['trial_key']}/samples.json says how)"
+                        if prompts.get("note") else "") + ","
                 except ValueError:              # a grid of another layout: shown as it is, without its prompts
                     pass
             name = f"samples-{_slug(label)}.png"

@@ -53,7 +53,7 @@ def _study(tmp_path, captions_doc) -> StudyData:
 def test_a_report_shows_a_text_trials_samples_under_their_prompts(tmp_path):
     s = _study(tmp_path, {"captions": ["a red circle top left", "b", "c", "d"], "nrow": 2})
     (fig,) = sample_figures([s], multi=False)
-    assert "each under its prompt" in fig.caption
+    assert "each under its prompt," in fig.caption and "recomputed" not in fig.caption
     assert fig.png != (tmp_path / "samples.png").read_bytes()     # a drawn figure, not the bare grid
 
 
@@ -78,3 +78,9 @@ def test_a_text_trial_saves_the_prompts_of_its_grid_and_they_are_captions_of_its
     assert doc["nrow"] == 4 and len(doc["captions"]) == spec.config.eval.grid_samples == 16
     for text in doc["captions"]:
         caption_to_attributes(text)                                           # raises on anything not a caption
+
+
+def test_prompts_recomputed_after_the_run_are_said_to_be(tmp_path):
+    s = _study(tmp_path, {"captions": ["a", "b", "c", "d"], "nrow": 2, "note": "recomputed at ..."})
+    (fig,) = sample_figures([s], multi=False)
+    assert "recomputed after the run: trials/k/samples.json says how" in fig.caption
