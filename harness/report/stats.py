@@ -38,10 +38,13 @@ def holm(ps: list[float]) -> list[float]:
 
 def welch_holm(pairs: list[tuple[Any, Any]]) -> list[tuple[float | None, float | None]]:
     """(Welch's p, its Holm-adjusted p over every testable pair) for each (a, b) pair of cells; (None, None) where
-    a side has fewer than two seeds. The one way the report counts a difference of several as beyond the noise."""
+    a side has fewer than two seeds. The one way the report counts a difference of several as beyond the noise.
+    A pair with no spread on either side (parameters, NFE: the same on every seed) is a comparison, not a test:
+    its p (0 or 1) stands unadjusted and it does not enlarge Holm's family."""
     ps = [welch_p(a, b) for a, b in pairs]
-    adjusted = iter(holm([p for p in ps if p is not None]))
-    return [(p, None if p is None else next(adjusted)) for p in ps]
+    exact = [p is not None and a.std == 0 and b.std == 0 for p, (a, b) in zip(ps, pairs)]
+    adjusted = iter(holm([p for p, e in zip(ps, exact) if p is not None and not e]))
+    return [(p, None if p is None else p if e else next(adjusted)) for p, e in zip(ps, exact)]
 
 
 def pairwise(cells: list[tuple[str, Any]]) -> list[dict[str, Any]]:

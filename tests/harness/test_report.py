@@ -432,3 +432,21 @@ def test_the_report_command_reads_a_study_file_as_its_folder_and_a_preset_as_nam
         main(["report", str(tmp_path / "s.yaml"), "--preset", "smoke", "--runs", str(runs)])
     assert exit_.value.code == 2
     assert "unknown preset 'smoke'" in capsys.readouterr().err   # the file has none: the preset is read from it
+
+
+def test_an_exact_cost_axis_does_not_enlarge_holms_family():
+    """A and B have the same parameter count (exact: std 0 on every seed, Welch p = 1); B's quality is better at
+    Welch p ~ 0.027. Holm over the one real test keeps it (p < 0.05); counting the exact comparison as a second
+    test doubles it past 0.05 and leaves B's edge inside the noise."""
+    from scipy import stats
+
+    from harness.report.stats import welch_holm
+
+    p = stats.ttest_ind_from_stats(5.0, 0.5, 3, 6.4, 0.5, 3, equal_var=False).pvalue
+    assert p < 0.05 < 2 * p
+    params = Cell(10.0, 0.0, 3)
+    out = welch_holm([(params, params), (Cell(6.4, 0.5, 3), Cell(5.0, 0.5, 3))])
+    assert out[0] == (1.0, 1.0) and out[1][1] == pytest.approx(p)
+    # on the Pareto plot (lower is better on both): same size, B better beyond the noise, so B dominates A
+    a, b = (params, Cell(6.4, 0.5, 3)), (params, Cell(5.0, 0.5, 3))
+    assert pareto_front([a, b], x_higher=False, y_higher=False) == [1]
