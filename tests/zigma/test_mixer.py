@@ -106,6 +106,59 @@ def test_reference_mixer_matches_the_loop_on_outputs_and_all_gradients(monkeypat
         assert rel_err(g, grads_loop[name]) < 1e-4, name
 
 
+def mamba1_oracle(m: MambaMixer, u: torch.Tensor) -> torch.Tensor:
+    """One-direction Mamba-1 block written out from the paper (Gu & Dao 2023, Alg. 2 and Sec. 3.4) and the layout of
+    mamba_ssm's `Mamba` (in_proj -> x, z; depthwise causal conv + SiLU on x; x_proj -> dt, B, C; dt_proj +
+    softplus; the selective recurrence step by step; + D x; gate by SiLU(z); out_proj), with none of the mixer's
+    own helpers: plain tensor ops on its weights, one time step at a time."""
+    W = lambda lin, v: v @ lin.weight.T + (lin.bias if lin.bias is not None else 0)
+    E, N, R, K = m.d_inner, m.d_state, m.dt_rank, m.d_conv
+    xz = W(m.in_proj, u)                                                    # (B, L, 2E)
+    x, z = xz[..., :E], xz[..., E:]
+    L = u.shape[1]
+    conv = torch.zeros_like(x)
+    for t in range(L):                                                      # causal: taps on x[t-K+1 .. t]
+        for k in range(K):
+            if t - (K - 1 - k) >= 0:
+                conv[:, t] = conv[:, t] + m.conv1d.weight[:, 0, k] * x[:, t - (K - 1 - k)]
+    if m.conv1d.bias is not None:
+        conv = conv + m.conv1d.bias
+    x = conv * torch.sigmoid(conv)                                          # SiLU
+    dbc = W(m.x_proj, x)
+    dt, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:]
+    # mamba_ssm keeps A_log, D and the dt bias in fp32 (its selective_scan_fn casts them with .float()), so they
+    # enter in fp32 here too, whatever u's dtype
+    delta = torch.log1p(torch.exp(dt @ m.dt_proj.weight.T + m.dt_proj.bias.float()))   # softplus, (B, L, E)
+    A = -torch.exp(m.A_log.float())                                         # (E, N)
+    h = torch.zeros(u.shape[0], E, N, dtype=u.dtype)
+    ys = []
+    for t in range(L):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * x[:, t])[..., None] * Bm[:, t, None, :]
+        ys.append((h * Cm[:, t, None, :]).sum(-1) + m.D * x[:, t])
+    y = torch.stack(ys, 1) * (z * torch.sigmoid(z))
+    return W(m.out_proj, y)
+
+
+@pytest.mark.parametrize("batch,d_model,d_state,length,bias", [(1, 8, 4, 5, False), (2, 12, 16, 19, True),
+                                                               (2, 16, 8, 33, False)])
+def test_the_reference_mixer_equals_mamba1_written_out_on_outputs_and_all_gradients(batch, d_model, d_state, length,
+                                                                                   bias):
+    torch.manual_seed(0)
+    mixer = MambaMixer(d_model, d_state=d_state, bias=bias, backend="reference", dtype=torch.float64)
+    with torch.no_grad():
+        mixer.dt_proj.bias.add_(1.0)  # larger steps than at init, so decay matters
+    x = torch.randn(batch, length, d_model, dtype=torch.float64)
+    out, grads = grads_of(mixer, x)
+    x_o = x.detach().requires_grad_()
+    ref = mamba1_oracle(mixer, x_o)
+    w = torch.randn(ref.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    names, params = zip(*mixer.named_parameters())
+    ref_grads = dict(zip(("x", *names), torch.autograd.grad((ref * w).sum(), (x_o, *params))))
+    assert rel_err(out, ref) < 1e-10    # fp64; the reference's chunked scan reassociates the recurrence's sums
+    for name, g in grads.items():                                   # A_log's and D's gradients are fp32 tensors
+        assert rel_err(g, ref_grads[name]) < (1e-6 if name in ("A_log", "D") else 1e-10), name
+
+
 @pytest.mark.parametrize("length", [1, 2, 9])
 @pytest.mark.parametrize("bias", [True, False])
 def test_causal_conv_equals_nn_conv1d_truncated_on_outputs_and_gradients(bias, length):
