@@ -40,10 +40,22 @@ class _Entry:
 
 @dataclass(frozen=True)
 class ScanEntry(_Entry):
-    """build(seed=int) -> zigma.scans.ScanScheme. `modality`: 'image', 'video' or 'any'."""
+    """build(seed=int) -> zigma.scans.ScanScheme. `modality`: 'image', 'video' or 'any'; left at 'any', it is the
+    built scheme's own `modality` (zigma.scans.ScanScheme.modality), so a scheme that says 'video' is one."""
 
     build: Callable[..., Any] = None  # type: ignore[assignment]
     modality: str = "any"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.modality not in ("image", "video", "any"):
+            raise ValueError(f"scan {self.name!r}: modality is 'image', 'video' or 'any', got {self.modality!r}")
+        if self.modality == "any" and callable(self.build):
+            try:
+                own = getattr(self.build(seed=0), "modality", "any")
+            except Exception:  # noqa: BLE001 - a scheme that cannot be built here fails later, named, in validate
+                own = "any"
+            object.__setattr__(self, "modality", own if own in ("image", "video") else "any")
 
 
 @dataclass(frozen=True)

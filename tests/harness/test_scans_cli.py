@@ -147,3 +147,33 @@ def test_scan_figure_title_counts_its_orders_in_words(name, count):
     from harness.report.scans import scan_figure
 
     assert count in scan_figure(name, Grid(5, 5), 4, 0)._suptitle.get_text()
+
+
+@pytest.fixture
+def video_scan_plugin(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "plugins"))
+    monkeypatch.setenv("ZIGMA_HARNESS_PLUGINS", "video_scan_plugin")
+    load_registries.cache_clear()
+    yield
+    load_registries.cache_clear()
+
+
+def test_a_scheme_that_says_video_on_its_class_is_a_video_scan_in_the_registry(video_scan_plugin):
+    assert load_registries().scans.get("frame-flip").modality == "video"
+    assert load_registries().scans.get("no-square").modality == "any"
+
+
+def test_the_table_leaves_out_a_video_scheme_on_an_image_grid_and_names_one_that_raises(video_scan_plugin, capsys):
+    code, out, err = _run(capsys, "scans", "table", "--grid", "8x8", "--depth", "2")
+    assert code == 0 and "Traceback" not in out + err
+    rows = _rows(out)
+    assert "frame-flip" not in rows and "no-square" not in rows and "zigzag-8" in rows
+    assert re.search(r"video scans left out .*frame-flip", out)
+    assert "no-square (video_scan_plugin): ValueError: square grids are not supported" in out
+
+
+def test_a_scan_entry_with_an_unknown_modality_is_refused_at_registration():
+    from plugins.specs import ScanEntry
+
+    with pytest.raises(ValueError, match="modality is 'image', 'video' or 'any', got 'movie'"):
+        ScanEntry(name="x", description="x", build=lambda seed: None, modality="movie")

@@ -136,9 +136,8 @@ class ScanScheme:
     """Base class of scan schemes. Subclasses set `name` and implement `layer_scans`."""
 
     name: str = "scan"
-    #: number of scan directions every layer runs (1 unidirectional, 2 bidirectional, K parallel)
-    directions: int = 1
-    #: "image" (any grid, frames scanned frame-major), "video" (needs t > 1) or "any"
+    #: "image" (any grid, frames scanned frame-major), "video" (needs t > 1) or "any"; the harness's registry
+    #: takes it as the scan's modality unless its ScanEntry names one
     modality: str = "any"
 
     def layer_scans(self, grid: Grid, depth: int) -> list[LayerScan]:
