@@ -42,6 +42,21 @@ def test_digits_items_are_scaled_labelled_and_resized():
     assert len(bundle.train) == 1500 and bundle.info.num_classes == 10
 
 
+def test_digits_items_are_sklearns_images_with_their_targets_at_native_size():
+    """Oracle: sklearn's digits (0-16 grey levels) read directly, in the split's documented order (numpy's
+    default_rng(0) permutation, the last 1,500 for training), scaled to [-1, 1] through 0-255."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    train_idx = np.random.default_rng(0).permutation(len(d.target))[297:]
+    bundle = _load("digits", resolution=8, channels=1)
+    for i in range(0, 1500, 37):
+        item, j = bundle.train[i], train_idx[i]
+        expected = torch.from_numpy(np.round(d.images[j] * 255.0 / 16.0) / 127.5 - 1.0).float()[None]
+        torch.testing.assert_close(item["x"], expected, atol=1e-6, rtol=0)
+        assert item["y"].item() == d.target[j]
+
+
 def test_digits_reference_is_uint8_held_out_data_not_in_train():
     bundle = _load("digits", resolution=8, channels=1)
     ref = bundle.reference(297)
@@ -266,6 +281,11 @@ def test_video_folder_loads_frame_folders_and_gifs(tmp_path):
     assert clip is not None and clip.shape == (2, 3, 3, 8, 8)
     x = bundle.train[0]["x"]
     assert x.shape == (3, 3, 8, 8) == bundle.info.shape
+    # every video's frames 0, 2 and 4 (frame_stride 2) in order: grey 40 t for the folders, 20 t for the GIF
+    videos = [((bundle.train[i]["x"] + 1) * 127.5).round() for i in range(len(bundle.train))]
+    videos += list(bundle.reference(bundle.extras["num_reference"]).float())
+    greys = sorted(tuple(round(v[f].mean().item()) for f in range(3)) for v in videos)
+    assert greys == sorted([(0, 80, 160)] * 4 + [(0, 40, 80)])
 
 
 def test_a_video_with_too_few_frames_is_a_data_error_naming_it(tmp_path):
