@@ -164,9 +164,11 @@ def sample_images(net: Net, transport: Any, sampler: Any, cond: Conditioning, *,
     return Samples(fake, labels, captions, nfe, timer.take(), index, len(mine))
 
 
-def save_grid(fake: torch.Tensor, path: Path, n: int, *, captions: list[str] | None = None) -> None:
-    """A sample grid (videos: one row of frames per sample). With captions (text conditioning), the prompt of each
-    image of the grid, in its reading order, goes beside it as <stem>.json: {"captions": [...], "nrow": k}."""
+def save_grid(fake: torch.Tensor, path: Path, n: int, *, captions: Sequence[str] | None = None,
+              kind: str = "prompt") -> None:
+    """A sample grid (videos: one row of frames per sample). With captions, what each image of the grid was
+    conditioned on, in reading order, goes beside it as <stem>.json: {"captions": [...], "nrow": k, "kind": kind}
+    (kind: 'prompt' for text conditioning, 'class' for class names)."""
     from torchvision.utils import save_image
     imgs = fake[:n].float() / 255.0
     if imgs.ndim == 5:                                   # (N, T, C, H, W)
@@ -176,5 +178,5 @@ def save_grid(fake: torch.Tensor, path: Path, n: int, *, captions: list[str] | N
         nrow = max(1, math.isqrt(max(1, imgs.shape[0])))
     save_image(imgs, path, nrow=nrow, padding=1)
     if captions is not None and fake.ndim == 4:
-        path.with_suffix(".json").write_text(json.dumps({"captions": list(captions[:len(imgs)]), "nrow": nrow},
-                                                        indent=1))
+        path.with_suffix(".json").write_text(json.dumps(
+            {"captions": list(captions[:len(imgs)]), "nrow": nrow, "kind": kind}, indent=1))

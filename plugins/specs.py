@@ -120,6 +120,7 @@ class DataInfo:
     width: int
     frames: int | None = None          # None for images
     num_classes: int | None = None     # None when unlabelled
+    class_names: tuple[str, ...] = ()  # each class's name, in label order, when the data knows them
     captions: bool = False             # items carry a 'caption' string
     vocab: tuple[str, ...] = ()        # caption vocabulary, when captions
     num_train: int = 0

@@ -151,7 +151,8 @@ def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
             if prompts is not None and not video:
                 try:
                     png = plots.captioned_grid(path, prompts["captions"], prompts["nrow"])
-                    what = f"The first {min(16, len(prompts['captions']))} samples, each under its prompt" + (
+                    under = "the class it was drawn for" if prompts.get("kind") == "class" else "its prompt"
+                    what = f"The first {min(16, len(prompts['captions']))} samples, each under {under}" + (
                         f" (recomputed after the run: trials/{t['trial_key']}/samples.json says how)"
                         if prompts.get("note") else "") + ","
                 except ValueError:              # a grid of another layout: shown as it is, without its prompts

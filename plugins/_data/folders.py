@@ -123,7 +123,8 @@ def load_image_folder(opts: ImageFolderOptions) -> DataBundle:
     images, ref = stack(train), stack(test)
     labels = torch.tensor([c for _, c in train], dtype=torch.int64) if classes else None
     info = DataInfo(name="image-folder", channels=opts.channels, height=opts.resolution, width=opts.resolution,
-                    num_classes=len(classes) or None, num_train=images.shape[0], source=str(root),
+                    num_classes=len(classes) or None, class_names=tuple(classes), num_train=images.shape[0],
+                    source=str(root),
                     fingerprint=fingerprint(images, labels, ref))
     extras = {"num_reference": ref.shape[0], "reference_split": "test", "classes": tuple(classes)}
     bundle = DataBundle(info=info, train=UInt8Dataset(images, channels=opts.channels, labels=labels),

@@ -52,6 +52,8 @@ def load_shapes(opts: ShapesOptions) -> DataBundle:
     images, ref_images = to_uint8(train.images), to_uint8(ref.images)
     info = DataInfo(name="shapes", channels=3, height=opts.resolution, width=opts.resolution,
                     num_classes=zshapes.NUM_CLASSES, captions=True, vocab=zshapes.VOCAB,
+                    class_names=tuple(zshapes.caption(*a) for a in
+                                      zshapes.label_to_attributes(torch.arange(zshapes.NUM_CLASSES)).tolist()),
                     num_train=images.shape[0], source=f"zigma.data.shapes(seed={opts.seed})",
                     fingerprint=fingerprint(images, train.attributes, ref_images))
     extras = {
@@ -92,6 +94,7 @@ def load_moving_digits(opts: MovingDigitsOptions) -> DataBundle:
     labels = train_labels[ids[:, 0]] if opts.digits_per_video == 1 else None
     info = DataInfo(name="moving-digits", channels=opts.channels, height=opts.resolution, width=opts.resolution,
                     frames=opts.frames, num_classes=10 if labels is not None else None,
+                    class_names=tuple("0123456789") if labels is not None else (),
                     num_train=videos.shape[0], source=f"zigma.data.moving_digits(sklearn digits, seed={opts.seed})",
                     fingerprint=fingerprint(videos, labels, ref_videos, extra=f"c{opts.channels}"))
     return DataBundle(info=info, train=UInt8Dataset(videos, channels=opts.channels, labels=labels),

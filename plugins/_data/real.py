@@ -39,8 +39,13 @@ class FashionMNISTOptions(_HeldOutOptions):
     download: bool = False      # fetch with torchvision when no local copy exists (needs the network)
 
 
+#: Fashion-MNIST's classes in label order (Xiao, Rasul & Vollgraf 2017, arXiv 1708.07747, Table 1)
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
 def _bundle(name: str, *, opts: _HeldOutOptions, train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor,
-            source: str) -> DataBundle:
+            source: str, class_names: tuple[str, ...]) -> DataBundle:
     """Cap num_train and num_reference (first items), resize the (N, 1, h, w) uint8 train split (the held-out
     split is resized as drawn, item by item, which gives the same pixels), and wrap them as a DataBundle."""
     if opts.num_train is not None:
@@ -49,7 +54,7 @@ def _bundle(name: str, *, opts: _HeldOutOptions, train: torch.Tensor, train_y: t
         test = test[:opts.num_reference]
     train = resize_uint8(train, opts.resolution)
     info = DataInfo(name=name, channels=opts.channels, height=opts.resolution, width=opts.resolution,
-                    num_classes=10, num_train=train.shape[0], source=source,
+                    num_classes=10, class_names=class_names, num_train=train.shape[0], source=source,
                     fingerprint=fingerprint(train, train_y, test, extra=f"{name}:{opts.channels}:{opts.resolution}"))
     return DataBundle(info=info, train=UInt8Dataset(train, channels=opts.channels, labels=train_y),
                       reference=make_reference(test, channels=opts.channels, name=name, size=opts.resolution),
@@ -72,7 +77,7 @@ def digits_splits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
 def load_digits(opts: DigitsOptions) -> DataBundle:
     """The real sklearn digits (1,500 train / 297 test), resized to opts.resolution."""
     train, train_y, test, _ = digits_splits()
-    return _bundle("digits", opts=opts, train=train, train_y=train_y, test=test,
+    return _bundle("digits", opts=opts, train=train, train_y=train_y, test=test, class_names=tuple("0123456789"),
                    source="sklearn.datasets.load_digits")
 
 
@@ -123,4 +128,5 @@ def load_fashion_mnist(opts: FashionMNISTOptions) -> DataBundle:
         splits[split] = (torch.from_numpy(images.reshape(-1, 1, 28, 28).copy()),
                          torch.from_numpy(labels.astype(np.int64)))
     return _bundle("fashion-mnist", opts=opts, train=splits["train"][0], train_y=splits["train"][1],
+                   class_names=FASHION_CLASSES,
                    test=splits["test"][0], source=str(root))

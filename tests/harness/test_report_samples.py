@@ -36,7 +36,7 @@ def test_a_grid_that_is_not_nrow_square_tiles_wide_is_refused(tmp_path):
 def test_a_text_grid_writes_its_prompts_beside_it_and_a_class_grid_does_not(tmp_path):
     captions = [f"caption {i}" for i in range(12)]
     save_grid(_tiles(12), tmp_path / "text.png", 9, captions=captions)
-    assert json.loads((tmp_path / "text.json").read_text()) == {"captions": captions[:9], "nrow": 3}
+    assert json.loads((tmp_path / "text.json").read_text()) == {"captions": captions[:9], "nrow": 3, "kind": "prompt"}
     save_grid(_tiles(12), tmp_path / "class.png", 9)
     assert not (tmp_path / "class.json").exists()
 
@@ -84,3 +84,26 @@ def test_prompts_recomputed_after_the_run_are_said_to_be(tmp_path):
     s = _study(tmp_path, {"captions": ["a", "b", "c", "d"], "nrow": 2, "note": "recomputed at ..."})
     (fig,) = sample_figures([s], multi=False)
     assert "recomputed after the run: trials/k/samples.json says how" in fig.caption
+
+
+def test_a_class_conditional_trial_saves_the_class_name_of_each_grid_image(tmp_path, registries):
+    """Digits conditioned on their class: sample i is drawn for label i mod 10 (harness.model.Conditioning), so the
+    grid's names read '0', '1', ..., '9', '0', ... in reading order."""
+    import yaml
+
+    from harness.study import expand_trials, parse_study
+    from harness.trial import run_trial
+
+    raw = yaml.safe_load(open("studies/scan_ablation.yaml").read())
+    raw["base"]["conditioning"] = {"kind": "class"}
+    spec = expand_trials(parse_study(raw, source="test", preset="smoke"))[0]
+    run_trial(spec, registries, trial_dir=tmp_path / "t", device=torch.device("cpu"), cache_dir=tmp_path / "c")
+    doc = json.loads((tmp_path / "t" / "samples.json").read_text())
+    n = spec.config.eval.grid_samples
+    assert doc == {"captions": [str(i % 10) for i in range(n)], "nrow": int(n ** 0.5), "kind": "class"}
+
+
+def test_class_names_read_as_such_in_the_figure_caption(tmp_path):
+    s = _study(tmp_path, {"captions": ["Bag", "Coat", "Shirt", "Dress"], "nrow": 2, "kind": "class"})
+    (fig,) = sample_figures([s], multi=False)
+    assert "each under the class it was drawn for," in fig.caption

@@ -188,6 +188,7 @@ def test_image_folder_uses_train_test_and_class_subfolders(tmp_path):
     bundle = _load("image-folder", root=str(tmp_path), resolution=8, class_subfolders=True)
     assert len(bundle.train) == 12 and bundle.extras["num_reference"] == 4
     assert bundle.extras["classes"] == ("cat", "dog") and bundle.train.labels.tolist() == [0] * 6 + [1] * 6
+    assert bundle.info.class_names == ("cat", "dog")
 
 
 def test_image_folder_missing_folder_is_a_data_error_naming_it(tmp_path):
@@ -312,3 +313,10 @@ def test_validation_loads_only_a_few_items_of_a_dataset():
     assert _preview(DigitsOptions(resolution=1024)).num_train == 8
     opts = _preview(ShapesOptions())
     assert (opts.num_train, opts.num_reference) == (8, 2)
+
+
+def test_fashion_mnist_class_names_are_torchvisions_in_label_order():
+    from torchvision.datasets import FashionMNIST
+
+    from plugins._data.real import FASHION_CLASSES
+    assert FASHION_CLASSES == tuple(FashionMNIST.classes)
