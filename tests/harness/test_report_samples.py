@@ -1,6 +1,7 @@
 """Sample grids in reports: the tiles cut back out of a saved grid, and text prompts shown under their samples."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -94,7 +95,7 @@ def test_a_class_conditional_trial_saves_the_class_name_of_each_grid_image(tmp_p
     from harness.study import expand_trials, parse_study
     from harness.trial import run_trial
 
-    raw = yaml.safe_load(open("studies/scan_ablation.yaml").read())
+    raw = yaml.safe_load(Path("studies/scan_ablation.yaml").read_text())
     raw["base"]["conditioning"] = {"kind": "class"}
     spec = expand_trials(parse_study(raw, source="test", preset="smoke"))[0]
     run_trial(spec, registries, trial_dir=tmp_path / "t", device=torch.device("cpu"), cache_dir=tmp_path / "c")
