@@ -37,3 +37,40 @@ def test_check_exits_1_when_the_committed_block_is_stale(tmp_path, monkeypatch, 
     assert main(["--check"]) == 1 and "stale" in capsys.readouterr().err
     assert main([]) == 0 and main(["--check"]) == 0
     assert "`zigzag-8`" in stale.read_text() and "zigzg-8" not in stale.read_text()
+
+
+def test_readmes_cli_table_gives_every_option_of_every_command():
+    """Each command has a row in README's CLI table naming each of its (non-hidden) options; `--runs` and the like,
+    shared by several commands, may be said once in the prose under the table."""
+    import re
+    from pathlib import Path
+
+    import click
+    import typer
+
+    from harness.cli import app
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The CLI"):readme.index("## Browsing runs")]
+    rows = [line for line in section.splitlines() if line.startswith("| `harness")]
+    prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
+
+    def commands(c, path):
+        if isinstance(c, click.Group):
+            for name, sub in c.commands.items():
+                yield from commands(sub, [*path, name])
+        else:
+            yield " ".join(path), c
+
+    missing = []
+    for path, command in commands(typer.main.get_command(app), []):
+        mine = "\n".join(r for r in rows if f"harness {path}" in r)
+        if not mine:
+            missing.append(f"{path}: no row")
+            continue
+        for p in command.params:
+            longs = [o for o in p.opts if o.startswith("--")] if isinstance(p, click.Option) and not p.hidden else []
+            if longs and longs[0] != "--help" and not any(
+                    re.search(re.escape(o) + r"(?![\w-])", mine + prose) for o in longs):
+                missing.append(f"{path}: {longs[0]}")
+    assert not missing, missing
