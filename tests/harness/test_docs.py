@@ -45,7 +45,6 @@ def test_readmes_cli_table_gives_every_option_of_every_command():
     import re
     from pathlib import Path
 
-    import click
     import typer
 
     from harness.cli import app
@@ -56,7 +55,7 @@ def test_readmes_cli_table_gives_every_option_of_every_command():
     prose = "\n".join(line for line in section.splitlines() if not line.startswith("|"))
 
     def commands(c, path):
-        if isinstance(c, click.Group):
+        if hasattr(c, "commands"):                      # a group (typer ships its own click: duck-typed)
             for name, sub in c.commands.items():
                 yield from commands(sub, [*path, name])
         else:
@@ -69,7 +68,8 @@ def test_readmes_cli_table_gives_every_option_of_every_command():
             missing.append(f"{path}: no row")
             continue
         for p in command.params:
-            longs = [o for o in p.opts if o.startswith("--")] if isinstance(p, click.Option) and not p.hidden else []
+            option = getattr(p, "param_type_name", "") == "option" and not p.hidden
+            longs = [o for o in (*p.opts, *p.secondary_opts) if o.startswith("--")] if option else []   # --x/--no-x
             if longs and longs[0] != "--help" and not any(
                     re.search(re.escape(o) + r"(?![\w-])", mine + prose) for o in longs):
                 missing.append(f"{path}: {longs[0]}")
