@@ -25,10 +25,11 @@ def loop_scan(*args, **kwargs):
     return selective_scan_bld(*args, **kwargs, naive=True)
 
 
-def grads_of(mixer, x, **kw):
-    """Output, input gradient and every parameter gradient of sum(out * w) for a fixed w."""
+def grads_of(mixer, x, *, fn=None, **kw):
+    """Output, input gradient and every parameter gradient of sum(out * w) for a fixed w; fn(x) in place of
+    mixer(x, **kw) computes the output some other way from the same parameters."""
     x = x.detach().requires_grad_()
-    out = mixer(x, **kw)
+    out = fn(x) if fn is not None else mixer(x, **kw)
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(out)
     names, params = zip(*mixer.named_parameters())
     grads = torch.autograd.grad((out * w).sum(), (x, *params))
@@ -82,14 +83,19 @@ def test_bidirectional_and_parallel_parameters_use_vim_names_then_p_k():
     assert "in_proj_b.weight" not in names and "out_proj_b.weight" not in names
 
 
-@pytest.mark.parametrize("batch,d_model,d_state,length,bias", [(1, 8, 4, 5, False), (2, 12, 16, 37, True),
-                                                               (3, 16, 8, 64, False)])
-def test_reference_mixer_matches_the_loop_on_outputs_and_all_gradients(monkeypatch, batch, d_model, d_state,
-                                                                       length, bias):
+def _fp64_mixer(d_model: int, d_state: int, bias: bool) -> MambaMixer:
     torch.manual_seed(0)
     mixer = MambaMixer(d_model, d_state=d_state, bias=bias, backend="reference", dtype=torch.float64)
     with torch.no_grad():
         mixer.dt_proj.bias.add_(1.0)  # larger steps than at init, so decay matters
+    return mixer
+
+
+@pytest.mark.parametrize("batch,d_model,d_state,length,bias", [(1, 8, 4, 5, False), (2, 12, 16, 37, True),
+                                                               (3, 16, 8, 64, False)])
+def test_reference_mixer_matches_the_loop_on_outputs_and_all_gradients(monkeypatch, batch, d_model, d_state,
+                                                                       length, bias):
+    mixer = _fp64_mixer(d_model, d_state, bias)
     x = torch.randn(batch, length, d_model, dtype=torch.float64)
     out, grads = grads_of(mixer, x)
     monkeypatch.setattr(mamba_module, "_reference_scan", loop_scan)
@@ -143,17 +149,10 @@ def mamba1_oracle(m: MambaMixer, u: torch.Tensor) -> torch.Tensor:
                                                                (2, 16, 8, 33, False)])
 def test_the_reference_mixer_equals_mamba1_written_out_on_outputs_and_all_gradients(batch, d_model, d_state, length,
                                                                                    bias):
-    torch.manual_seed(0)
-    mixer = MambaMixer(d_model, d_state=d_state, bias=bias, backend="reference", dtype=torch.float64)
-    with torch.no_grad():
-        mixer.dt_proj.bias.add_(1.0)  # larger steps than at init, so decay matters
+    mixer = _fp64_mixer(d_model, d_state, bias)
     x = torch.randn(batch, length, d_model, dtype=torch.float64)
     out, grads = grads_of(mixer, x)
-    x_o = x.detach().requires_grad_()
-    ref = mamba1_oracle(mixer, x_o)
-    w = torch.randn(ref.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    names, params = zip(*mixer.named_parameters())
-    ref_grads = dict(zip(("x", *names), torch.autograd.grad((ref * w).sum(), (x_o, *params))))
+    ref, ref_grads = grads_of(mixer, x, fn=lambda u: mamba1_oracle(mixer, u))
     assert rel_err(out, ref) < 1e-10    # fp64; the reference's chunked scan reassociates the recurrence's sums
     for name, g in grads.items():                                   # A_log's and D's gradients are fp32 tensors
         assert rel_err(g, ref_grads[name]) < (1e-6 if name in ("A_log", "D") else 1e-10), name
