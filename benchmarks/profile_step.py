@@ -6,8 +6,9 @@
 One training step as the bench runs it (zigzag-8, class-conditional, flow-matching MSE, backward, fused AdamW,
 bf16 autocast on CUDA) is profiled with torch.profiler after warm-up. Each CUDA kernel (each leaf CPU op on CPU)
 goes to one group, by the first rule that matches its name or the ops it ran under (`group_of`):
-GEMMs, selective scan / SSD, causal conv, permutation gathers, norms, optimizer, mixer (other kernels inside the
-mamba-ssm functions), other (elementwise: adaLN modulate and gates, residuals, loss, casts, copies).
+GEMMs, selective scan / SSD, causal conv, permutation gathers, norms and adaLN (the norms, the adaLN shift/scale
+and the gated residuals, forward and backward: `AdaLNTags`), optimizer, mixer (other kernels inside the mamba-ssm
+functions), other (elementwise: timestep embedding, loss, casts, copies).
 
 Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) (peaks are arguments; H200 SXM defaults:
 989 TFLOP/s dense bf16 on tensor cores for GEMMs and Mamba-2's SSD, 67 TFLOP/s fp32 on CUDA cores for the rest,
@@ -26,6 +27,7 @@ import json
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Self
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +40,8 @@ from .bench import DTYPES, Config, Variant, _build
 
 #: --mixers: name -> (MIXERS key, mixer options); 'mamba2-fla': Mamba-2 with its SSD by flash-linear-attention
 PROFILED = {"mamba1": ("mamba1", ()), "mamba2": ("mamba2", ()), "mamba2-fla": ("mamba2", (("ssd", "fla"),))}
-GROUPS = ("GEMMs", "selective scan / SSD", "causal conv", "permutation gathers", "norms", "optimizer",
+ADALN = "norms and adaLN"
+GROUPS = ("GEMMs", "selective scan / SSD", "causal conv", "permutation gathers", ADALN, "optimizer",
           "mixer (other)", "other")
 _KERNEL_RULES = (  # (group, regex on a CUDA kernel's name), first match wins
     ("selective scan / SSD", (r"selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum|ssd"
@@ -46,7 +49,7 @@ _KERNEL_RULES = (  # (group, regex on a CUDA kernel's name), first match wins
     ("causal conv", r"causal_conv1d"),
     ("optimizer", r"multi_tensor|adam"),
     ("GEMMs", r"gemm|cutlass|nvjet|xmma|cublas|wgmma|matmul"),
-    ("norms", r"norm"),
+    (ADALN, r"norm"),
 )
 _OP_RULES = (  # (group, regex on the name of an op the kernel ran under), innermost op first
     ("optimizer", r"^Optimizer\.|_fused_adamw|adamw"),
@@ -54,7 +57,7 @@ _OP_RULES = (  # (group, regex on the name of an op the kernel ran under), inner
     ("causal conv", r"CausalConv|causal_conv"),
     ("selective scan / SSD", r"^_SelectiveScan|zigma::ssd|ChunkSimpleGLA"),  # the reference scans; fla's op
     ("GEMMs", r"^aten::(mm|addmm|bmm|baddbmm|_scaled_mm|convolution|_convolution|cudnn_convolution|matmul|linear)\b"),
-    ("norms", r"norm"),
+    (ADALN, r"norm|^zigma::adaln$"),
     ("mixer (other)", r"Mamba|SelectiveScanFn|Mixer"),             # any other kernel inside mamba-ssm's functions
 )
 
@@ -71,23 +74,96 @@ def group_of(name: str, ancestors: list[str]) -> str:
     return "other"
 
 
-def _ancestors(evt) -> list[str]:
+_BACKWARD = "autograd::engine::evaluate_function: "
+
+
+class AdaLNTags:
+    """Marks the adaLN helpers of the backbones (zigma.backbones.layers.modulate and gated_residual, wherever a
+    backbone module calls them) while active: each call runs inside a profiler range 'zigma::adaln' and the
+    sequence numbers of the autograd nodes it creates are kept, so the backward of those ops (which autograd runs
+    outside any forward range) is found again: in the profile by its `evaluate_function` event's sequence number,
+    under the byte counter by `torch._C._current_autograd_node()`."""
+
+    SITES = (("zigma.backbones.zigma", "modulate"), ("zigma.backbones.dit", "modulate"),
+             ("zigma.backbones.dit", "gated_residual"), ("zigma.backbones.layers", "modulate"),
+             ("zigma.backbones.layers", "gated_residual"))
+
+    def __init__(self) -> None:
+        self.seqs: set[int] = set()
+        self.counter: _Count | None = None
+        self._saved: list = []
+
+    def __enter__(self) -> Self:
+        import importlib
+
+        for module, name in self.SITES:
+            mod = importlib.import_module(module)
+            self._saved.append((mod, name, getattr(mod, name)))
+            setattr(mod, name, self._wrap(getattr(mod, name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for mod, name, fn in reversed(self._saved):
+            setattr(mod, name, fn)
+        self._saved.clear()
+
+    def _wrap(self, fn):
+        def tagged(*args):
+            counter, prev = self.counter, self.counter.force if self.counter is not None else None
+            if counter is not None and prev is None:
+                counter.force = ADALN
+            try:
+                with torch.profiler.record_function("zigma::adaln"):
+                    out = fn(*args)
+            finally:
+                if counter is not None:
+                    counter.force = prev
+            self._remember(out, args)
+            return out
+        return tagged
+
+    def _remember(self, out: torch.Tensor, args: tuple) -> None:
+        """The sequence numbers of the nodes between `out` and the call's inputs: the ones this call made."""
+        before = max((a.grad_fn._sequence_nr() for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None),
+                     default=-1)
+        stack = [out.grad_fn] if isinstance(out, torch.Tensor) else []
+        while stack:
+            node = stack.pop()
+            if node is None or type(node).__name__ == "AccumulateGrad" or node._sequence_nr() <= before:
+                continue
+            if node._sequence_nr() not in self.seqs:
+                self.seqs.add(node._sequence_nr())
+                stack.extend(next_node for next_node, _ in node.next_functions)
+
+    def backward_group(self) -> str | None:
+        """ADALN while autograd runs the backward of a tagged op (for the byte counter), else None."""
+        node = torch._C._current_autograd_node()
+        return ADALN if node is not None and node._sequence_nr() in self.seqs else None
+
+
+def _ancestors(evt, tags: AdaLNTags | None = None) -> list[str]:
+    """The names of the ops `evt` ran under, innermost first; a backward op under a tagged op's backward gets the
+    range name 'zigma::adaln' too."""
     out, p = [], evt.cpu_parent
     while p is not None:
         out.append(p.name)
+        if tags is not None and p.name.startswith(_BACKWARD) and p.sequence_nr in tags.seqs:
+            out.append("zigma::adaln")
         p = p.cpu_parent
     return out
 
 
-def grouped_times(prof, device_type: str) -> dict[str, float]:
+def grouped_times(prof, device_type: str, tags: AdaLNTags | None = None) -> dict[str, float]:
     """Microseconds per group: CUDA kernel time (device_type 'cuda') or leaf CPU ops' self time ('cpu')."""
     out = dict.fromkeys(GROUPS, 0.0)
     for evt in prof.events():
         if device_type == "cuda":
             for k in getattr(evt, "kernels", ()):
-                out[group_of(k.name, [evt.name, *_ancestors(evt)])] += k.duration
+                own = ["zigma::adaln"] if tags is not None and evt.name.startswith(_BACKWARD) \
+                    and evt.sequence_nr in tags.seqs else []
+                out[group_of(k.name, [evt.name, *own, *_ancestors(evt, tags)])] += k.duration
         elif evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_children:
-            out[group_of(evt.name, _ancestors(evt))] += evt.self_cpu_time_total
+            out[group_of(evt.name, _ancestors(evt, tags))] += evt.self_cpu_time_total
     return out
 
 
@@ -123,13 +199,14 @@ class _Count(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.flops, self.bytes = defaultdict(float), defaultdict(float)
-        self.force: str | None = None  # the group of every op while set (the optimizer step)
+        self.force: str | None = None  # the group of every op while set (the optimizer step, an adaLN call)
+        self.tags: AdaLNTags | None = None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = f"aten::{func.overloadpacket.__name__}"
-        group = self.force or group_of(name, [])
+        group = self.force or (self.tags.backward_group() if self.tags is not None else None) or group_of(name, [])
         self.bytes[group] += op_bytes(func, args, kwargs, out)
         if func.overloadpacket in flop_registry:
             self.flops[group] += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
@@ -187,15 +264,17 @@ def profile(cfg: Config, variant: Variant, *, tokens: int, steps: int = 2) -> tu
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
         torch.cuda.synchronize()
-    with torch.profiler.profile(activities=activities) as prof:
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    times = {k: v / steps for k, v in grouped_times(prof, device.type).items()}
-    counter = _Count()
-    with counter:
-        step(counter)
+    with AdaLNTags() as tags:
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(steps):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        times = {k: v / steps for k, v in grouped_times(prof, device.type, tags).items()}
+        counter = _Count()
+        counter.tags, tags.counter = tags, counter
+        with counter:
+            step(counter)
     flops, bytes_ = dict(counter.flops), dict(counter.bytes)
     if variant.mixer_backend != "reference" and device.type == "cuda":
         act = 2 if dtype != torch.float32 else 4

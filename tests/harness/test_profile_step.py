@@ -24,7 +24,7 @@ KERNELS = [
     (("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float>(int, "
       "float, c10::BFloat16 const*, c10::BFloat16 const*, c10::BFloat16 const*, float*, float*, "
       "c10::BFloat16*)"),
-     ["aten::native_layer_norm", "aten::layer_norm"], "norms"),
+     ["aten::native_layer_norm", "aten::layer_norm"], "norms and adaLN"),
     (("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous namespace)::"
       "FusedOptimizerTensorListMetadata<4>, at::native::(anonymous namespace)::FusedAdamMathFunctor<float, "
       "4, (at::native::ADAM_MODE)1, false>, float*, double, double, double, double, double, double, bool, "
@@ -65,12 +65,12 @@ def test_a_cpu_profile_of_a_tiny_zigma_fills_the_scan_gemm_gather_and_optimizer_
 
 def test_roofline_is_the_slower_of_compute_and_memory_at_the_given_peaks():
     rows = {r["group"]: r for r in ps.table(
-        {"GEMMs": 2000.0, "norms": 500.0}, {"GEMMs": 1e12, "norms": 1e6}, {"GEMMs": 1e6, "norms": 1e9},
+        {"GEMMs": 2000.0, ps.ADALN: 500.0}, {"GEMMs": 1e12, ps.ADALN: 1e6}, {"GEMMs": 1e6, ps.ADALN: 1e9},
         peak_tflops=1000.0, peak_tbps=4.0)}
     assert rows["GEMMs"]["roofline_ms"] == pytest.approx(1.0)       # 1e12 FLOP at 1e15 FLOP/s
     assert rows["GEMMs"]["over_roofline"] == pytest.approx(2.0)
-    assert rows["norms"]["roofline_ms"] == pytest.approx(0.25)      # 1e9 B at 4e12 B/s
-    assert rows["norms"]["share"] == pytest.approx(0.2)
+    assert rows[ps.ADALN]["roofline_ms"] == pytest.approx(0.25)      # 1e9 B at 4e12 B/s
+    assert rows[ps.ADALN]["share"] == pytest.approx(0.2)
     assert rows["other"]["over_roofline"] is None
 
 
@@ -138,3 +138,37 @@ def test_mamba1s_scan_is_held_to_the_cuda_core_peak_and_mamba2s_ssd_to_the_tenso
         rows = {r["group"]: r for r in ps.table(times, flops, bytes_, peak_tflops=989.0, peak_tbps=4.8,
                                                 peak_scalar_tflops=67.0, tensor_groups=ps.tensor_core_groups(mixer))}
         assert rows["selective scan / SSD"]["roofline_ms"] == pytest.approx(roof)
+
+
+def _modulate_program(tags):
+    """y = x * 2 outside the adaLN helpers, then modulate(y, shift, scale), a sum and the backward, under the byte
+    counter (fresh leaves each time); -> {group: bytes}."""
+    from zigma.backbones import layers
+
+    g = torch.Generator().manual_seed(0)
+    x, shift, scale = (torch.randn(*shape, generator=g).requires_grad_() for shape in ((2, 3, 4), (2, 4), (2, 4)))
+    counter = ps._Count()
+    if tags is not None:
+        counter.tags, tags.counter = tags, counter
+    with counter:
+        layers.modulate(x * 2, shift, scale).sum().backward()
+    return dict(counter.bytes)
+
+
+def test_the_adaln_helpers_forward_and_backward_bytes_are_counted_in_their_group_and_nothing_is_lost():
+    plain = _modulate_program(None)
+    with ps.AdaLNTags() as tags:
+        tagged = _modulate_program(tags)
+    assert set(plain) == {"other"} and sum(tagged.values()) == plain["other"]     # moved, not added or dropped
+    # forward inside modulate: (1 + scale) reads and writes 8 floats; x * that and + shift each read 24 + 8 (the
+    # broadcast operand once) and write 24: 4 * (16 + 56 + 56) bytes, and its backward on top
+    assert tagged[ps.ADALN] > 4 * (16 + 56 + 56)
+    # outside: x * 2 (24 in, 24 out), its backward (the same), the loss sum (24 in, 1 out) and its seed (1 + 1)
+    assert tagged["other"] == 4 * (48 + 48 + 25 + 2)
+
+
+def test_a_tiny_zigmas_profile_puts_time_and_bytes_in_norms_and_adaln():
+    torch.set_num_threads(1)
+    cfg = Config(size="tiny", device="cpu", batch_tokens=32)
+    times, _, bytes_, _ = ps.profile(cfg, Variant("zigma", "t", "zigzag-8", "relative"), tokens=16, steps=1)
+    assert times[ps.ADALN] > 0 and bytes_[ps.ADALN] > 0
