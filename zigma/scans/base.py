@@ -136,6 +136,9 @@ class ScanScheme:
     """Base class of scan schemes. Subclasses set `name` and implement `layer_scans`."""
 
     name: str = "scan"
+    #: number of scan directions every layer runs (1 unidirectional, 2 bidirectional, K parallel): a declaration
+    #: the tests hold each LayerScan to
+    directions: int = 1
     #: "image" (any grid, frames scanned frame-major), "video" (needs t > 1) or "any"; the harness's registry
     #: takes it as the scan's modality unless its ScanEntry names one
     modality: str = "any"
