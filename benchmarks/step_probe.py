@@ -30,18 +30,15 @@ def probe_settings(text: str) -> list[bool | str]:
 def step_probe(spec: Any, registries: Any, device: torch.device, setting: Any, *, warm: int, iters: int) -> dict:
     """Steady-state time of one training step of the trial's model (random data of its shape, same batch)."""
     from harness.compile import compile_mode
-    from harness.model import Net, build_model
+    from harness.model import Net, build_model, build_transport
     from harness.study import resolve_trial
     from harness.training import Stepper
     from harness.trial import _load_data
-    from zigma.interpolants import Transport
     cfg = spec.config
     entries = resolve_trial(spec, registries)
     info = _load_data(entries["dataset"], cfg).info
     net = Net(build_model(cfg, entries, info, seed=spec.seed, device=device, context_dim=None)).to(device)
-    i = cfg.interpolant
-    transport = Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
-                          time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
+    transport = build_transport(cfg, entries)
     ema = Net(build_model(cfg, entries, info, seed=spec.seed, device=device, context_dim=None)).to(device)
     graph = setting in GRAPHED                # its whole step replayed as a CUDA graph (the model eager or compiled)
     update = {"compile": GRAPHED[setting], "cuda_graph": True} if graph else {"compile": setting, "cuda_graph": False}

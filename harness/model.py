@@ -51,6 +51,28 @@ def build_model(config: Any, entries: dict[str, Any], info: Any, *, seed: int, d
                        mixer_backend=c.backbone.mixer_backend, device=device, dtype=dtype, **extra, **options)
 
 
+def build_transport(config: Any, entries: dict[str, Any]) -> Any:
+    """The trial's zigma.interpolants.Transport (path, prediction, loss weight, time sampler, eps)."""
+    from zigma.interpolants import Transport
+
+    i = config.interpolant
+    return Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
+                     time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
+
+
+def build_sampler(config: Any, entries: dict[str, Any], transport: Any) -> Any:
+    """The trial's sampler, checked against its transport (`check`, where the sampler has one: an SDE that would
+    divide by sigma = 0 is a ConfigError here, before training, not NaN samples after it)."""
+    sampler = entries["sampler"].build(**option_values(entries["sampler"], config.sampler.options))
+    if hasattr(sampler, "check"):
+        try:
+            sampler.check(transport)
+        except ValueError as exc:
+            raise ConfigError(f"sampler {config.sampler.name!r} with interpolant.path {config.interpolant.path!r} "
+                              f"and interpolant.sample_eps {transport.sample_eps:g}: {exc}") from None
+    return sampler
+
+
 class Net(nn.Module):
     """The backbone plus the optional text encoder: trained, EMA-averaged and checkpointed together."""
 

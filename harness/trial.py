@@ -19,7 +19,7 @@ from harness.costs import trial_costs
 from harness.data_stream import batch_source
 from harness.distributed import Ranks
 from harness.errors import TrialFailed
-from harness.model import Conditioning, Net, build_model
+from harness.model import Conditioning, Net, build_model, build_sampler, build_transport
 from harness.provenance import provenance
 from harness.sampling import ModelGraphs, sample_images, save_grid
 from harness.seeds import seed_for
@@ -141,8 +141,6 @@ def _write_config(spec: TrialSpec, registries: Any, entries: dict, trial_dir: Pa
 
 def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, device: torch.device,
          cache_dir: Path, hooks: TrialHooks, amp: torch.dtype | None, ranks: Ranks | None) -> dict[str, Any] | None:
-    from zigma.interpolants import Transport
-
     hooks.phase("data", None)
     data = _load_data(entries["dataset"], cfg)
     info = data.info
@@ -165,10 +163,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
                            device=device, context_dim=text_encoder.dim if text_encoder is not None else None)
     net = Net(backbone, text_encoder).to(device)
     cond = Conditioning(kind, cfg.conditioning.label_dropout, data, device, text_encoder=text_encoder)
-    i = cfg.interpolant
-    transport = Transport(entries["interpolant"].build(), prediction=i.prediction, loss_weight=i.loss_weight,
-                          time_sampler=i.time_sampler, train_eps=i.train_eps, sample_eps=i.sample_eps)
-    sampler = entries["sampler"].build(**option_values(entries["sampler"], cfg.sampler.options))
+    transport = build_transport(cfg, entries)
+    sampler = build_sampler(cfg, entries, transport)
     metrics = _build_metrics(entries["metrics"], cfg.eval.metrics, cfg.eval.metric_options)
     # stochastic depth: rank r > 0 of a distributed trial draws its own masks (not checkpointed: a resumed rank
     # restarts its stream; see harness/distributed.py)

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from harness.model import build_model
+from harness.model import build_model, build_sampler, build_transport
 from plugins.errors import ConfigError, HarnessError
 from plugins.specs import validated_options
 
@@ -58,6 +58,12 @@ def check_buildable(study: Any, trials: list, registries: Any) -> int:
             raise ConfigError(f"{source}: {spec.label}: cannot build backbone {c.backbone.name!r} ({plugins}): "
                               f"{_first_line(exc)}") from None
         built.add(sig)
+    for spec in trials:                                   # the sampler against its transport, trial by trial
+        entries = resolve_trial(spec, registries, source=source)
+        try:
+            build_sampler(spec.config, entries, build_transport(spec.config, entries))
+        except HarnessError as exc:
+            raise ConfigError(f"{source}: {spec.label}: {exc}") from None
     return len(built)
 
 

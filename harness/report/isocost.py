@@ -75,7 +75,7 @@ def budgets(lo: float, hi: float, n: int = 4) -> list[float]:
 def winners(per_budget: list[dict[str, Cell]], *, higher_is_better: bool) -> list[str | None]:
     """Per budget, the model with the best mean when Welch's t-test puts it ahead of every other model that reaches
     the budget, the p-values of every budget's comparisons Holm-adjusted together; else None (and None wherever a
-    comparison cannot be tested: fewer than two seeds on a side)."""
+    comparison cannot be tested: fewer than two seeds on a side, or fewer than two models reach the budget)."""
     sign = 1.0 if higher_is_better else -1.0
     pairs: list[tuple[int, Cell, Cell]] = []                # (budget index, its best model, another model)
     best: list[str | None] = []

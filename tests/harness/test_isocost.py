@@ -21,6 +21,17 @@ def test_no_extrapolation_outside_a_seeds_range():
     assert interpolate([(10, 40.0), (1000, 20.0)], 1001) is None
 
 
+def test_a_budget_at_a_curves_first_or_last_point_is_that_points_value():
+    # budgets() puts the largest budget every seed reached last: exactly some seed's last point
+    assert interpolate([(10, 40.0), (1000, 20.0)], 1000) == pytest.approx(20.0)
+    assert interpolate([(10, 40.0), (1000, 20.0)], 10) == pytest.approx(40.0)
+
+
+def test_a_budget_that_only_one_model_reaches_has_no_winner():
+    lone = {"zigma": Cell(10.0, 0.1, 3), "dit": Cell(None, float("nan"), 1)}
+    assert winners([lone], higher_is_better=False) == [None]
+
+
 def test_a_budget_is_the_mean_and_sample_std_over_seeds_of_the_interpolated_values():
     # seed a at 100: 30 (half-way in log between 40 and 20); seed b at 100: 36 exactly (a point there)
     cell = at_budget([[(10, 40.0), (1000, 20.0)], [(100, 36.0), (400, 30.0)]], 100)

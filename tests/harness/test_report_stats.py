@@ -4,6 +4,8 @@ table's comparisons with the baseline and on the pairwise comparisons, from per-
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -71,3 +73,26 @@ def test_every_pair_is_tested_with_holm_over_the_six_pairs(summary):
         assert (got["a"], got["b"]) == (a, b)
         assert got["delta"] == pytest.approx(sum(FD[a]) / 3 - sum(FD[b]) / 3)
         assert got["p"] == pytest.approx(p, rel=1e-9) and got["p_holm"] == pytest.approx(q, rel=1e-9)
+
+
+def test_welch_p_is_scipys_welch_test_on_the_raw_values_with_unequal_sizes_and_spreads():
+    from harness.report.stats import welch_p
+    from harness.report.tables import Cell
+
+    a, b = [1.0, 2.0, 4.0, 7.0], [3.0, 3.5, 9.0]
+    cell = lambda v: Cell(statistics.fmean(v), statistics.stdev(v), len(v))
+    expected = stats.ttest_ind(a, b, equal_var=False).pvalue
+    assert expected != pytest.approx(stats.ttest_ind(a, b).pvalue, rel=1e-3)     # Student's would differ here
+    assert welch_p(cell(a), cell(b)) == pytest.approx(expected, rel=1e-12)
+    assert welch_p(cell(b), cell(a)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_front_with_one_axis_higher_better_and_the_other_lower_better():
+    """Throughput (x, higher is better) against FD (y, lower is better), one seed each: B (200, 5) dominates A
+    (100, 5), C (150, 3) trades throughput for quality; the front is B and C."""
+    from harness.report.stats import pareto_front
+    from harness.report.tables import Cell
+
+    pts = [(Cell(x, math.nan, 1), Cell(y, math.nan, 1)) for x, y in [(100.0, 5.0), (200.0, 5.0), (150.0, 3.0)]]
+    assert pareto_front(pts, x_higher=True, y_higher=False) == [1, 2]
+    assert pareto_front(pts, x_higher=False, y_higher=True) == [0]        # the mirror: A is best on both

@@ -213,3 +213,56 @@ def test_hutchinson_likelihood_is_unbiased():
     exact = DATA.log_prob(x1[:1]).item()
     err = result.logp.mean().item() - exact
     assert abs(err) < 4 * result.logp.std().item() / math.sqrt(n) + 1e-3
+
+
+# -- one step, by hand ---------------------------------------------------------------------------------------------
+def _field(x, t):
+    """A velocity that depends on both x and t (velocity prediction: the model output is the velocity)."""
+    return torch.sin(3 * t)[:, None] * x + t[:, None] ** 2
+
+
+def _tv(t, x):
+    return torch.full((x.shape[0],), t, dtype=F64)
+
+
+def test_one_euler_and_one_heun_step_are_the_textbook_formulas():
+    tr = Transport(LinearPath())
+    t0, t1 = tr.sample_interval()
+    h, x0 = t1 - t0, torch.tensor([[0.3, -1.2], [2.0, 0.5]], dtype=F64)
+    k1 = _field(x0, _tv(t0, x0))
+    torch.testing.assert_close(Euler(steps=1).sample(tr, _field, x0).x1, x0 + h * k1, rtol=1e-12, atol=1e-12)
+    k2 = _field(x0 + h * k1, _tv(t1, x0))                     # the slope at the predicted end point, at t1
+    torch.testing.assert_close(Heun(steps=1).sample(tr, _field, x0).x1, x0 + h / 2 * (k1 + k2), rtol=1e-12,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("last_step", ["mean", "euler", "none"])
+def test_noiseless_sde_steps_and_the_last_step_by_hand(last_step):
+    """diffusion_norm 0 turns the noise and the score term off: an SDE step is then its ODE step on [t0, t1] (SiT's
+    stochastic Heun: a Heun step), and 'mean' / 'euler' end with one more Euler step of size last_step_size.
+    sample_eps 1e-3 keeps t1 < 1, where the score (a division by sigma) is finite."""
+    tr = Transport(LinearPath(), sample_eps=1e-3)
+    x0, size = torch.tensor([[0.3, -1.2], [2.0, 0.5]], dtype=F64), 0.04
+    for sampler in (EulerMaruyama, SDEHeun):
+        s = sampler(steps=1, diffusion_norm=0.0, last_step=last_step, last_step_size=size)
+        t0, t1 = tr.sample_interval(sde=True, diffusion_form=s.diffusion_form, last_step_size=s.last_step_size)
+        h, k1 = t1 - t0, _field(x0, _tv(t0, x0))
+        x = x0 + h * k1 if sampler is EulerMaruyama else x0 + h / 2 * (k1 + _field(x0 + h * k1, _tv(t1, x0)))
+        if last_step != "none":
+            x = x + size * _field(x, _tv(t1, x))
+        got = s.sample(tr, _field, x0, seeds=[0, 1]).x1
+        torch.testing.assert_close(got, x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("sampler", "last_step"), [(SDEHeun, "none"), (SDEHeun, "mean"), (EulerMaruyama, "mean")])
+def test_an_sde_that_would_need_the_score_where_sigma_is_zero_is_refused(sampler, last_step):
+    """On the linear path with velocity prediction, sample_eps defaults to 0 (SiT's), so t1 = 1 where sigma = 0:
+    stochastic Heun's corrector, or a last step of size 0, would divide by zero there (NaN samples)."""
+    s = sampler(steps=4, last_step=last_step, last_step_size=0.0)
+    with pytest.raises(ValueError, match="needs the score at t1=1, where sigma = 0"):
+        s.sample(Transport(LinearPath()), lambda x, t: -x, torch.ones(2, 2, dtype=F64), seeds=[0, 1])
+    ok = s.sample(Transport(LinearPath(), sample_eps=1e-3), lambda x, t: -x, torch.ones(2, 2, dtype=F64), seeds=[0, 1])
+    assert torch.isfinite(ok.x1).all()
+    em = EulerMaruyama(steps=4, last_step="none").sample(Transport(LinearPath()), lambda x, t: -x,
+                                                         torch.ones(2, 2, dtype=F64), seeds=[0, 1])
+    assert torch.isfinite(em.x1).all()                      # Euler-Maruyama never evaluates at t1: allowed

@@ -180,18 +180,34 @@ class _SDE:
     def _step(self, drift, w, noise: PerSampleNoise, x: Tensor, t: float, h: float) -> Tensor:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def sample(self, transport: Transport, model_fn: ModelFn, x0: Tensor, *, seeds: Sequence[int],
-               return_trajectory: bool = False) -> SampleResult:
-        """x0 (N, ...) noise at t0 -> SampleResult with x1 (N, ...); seeds (N,) seed the SDE increments."""
-        if len(seeds) != x0.shape[0]:
-            raise ValueError(f"need one seed per sample: {len(seeds)} seeds for {x0.shape[0]} samples")
+    def check(self, transport: Transport) -> None:
+        """ValueError where this SDE cannot run on `transport`: its diffusion is infinite at t0, or it needs the
+        score (a division by sigma) at t1 where sigma = 0 (stochastic Heun's corrector, or a last step, at t1 = 1
+        when sample_eps = 0): it would return NaN samples."""
         t0, t1 = transport.sample_interval(sde=True, diffusion_form=self.diffusion_form,
                                            last_step_size=self.last_step_size)
         w0 = transport.path.diffusion(torch.tensor(t0, dtype=torch.float64), self.diffusion_form, self.diffusion_norm)
         if not torch.isfinite(w0):
             raise ValueError(f"the {self.diffusion_form!r} diffusion is infinite at t0={t0} on the "
                              f"{transport.path.name!r} path; give the transport sample_eps > 0")
+        at_t1 = isinstance(self, SDEHeun) or self.last_step != "none"
+        if at_t1 and transport.prediction != "score" and \
+                float(transport.path.sigma(torch.tensor(t1, dtype=torch.float64))) == 0.0:
+            raise ValueError(f"{type(self).__name__} with last_step {self.last_step!r} needs the score at t1={t1:g}, "
+                             f"where sigma = 0 on the {transport.path.name!r} path (NaN samples); give the "
+                             f"transport sample_eps > 0 (e.g. 1e-3) or "
+                             + ("a last_step_size > 0" if self.last_step != "none" else
+                                "last_step 'mean' with a last_step_size > 0"))
+
+    @torch.no_grad()
+    def sample(self, transport: Transport, model_fn: ModelFn, x0: Tensor, *, seeds: Sequence[int],
+               return_trajectory: bool = False) -> SampleResult:
+        """x0 (N, ...) noise at t0 -> SampleResult with x1 (N, ...); seeds (N,) seed the SDE increments."""
+        if len(seeds) != x0.shape[0]:
+            raise ValueError(f"need one seed per sample: {len(seeds)} seeds for {x0.shape[0]} samples")
+        self.check(transport)
+        t0, t1 = transport.sample_interval(sde=True, diffusion_form=self.diffusion_form,
+                                           last_step_size=self.last_step_size)
         fn, noise = _Counted(model_fn), PerSampleNoise(seeds, stream=1)
 
         def w(x: Tensor, t: float) -> Tensor:
