@@ -110,3 +110,19 @@ def test_kernel_distance_is_reproducible_from_its_seed():
         kernel_distance(x, y, num_subsets=4, subset_size=10, seed=3)
     assert kernel_distance(x, y, num_subsets=4, subset_size=10, seed=3) != \
         kernel_distance(x, y, num_subsets=4, subset_size=10, seed=4)
+
+
+def test_kernel_distance_is_the_mean_and_population_std_over_the_documented_subsets():
+    """Oracle: the subsets drawn as the docstring says (numpy default_rng(seed), without replacement, the first set's
+    then the second's), each scored by the pairwise MMD^2 written out above; std over subsets with ddof 0, as
+    clean-fid's KID and torchmetrics (unbiased=False) report it."""
+    g = np.random.default_rng(7)
+    x, y = g.normal(size=(12, 4)), g.normal(0.5, 1.0, size=(9, 4))
+    rng = np.random.default_rng(3)
+    vals = []
+    for _ in range(6):
+        ix, iy = rng.choice(12, 5, replace=False), rng.choice(9, 5, replace=False)
+        vals.append(_pairwise_mmd2(x[ix], y[iy]))
+    mean, std, m = kernel_distance(x, y, num_subsets=6, subset_size=5, seed=3)
+    assert m == 5 and mean == pytest.approx(np.mean(vals), rel=1e-10)
+    assert std == pytest.approx(np.std(vals, ddof=0), rel=1e-10) and std != pytest.approx(np.std(vals, ddof=1))
