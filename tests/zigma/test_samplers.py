@@ -259,10 +259,23 @@ def test_an_sde_that_would_need_the_score_where_sigma_is_zero_is_refused(sampler
     """On the linear path with velocity prediction, sample_eps defaults to 0 (SiT's), so t1 = 1 where sigma = 0:
     stochastic Heun's corrector, or a last step of size 0, would divide by zero there (NaN samples)."""
     s = sampler(steps=4, last_step=last_step, last_step_size=0.0)
-    with pytest.raises(ValueError, match="needs the score at t1=1, where sigma = 0"):
+    with pytest.raises(ValueError, match="evaluates the model at t=1, where converting a 'velocity' output on the "
+                                         "'linear' path divides by zero"):
         s.sample(Transport(LinearPath()), lambda x, t: -x, torch.ones(2, 2, dtype=F64), seeds=[0, 1])
     ok = s.sample(Transport(LinearPath(), sample_eps=1e-3), lambda x, t: -x, torch.ones(2, 2, dtype=F64), seeds=[0, 1])
     assert torch.isfinite(ok.x1).all()
     em = EulerMaruyama(steps=4, last_step="none").sample(Transport(LinearPath()), lambda x, t: -x,
                                                          torch.ones(2, 2, dtype=F64), seeds=[0, 1])
     assert torch.isfinite(em.x1).all()                      # Euler-Maruyama never evaluates at t1: allowed
+
+
+@pytest.mark.parametrize("sampler", [Euler(steps=4), Heun(steps=4), Dopri5()])
+@pytest.mark.parametrize("prediction", ["noise", "score"])
+def test_an_ode_that_would_convert_a_noise_or_score_output_where_alpha_is_zero_is_refused(sampler, prediction):
+    """velocity_from divides by alpha_t, which is 0 at t = 0 on the linear path: sample_eps 0 there meant NaN samples;
+    the default sample_eps (1e-3 for these predictions, SiT's) is fine."""
+    with pytest.raises(ValueError, match=f"evaluates the model at t=0, where converting a '{prediction}' output"):
+        sampler.sample(Transport(LinearPath(), prediction=prediction, sample_eps=0.0), lambda x, t: -x,
+                       torch.ones(2, 2, dtype=F64))
+    ok = sampler.sample(Transport(LinearPath(), prediction=prediction), lambda x, t: -x, torch.ones(2, 2, dtype=F64))
+    assert torch.isfinite(ok.x1).all()

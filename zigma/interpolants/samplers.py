@@ -65,16 +65,38 @@ def _check_steps(steps: int) -> int:
     return int(steps)
 
 
+def _check_finite(sampler: object, transport: Transport, times: Sequence[float],
+                  field: Callable[[Tensor, Tensor, Tensor], Tensor], hint: str = "") -> None:
+    """ValueError when the field the sampler integrates (the model output converted by `transport`) is not finite at
+    one of the times it evaluates it: a conversion dividing by alpha_t or sigma_t = 0 there gives NaN samples."""
+    one = torch.ones(1, 1, dtype=torch.float64)
+    for t in times:
+        if not torch.isfinite(field(one, one, torch.full((1,), float(t), dtype=torch.float64))).all():
+            raise ValueError(
+                f"{type(sampler).__name__} evaluates the model at t={t:g}, where converting a "
+                f"{transport.prediction!r} output on the {transport.path.name!r} path divides by zero (NaN samples); "
+                f"give the transport sample_eps > 0 (e.g. 1e-3){hint}")
+
+
 class _FixedStepODE:
     steps: int
+    #: whether a step evaluates the field at its end point (Heun's corrector) besides its start
+    evaluates_end: bool = False
 
     def _step(self, v: Callable[[Tensor, float], Tensor], x: Tensor, t: float, h: float) -> Tensor:
         raise NotImplementedError
+
+    def check(self, transport: Transport) -> None:
+        """ValueError where the velocity is not finite at a time this sampler evaluates it (t0, and t1 for Heun)."""
+        t0, t1 = transport.sample_interval()
+        _check_finite(self, transport, [t0, t1] if self.evaluates_end else [t0],
+                      lambda out, x, t: transport.velocity_from(out, x, t))
 
     @torch.no_grad()
     def sample(self, transport: Transport, model_fn: ModelFn, x0: Tensor, *, seeds: Sequence[int] | None = None,
                return_trajectory: bool = False) -> SampleResult:
         """x0 (N, ...) noise at t0 -> SampleResult with x1 (N, ...) at t1; seeds are unused (deterministic)."""
+        self.check(transport)
         fn = _Counted(model_fn)
 
         def v(x: Tensor, t: float) -> Tensor:
@@ -105,6 +127,8 @@ class Euler(_FixedStepODE):
 
 class Heun(_FixedStepODE):
     """Heun (explicit trapezoid) on the probability-flow ODE; 2 * `steps` NFE, second order."""
+
+    evaluates_end = True
 
     def __init__(self, steps: int = 50) -> None:
         self.steps = _check_steps(steps)
@@ -139,10 +163,15 @@ class Dopri5:
     def __repr__(self) -> str:
         return f"Dopri5(atol={self.atol}, rtol={self.rtol})"
 
+    def check(self, transport: Transport) -> None:
+        """ValueError where the velocity is not finite at t0 or t1 (Dormand-Prince evaluates both ends)."""
+        _check_finite(self, transport, transport.sample_interval(), lambda out, x, t: transport.velocity_from(out, x, t))
+
     @torch.no_grad()
     def sample(self, transport: Transport, model_fn: ModelFn, x0: Tensor, *, seeds: Sequence[int] | None = None,
                return_trajectory: bool = False) -> SampleResult:
         """x0 (N, ...) noise at t0 -> SampleResult with x1 (N, ...) at t1; seeds are unused (deterministic)."""
+        self.check(transport)
         fn = _Counted(model_fn)
 
         def f(t: Tensor, x: Tensor) -> Tensor:
@@ -181,23 +210,24 @@ class _SDE:
         raise NotImplementedError
 
     def check(self, transport: Transport) -> None:
-        """ValueError where this SDE cannot run on `transport`: its diffusion is infinite at t0, or it needs the
-        score (a division by sigma) at t1 where sigma = 0 (stochastic Heun's corrector, or a last step, at t1 = 1
-        when sample_eps = 0): it would return NaN samples."""
+        """ValueError where this SDE cannot run on `transport`: its diffusion is infinite at t0, or its drift (the
+        velocity plus w_t times the score) is not finite at a time it evaluates it: t0, and t1 for stochastic
+        Heun's corrector or a last step (at t1 = 1 with sample_eps 0 the score divides by sigma = 0)."""
         t0, t1 = transport.sample_interval(sde=True, diffusion_form=self.diffusion_form,
                                            last_step_size=self.last_step_size)
         w0 = transport.path.diffusion(torch.tensor(t0, dtype=torch.float64), self.diffusion_form, self.diffusion_norm)
         if not torch.isfinite(w0):
             raise ValueError(f"the {self.diffusion_form!r} diffusion is infinite at t0={t0} on the "
                              f"{transport.path.name!r} path; give the transport sample_eps > 0")
+
+        def drift(out: Tensor, x: Tensor, t: Tensor) -> Tensor:
+            w = expand_t(transport.path.diffusion(t, self.diffusion_form, self.diffusion_norm), x)
+            return transport.velocity_from(out, x, t) + w * transport.score_from(out, x, t)
+
         at_t1 = isinstance(self, SDEHeun) or self.last_step != "none"
-        if at_t1 and transport.prediction != "score" and \
-                float(transport.path.sigma(torch.tensor(t1, dtype=torch.float64))) == 0.0:
-            raise ValueError(f"{type(self).__name__} with last_step {self.last_step!r} needs the score at t1={t1:g}, "
-                             f"where sigma = 0 on the {transport.path.name!r} path (NaN samples); give the "
-                             f"transport sample_eps > 0 (e.g. 1e-3) or "
-                             + ("a last_step_size > 0" if self.last_step != "none" else
-                                "last_step 'mean' with a last_step_size > 0"))
+        _check_finite(self, transport, [t0, t1] if at_t1 else [t0], drift,
+                      hint=(" or a last_step_size > 0" if self.last_step != "none" else
+                            " or last_step 'mean' with a last_step_size > 0") if at_t1 else "")
 
     @torch.no_grad()
     def sample(self, transport: Transport, model_fn: ModelFn, x0: Tensor, *, seeds: Sequence[int],
