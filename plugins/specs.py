@@ -97,6 +97,9 @@ class InterpolantEntry(_Entry):
 
 
 class Sampler(Protocol):
+    """Optionally also `check(transport)`: raise ValueError where the sampler cannot run on that transport (a field
+    not finite at a time it evaluates); `harness validate` calls it for every trial when present."""
+
     def sample(self, transport: Any, model_fn: Callable, x0: torch.Tensor, *, seeds: Sequence[int]) -> Any:
         """Integrate from noise x0 (t=0) to data (t=1); returns zigma.interpolants.SampleResult."""
 
