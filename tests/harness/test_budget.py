@@ -80,6 +80,28 @@ def test_train_steps_is_the_ceiling_of_a_larger_budget_and_is_recorded_as_what_b
     out, _, _, _ = _run(tmp_path, registries, train={"steps": 5, "batch_size": 8,
                                                      "budget": {"kind": "images", "value": 1000}})
     assert out["metrics"]["steps_run"] == 5 and out["budget_kind"] == "steps"
+    assert out["metrics"]["budget_value"] == 5 and out["metrics"]["budget_used"] == 5     # steps, not images
+
+
+def test_the_steps_an_images_or_flops_budget_plans_are_rounded_up_to_the_step_that_reaches_it():
+    from harness.budget import Budget, BudgetConfig
+    assert Budget(BudgetConfig(kind="images", value=100), max_steps=50).planned_steps(16) == 7     # 6 x 16 = 96 < 100
+    assert Budget(BudgetConfig(kind="images", value=96), max_steps=50).planned_steps(16) == 6
+    assert Budget(BudgetConfig(kind="images", value=10**6), max_steps=50).planned_steps(16) == 50  # the ceiling
+    # flops: batch 4 x 3 x 10 forward FLOPs = 120 a step; 1,000 FLOPs need ceil(8.33) = 9 steps
+    assert Budget(BudgetConfig(kind="flops", value=1000), max_steps=50, flops_per_image=10.0).planned_steps(4) == 9
+    assert Budget(BudgetConfig(kind="gpu_seconds", value=5), max_steps=50).planned_steps(4) is None
+
+
+def test_a_checkpoint_from_before_budgets_existed_counts_its_steps_as_full_batches():
+    from harness.budget import Budget, BudgetConfig
+    budget = Budget(BudgetConfig(kind="images", value=1000), max_steps=50)
+    extras: dict = {}
+    budget.bind(extras, step=10, batch_size=8)
+    assert extras["budget"] == {"steps": 10, "images": 80, "seconds": 0.0, "evals": 0} and budget.used is extras["budget"]
+    every = Budget(BudgetConfig(kind="steps", value=40), max_steps=50, every=4)
+    every.bind(extras := {}, step=10, batch_size=8)
+    assert extras["budget"]["evals"] == 2                         # the evaluations at steps 4 and 8 were made
 
 
 def test_eval_every_in_images_logs_one_during_point_per_multiple_reached(tmp_path, registries):

@@ -134,3 +134,30 @@ def test_a_checkpoint_cut_short_is_refused_as_unreadable_and_the_trial_starts_fr
     state = load_checkpoint(path, net=net, ema=ema, opt=opt, scaler=None, gens=gens, config_hash="h")
     assert state.step == 0 and "checkpoint.pt refused: unreadable: cut short" in state.extras["checkpoint_refused"]
     assert (tmp_path / "checkpoint.refused.pt").read_bytes() == whole[: len(whole) // 2]
+
+
+def _tampered(tmp_path, change) -> tuple:
+    """A good checkpoint of Linear(2, 2) nets, altered by change(blob), then loaded into fresh nets -> (state, net)."""
+    from harness.checkpoint import TrainState, load_checkpoint, save_checkpoint
+    net, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    gens = {"noise": torch.Generator()}
+    save_checkpoint(tmp_path / "checkpoint.pt", net=net, ema=ema, opt=torch.optim.AdamW(net.parameters()),
+                    scaler=None, state=TrainState(step=5), gens=gens, config_hash="h")
+    blob = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    change(blob)
+    torch.save(blob, tmp_path / "checkpoint.pt")
+    fresh = torch.nn.Linear(2, 2)
+    state = load_checkpoint(tmp_path / "checkpoint.pt", net=fresh, ema=torch.nn.Linear(2, 2),
+                            opt=torch.optim.AdamW(fresh.parameters()), scaler=None, gens=gens, config_hash="h")
+    return state, fresh
+
+
+def test_a_checkpoint_with_a_weight_of_the_wrong_shape_is_refused_naming_it(tmp_path):
+    state, _ = _tampered(tmp_path, lambda blob: blob["net"].update(weight=torch.zeros(3, 2)))
+    assert state.step == 0 and "'net.weight' is not a tensor of shape (2, 2)" in state.extras["checkpoint_refused"]
+    assert (tmp_path / "checkpoint.refused.pt").exists()
+
+
+def test_a_checkpoint_whose_ema_weights_do_not_fit_is_refused_even_when_the_nets_do(tmp_path):
+    state, _ = _tampered(tmp_path, lambda blob: blob.update(ema={"weight": torch.zeros(2, 2)}))   # bias missing
+    assert state.step == 0 and "'ema' does not hold this model's parameters" in state.extras["checkpoint_refused"]

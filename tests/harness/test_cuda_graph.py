@@ -78,6 +78,23 @@ def test_model_arguments_that_are_not_tensors_cannot_enter_a_graph():
         flatten_kwargs({"captions": ["a red square"]})
 
 
+def test_the_steppers_ema_warms_up_from_update_0_as_min_decay_1_plus_n_over_10_plus_n():
+    """Oracle: the EMA of two steps written out: update n blends ema <- d_n ema + (1 - d_n) net with d_0 = 1/10 and
+    d_1 = 2/11 (both under ema_decay 0.999), each after that step's parameter update."""
+    transport = Transport(LinearPath(), prediction="velocity")
+    torch.manual_seed(0)
+    net = _zigma("reference")
+    ema = copy.deepcopy(net).requires_grad_(False)
+    want = [p.detach().clone() for p in ema.parameters()]
+    stepper = Stepper(net, ema, transport, TrainConfig(lr=0.01, precision="fp32", ema_decay=0.999), CPU)
+    g, data = torch.Generator().manual_seed(5), torch.Generator().manual_seed(7)
+    for step, d in enumerate((1 / 10, 2 / 11)):
+        stepper(torch.randn(4, 1, 8, 8, generator=data), {}, step, g)
+        want = [d * w + (1 - d) * p.detach() for w, p in zip(want, net.parameters())]
+    for w, e in zip(want, ema.parameters()):
+        torch.testing.assert_close(e, w, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("classes", [None, 10])
 def test_the_recorded_step_function_equals_the_eager_step_for_a_seed(classes):
     """Oracle: the eager Stepper, whose noise and times Transport.loss draws from the generator itself."""

@@ -96,3 +96,14 @@ def test_a_front_with_one_axis_higher_better_and_the_other_lower_better():
     pts = [(Cell(x, math.nan, 1), Cell(y, math.nan, 1)) for x, y in [(100.0, 5.0), (200.0, 5.0), (150.0, 3.0)]]
     assert pareto_front(pts, x_higher=True, y_higher=False) == [1, 2]
     assert pareto_front(pts, x_higher=False, y_higher=True) == [0]        # the mirror: A is best on both
+
+
+def test_a_relative_change_has_the_sign_of_the_difference_when_the_baseline_mean_is_negative(tmp_path):
+    """A metric can be negative (a log-likelihood, a third-party score): -5 against a baseline of -10 is +5, a
+    relative change of +50 % (delta / |baseline|), not -50 %."""
+    values = {"sweep-1": [-11.0, -10.0, -9.0], "zigzag-8": [-6.0, -5.0, -4.0], "hilbert-8": [-10.0, -10.0, -10.0],
+              "zigzag-2": [-10.0, -10.0, -10.0]}
+    folder = write_results_study(tmp_path, STUDY, lambda spec: {"fd-effnet": values[spec.params["scan.name"]][spec.seed]})
+    summary = json.loads((build_report(folder, tmp_path / "report") / "summary.json").read_text())
+    row = next(r for r in summary["tables"][0]["rows"] if r["variant"] == "zigzag-8")["metrics"]["fd-effnet"]
+    assert row["delta"] == pytest.approx(5.0) and row["rel_delta"] == pytest.approx(0.5)

@@ -108,6 +108,15 @@ def test_a_partial_one_seed_study_says_it_is_partial_and_names_no_winner(tmp_pat
                         "sweep-1 at 40.0 (n = 1): −10.0 (−25.0%), untested (fewer than two seeds on a side).")
 
 
+def test_a_study_missing_a_single_trial_is_partial(tmp_path):
+    folder = write_results_study(tmp_path, SCANS, _results)
+    d = next(d for d in sorted((folder / "trials").iterdir())
+             if json.loads((d / "results.json").read_text())["params"]["scan.name"] == "hilbert-8")
+    shutil.rmtree(d)                                             # 8 of 9 finished
+    lines = _answer(folder, tmp_path / "report")
+    assert lines[0].startswith("Partial study: 8 of 9 trials finished (1 never ran); 2–3 finished seeds per variant")
+
+
 def test_a_partial_study_whose_baseline_never_ran_says_nothing_is_compared_with_it(tmp_path):
     folder = write_results_study(tmp_path, SCANS, _results)
     for d in (folder / "trials").iterdir():

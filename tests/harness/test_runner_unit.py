@@ -223,13 +223,29 @@ def test_a_grid_gaining_an_axis_value_later_still_enqueues_and_claims(tmp_path):
     assert {c.params["train.lr"] for c in claimed} == {0.001, 0.003, 0.01}
 
 
-def test_a_trial_interrupted_mid_run_is_claimed_again_before_trials_that_never_started(tmp_path):
+@pytest.mark.parametrize("reason", ["interrupted", "worker host:123 died", "worker died while claiming the trial",
+                                    "worker stopped sending heartbeats"])
+def test_a_trial_interrupted_mid_run_is_claimed_again_before_trials_that_never_started(tmp_path, reason):
+    """Every way a trial can be stopped while it ran (the reasons the queue itself writes) puts its copy first."""
     from harness import queue
     study, _ = _queue_study(tmp_path)
     queue.enqueue(study, _specs(tmp_path)[:3])                  # trials 0, 1, 2
     first = queue.claim(study)
-    queue.fail_and_requeue(study, first, "interrupted")         # its copy is trial 3
+    queue.fail_and_requeue(study, first, reason)                # its copy is trial 3
     assert [queue.claim(study).number for _ in range(3)] == [3, 1, 2]
+
+
+def test_a_running_trial_that_never_got_a_worker_stamp_is_requeued_only_once_it_is_old(tmp_path):
+    """A worker that died between taking a trial and stamping it leaves a RUNNING trial with no stamp: requeued
+    after `unclaimed_after` seconds, left alone before (another worker may be stamping it right now)."""
+    from harness import queue
+    study, _ = _queue_study(tmp_path)
+    queue.enqueue(study, _specs(tmp_path)[:1])
+    waiting = study.get_trials(deepcopy=False)[0]
+    study._storage.set_trial_state_values(waiting._trial_id, state=optuna.trial.TrialState.RUNNING)  # no stamp
+    assert queue.recover_stale(study, unclaimed_after=3600.0) == []                     # fresh: left alone
+    assert queue.recover_stale(study, unclaimed_after=0.0) == [waiting.number]          # old: requeued
+    assert study.get_trials(deepcopy=False)[0].user_attrs["failure"] == "worker died while claiming the trial"
 
 
 def test_a_trial_retried_after_failing_waits_its_turn(tmp_path):

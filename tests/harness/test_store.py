@@ -48,6 +48,10 @@ def test_an_export_leaves_out_checkpoints_locks_the_report_artifact_and_per_step
     assert not [n for n in names if "checkpoint" in n or n.endswith(".lock") or "/artifacts/report/" in n]
     assert {"study.yaml", "optuna.journal", "mlflow.db", "export.json"} <= names
     assert len([n for n in names if n.startswith("trials/") and n.endswith("/results.json")]) == 4
+    # every trial run's own artifacts stay (only the parent run's report/ folder is regenerated, so left out)
+    kept = [n for n in names if n.startswith("mlartifacts/") and "/artifacts/" in n]
+    for artifact in ("samples.png", "results.json", "config.json", "provenance.json"):
+        assert len([n for n in kept if n.endswith("/artifacts/" + artifact)]) == 4, artifact
     with sqlite3.connect(dest / "mlflow.db") as con:
         rows = con.execute("SELECT run_uuid, count(*) FROM metrics WHERE key = 'train_step_s' GROUP BY 1").fetchall()
         assert con.execute("SELECT run_uuid, key, value FROM latest_metrics ORDER BY 1, 2").fetchall() == finals

@@ -261,3 +261,15 @@ def test_stepwise_noise_is_the_same_in_any_batch():
     for _ in range(40):                                  # crosses several buffered blocks
         torch.testing.assert_close(many.normal((2,))[3:4], one.normal((2,)), rtol=0, atol=0)
 
+
+
+def test_a_samples_noise_streams_never_alias_another_samples_stream_0():
+    """Stream k of sample i is seed + k * 0x9E3779B97F4A7C15 mod 2**64 (the docstring's Weyl increment, written out
+    here): for runs of up to 4 seeds x 5,000 samples no stream 1 or 2 seed is any sample's stream-0 seed (a stride
+    of SEED_STRIDE there would make stream 1 of run s the noise of run s + 1)."""
+    base = sample_seeds(0, range(5000)) + sample_seeds(1, range(5000)) + sample_seeds(2, range(5000)) + \
+        sample_seeds(3, range(5000))
+    for k in (1, 2):
+        streams = [stream_seed(s, k) for s in base]
+        assert streams[:3] == [(s + k * 0x9E3779B97F4A7C15) % 2**64 for s in base[:3]]
+        assert not set(streams) & set(base)
