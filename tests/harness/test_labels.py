@@ -23,3 +23,15 @@ axes:
 """
     (spec,) = expand_trials(parse_study(yaml.safe_load(text)))
     assert spec.label == "sampler=heun steps=25, train.budget=6e+14 flops, train.lr=0.0005 seed=0"
+
+
+def test_a_trials_model_is_its_label_without_the_budget_keys():
+    """The equal-steps / equal-GPU-time / equal-FLOPs arms of one model share its colour and count once: their rows
+    differ only in train.steps, train.budget, eval.every and eval.intermediate_samples."""
+    import pandas as pd
+
+    from harness.labels import model_label, variant_label
+    row = pd.Series({"axis.backbone.name": "zigma", "axis.scan.name": "zigzag-8", "axis.train.steps": 8000,
+                     "axis.train.budget": {"kind": "gpu_seconds", "value": 37}, "axis.eval.every": 3.7,
+                     "axis.eval.intermediate_samples": 200, "axis.backbone.pos_embed": float("nan"), "seed": 0})
+    assert model_label(row) == variant_label({"backbone.name": "zigma", "scan.name": "zigzag-8"})

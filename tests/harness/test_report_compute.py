@@ -149,3 +149,16 @@ def test_a_models_arms_share_its_colour_and_differ_in_line_style():
     assert len({styles[v][0] for v in ("zigma", "dit", "vim")}) == 3
     assert [styles[v][1] for v in ("zigma", "zigma, steps=8000", "zigma, steps=4000")] == ["-", "--", ":"]
     assert styles["dit"][1] == styles["vim"][1] == "-"
+
+
+def test_a_curves_line_is_the_mean_over_seeds_and_its_band_their_min_and_max():
+    """Two seeds with points at compute 10 and 1000 (qualities 40 -> 20 and 30 -> 10): at compute 100 (half-way in
+    log) they read 30 and 20, so the line is 25 and the band 20..30; both ends are the points themselves."""
+    from harness.report.compute import _mean_band
+
+    xs, mean, lo, hi = _mean_band([[(10, 40.0), (1000, 20.0)], [(10, 30.0), (1000, 10.0)]])
+    assert len(xs) == 40 and xs[0] == pytest.approx(10) and xs[-1] == pytest.approx(1000)
+    assert (mean[0], lo[0], hi[0]) == pytest.approx((35.0, 30.0, 40.0))
+    mid = min(range(40), key=lambda i: abs(math.log10(xs[i]) - 2))
+    expected = 40 - 20 * (math.log10(xs[mid]) - 1) / 2, 30 - 20 * (math.log10(xs[mid]) - 1) / 2
+    assert mean[mid] == pytest.approx(sum(expected) / 2) and (lo[mid], hi[mid]) == pytest.approx(sorted(expected))

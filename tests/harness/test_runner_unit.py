@@ -374,6 +374,17 @@ def test_trials_per_gpu_starts_that_many_workers_on_each_named_gpu():
     assert worker_plan(gpu_ids=[], workers=0, per_device=1) == ([], [])
 
 
+def test_a_gpu_id_past_the_visible_devices_is_refused_naming_it(monkeypatch):
+    from harness.launch import parse_gpus
+    from plugins.errors import HarnessError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert parse_gpus("0-1") == ["0", "1"]
+    with pytest.raises(HarnessError, match=r"device '2' does not exist \(2 visible: 0\.\.1\)"):
+        parse_gpus("1,2")
+
+
 def test_gpus_are_mapped_through_the_visible_devices(monkeypatch):
     from harness.launch import parse_gpus
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -414,6 +425,41 @@ def test_results_hold_the_cost_figures(tmp_path, registries):
     assert m["sample_batches"] == 5 and "2 from the final sampling pass" in cost["how"]["sample_timing"]
     assert m["sample_ms_per_image_std"] >= 0 and m["model_step_images_per_s"] > 0
     assert set(json.loads((tmp_path / "r" / "metrics_meta.json").read_text())) == {"toy-gap"}
+
+
+def test_the_cost_figures_convert_the_timed_seconds_to_ms_per_image_and_images_per_second(tmp_path, registries,
+                                                                                         monkeypatch):
+    """Every timed region made to last 0.4 s by the clock: sampling batches of 4 images -> 100 ms per image (std 0);
+    the model-only step of a batch of 8 at 400 ms -> 20 images per second."""
+    import contextlib
+
+    import harness.costs
+    import plugins.measure
+    from harness.trial import run_trial
+
+    class Clock:
+        def __init__(self, device):
+            self._pending = []
+
+        @contextlib.contextmanager
+        def region(self):
+            yield
+            self._pending.append(0.4)
+
+        def peek(self):
+            return sum(self._pending)
+
+        def take(self):
+            out, self._pending = self._pending, []
+            return out
+
+    monkeypatch.setattr(plugins.measure, "Timer", Clock)
+    monkeypatch.setattr(harness.costs, "Timer", Clock)
+    spec = _spec(tmp_path, train={"steps": 4, "batch_size": 8, "checkpoint_every": 4},
+                 eval={"cost": True, "cost_iters": 2, "num_samples": 12, "batch_size": 4})
+    m = run_trial(spec, registries, trial_dir=tmp_path / "r", device=CPU, cache_dir=tmp_path / "c")["metrics"]
+    assert m["sample_ms_per_image"] == pytest.approx(100.0) and m["sample_ms_per_image_std"] == 0.0
+    assert m["model_step_images_per_s"] == pytest.approx(20.0)
 
 
 def test_git_sha_from_environment_outside_a_checkout(tmp_path, monkeypatch):

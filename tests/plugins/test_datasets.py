@@ -320,3 +320,24 @@ def test_fashion_mnist_class_names_are_torchvisions_in_label_order():
 
     from plugins._data.real import FASHION_CLASSES
     assert FASHION_CLASSES == tuple(FashionMNIST.classes)
+
+
+def test_a_class_is_the_first_level_folder_however_deep_its_images_lie(tmp_path):
+    for cls in ("cat", "dog"):
+        for i in range(4):
+            _png(tmp_path / cls / ("indoor" if i % 2 else "outdoor") / f"{i}.png")
+    bundle = _load("image-folder", root=str(tmp_path), resolution=8, class_subfolders=True, holdout=0.25)
+    assert bundle.info.class_names == ("cat", "dog")
+
+
+def test_resizing_is_pils_antialiased_bilinear_within_one_grey_level():
+    """Oracle: PIL's Image.resize(BILINEAR), whose filter widens with the downscale factor (antialiasing), on random
+    pixels: 24 -> 6 (a plain bilinear would be up to ~90 grey levels off) and 8 -> 20."""
+    from PIL import Image
+
+    from plugins._data.common import resize_uint8
+
+    x = torch.randint(0, 256, (1, 1, 24, 24), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for img, size in ((x, 6), (x[:, :, :8, :8], 20)):
+        pil = np.asarray(Image.fromarray(img[0, 0].numpy()).resize((size, size), Image.BILINEAR)).astype(int)
+        assert np.abs(resize_uint8(img, size)[0, 0].numpy().astype(int) - pil).max() <= 1
