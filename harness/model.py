@@ -145,6 +145,17 @@ class Conditioning:
             return None, [train[int(order[i % len(order)])]["caption"] for i in range(n)]
         return None, None
 
+    def grid_captions(self, labels: torch.Tensor | None, captions: list[str] | None,
+                      n: int) -> tuple[list[str] | None, str]:
+        """What the first n samples were conditioned on, as text, and its kind: their prompts ('prompt'), their
+        class names when the dataset has them ('class'), else (None, '')."""
+        if captions is not None:
+            return list(captions[:n]), "prompt"
+        names = self.data.info.class_names
+        if labels is not None and names:
+            return [names[int(y)] for y in labels[:n]], "class"
+        return None, ""
+
     def pair(self, net: Net, labels: torch.Tensor | None, captions: list[str] | None) -> tuple[dict, dict]:
         """(cond, uncond) backbone kwargs of one batch."""
         if labels is not None:

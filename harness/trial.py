@@ -234,12 +234,8 @@ def _run(spec: TrialSpec, entries: dict, cfg: TrialConfig, *, trial_dir: Path, d
     with split("sample"):
         out = sample(ema, cfg.eval.num_samples, hooks.advance, measure=cfg.eval.cost)
         if out is not None and cfg.eval.grid_samples:
-            names = info.class_names
-            classes = [names[int(y)] for y in out.labels[:cfg.eval.grid_samples]] \
-                if out.labels is not None and names else None
-            save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples,
-                      captions=out.captions if out.captions is not None else classes,
-                      kind="prompt" if out.captions is not None else "class")
+            texts, kind = cond.grid_captions(out.labels, out.captions, cfg.eval.grid_samples)
+            save_grid(out.fake, trial_dir / "samples.png", cfg.eval.grid_samples, captions=texts, kind=kind)
             save_grid(data.reference(cfg.eval.grid_samples, seed=0), trial_dir / "real.png", cfg.eval.grid_samples)
     if out is None:                                     # a rank other than 0: its share is drawn and gathered
         return None

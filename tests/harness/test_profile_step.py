@@ -172,3 +172,21 @@ def test_a_tiny_zigmas_profile_puts_time_and_bytes_in_norms_and_adaln():
     cfg = Config(size="tiny", device="cpu", batch_tokens=32)
     times, _, bytes_, _ = ps.profile(cfg, Variant("zigma", "t", "zigzag-8", "relative"), tokens=16, steps=1)
     assert times[ps.ADALN] > 0 and bytes_[ps.ADALN] > 0
+
+
+def test_the_adaln_tags_cover_every_backbone_module_that_calls_the_adaln_helpers():
+    """AdaLNTags patches module globals: a backbone module that imports modulate or gated_residual and is not in
+    SITES would leave its adaLN work in 'other' without a word."""
+    import importlib
+    import pkgutil
+
+    import zigma.backbones
+    from zigma.backbones import layers
+
+    found = set()
+    for info in pkgutil.iter_modules(zigma.backbones.__path__):
+        mod = importlib.import_module(f"zigma.backbones.{info.name}")
+        for name in ("modulate", "gated_residual"):
+            if getattr(mod, name, None) is getattr(layers, name):
+                found.add((mod.__name__, name))
+    assert found and found <= set(ps.AdaLNTags.SITES), found - set(ps.AdaLNTags.SITES)

@@ -209,6 +209,11 @@ class _SDE:
     def _step(self, drift, w, noise: PerSampleNoise, x: Tensor, t: float, h: float) -> Tensor:
         raise NotImplementedError
 
+    def _drift(self, transport: Transport, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """The SDE drift v + w_t * score (N, ...) of model output `out` at (x, t (N,))."""
+        w = expand_t(transport.path.diffusion(t, self.diffusion_form, self.diffusion_norm), x)
+        return transport.velocity_from(out, x, t) + w * transport.score_from(out, x, t)
+
     def check(self, transport: Transport) -> None:
         """ValueError where this SDE cannot run on `transport`: its diffusion is infinite at t0, or its drift (the
         velocity plus w_t times the score) is not finite at a time it evaluates it: t0, and t1 for stochastic
@@ -220,12 +225,9 @@ class _SDE:
             raise ValueError(f"the {self.diffusion_form!r} diffusion is infinite at t0={t0} on the "
                              f"{transport.path.name!r} path; give the transport sample_eps > 0")
 
-        def drift(out: Tensor, x: Tensor, t: Tensor) -> Tensor:
-            w = expand_t(transport.path.diffusion(t, self.diffusion_form, self.diffusion_norm), x)
-            return transport.velocity_from(out, x, t) + w * transport.score_from(out, x, t)
-
         at_t1 = isinstance(self, SDEHeun) or self.last_step != "none"
-        _check_finite(self, transport, [t0, t1] if at_t1 else [t0], drift,
+        _check_finite(self, transport, [t0, t1] if at_t1 else [t0],
+                      lambda out, x, t: self._drift(transport, out, x, t),
                       hint=(" or a last_step_size > 0" if self.last_step != "none" else
                             " or last_step 'mean' with a last_step_size > 0") if at_t1 else "")
 
@@ -246,8 +248,7 @@ class _SDE:
         def drift(x: Tensor, t: float) -> tuple[Tensor, Tensor]:
             tv = _tvec(t, x)
             out = fn(x, tv)
-            v = transport.velocity_from(out, x, tv)
-            return v + w(x, t) * transport.score_from(out, x, tv), out
+            return self._drift(transport, out, x, tv), out
 
         x, traj = x0, [x0]
         ts = _grid(t0, t1, self.steps)
