@@ -7,7 +7,7 @@
 #     ZIGMA_HARNESS_GIT_SHA=<commit> LIMIT=570 bash benchmarks/gpu/chain.sh
 # Steps:
 #   tests              the GPU tests of the CUDA-graph switches, the packed segment layout and Mamba-2's ssd 'fla'
-#                      (-m gpu; TESTS_S, 240)
+#                      (-m gpu; TESTS_S, 240; TESTS: other test files instead, e.g. without fla's minutes of autotuning)
 #   segment            benchmarks/segment_layout.py: batch-folded vs packed Mamba-1 segments (BENCH_S, 180)
 #   publish:STUDY      benchmarks/gpu/publish_study.sh for STUDY (continues a carried runs/ or committed stores/)
 #   throughput         benchmarks/gpu/throughput_run.sh (VARIANTS, TRIALS, PROBE as there)
@@ -59,9 +59,9 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
   echo "== $step ($(left) s left)"
   case "$step" in
     tests)
-      timeout "${TESTS_S:-240}" python3 -m pytest -v -m gpu -p no:cacheprovider tests/harness/test_cuda_graph.py \
+      timeout "${TESTS_S:-240}" python3 -m pytest -v -m gpu -p no:cacheprovider ${TESTS:-tests/harness/test_cuda_graph.py \
         tests/harness/test_speedups.py tests/harness/test_text_step.py tests/zigma/test_mixer_segments.py \
-        tests/zigma/test_mixer2_fla.py \
+        tests/zigma/test_mixer2_fla.py} \
         > "$dir/gpu_tests.txt" 2>&1
       echo "tests exit $?"; tail -3 "$dir/gpu_tests.txt" ;;
     segment)
