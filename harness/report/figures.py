@@ -27,7 +27,7 @@ class Figure:
     title: str
     caption: str
     png: bytes
-    section: str  # 'curves' | 'cost' | 'samples' | 'scans'
+    section: str  # 'curves' | 'compute' | 'cost' | 'samples' | 'seeds' (full width, after the grids) | 'scans'
 
     @property
     def data_uri(self) -> str:
@@ -161,7 +161,27 @@ def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
             while any(f.file == name for f in out):
                 name = name[:-4] + "-x.png"
             out.append(Figure(name, label, f"{what} from seed {t['seed']} (EMA weights).", png, "samples"))
+    if (seeds := seed_figure(studies, multi)) is not None:
+        while any(f.file == seeds.file for f in out):
+            seeds.file = seeds.file[:-4] + "-x.png"
+        out.append(seeds)
     return out
+
+
+def seed_figure(studies: list[StudyData], multi: bool) -> Figure | None:
+    """Every completed trial's whole sample grid, a row per variant and a column per seed, so that a seed which
+    failed shows beside those that did not (None unless some variant has samples from two seeds or more)."""
+    rows: dict[str, dict[int, Path]] = {}
+    for s in studies:
+        for _, t in s.trials.iterrows():
+            if t["status"] == "completed" and t["trial_key"] in s.samples:
+                rows.setdefault(_label(s, t["variant"], multi), {}).setdefault(int(t["seed"]), s.samples[t["trial_key"]])
+    if not any(len(seeds) > 1 for seeds in rows.values()):
+        return None
+    png = plots.seed_panel([(label, sorted(seeds.items())) for label, seeds in rows.items()])
+    return Figure("samples-by-seed.png", "Samples of every seed", "Each row a variant, each column a seed: the "
+                  "trial's whole sample grid (EMA weights; an animated GIF by its first frame), so a seed that trained badly "
+                  "shows beside the others.", png, "seeds")
 
 
 def _prompts(path: Path | None) -> dict | None:

@@ -27,7 +27,7 @@ from .stats import means_front, pareto_front
 from .tables import MetricInfo, Table, lower_title
 
 __all__ = ["STYLE", "arm_styles", "bench_plot", "captioned_grid", "compute_plot", "frame_strip", "grid_tiles",
-           "history_plot", "pareto_plot", "png_bytes"]
+           "history_plot", "pareto_plot", "png_bytes", "seed_panel"]
 
 DPI = 110
 STYLE = {
@@ -274,6 +274,34 @@ def captioned_grid(path: Path, captions: list[str], nrow: int, *, show: int = 16
                 ax.imshow(tiles[i], interpolation="nearest")
                 ax.set_title(textwrap.fill(captions[i], 26), fontsize=7.5, pad=3)
         fig.tight_layout(pad=0.3)
+        return fig
+
+    return png_bytes(draw)
+
+
+def seed_panel(rows: list[tuple[str, list[tuple[int, Path]]]]) -> bytes:
+    """One figure of whole sample grids: a row per variant under its label, a column per seed (each cell titled
+    with its seed), each cell the grid image at `Path` (a GIF's first frame) drawn at its own pixels' size."""
+    from PIL import Image
+
+    def first_frame(path: Path):
+        with Image.open(path) as im:
+            return im.convert("RGB")
+
+    cells = [[(seed, first_frame(p)) for seed, p in seeds] for _, seeds in rows]
+    width = max(im.width for row in cells for _, im in row) / DPI        # inches: saved at DPI, a pixel a pixel
+    height = max(im.height for row in cells for _, im in row) / DPI
+    columns = max(len(row) for row in cells)
+
+    def draw():
+        fig = plt.figure(figsize=(columns * (width + 0.12), len(cells) * (height + 0.5)), layout="constrained")
+        for sub, (label, _), row in zip(fig.subfigures(len(cells), 1, squeeze=False)[:, 0], rows, cells):
+            sub.suptitle(label, x=0.0, ha="left", fontsize=8.5)
+            for c, ax in enumerate(sub.subplots(1, columns, squeeze=False)[0]):
+                ax.axis("off")
+                if c < len(row):
+                    ax.imshow(row[c][1], interpolation="nearest")
+                    ax.set_title(f"seed {row[c][0]}", fontsize=8, pad=2)
         return fig
 
     return png_bytes(draw)

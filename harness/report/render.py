@@ -258,7 +258,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "studies": data, "provs": provs, "views": views, "figures": figs, "failed": failed,
         "notes": notes(data, tables, provs), "generated": GENERATED_PREFIX + stamp, "pareto": pareto,
         "sections": {s: [f for f in figs if f.section == s]
-                     for s in ("curves", "compute", "cost", "samples", "scans")}, "compute": compute,
+                     for s in ("curves", "compute", "cost", "samples", "seeds", "scans")}, "compute": compute,
         "metrics": tables[0].metrics if tables else [], "multi": multi, "raw": raw,
         "pairwise": _pairwise(data, tables, multi),
     }

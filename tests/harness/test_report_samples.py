@@ -108,3 +108,46 @@ def test_class_names_read_as_such_in_the_figure_caption(tmp_path):
     s = _study(tmp_path, {"captions": ["Bag", "Coat", "Shirt", "Dress"], "nrow": 2, "kind": "class"})
     (fig,) = sample_figures([s], multi=False)
     assert "each under the class it was drawn for," in fig.caption
+
+
+def _solid_grid(path: Path, colour: tuple[int, int, int]) -> Path:
+    save_grid(torch.tensor(colour, dtype=torch.uint8)[None, :, None, None].expand(4, 3, 8, 8).contiguous(), path, 4)
+    return path
+
+
+def test_every_seeds_grid_is_drawn_in_its_variants_row_and_its_seeds_column(tmp_path):
+    """Each (variant, seed) grid a solid colour of its own: in the drawn figure a variant's colours lie on one row,
+    below the variant before it, and seed 0 left of seed 1 though the trials came in the other order; a failed
+    trial's grid is not drawn."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    colours = {("a", 0): (250, 10, 10), ("a", 1): (10, 250, 10), ("b", 0): (10, 10, 250), ("b", 1): (250, 250, 10)}
+    rows = [{"variant": v, "status": "completed", "trial_key": f"{v}{seed}", "seed": seed}
+            for v in ("a", "b") for seed in (1, 0)]
+    rows.append({"variant": "b", "status": "failed", "trial_key": "b2", "seed": 2})
+    s = StudyData(name="t", folder=None, trials=pd.DataFrame(rows))
+    for (v, seed), colour in colours.items():
+        s.samples[f"{v}{seed}"] = _solid_grid(tmp_path / f"{v}{seed}.png", colour)
+    s.samples["b2"] = _solid_grid(tmp_path / "b2.png", (10, 250, 250))
+    (fig,) = [f for f in sample_figures([s], multi=False) if f.file == "samples-by-seed.png"]
+    img = np.asarray(Image.open(io.BytesIO(fig.png)).convert("RGB")).astype(int)
+    where = {}
+    for key, colour in colours.items():
+        ys, xs = np.nonzero((np.abs(img - colour) <= 3).all(axis=2))
+        assert len(ys) >= 100, key                                   # drawn at its own size: 17x17 pixels or more
+        where[key] = (ys.mean(), xs.mean())
+    assert not (np.abs(img - (10, 250, 250)) <= 3).all(axis=2).any()          # the failed trial is not drawn
+    for v in ("a", "b"):
+        assert abs(where[v, 0][0] - where[v, 1][0]) < 2 and where[v, 0][1] < where[v, 1][1]
+    assert max(where["a", s][0] for s in (0, 1)) < min(where["b", s][0] for s in (0, 1))
+
+
+def test_a_study_with_one_seed_per_variant_gets_no_seed_figure(tmp_path):
+    s = StudyData(name="t", folder=None, trials=pd.DataFrame(
+        [{"variant": v, "status": "completed", "trial_key": v, "seed": 0} for v in ("a", "b")]))
+    for v in ("a", "b"):
+        s.samples[v] = _solid_grid(tmp_path / f"{v}.png", (200, 0, 0))
+    assert [f.file for f in sample_figures([s], multi=False)] == ["samples-a.png", "samples-b.png"]
