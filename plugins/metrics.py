@@ -9,7 +9,14 @@ from pydantic import Field, model_validator
 from ._metrics.cond_accuracy import CondAccuracy, CondAccuracyOptions
 from ._metrics.cost import count_params, flops  # noqa: F401 - public: harness costs use them
 from ._metrics.features import EffNetLite0
-from ._metrics.frechet import EffNetOptions, FeatureMetricOptions, FrechetMetric, KIDMetric, KIDOptions
+from ._metrics.frechet import (
+    EffNetOptions,
+    FeatureMetricOptions,
+    FrechetMetric,
+    KIDMetric,
+    KIDOptions,
+    TemporalFrechetMetric,
+)
 from ._metrics.inception import DEFAULT_DEST as INCEPTION_DEST  # noqa: F401 - public: `harness fid prefetch`
 from ._metrics.inception import ENV_VAR as INCEPTION_ENV_VAR  # noqa: F401
 from ._metrics.inception import WEIGHTS_NAME as INCEPTION_WEIGHTS_NAME  # noqa: F401
@@ -50,6 +57,12 @@ def build_frame_fd(**options) -> FrechetMetric:
     return FrechetMetric("frame-fd", EffNetLite0(o.input_size), o, label="FD-EffNetLite0 per frame", per_frame=True)
 
 
+def build_temporal_fd(**options) -> TemporalFrechetMetric:
+    o = EffNetOptions(**options)
+    return TemporalFrechetMetric("temporal-fd", EffNetLite0(o.input_size), o,
+                                 label="FD-EffNetLite0 of frame changes", per_frame=True)
+
+
 def build_fid(**options) -> FrechetMetric:
     """Fails here — at validation, before clean-fid or the network is touched — when the weights are absent."""
     from ._metrics.inception import CleanInception, resolve_weights
@@ -65,7 +78,7 @@ def build_cond_accuracy(**options) -> CondAccuracy:
 
 @hookimpl
 def register_metrics(register):
-    """fd-effnet, kid, fid, frame-fd, cond-accuracy."""
+    """fd-effnet, kid, fid, frame-fd, temporal-fd, cond-accuracy."""
     register(MetricEntry(
         name="fd-effnet", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0", modality="image",
         build=build_fd_effnet, options=EffNetOptions,
@@ -82,6 +95,11 @@ def register_metrics(register):
     register(MetricEntry(
         name="frame-fd", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0 per frame", modality="video",
         build=build_frame_fd, options=EffNetOptions, description="fd-effnet over all frames of generated vs real videos"))
+    register(MetricEntry(
+        name="temporal-fd", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0 of frame changes",
+        modality="video", build=build_temporal_fd, options=EffNetOptions,
+        description="fd-effnet of the frame-to-frame feature changes f(t+1) - f(t) of generated vs real videos: "
+                    "sees a video that does not hold its content across frames, which frame-fd cannot (not FVD)"))
     register(MetricEntry(
         name="cond-accuracy", label="cond. accuracy", modality="image", higher_is_better=True,
         bounds=(0.0, 1.0), build=build_cond_accuracy, options=CondAccuracyOptions,

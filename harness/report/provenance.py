@@ -22,6 +22,10 @@ METRIC_NOTES = {
            "KID. It is unbiased but has high variance at small sample counts.",
     "frame-fd": "Frame FD is FD-EffNetLite0 over all frames of the videos: it scores single frames and is blind to "
                 "temporal consistency.",
+    "temporal-fd": "Temporal FD is the Fréchet distance between the frame-to-frame changes of EfficientNet-Lite0 "
+                   "features, f(frame t+1) - f(frame t), of generated and real videos: a video whose content does not "
+                   "hold from one frame to the next (or that freezes while real ones move) scores far. Our own proxy "
+                   "for the temporal half of FVD, not FVD.",
     "cond-accuracy": "Cond. accuracy is the fraction of conditional samples (class labels or captions) whose every "
                      "attribute, as a classifier trained on the real data reads it, matches their prompt.",
 }

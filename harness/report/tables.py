@@ -34,7 +34,8 @@ COST = {
 }
 #: quality metrics when the metric registry is unavailable: (title, higher is better)
 KNOWN_QUALITY = {"fd-effnet": ("FD-EffNetLite0", False), "fid": ("FID", False), "kid": ("KID", False),
-                 "frame-fd": ("Frame FD", False), "cond-accuracy": ("Cond. accuracy", True),
+                 "frame-fd": ("Frame FD", False), "temporal-fd": ("Temporal FD", False),
+                 "cond-accuracy": ("Cond. accuracy", True),
                  "final_train_loss": ("Final train loss", False)}
 #: a variant's own training loss: comparable between variants only when they train the same objective
 LOSS_METRICS = ("final_train_loss",)

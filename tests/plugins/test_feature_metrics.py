@@ -123,6 +123,41 @@ def test_frame_fd_scores_each_frame_of_videos(tmp_path):
     assert blank["frame-fd"] > 1.0
 
 
+def test_frame_changes_are_each_videos_next_frame_minus_this_frame():
+    from plugins._metrics.frechet import frame_changes
+
+    feats = np.array([[0, 0], [1, 2], [3, 5],          # video 0, frames 0-2
+                      [10, 10], [10, 11], [7, 11]],    # video 1
+                     dtype=np.float32)
+    np.testing.assert_array_equal(frame_changes(feats, 3), [[1, 2], [2, 3], [0, 1], [-3, 0]])
+
+
+def test_temporal_fd_sees_frames_shuffled_across_videos_which_frame_fd_cannot(tmp_path):
+    """Oracle: shuffling each frame index's frames across videos keeps the multiset of frames, so frame FD against
+    the reference stays at its value for the reference itself (0); only the videos' continuity is gone. A frozen
+    video (its first frame repeated) keeps its content but not the real videos' motion."""
+    entry = load_registries().datasets.get("moving-digits")
+    bundle = entry.load(entry.options(resolution=16, frames=4, num_train=24, num_reference=24))
+    ctx = _ctx(bundle, tmp_path)
+    frame_fd, temporal_fd = _metric("frame-fd", input_size=32), _metric("temporal-fd", input_size=32)
+    real = bundle.reference(24)                                                   # (24, 4, 1, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    shuffled = torch.stack([real[torch.randperm(24, generator=g), t] for t in range(4)], dim=1)
+    frozen = real[:, :1].expand_as(real).contiguous()
+    same = temporal_fd.compute(real, ctx)
+    assert abs(same["temporal-fd"]) < 1e-6 and same["meta.num_frames"] == 4
+    assert abs(frame_fd.compute(shuffled, ctx)["frame-fd"]) < 1e-6
+    moved, still = temporal_fd.compute(shuffled, ctx)["temporal-fd"], temporal_fd.compute(frozen, ctx)["temporal-fd"]
+    assert moved > 1.0 and still > 1.0, (moved, still)
+
+
+def test_temporal_fd_needs_two_frames(tmp_path):
+    entry = load_registries().datasets.get("moving-digits")
+    bundle = entry.load(entry.options(resolution=16, frames=1, num_train=4, num_reference=4))
+    with pytest.raises(ValueError, match="2 frames or more"):
+        _metric("temporal-fd", input_size=32).compute(bundle.reference(4), _ctx(bundle, tmp_path))
+
+
 def test_samples_of_the_wrong_shape_are_refused(sets, tmp_path):
     bundle, samples = sets
     with pytest.raises(ValueError, match="shape"):
