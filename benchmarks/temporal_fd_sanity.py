@@ -2,11 +2,11 @@
 
     PYTHONPATH=. python -m benchmarks.temporal_fd_sanity --out benchmarks/results/temporal_fd_sanity_cpu.md
 
-Moving digits at the video study's shape (32x32, 8 frames), features at the metrics' default 112 px. Scored
-against the reference videos: the reference videos themselves (both metrics 0 by construction), the same videos
-with each frame index shuffled across videos (the same frames, so frame FD stays at 0; the continuity is gone),
-the same videos frozen on their first frame (no motion), and other real videos (the training split: the
-small-sample level of both metrics between two real sets).
+Moving digits at the video study's shape (32x32, 8 frames), features at the metrics' default 112 px.
+Scored against the reference videos: the reference videos themselves (both metrics 0 by construction), the
+same videos with each frame index shuffled across videos (the same frames, so frame FD stays at 0; the
+continuity is gone), the same videos frozen on their first frame (no motion), and other real videos (the
+training split: the small-sample level of both metrics between two real sets).
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def main(argv=None) -> int:
         "frozen on their first frame": real[:, :1].expand_as(real).contiguous(),
         "other real videos (training split)": data.train.uint8()[: a.videos],
     }
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [f"# temporal-fd vs frame-fd on real moving digits with broken continuity (CPU, commit {sha})", "",
-             f"{a.videos} videos of 8 frames at 32x32 against {a.videos} reference videos; EfficientNet-Lite0 "
-             "features at 112 px; one run, no seeds to average (the sets are fixed; the shuffle is seeded).", "",
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True)
+    what = (f"{a.videos} videos of 8 frames at 32x32 against {a.videos} reference videos; EfficientNet-Lite0 "
+            "features at 112 px; one run, no seeds to average (the sets are fixed; the shuffle is seeded).")
+    lines = [f"# temporal-fd vs frame-fd on real moving digits with broken continuity (CPU, commit {git.stdout.strip()})",
+             "", what, "",
              "| videos scored | frame-fd | temporal-fd |", "|:--|--:|--:|"]
     for name, videos in sets.items():
         f, t = (metrics[m].compute(videos, ctx)[m] for m in ("frame-fd", "temporal-fd"))

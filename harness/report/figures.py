@@ -27,7 +27,7 @@ class Figure:
     title: str
     caption: str
     png: bytes
-    section: str  # 'curves' | 'compute' | 'cost' | 'samples' | 'seeds' (full width, after the grids) | 'scans'
+    section: str  # 'curves' | 'compute' | 'cost' | 'samples' | 'seeds' (after the grids) | 'scans'
 
     @property
     def data_uri(self) -> str:
@@ -175,13 +175,14 @@ def seed_figure(studies: list[StudyData], multi: bool) -> Figure | None:
     for s in studies:
         for _, t in s.trials.iterrows():
             if t["status"] == "completed" and t["trial_key"] in s.samples:
-                rows.setdefault(_label(s, t["variant"], multi), {}).setdefault(int(t["seed"]), s.samples[t["trial_key"]])
+                seeds = rows.setdefault(_label(s, t["variant"], multi), {})
+                seeds.setdefault(int(t["seed"]), s.samples[t["trial_key"]])
     if not any(len(seeds) > 1 for seeds in rows.values()):
         return None
     png = plots.seed_panel([(label, sorted(seeds.items())) for label, seeds in rows.items()])
     return Figure("samples-by-seed.png", "Samples of every seed", "Each row a variant, each column a seed: the "
-                  "trial's whole sample grid (EMA weights; an animated GIF by its first frame), so a seed that trained badly "
-                  "shows beside the others.", png, "seeds")
+                  "trial's whole sample grid (EMA weights; an animated GIF by its first frame), so a seed that "
+                  "trained badly shows beside the others.", png, "seeds")
 
 
 def _prompts(path: Path | None) -> dict | None:

@@ -16,8 +16,8 @@ from ..specs import MetricContext
 from .features import extract_features
 from .reference import num_reference, reference_features
 
-__all__ = ["EffNetOptions", "FeatureMetricOptions", "FrechetMetric", "KIDMetric", "KIDOptions", "TemporalFrechetMetric",
-           "frame_changes"]
+__all__ = ["EffNetOptions", "FeatureMetricOptions", "FrechetMetric", "KIDMetric", "KIDOptions",
+           "TemporalFrechetMetric", "frame_changes"]
 
 
 class FeatureMetricOptions(BaseModel):
@@ -125,7 +125,8 @@ class TemporalFrechetMetric(_FeatureMetric):
             raise ValueError(f"{self.name}: needs videos of 2 frames or more, got {tuple(fake.shape)}")
         feats, ref, meta = self._features(fake, ctx)
         frames = fake.shape[1]
-        return {self.name: frechet_distance_features(frame_changes(feats, frames), frame_changes(ref, frames)), **meta}
+        distance = frechet_distance_features(frame_changes(feats, frames), frame_changes(ref, frames))
+        return {self.name: distance, **meta}
 
 
 class KIDMetric(_FeatureMetric):
