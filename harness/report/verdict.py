@@ -1,6 +1,7 @@
 """The report's answer, stated first: is the study complete, which variant leads on the objective, by how much,
-whether that lead survives the seed noise (the table's Holm-adjusted Welch tests and the pairwise ones), and what
-the leader costs against the baseline. Every figure it quotes is one of the tables' (summary.json: `verdict`)."""
+whether that lead survives the seed noise (the table's Holm-adjusted Welch tests and the pairwise ones), whether
+the study's other quality metrics pick the same variant by their means, and what the leader costs against the
+baseline. Every figure it quotes is one of the tables' (summary.json: `verdict`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 from typing import Any
 
 from .stats import ALPHA
-from .tables import Cell, MetricInfo, Row, Table, fmt, lower_title
+from .tables import LOSS_METRICS, Cell, MetricInfo, Row, Table, fmt, lower_title
 
 __all__ = ["verdict"]
 
@@ -118,6 +119,20 @@ def _baseline_line(table: Table, m: MetricInfo) -> str | None:
             f"{'; '.join(better) or 'none'}; worse: {'; '.join(worse) or 'none'}; within the noise: {same}.")
 
 
+def _other_quality_line(table: Table, m: MetricInfo, lead: Row) -> str | None:
+    """Whether another quality metric's best mean is the objective leader's too, and whose it is if not."""
+    found = _leader(table, m)
+    if found is None or not math.isfinite(lead.cells[m.name].mean):
+        return None
+    top, d = found[0], table.decimals[m.name]
+    best = "highest" if m.higher_is_better else "lowest"
+    if top is lead or top.cells[m.name].mean == lead.cells[m.name].mean:
+        return f"On {m.title} ({m.arrow}) {lead.label} has the {best} mean too: {_value(lead.cells[m.name], d)}."
+    return (f"On {m.title} ({m.arrow}) the {best} mean is {top.label}'s, {_value(top.cells[m.name], d)}, not "
+            f"{lead.label}'s ({_value(lead.cells[m.name], d)}): the quality metrics do not pick the same variant by "
+            "their means (the tables say which differences are beyond the seed noise).")
+
+
 def _cost_line(table: Table, lead: Row, base: Row, shared: bool) -> str | None:
     """The leader's cost figures against its baseline, the columns that differ between variants."""
     if lead is base:
@@ -161,6 +176,8 @@ def verdict(tables: list[Table], objective: str, provs: list[dict[str, Any]],
     lines.append(_lead_line(table, m, lead, base))
     if pairwise and lead.cells[m.name].n >= 2:
         lines += [x for x in (_pairs_line(pairwise, lead),) if x]
-    lines += [x for x in (_baseline_line(table, m),
-                          _cost_line(table, lead, base, any(p.get("sharing") for p in provs))) if x]
+    lines += [x for x in (_baseline_line(table, m),) if x]
+    others = [o for o in table.metrics if o.kind == "quality" and o is not m and o.name not in LOSS_METRICS]
+    lines += [x for x in (_other_quality_line(table, o, lead) for o in others) if x]
+    lines += [x for x in (_cost_line(table, lead, base, any(p.get("sharing") for p in provs)),) if x]
     return {"partial": partial, "lines": lines}

@@ -222,3 +222,39 @@ def test_an_error_bar_stops_where_its_metric_ends_and_the_caption_says_so_only_t
         "; a bar stops where cond. accuracy ends ([0, 1])"                     # 0.852 + 0.199 = 1.051
     assert _cut_note(acc, [Cell(0.5, 0.1, 3), Cell(0.998, 0.001, 3)]) == ""
     assert _cut_note(MetricInfo("fd", "FD", "", False, "quality"), [Cell(1.0, 5.0, 3)]) == ""
+
+
+#: a second quality metric: frame FD's leader is sweep-2; temporal FD's lowest mean is video-sst's (worked by hand:
+#: video-sst 20, sweep-2 40, zigzag-3d 60) -- the metrics disagree; with KID ordered like FD they agree
+VIDEO = """\
+name: toy_two_metrics
+base:
+  dataset: {name: moving-digits, resolution: 16, frames: 4}
+  backbone: {name: zigma, size: tiny, patch_size: 4}
+  eval: {num_samples: 64, metrics: [frame-fd, temporal-fd]}
+axes:
+  scan.name: [video-sst, zigzag-3d, sweep-2]
+seeds: [0, 1]
+baseline: {scan.name: sweep-2}
+"""
+FRAME = {"video-sst": [101.0, 103.0], "zigzag-3d": [83.0, 85.0], "sweep-2": [73.0, 75.0]}
+TEMPORAL = {"video-sst": [19.0, 21.0], "zigzag-3d": [59.0, 61.0], "sweep-2": [39.0, 41.0]}
+
+
+def test_a_second_quality_metric_that_picks_another_variant_is_said_to_disagree(tmp_path):
+    lines = _answer(write_results_study(tmp_path, VIDEO, lambda s: {
+        "frame-fd": FRAME[s.params["scan.name"]][s.seed], "temporal-fd": TEMPORAL[s.params["scan.name"]][s.seed]}),
+        tmp_path / "report")
+    assert lines[1].startswith("Lowest mean FD-EffNetLite0 per frame (↓): sweep-2 at 74")
+    (line,) = [x for x in lines if x.startswith("On ")]
+    assert line == ("On FD-EffNetLite0 of frame changes (↓) the lowest mean is video-sst's, 20.0 ± 1.4 (n = 2), not "
+                    "sweep-2's (40.0 ± 1.4 (n = 2)): the quality metrics do not pick the same variant by their means "
+                    "(the tables say which differences are beyond the seed noise).")
+
+
+def test_a_second_quality_metric_with_the_same_leader_says_so(tmp_path):
+    kid = {"sweep-1": 0.40, "zigzag-8": 0.30, "hilbert-8": 0.35}
+    lines = _answer(write_results_study(tmp_path, SCANS.replace("[fd-effnet]", "[fd-effnet, kid]"), lambda s: {
+        **_results(s), "kid": kid[s.params["scan.name"]] + 0.01 * s.seed}), tmp_path / "report")
+    (line,) = [x for x in lines if x.startswith("On ")]
+    assert line.startswith("On KID-EffNetLite0 (↓) zigzag-8 has the lowest mean too: 0.31")
