@@ -27,7 +27,6 @@ def main(argv=None) -> int:
     from plugins.registry import load_registries
     from plugins.specs import MetricContext
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     reg = load_registries()
     entry = reg.datasets.get("moving-digits")
     data = entry.load(entry.options(resolution=32, frames=8, num_train=a.videos, num_reference=a.videos))

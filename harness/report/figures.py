@@ -157,15 +157,18 @@ def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
                         if prompts.get("note") else "") + ","
                 except ValueError:              # a grid of another layout: shown as it is, without its prompts
                     pass
-            name = f"samples-{_slug(label)}.png"
-            while any(f.file == name for f in out):
-                name = name[:-4] + "-x.png"
-            out.append(Figure(name, label, f"{what} from seed {t['seed']} (EMA weights).", png, "samples"))
+            out.append(Figure(_unused(f"samples-{_slug(label)}.png", out), label, f"{what} from seed {t['seed']} (EMA weights).", png, "samples"))
     if (seeds := seed_figure(studies, multi)) is not None:
-        while any(f.file == seeds.file for f in out):
-            seeds.file = seeds.file[:-4] + "-x.png"
+        seeds.file = _unused(seeds.file, out)
         out.append(seeds)
     return out
+
+
+def _unused(name: str, figures: list[Figure]) -> str:
+    """`name`, or name-x.png, name-x-x.png, ... until no figure has it."""
+    while any(f.file == name for f in figures):
+        name = name[:-4] + "-x.png"
+    return name
 
 
 def seed_figure(studies: list[StudyData], multi: bool) -> Figure | None:

@@ -209,10 +209,13 @@ class _SDE:
     def _step(self, drift, w, noise: PerSampleNoise, x: Tensor, t: float, h: float) -> Tensor:
         raise NotImplementedError
 
+    def _diffusion(self, transport: Transport, x: Tensor, t: Tensor) -> Tensor:
+        """w_t at t (N,), broadcast to x (N, ...)."""
+        return expand_t(transport.path.diffusion(t, self.diffusion_form, self.diffusion_norm), x)
+
     def _drift(self, transport: Transport, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
         """The SDE drift v + w_t * score (N, ...) of model output `out` at (x, t (N,))."""
-        w = expand_t(transport.path.diffusion(t, self.diffusion_form, self.diffusion_norm), x)
-        return transport.velocity_from(out, x, t) + w * transport.score_from(out, x, t)
+        return transport.velocity_from(out, x, t) + self._diffusion(transport, x, t) * transport.score_from(out, x, t)
 
     def check(self, transport: Transport) -> None:
         """ValueError where this SDE cannot run on `transport`: its diffusion is infinite at t0, or its drift (the
@@ -243,7 +246,7 @@ class _SDE:
         fn, noise = _Counted(model_fn), PerSampleNoise(seeds, stream=1)
 
         def w(x: Tensor, t: float) -> Tensor:
-            return expand_t(transport.path.diffusion(_tvec(t, x), self.diffusion_form, self.diffusion_norm), x)
+            return self._diffusion(transport, x, _tvec(t, x))
 
         def drift(x: Tensor, t: float) -> tuple[Tensor, Tensor]:
             tv = _tvec(t, x)
