@@ -58,13 +58,31 @@ def check_buildable(study: Any, trials: list, registries: Any) -> int:
             raise ConfigError(f"{source}: {spec.label}: cannot build backbone {c.backbone.name!r} ({plugins}): "
                               f"{_first_line(exc)}") from None
         built.add(sig)
-    for spec in trials:                                   # the sampler against its transport, trial by trial
+    for spec in trials:                      # the metrics against the data, the sampler against its transport
         entries = resolve_trial(spec, registries, source=source)
+        c = spec.config
+        for m, metric in zip(c.eval.metrics, entries["metrics"]):
+            _check_metric_data(f"{source}: {spec.label}: eval.metrics: {m!r}", metric, c.dataset.name,
+                               datasets[c.dataset.model_dump_json()].info)
         try:
             build_sampler(spec.config, entries, build_transport(spec.config, entries))
         except HarnessError as exc:
             raise ConfigError(f"{source}: {spec.label}: {exc}") from None
     return len(built)
+
+
+def _check_metric_data(where: str, metric: Any, dataset: str, info: Any) -> None:
+    """A metric scores the dataset's kind of sample (an image metric on videos fails only after training)."""
+    modality = getattr(metric, "modality", "any")
+    frames = info.frames
+    if modality == "video" and frames is None:
+        raise ConfigError(f"{where} scores videos; dataset {dataset!r} is images")
+    if modality == "image" and frames is not None:
+        raise ConfigError(f"{where} scores images; dataset {dataset!r} is videos of {frames} frames "
+                          "(a video metric scores them, e.g. frame-fd)")
+    need = getattr(metric, "min_frames", 1)
+    if frames is not None and frames < need:
+        raise ConfigError(f"{where} needs videos of {need} frames or more; dataset {dataset!r} has {frames}")
 
 
 #: validation loads a few items, not the dataset: its shapes and labels are what a model build needs

@@ -96,7 +96,7 @@ def register_metrics(register):
         name="frame-fd", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0 per frame", modality="video",
         build=build_frame_fd, options=EffNetOptions, description="fd-effnet over all frames of generated vs real videos"))
     register(MetricEntry(
-        name="temporal-fd", min_samples=2, bounds=(0.0, None), label="FD-EffNetLite0 of frame changes",
+        name="temporal-fd", min_samples=2, min_frames=2, bounds=(0.0, None), label="FD-EffNetLite0 of frame changes",
         modality="video", build=build_temporal_fd, options=EffNetOptions,
         description="fd-effnet of the frame-to-frame feature changes f(t+1) - f(t) of generated vs real videos: "
                     "sees a video that does not hold its content across frames, which frame-fd cannot (not FVD)"))

@@ -178,7 +178,8 @@ class Metric(Protocol):
 
 @dataclass(frozen=True)
 class MetricEntry(_Entry):
-    """build(**options) -> Metric. `label` is how tables title it; `higher_is_better` sets the arrow."""
+    """build(**options) -> Metric. `label` is how tables title it; `higher_is_better` sets the arrow. `modality`:
+    'image' or 'video' (the samples it scores; validate checks the dataset's) or 'any'."""
 
     build: Callable[..., Metric] = None  # type: ignore[assignment]
     options: type[BaseModel] | None = None
@@ -186,6 +187,7 @@ class MetricEntry(_Entry):
     higher_is_better: bool = False
     modality: str = "any"
     min_samples: int = 1               # fewest samples it is defined on (a covariance needs 2); validate checks
+    min_frames: int = 1                # a video metric's fewest frames a video (frame changes need 2); validate checks
     bounds: tuple[float | None, float | None] = (None, None)  # the values it can take (a fraction: (0, 1)); plots
                                                             # clip error bars there
 
