@@ -120,17 +120,22 @@ def _baseline_line(table: Table, m: MetricInfo) -> str | None:
 
 
 def _other_quality_line(table: Table, m: MetricInfo, lead: Row) -> str | None:
-    """Whether another quality metric's best mean is the objective leader's too, and whose it is if not."""
+    """Whether another quality metric's best mean is the objective leader's too, and whose it is if not (one seed
+    a variant: its value, not a mean)."""
     found = _leader(table, m)
     if found is None or not math.isfinite(lead.cells[m.name].mean):
         return None
     top, d = found[0], table.decimals[m.name]
     best = "highest" if m.higher_is_better else "lowest"
+    single = all(r.cells[m.name].n <= 1 for r in table.rows if math.isfinite(r.cells[m.name].mean))
+    mean, means = ("value", "values") if single else ("mean", "means")
     if top is lead or top.cells[m.name].mean == lead.cells[m.name].mean:
-        return f"On {m.title} ({m.arrow}) {lead.label} has the {best} mean too: {_value(lead.cells[m.name], d)}."
-    return (f"On {m.title} ({m.arrow}) the {best} mean is {top.label}'s, {_value(top.cells[m.name], d)}, not "
+        return f"On {m.title} ({m.arrow}) {lead.label} has the {best} {mean} too: {_value(lead.cells[m.name], d)}."
+    why = ("one seed a variant: no difference is tested" if single
+           else "the tables say which differences are beyond the seed noise")
+    return (f"On {m.title} ({m.arrow}) the {best} {mean} is {top.label}'s, {_value(top.cells[m.name], d)}, not "
             f"{lead.label}'s ({_value(lead.cells[m.name], d)}): the quality metrics do not pick the same variant by "
-            "their means (the tables say which differences are beyond the seed noise).")
+            f"their {means} ({why}).")
 
 
 def _cost_line(table: Table, lead: Row, base: Row, shared: bool) -> str | None:
