@@ -193,3 +193,42 @@ def test_a_long_training_curve_legend_sits_below_the_axes_and_a_short_one_inside
         assert legend.y1 < frame.y0, "a long legend must not cover the plot"
     else:
         assert frame.contains(legend.x0, legend.y0) and frame.contains(legend.x1, legend.y1)
+
+
+def _png(array, mode):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _pixels(png):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        return im.mode, np.asarray(im.convert("RGBA"))
+
+
+def test_compact_png_keeps_every_pixel_and_drops_only_what_carries_nothing():
+    import numpy as np
+
+    from harness.report.plots import compact_png
+
+    rng = np.random.default_rng(0)
+    few = np.full((40, 60, 4), 255, np.uint8)                       # opaque, 200 grey levels: a palette
+    few[..., :3] = rng.integers(0, 200, (40, 60, 1), dtype=np.uint8)
+    many = rng.integers(0, 256, (40, 60, 4), dtype=np.uint8)        # ~2,400 colours: stays RGB
+    many[..., 3] = 255
+    clear = few.copy()
+    clear[0, 0, 3] = 0                                              # one transparent pixel: the alpha stays
+    for array, mode in ((few, "P"), (many, "RGB"), (clear, "RGBA")):
+        got_mode, got = _pixels(compact_png(_png(array, "RGBA")))
+        assert got_mode == mode
+        assert np.array_equal(got, array)
+    assert len(compact_png(_png(few, "RGBA"))) < len(_png(few, "RGBA"))
