@@ -21,7 +21,7 @@ from .data import StudyData, axis_text, load_study_data
 from .figures import Figure, figures
 from .provenance import notes, provenance
 from .stats import ALPHA, pairwise
-from .tables import Table, build_tables, failed_trials, fmt
+from .tables import LOSS_METRICS, Table, build_tables, failed_trials, fmt
 from .verdict import verdict
 
 __all__ = ["GENERATED_PREFIX", "build_report"]
@@ -165,26 +165,33 @@ def _seed(v: Any) -> str:
     return str(int(v)) if isinstance(v, int | float) and math.isfinite(v) and float(v).is_integer() else str(v)
 
 
-def _pairwise(studies: list[StudyData], tables: list[Table], multi: bool) -> dict[str, Any] | None:
-    """The objective compared between every pair of a one-study table's variants (3+ of them with >= 2 seeds),
-    sorted by the Holm-adjusted p; None otherwise (two variants: the table's Δ is that test)."""
+def _pairwise(studies: list[StudyData], tables: list[Table], multi: bool) -> list[dict[str, Any]]:
+    """Each quality metric (the objective first; not the training loss) compared between every pair of a one-study
+    table's variants (3+ of them with >= 2 seeds), sorted by the Holm-adjusted p (Holm over that metric's pairs);
+    empty otherwise (two variants: the table's Δ is that test)."""
     if multi or not tables:
-        return None
+        return []
     t = tables[0]
-    m = next((m for m in t.metrics if m.name == studies[0].objective), None)
-    pairs = pairwise([(r.label, r.cells[m.name]) for r in t.rows]) if m else []
-    if len({p["a"] for p in pairs} | {p["b"] for p in pairs}) < 3:
-        return None
-    rows = []
-    for p in sorted(pairs, key=lambda p: (p["p_holm"], p["p"])):
-        ahead = (p["delta"] > 0) == m.higher_is_better
-        better = (p["a"] if ahead else p["b"]) if p["p_holm"] < ALPHA and p["delta"] != 0 else "~"
-        rows.append({"a": p["a"], "b": p["b"], "delta": fmt(p["delta"], t.decimals[m.name], sign=True),
-                     "p": f"{p['p']:.3g}", "p_holm": f"{p['p_holm']:.3g}", "better": better})
-    k = sum(r["better"] != "~" for r in rows)
-    return {"metric": m.title, "rows": rows, "pairs": pairs,
-            "summary": f"{k} of the {len(rows)} pairs of variants differ in {m.title} beyond the seed noise after "
-                       f"Holm's correction for the {len(rows)} comparisons (Welch's t-test per pair, α = {ALPHA})"}
+    objective = studies[0].objective
+    metrics = sorted((m for m in t.metrics if m.name == objective
+                      or (m.kind == "quality" and m.name not in LOSS_METRICS)), key=lambda m: m.name != objective)
+    out = []
+    for m in metrics:
+        pairs = pairwise([(r.label, r.cells[m.name]) for r in t.rows])
+        if len({p["a"] for p in pairs} | {p["b"] for p in pairs}) < 3:
+            continue
+        rows = []
+        for p in sorted(pairs, key=lambda p: (p["p_holm"], p["p"])):
+            ahead = (p["delta"] > 0) == m.higher_is_better
+            better = (p["a"] if ahead else p["b"]) if p["p_holm"] < ALPHA and p["delta"] != 0 else "~"
+            rows.append({"a": p["a"], "b": p["b"], "delta": fmt(p["delta"], t.decimals[m.name], sign=True),
+                         "p": f"{p['p']:.3g}", "p_holm": f"{p['p_holm']:.3g}", "better": better})
+        k = sum(r["better"] != "~" for r in rows)
+        out.append({"metric": m.title, "name": m.name, "rows": rows, "pairs": pairs,
+                    "summary": f"{k} of the {len(rows)} pairs of variants differ in {m.title} beyond the seed noise "
+                               f"after Holm's correction for the {len(rows)} comparisons (Welch's t-test per pair, "
+                               f"α = {ALPHA})"})
+    return out
 
 
 def _raw_trials(studies: list[StudyData], tables: list[Table], multi: bool) -> dict[str, Any]:
@@ -262,7 +269,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "metrics": tables[0].metrics if tables else [], "multi": multi, "raw": raw,
         "pairwise": _pairwise(data, tables, multi),
     }
-    ctx["verdict"] = verdict(tables, data[0].objective, provs, ctx["pairwise"])
+    ctx["verdict"] = verdict(tables, data[0].objective, provs, {p["name"]: p for p in ctx["pairwise"]})
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              autoescape=jinja2.select_autoescape(["html"]))
@@ -285,7 +292,7 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "notes": ctx["notes"], "verdict": ctx["verdict"],
         "iso_cost": [{k: t[k] for k in ("title", "budgets", "heads", "rows", "sentence")} for t in compute["tables"]]
         if compute else [],
-        "pairwise": {k: ctx["pairwise"][k] for k in ("metric", "pairs")} if ctx["pairwise"] else None,
+        "pairwise": [{k: p[k] for k in ("metric", "name", "pairs")} for p in ctx["pairwise"]],
     }
     (out / "summary.json").write_text(json.dumps(_clean(summary), indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8")

@@ -11,6 +11,7 @@ seeds on both sides / every row.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,13 +139,17 @@ def lower_title(title: str) -> str:
     return title[:1].lower() + title[1:] if title[1:2].islower() else title
 
 
-def _decimals(values: list[float]) -> int:
-    """About three significant digits for the column's typical magnitude."""
+def _decimals(values: list[float], spreads: Sequence[float] = ()) -> int:
+    """About three significant digits for the column's typical magnitude; one more where a seed spread (a quality
+    column's std) would otherwise print as 0 ('87 ± 0' reads as no spread; '86.7 ± 0.4' is what was measured)."""
     finite = sorted(abs(v) for v in values if math.isfinite(v) and v != 0)
     if not finite:
         return 2
     mid = finite[len(finite) // 2]
-    return max(0, min(6, 2 - math.floor(math.log10(mid))))
+    d = max(0, min(6, 2 - math.floor(math.log10(mid))))
+    if any(math.isfinite(s) and 0 < s < 0.5 * 10 ** -d for s in spreads):
+        d = min(6, d + 1)
+    return d
 
 
 def fmt(x: float, d: int, *, sign: bool = False) -> str:
@@ -311,7 +316,8 @@ def build_tables(studies: list[StudyData]) -> list[Table]:
             sign = -1 if om.higher_is_better else 1
             rows.sort(key=lambda r: (not math.isfinite(r.cells[om.name].mean), sign * r.cells[om.name].mean
                                      if math.isfinite(r.cells[om.name].mean) else 0))
-        dec = {m.name: _decimals([r.cells[m.name].mean for r in rows]) for m in metrics}
+        dec = {m.name: _decimals([r.cells[m.name].mean for r in rows],
+                                 [r.cells[m.name].std for r in rows] if m.kind == "quality" else ()) for m in metrics}
         tables.append(Table(title, keys, metrics, rows, _baseline_label(rows, studies[0].baseline), dec, uncompared))
     return tables
 

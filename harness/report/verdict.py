@@ -119,9 +119,9 @@ def _baseline_line(table: Table, m: MetricInfo) -> str | None:
             f"{'; '.join(better) or 'none'}; worse: {'; '.join(worse) or 'none'}; within the noise: {same}.")
 
 
-def _other_quality_line(table: Table, m: MetricInfo, lead: Row) -> str | None:
-    """Whether another quality metric's best mean is the objective leader's too, and whose it is if not (one seed
-    a variant: its value, not a mean)."""
+def _other_quality_line(table: Table, m: MetricInfo, lead: Row, pairs: dict[str, Any] | None) -> str | None:
+    """Whether another quality metric's best mean is the objective leader's too, and whose it is if not, with the
+    pairwise test of the two where there is one (one seed a variant: its value, not a mean, and no test)."""
     found = _leader(table, m)
     if found is None or not math.isfinite(lead.cells[m.name].mean):
         return None
@@ -131,8 +131,15 @@ def _other_quality_line(table: Table, m: MetricInfo, lead: Row) -> str | None:
     mean, means = ("value", "values") if single else ("mean", "means")
     if top is lead or top.cells[m.name].mean == lead.cells[m.name].mean:
         return f"On {m.title} ({m.arrow}) {lead.label} has the {best} {mean} too: {_value(lead.cells[m.name], d)}."
-    why = ("one seed a variant: no difference is tested" if single
-           else "the tables say which differences are beyond the seed noise")
+    pair = next((p for p in (pairs or {}).get("pairs", []) if {p["a"], p["b"]} == {top.label, lead.label}), None)
+    if single:
+        why = "one seed a variant: no difference is tested"
+    elif pair is None:
+        why = "the tables say which differences are beyond the seed noise"
+    else:
+        beyond = "beyond" if pair["p_holm"] < ALPHA else "within"
+        why = (f"{top.label} vs {lead.label} on {m.title}: {beyond} the seed noise, Holm-adjusted p = "
+               f"{pair['p_holm']:.2g} over its {len(pairs['pairs'])} pairs")
     return (f"On {m.title} ({m.arrow}) the {best} {mean} is {top.label}'s, {_value(top.cells[m.name], d)}, not "
             f"{lead.label}'s ({_value(lead.cells[m.name], d)}): the quality metrics do not pick the same variant by "
             f"their {means} ({why}).")
@@ -165,8 +172,9 @@ def _cost_line(table: Table, lead: Row, base: Row, shared: bool) -> str | None:
 
 
 def verdict(tables: list[Table], objective: str, provs: list[dict[str, Any]],
-            pairwise: dict[str, Any] | None) -> dict[str, Any]:
-    """{'partial': bool, 'lines': [sentence, ...]}: the answer a reader looks for first."""
+            pairwise: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """{'partial': bool, 'lines': [sentence, ...]}: the answer a reader looks for first. pairwise: metric name ->
+    its pairwise comparisons (render._pairwise), where there are some."""
     if not tables or not tables[0].rows:
         return {"partial": True, "lines": ["No trial finished: there is nothing to report yet."]}
     table = tables[0]
@@ -179,10 +187,11 @@ def verdict(tables: list[Table], objective: str, provs: list[dict[str, Any]],
         return {"partial": partial, "lines": lines}
     lead, base = found
     lines.append(_lead_line(table, m, lead, base))
-    if pairwise and lead.cells[m.name].n >= 2:
-        lines += [x for x in (_pairs_line(pairwise, lead),) if x]
+    pairwise = pairwise or {}
+    if pairwise.get(m.name) and lead.cells[m.name].n >= 2:
+        lines += [x for x in (_pairs_line(pairwise[m.name], lead),) if x]
     lines += [x for x in (_baseline_line(table, m),) if x]
     others = [o for o in table.metrics if o.kind == "quality" and o is not m and o.name not in LOSS_METRICS]
-    lines += [x for x in (_other_quality_line(table, o, lead) for o in others) if x]
+    lines += [x for x in (_other_quality_line(table, o, lead, pairwise.get(o.name)) for o in others) if x]
     lines += [x for x in (_cost_line(table, lead, base, any(p.get("sharing") for p in provs)),) if x]
     return {"partial": partial, "lines": lines}

@@ -338,7 +338,7 @@ def test_video_samples_become_a_frame_strip(tmp_path):
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     path = tmp_path / "samples.gif"
     path.write_bytes(buf.getvalue())
-    strip = Image.open(io.BytesIO(frame_strip(path)))
+    strip = Image.open(io.BytesIO(frame_strip(path))).convert("RGB")
     assert strip.size == (3 * 8 + 2 * 2, 6)
     assert strip.getpixel((2 * 10 + 1, 1))[0] == pytest.approx(80, abs=8)
 

@@ -195,7 +195,7 @@ def test_a_long_training_curve_legend_sits_below_the_axes_and_a_short_one_inside
         assert frame.contains(legend.x0, legend.y0) and frame.contains(legend.x1, legend.y1)
 
 
-def _png(array, mode):
+def _encode(array, mode):
     import io
 
     from PIL import Image
@@ -205,7 +205,7 @@ def _png(array, mode):
     return buf.getvalue()
 
 
-def _pixels(png):
+def _decoded(png):
     import io
 
     import numpy as np
@@ -228,7 +228,7 @@ def test_compact_png_keeps_every_pixel_and_drops_only_what_carries_nothing():
     clear = few.copy()
     clear[0, 0, 3] = 0                                              # one transparent pixel: the alpha stays
     for array, mode in ((few, "P"), (many, "RGB"), (clear, "RGBA")):
-        got_mode, got = _pixels(compact_png(_png(array, "RGBA")))
+        got_mode, got = _decoded(compact_png(_encode(array, "RGBA")))
         assert got_mode == mode
         assert np.array_equal(got, array)
-    assert len(compact_png(_png(few, "RGBA"))) < len(_png(few, "RGBA"))
+    assert len(compact_png(_encode(few, "RGBA"))) < len(_encode(few, "RGBA"))

@@ -64,7 +64,9 @@ def test_deltas_against_the_baseline_count_only_when_they_survive_holm(summary):
 
 
 def test_every_pair_is_tested_with_holm_over_the_six_pairs(summary):
-    pairs = summary["pairwise"]["pairs"]
+    (fd,) = summary["pairwise"]                 # one quality metric: one set of pairs
+    assert fd["name"] == "fd-effnet"
+    pairs = fd["pairs"]
     assert len(pairs) == 6
     names = list(FD)
     expected = [(a, b, _welch(a, b)) for i, a in enumerate(names) for b in names[i + 1:]]
@@ -107,3 +109,14 @@ def test_a_relative_change_has_the_sign_of_the_difference_when_the_baseline_mean
     summary = json.loads((build_report(folder, tmp_path / "report") / "summary.json").read_text())
     row = next(r for r in summary["tables"][0]["rows"] if r["variant"] == "zigzag-8")["metrics"]["fd-effnet"]
     assert row["delta"] == pytest.approx(5.0) and row["rel_delta"] == pytest.approx(0.5)
+
+
+def test_a_quality_spread_that_would_print_as_zero_gets_one_more_decimal():
+    from harness.report.tables import _decimals
+
+    means = [86.7, 99.3, 102.0, 120.0]        # magnitude ~100: three significant digits are 0 decimals
+    assert _decimals(means) == 0
+    assert _decimals(means, [0.4, 6.1, 1.2, 5.9]) == 1        # 0.4 would print '± 0'
+    assert _decimals(means, [0.6, 6.1, 1.2, 5.9]) == 0        # 0.6 prints '± 1'
+    assert _decimals(means, [0.0, float("nan"), 3.0]) == 0    # exact zero and one-seed NaN need nothing
+    assert _decimals([0.091, 0.097], [0.0004]) == 4           # 3 decimals, and 0.0004 < 0.0005

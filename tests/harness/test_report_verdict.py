@@ -247,9 +247,23 @@ def test_a_second_quality_metric_that_picks_another_variant_is_said_to_disagree(
         tmp_path / "report")
     assert lines[1].startswith("Lowest mean FD-EffNetLite0 per frame (↓): sweep-2 at 74")
     (line,) = [x for x in lines if x.startswith("On ")]
+    # the pair's test, independently: Welch on the raw seeds, then Holm over temporal FD's 3 pairs by hand
+    from scipy import stats
+
+    t = TEMPORAL
+    p = sorted(stats.ttest_ind(t[a], t[b], equal_var=False).pvalue
+               for a, b in (("video-sst", "sweep-2"), ("video-sst", "zigzag-3d"), ("zigzag-3d", "sweep-2")))
+    holm = max(3 * p[0], 2 * p[1])          # video-sst vs sweep-2 (t = 14.1) is the 2nd smallest, tied with the 3rd
+    assert stats.ttest_ind(t["video-sst"], t["sweep-2"], equal_var=False).pvalue == pytest.approx(p[1])
     assert line == ("On FD-EffNetLite0 of frame changes (↓) the lowest mean is video-sst's, 20.0 ± 1.4 (n = 2), not "
                     "sweep-2's (40.0 ± 1.4 (n = 2)): the quality metrics do not pick the same variant by their means "
-                    "(the tables say which differences are beyond the seed noise).")
+                    f"(video-sst vs sweep-2 on FD-EffNetLite0 of frame changes: beyond the seed noise, Holm-adjusted "
+                    f"p = {holm:.2g} over its 3 pairs).")
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "differ in FD-EffNetLite0 per frame beyond the seed noise" in readme      # the objective's pairs first
+    assert readme.index("in FD-EffNetLite0 per frame beyond") < readme.index("in FD-EffNetLite0 of frame changes "
+                                                                              "beyond")
+    assert "| video-sst | zigzag-3d | −40.0 |" in readme          # temporal FD's pairs, a − b by hand
 
 
 def test_a_second_quality_metric_with_the_same_leader_says_so(tmp_path):
