@@ -10,9 +10,10 @@ GEMMs, selective scan / SSD, causal conv, permutation gathers, norms and adaLN (
 and the gated residuals, forward and backward: `AdaLNTags`), optimizer, mixer (other kernels inside the mamba-ssm
 functions), other (elementwise: timestep embedding, loss, casts, copies).
 
-Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth) (peaks are arguments; H200 SXM defaults:
-989 TFLOP/s dense bf16 on tensor cores for GEMMs and Mamba-2's SSD, 67 TFLOP/s fp32 on CUDA cores for the rest,
-Mamba-1's selective scan included, 4.8 TB/s HBM3e). FLOPs and bytes come from one more step under a dispatch mode that sees
+Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth), at the card's datasheet peaks
+(`CARD_PEAKS`, by the device's name; arguments override them, and a card not listed needs all three): dense bf16 on
+tensor cores for GEMMs and Mamba-2's SSD, fp32 on CUDA cores for the rest, Mamba-1's selective scan included, HBM.
+`--retable profile_step.json` recomputes a saved run's table at other peaks (its measured ms, FLOPs and bytes kept). FLOPs and bytes come from one more step under a dispatch mode that sees
 every aten op (bytes = its tensor inputs + outputs, i.e. no reuse across ops: an upper bound for unfused chains;
 views and allocations move nothing, a broadcast input is read once: `op_bytes`).
 The fused mamba-ssm / causal-conv1d / Triton kernels are invisible to it, so their groups are counted from the
@@ -303,6 +304,45 @@ def tensor_core_groups(mixer: str) -> tuple[str, ...]:
     return ("GEMMs", "selective scan / SSD") if PROFILED[mixer][0] == "mamba2" else ("GEMMs",)
 
 
+#: datasheet peaks by a substring of torch.cuda.get_device_name(): (dense bf16 tensor-core TFLOP/s, fp32 CUDA-core
+#: TFLOP/s, HBM TB/s). NVIDIA H100 and H200 Tensor Core GPU datasheets (SXM; H100 PCIe: 756 / 51 / 2.0); the first
+#: substring that matches wins, so the PCIe entry comes before the SXM one.
+CARD_PEAKS = {"H100 PCIe": (756.0, 51.0, 2.0), "H100": (989.0, 67.0, 3.35), "H200": (989.0, 67.0, 4.8)}
+
+
+def card_peaks(card: str, tflops: float | None = None, scalar_tflops: float | None = None,
+               tbps: float | None = None) -> tuple[float, float, float]:
+    """The peaks to hold a card to: the given ones, the rest from CARD_PEAKS; ValueError for a card not listed."""
+    known = next((v for k, v in CARD_PEAKS.items() if k in card), None)
+    given = (tflops, scalar_tflops, tbps)
+    if known is None and None in given:
+        raise ValueError(f"no datasheet peaks for {card!r}: give --peak-tflops, --peak-scalar-tflops and --peak-tbps")
+    return tuple(g if g is not None else k for g, k in zip(given, known or given))
+
+
+def retable(doc: dict, peaks: tuple[float, float, float]) -> dict:
+    """A saved run (profile_step.json) with every table recomputed at `peaks`: measured ms, FLOPs, bytes kept."""
+    out = {**doc, "args": {**doc["args"], "peak_tflops": peaks[0], "peak_scalar_tflops": peaks[1],
+                           "peak_tbps": peaks[2]}, "results": {}}
+    for mixer, res in doc["results"].items():
+        if "rows" not in res:
+            out["results"][mixer] = res
+            continue
+        by = {r["group"]: r for r in res["rows"]}
+        rows = table({g: r["ms"] * 1e3 for g, r in by.items()}, {g: r["gflop"] * 1e9 for g, r in by.items()},
+                     {g: r["gbytes"] * 1e9 for g, r in by.items()}, peak_tflops=peaks[0], peak_tbps=peaks[2],
+                     peak_scalar_tflops=peaks[1], tensor_groups=tuple(res.get("tensor_core_groups", ("GEMMs",))))
+        out["results"][mixer] = {**res, "rows": rows}
+    return out
+
+
+def _header(args: dict, mixer: str, batch: int, card: str, tensor: list | tuple) -> str:
+    return (f"## ZigMa-{args['size']} ({mixer}, {args['scan']}), {args['tokens']} tokens x {batch}, {args['dtype']}, "
+            f"one training step on {card} (peaks {args['peak_tflops']:g} TFLOP/s on tensor cores for "
+            f"{' and '.join(tensor)}, {args['peak_scalar_tflops']:g} TFLOP/s fp32 for the rest, "
+            f"{args['peak_tbps']:g} TB/s)")
+
+
 def table(times: dict, flops: dict, bytes_: dict, *, peak_tflops: float, peak_tbps: float,
           peak_scalar_tflops: float | None = None, tensor_groups: tuple[str, ...] = ("GEMMs",)) -> list[dict]:
     """One row per group: measured ms, share, FLOPs, bytes, roofline ms and measured / roofline.
@@ -342,13 +382,29 @@ def main(argv=None) -> int:
     p.add_argument("--mixers", default="mamba1,mamba2", help="comma separated, of: " + ", ".join(PROFILED))
     p.add_argument("--scan", default="zigzag-8", choices=["zigzag-8", "sweep-1"])
     p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 tensor-core TFLOP/s (H200 SXM: 989)")
-    p.add_argument("--peak-scalar-tflops", type=float, default=67.0,
-                   help="fp32 CUDA-core TFLOP/s, for groups that cannot use tensor cores (H200 SXM: 67)")
-    p.add_argument("--peak-tbps", type=float, default=4.8, help="HBM TB/s (H200: 4.8)")
+    p.add_argument("--peak-tflops", type=float, help="dense bf16 tensor-core TFLOP/s (default: the card's, CARD_PEAKS)")
+    p.add_argument("--peak-scalar-tflops", type=float,
+                   help="fp32 CUDA-core TFLOP/s, for groups that cannot use tensor cores (default: the card's)")
+    p.add_argument("--peak-tbps", type=float, help="HBM TB/s (default: the card's)")
+    p.add_argument("--retable", metavar="JSON", help="recompute a saved profile_step.json's tables at the peaks "
+                   "(its card's, or the ones given) into --out; nothing is profiled")
     p.add_argument("--steps", type=int, default=2, help="profiled steps (averaged)")
     p.add_argument("--out", default="profile-out")
     args = p.parse_args(argv)
+    given = (args.peak_tflops, args.peak_scalar_tflops, args.peak_tbps)
+    if args.retable:
+        saved = json.loads(Path(args.retable).read_text())
+        try:
+            doc = retable(saved, card_peaks(saved["device"], *given))
+        except ValueError as err:
+            p.error(str(err))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        md = [markdown(r["rows"], _header(doc["args"], m, r["batch"], doc["device"], r["tensor_core_groups"]))
+              for m, r in doc["results"].items() if "rows" in r]
+        write(out, doc, md)
+        print("\n".join(md))
+        return 0
     mixers = [m for m in args.mixers.split(",") if m]
     bad = [m for m in mixers if m not in PROFILED]
     if bad or (args.device.startswith("cuda") and not torch.cuda.is_available()):
@@ -357,6 +413,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     card = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    try:   # a CPU run has no datasheet: an H200's peaks stand in unless given (its table is a smoke test)
+        args.peak_tflops, args.peak_scalar_tflops, args.peak_tbps = card_peaks(card if card != "cpu" else "H200",
+                                                                               *given)
+    except ValueError as err:
+        p.error(str(err))
     doc, md = {"device": card, "args": vars(args), "torch": torch.__version__, "results": {}}, []
     for mixer in mixers:
         variant = Variant("zigma", "profile", args.scan, "relative", mixer=PROFILED[mixer][0],
@@ -372,10 +433,7 @@ def main(argv=None) -> int:
         rows = table(times, flops, bytes_, peak_tflops=args.peak_tflops, peak_tbps=args.peak_tbps,
                      peak_scalar_tflops=args.peak_scalar_tflops, tensor_groups=tensor)
         doc["results"][mixer] = {"batch": batch, "rows": rows, "tensor_core_groups": list(tensor)}
-        md.append(markdown(rows, f"## ZigMa-{args.size} ({mixer}, {args.scan}), {args.tokens} tokens x {batch}, "
-                                 f"{args.dtype}, one training step on {card} (peaks {args.peak_tflops:g} TFLOP/s on "
-                                 f"tensor cores for {' and '.join(tensor)}, {args.peak_scalar_tflops:g} TFLOP/s fp32 "
-                                 f"for the rest, {args.peak_tbps:g} TB/s)"))
+        md.append(markdown(rows, _header(vars(args), mixer, batch, card, tensor)))
         print(md[-1], flush=True)
         write(out, doc, md)  # after every mixer: a run cut short by its timeout keeps the mixers it finished
     write(out, doc, md)

@@ -190,3 +190,34 @@ def test_the_adaln_tags_cover_every_backbone_module_that_calls_the_adaln_helpers
             if getattr(mod, name, None) is getattr(layers, name):
                 found.add((mod.__name__, name))
     assert found and found <= set(ps.AdaLNTags.SITES), found - set(ps.AdaLNTags.SITES)
+
+
+def test_a_cards_datasheet_peaks_are_found_by_its_name_and_an_unlisted_card_needs_all_three():
+    assert ps.card_peaks("NVIDIA H100 80GB HBM3") == (989.0, 67.0, 3.35)
+    assert ps.card_peaks("NVIDIA H200") == (989.0, 67.0, 4.8)
+    assert ps.card_peaks("NVIDIA H100 PCIe") == (756.0, 51.0, 2.0)
+    assert ps.card_peaks("NVIDIA H100 80GB HBM3", tbps=3.0) == (989.0, 67.0, 3.0)
+    with pytest.raises(ValueError, match="--peak-tbps"):
+        ps.card_peaks("NVIDIA A100-SXM4-80GB", 312.0, 19.5)
+    assert ps.card_peaks("NVIDIA A100-SXM4-80GB", 312.0, 19.5, 2.0) == (312.0, 19.5, 2.0)
+
+
+def test_retable_keeps_the_measurements_and_recomputes_the_roofline_at_the_cards_peaks(tmp_path):
+    import json
+
+    # by hand, at H100 peaks: norms 30 ms moving 67 GB -> 67e9 / 3.35e12 = 20 ms, 1.5x; the scan (CUDA cores)
+    # 134 GFLOP / 67e12 = 2 ms and 3.35 GB / 3.35e12 = 1 ms -> 2 ms, 50 ms measured is 25x
+    saved = {"device": "NVIDIA H100 80GB HBM3", "torch": "x", "args": {
+        "size": "B", "scan": "zigzag-8", "tokens": 4096, "dtype": "bf16", "peak_tflops": 989.0,
+        "peak_scalar_tflops": 67.0, "peak_tbps": 4.8}, "results": {"mamba1": {"batch": 16, "tensor_core_groups": [
+            "GEMMs"], "rows": [{"group": ps.ADALN, "ms": 30.0, "gflop": 0.0, "gbytes": 67.0},
+                               {"group": "selective scan / SSD", "ms": 50.0, "gflop": 134.0, "gbytes": 3.35}]}}}
+    (tmp_path / "in.json").write_text(json.dumps(saved))
+    assert ps.main(["--retable", str(tmp_path / "in.json"), "--out", str(tmp_path / "out")]) == 0
+    doc = json.loads((tmp_path / "out" / "profile_step.json").read_text())
+    rows = {r["group"]: r for r in doc["results"]["mamba1"]["rows"]}
+    assert doc["args"]["peak_tbps"] == 3.35
+    assert rows[ps.ADALN]["ms"] == pytest.approx(30.0) and rows[ps.ADALN]["roofline_ms"] == pytest.approx(20.0)
+    assert rows["selective scan / SSD"]["roofline_ms"] == pytest.approx(2.0)
+    assert rows["selective scan / SSD"]["over_roofline"] == pytest.approx(25.0)
+    assert "on NVIDIA H100 80GB HBM3 (peaks 989 TFLOP/s" in (tmp_path / "out" / "profile_step.md").read_text()
