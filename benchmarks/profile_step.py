@@ -11,9 +11,10 @@ and the gated residuals, forward and backward: `AdaLNTags`), optimizer, mixer (o
 functions), other (elementwise: timestep embedding, loss, casts, copies).
 
 Roofline time of a group = max(FLOPs / peak FLOP/s, bytes / peak bandwidth), at the card's datasheet peaks
-(`CARD_PEAKS`, by the device's name; arguments override them, and a card not listed needs all three): dense bf16 on
-tensor cores for GEMMs and Mamba-2's SSD, fp32 on CUDA cores for the rest, Mamba-1's selective scan included, HBM.
-`--retable profile_step.json` recomputes a saved run's table at other peaks (its measured ms, FLOPs and bytes kept). FLOPs and bytes come from one more step under a dispatch mode that sees
+(benchmarks/roofline.py `CARD_PEAKS`, by the device's name; arguments override them, and a card not listed needs
+all three): dense bf16 on tensor cores for GEMMs and Mamba-2's SSD, fp32 on CUDA cores for the rest, Mamba-1's
+selective scan included, HBM. `--retable profile_step.json` recomputes a saved run's table at other peaks (its
+measured ms, FLOPs and bytes kept). FLOPs and bytes come from one more step under a dispatch mode that sees
 every aten op (bytes = its tensor inputs + outputs, i.e. no reuse across ops: an upper bound for unfused chains;
 views and allocations move nothing, a broadcast input is read once: `op_bytes`).
 The fused mamba-ssm / causal-conv1d / Triton kernels are invisible to it, so their groups are counted from the
@@ -38,12 +39,10 @@ from torch.utils.flop_counter import flop_registry
 from zigma.mixer import FusedUnavailableError
 
 from .bench import DTYPES, Config, Variant, _build
+from .roofline import ADALN, GROUPS, card_peaks, header, markdown, retable, table
 
 #: --mixers: name -> (MIXERS key, mixer options); 'mamba2-fla': Mamba-2 with its SSD by flash-linear-attention
 PROFILED = {"mamba1": ("mamba1", ()), "mamba2": ("mamba2", ()), "mamba2-fla": ("mamba2", (("ssd", "fla"),))}
-ADALN = "norms and adaLN"
-GROUPS = ("GEMMs", "selective scan / SSD", "causal conv", "permutation gathers", ADALN, "optimizer",
-          "mixer (other)", "other")
 _KERNEL_RULES = (  # (group, regex on a CUDA kernel's name), first match wins
     ("selective scan / SSD", (r"selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum|ssd"
                               r"|chunk_(fwd|bwd)_kernel|chunk_local_cumsum")),  # the last two: fla's simple GLA
@@ -304,75 +303,6 @@ def tensor_core_groups(mixer: str) -> tuple[str, ...]:
     return ("GEMMs", "selective scan / SSD") if PROFILED[mixer][0] == "mamba2" else ("GEMMs",)
 
 
-#: datasheet peaks by a substring of torch.cuda.get_device_name(): (dense bf16 tensor-core TFLOP/s, fp32 CUDA-core
-#: TFLOP/s, HBM TB/s). NVIDIA H100 and H200 Tensor Core GPU datasheets (SXM; H100 PCIe: 756 / 51 / 2.0); the first
-#: substring that matches wins, so the PCIe entry comes before the SXM one.
-CARD_PEAKS = {"H100 PCIe": (756.0, 51.0, 2.0), "H100": (989.0, 67.0, 3.35), "H200": (989.0, 67.0, 4.8)}
-
-
-def card_peaks(card: str, tflops: float | None = None, scalar_tflops: float | None = None,
-               tbps: float | None = None) -> tuple[float, float, float]:
-    """The peaks to hold a card to: the given ones, the rest from CARD_PEAKS; ValueError for a card not listed."""
-    known = next((v for k, v in CARD_PEAKS.items() if k in card), None)
-    given = (tflops, scalar_tflops, tbps)
-    if known is None and None in given:
-        raise ValueError(f"no datasheet peaks for {card!r}: give --peak-tflops, --peak-scalar-tflops and --peak-tbps")
-    return tuple(g if g is not None else k for g, k in zip(given, known or given))
-
-
-def retable(doc: dict, peaks: tuple[float, float, float]) -> dict:
-    """A saved run (profile_step.json) with every table recomputed at `peaks`: measured ms, FLOPs, bytes kept."""
-    out = {**doc, "args": {**doc["args"], "peak_tflops": peaks[0], "peak_scalar_tflops": peaks[1],
-                           "peak_tbps": peaks[2]}, "results": {}}
-    for mixer, res in doc["results"].items():
-        if "rows" not in res:
-            out["results"][mixer] = res
-            continue
-        by = {r["group"]: r for r in res["rows"]}
-        rows = table({g: r["ms"] * 1e3 for g, r in by.items()}, {g: r["gflop"] * 1e9 for g, r in by.items()},
-                     {g: r["gbytes"] * 1e9 for g, r in by.items()}, peak_tflops=peaks[0], peak_tbps=peaks[2],
-                     peak_scalar_tflops=peaks[1], tensor_groups=tuple(res.get("tensor_core_groups", ("GEMMs",))))
-        out["results"][mixer] = {**res, "rows": rows}
-    return out
-
-
-def _header(args: dict, mixer: str, batch: int, card: str, tensor: list | tuple) -> str:
-    return (f"## ZigMa-{args['size']} ({mixer}, {args['scan']}), {args['tokens']} tokens x {batch}, {args['dtype']}, "
-            f"one training step on {card} (peaks {args['peak_tflops']:g} TFLOP/s on tensor cores for "
-            f"{' and '.join(tensor)}, {args['peak_scalar_tflops']:g} TFLOP/s fp32 for the rest, "
-            f"{args['peak_tbps']:g} TB/s)")
-
-
-def table(times: dict, flops: dict, bytes_: dict, *, peak_tflops: float, peak_tbps: float,
-          peak_scalar_tflops: float | None = None, tensor_groups: tuple[str, ...] = ("GEMMs",)) -> list[dict]:
-    """One row per group: measured ms, share, FLOPs, bytes, roofline ms and measured / roofline.
-
-    A group in `tensor_groups` computes at `peak_tflops` (tensor cores), any other at `peak_scalar_tflops` (the
-    CUDA cores' fp32 rate; `peak_tflops` when not given)."""
-    total = sum(times.values()) or 1.0
-    rows = []
-    for group in GROUPS:
-        f, b = flops.get(group, 0.0), bytes_.get(group, 0.0)
-        peak = peak_tflops if group in tensor_groups or peak_scalar_tflops is None else peak_scalar_tflops
-        roof = max(f / (peak * 1e12), b / (peak_tbps * 1e12)) * 1e3
-        ms = times.get(group, 0.0) / 1e3
-        rows.append({"group": group, "ms": ms, "share": times.get(group, 0.0) / total, "gflop": f / 1e9,
-                     "gbytes": b / 1e9, "roofline_ms": roof, "over_roofline": ms / roof if roof > 0 else None})
-    return rows
-
-
-def markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| group | measured ms | share | GFLOP | GB moved | roofline ms | measured / roofline |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = "-" if r["over_roofline"] is None else f"{r['over_roofline']:.1f}x"
-        lines.append(f"| {r['group']} | {r['ms']:.2f} | {100 * r['share']:.1f} % | {r['gflop']:.1f} | "
-                     f"{r['gbytes']:.2f} | {r['roofline_ms']:.3f} | {ratio} |")
-    total = sum(r["ms"] for r in rows)
-    lines.append(f"| **total** | {total:.2f} | 100 % | | | {sum(r['roofline_ms'] for r in rows):.3f} | |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -400,7 +330,7 @@ def main(argv=None) -> int:
             p.error(str(err))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        md = [markdown(r["rows"], _header(doc["args"], m, r["batch"], doc["device"], r["tensor_core_groups"]))
+        md = [markdown(r["rows"], header(doc["args"], m, r["batch"], doc["device"], r["tensor_core_groups"]))
               for m, r in doc["results"].items() if "rows" in r]
         write(out, doc, md)
         print("\n".join(md))
@@ -433,7 +363,7 @@ def main(argv=None) -> int:
         rows = table(times, flops, bytes_, peak_tflops=args.peak_tflops, peak_tbps=args.peak_tbps,
                      peak_scalar_tflops=args.peak_scalar_tflops, tensor_groups=tensor)
         doc["results"][mixer] = {"batch": batch, "rows": rows, "tensor_core_groups": list(tensor)}
-        md.append(markdown(rows, _header(vars(args), mixer, batch, card, tensor)))
+        md.append(markdown(rows, header(vars(args), mixer, batch, card, tensor)))
         print(md[-1], flush=True)
         write(out, doc, md)  # after every mixer: a run cut short by its timeout keeps the mixers it finished
     write(out, doc, md)

@@ -15,6 +15,7 @@ __all__ = ["layer_scans", "scan_figure", "scan_pictures"]
 IMAGE_GRID = (8, 8, 1)      # (H, W, frames) when the trials' token grid is unknown
 VIDEO_GRID = (4, 4, 3)
 DEPTH = 8
+MAX_WIDTH_IN = 13.0
 
 
 def scan_pictures(names: list[str], grid: tuple[int, int, int] | None = None) -> list[tuple[str, bytes]]:
@@ -105,11 +106,13 @@ def scan_figure(name: str, grid: Grid, depth: int, seed: int = 0):
 
     scans = layer_scans(name, grid, depth, seed)
     panels = _distinct(scans)
-    cols = min(4, len(panels))
+    aspect = grid.t * (grid.w + 1) / grid.h         # a video's frames side by side make a wide panel: fewer columns
+    cols = min(len(panels), 4 if aspect < 2 else 2 if aspect < 4 else 1)
     rows = -(-len(panels) // cols)
-    cell = min(0.45, 6.0 / max(grid.t * (grid.w + 1), grid.h))
-    width, height = max(2.5, grid.t * (grid.w + 1) * cell), max(2.0, grid.h * cell) + 0.6
-    fig = Figure(figsize=(cols * width, rows * height))
+    # inches a token cell: a panel at most 6 in tall, the figure at most MAX_WIDTH_IN wide
+    cell = min(0.45, 6.0 / grid.h, MAX_WIDTH_IN / (cols * grid.t * (grid.w + 1)))
+    width, height = max(2.5, grid.t * (grid.w + 1) * cell), max(1.0, grid.h * cell) + 0.5
+    fig = Figure(figsize=(cols * width, rows * height), layout="constrained")     # the suptitle clear of the panels
     FigureCanvasAgg(fig)
     for i, (scan, k, layers) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -120,5 +123,4 @@ def scan_figure(name: str, grid: Grid, depth: int, seed: int = 0):
     orders = f"{len(panels)} distinct order{'s' * (len(panels) != 1)}"
     fig.suptitle(f"{name} on {grid.h}x{grid.w}{frames_text}: {orders}, "
                  f"continuity {continuity(scans, grid):.3f}", fontsize=10)
-    fig.tight_layout()
     return fig

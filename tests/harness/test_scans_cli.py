@@ -177,3 +177,18 @@ def test_a_scan_entry_with_an_unknown_modality_is_refused_at_registration():
 
     with pytest.raises(ValueError, match="modality is 'image', 'video' or 'any', got 'movie'"):
         ScanEntry(name="x", description="x", build=lambda seed: None, modality="movie")
+
+
+def test_scan_figures_put_wide_video_panels_in_one_column_and_keep_the_title_clear_of_the_panels():
+    from harness.report.scans import MAX_WIDTH_IN, scan_figure
+    from zigma.scans import Grid
+
+    for name, grid, columns in (("zigzag-8", Grid(16, 16, 1), 4), ("video-sst", Grid(8, 8, 8), 1)):
+        fig = scan_figure(name, grid, 8)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        lefts = {round(ax.get_position().x0, 3) for ax in fig.axes}
+        assert len(lefts) == columns, name
+        assert fig.get_figwidth() <= MAX_WIDTH_IN + 1e-9
+        title = fig._suptitle.get_window_extent(renderer)
+        assert all(title.y0 >= ax.get_tightbbox(renderer).y1 - 0.5 for ax in fig.axes), name   # no overlap
