@@ -132,8 +132,14 @@ def _other_quality_line(table: Table, m: MetricInfo, lead: Row, pairs: dict[str,
     if top is lead or top.cells[m.name].mean == lead.cells[m.name].mean:
         return f"On {m.title} ({m.arrow}) {lead.label} has the {best} {mean} too: {_value(lead.cells[m.name], d)}."
     pair = next((p for p in (pairs or {}).get("pairs", []) if {p["a"], p["b"]} == {top.label, lead.label}), None)
+    # else the table's test of one against the other as its baseline (two variants have no pairwise section)
+    cell = top.cells[m.name] if top.compared_with == lead.label else \
+        lead.cells[m.name] if lead.compared_with == top.label else None
     if single:
         why = "one seed a variant: no difference is tested"
+    elif pair is None and cell is not None and cell.noise is not None:
+        why = (f"{top.label} vs {lead.label} on {m.title}: {'within' if cell.noise else 'beyond'} the seed noise, "
+               f"Holm-adjusted p = {cell.p_holm:.2g} in the table's test against the baseline")
     elif pair is None:
         why = "the tables say which differences are beyond the seed noise"
     else:

@@ -284,3 +284,16 @@ def test_one_seed_a_variant_gives_values_not_means_and_no_noise_claim(tmp_path):
     assert line.startswith("On FD-EffNetLite0 of frame changes (↓) the lowest value is video-sst's, 19")
     assert line.endswith("do not pick the same variant by their values (one seed a variant: no difference is "
                          "tested).")
+
+
+def test_with_two_variants_the_other_metric_line_cites_the_tables_test_against_the_baseline(tmp_path):
+    from scipy import stats
+
+    study = VIDEO.replace("[video-sst, zigzag-3d, sweep-2]", "[video-sst, sweep-2]")
+    lines = _answer(write_results_study(tmp_path, study, lambda s: {
+        "frame-fd": FRAME[s.params["scan.name"]][s.seed], "temporal-fd": TEMPORAL[s.params["scan.name"]][s.seed]}),
+        tmp_path / "report")
+    (line,) = [x for x in lines if x.startswith("On ")]
+    p = stats.ttest_ind(TEMPORAL["video-sst"], TEMPORAL["sweep-2"], equal_var=False).pvalue   # one test: Holm = p
+    assert line.endswith(f"(video-sst vs sweep-2 on FD-EffNetLite0 of frame changes: beyond the seed noise, "
+                         f"Holm-adjusted p = {p:.2g} in the table's test against the baseline).")
