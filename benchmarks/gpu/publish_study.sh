@@ -7,7 +7,8 @@
 # mamba-ssm, ...), else the wheels in .gpu/study/wheels are installed (as benchmarks/gpu/throughput_run.sh does).
 # DATA: the Fashion-MNIST *.gz files (default .gpu/study/data/fashion-mnist; only studies on fashion-mnist need it).
 # Optional: PRESET (e.g. smoke), TPG (trials per GPU, default 1), RESERVE (seconds kept for the export, default 40),
-# GPUS (--gpus, default all; empty: run in-process, e.g. to try the script on a CPU).
+# GPUS (--gpus, default all; empty: run in-process, e.g. to try the script on a CPU), MIXED_CARDS=1 (continue a
+# study whose finished trials ran on another card; refused otherwise, exit 3).
 # Resuming: stores/<study>/ (a committed export) is copied to runs/<study>/ when no runs folder is carried; its
 # finished trials count as done and its unfinished ones restart from step 0; FRESH=1 ignores a committed store and starts
 # the study afresh (e.g. after a change of execution that alters its cost columns; here, remove stores/<study>/
@@ -40,6 +41,20 @@ else
   echo "starting $NAME afresh${FRESH:+ (FRESH=$FRESH: the committed stores/$NAME is not continued)}"
 fi
 python3 -m harness.cli status "runs/$NAME" 2>/dev/null | tail -1
+# A study continues on the card its finished trials ran on: mixed cards would average its cost cells (the report
+# cautions when they do). MIXED_CARDS=1 continues anyway.
+if [ "${MIXED_CARDS:-0}" != 1 ]; then
+  python3 - "runs/$NAME" <<'PY' || { echo "not continued (MIXED_CARDS=1 continues on this card anyway)"; exit 3; }
+import glob, json, sys, torch
+here = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+done = {json.load(open(p)).get("device_info", {}).get("gpu") or json.load(open(p)).get("device", "")
+        for p in glob.glob(f"{sys.argv[1]}/trials/*/provenance.json")
+        if glob.glob(p.replace("provenance.json", "results.json"))}
+other = sorted(d for d in done if d and here not in d)
+print(f"finished trials ran on {other}, this machine has {here!r}" if other else f"card check: {here}")
+sys.exit(1 if other else 0)
+PY
+fi
 
 RUN_S=$(( $(left) - RESERVE )); GPUS=${GPUS-all}
 # --time-limit starts no trial that the longest finished one says would end after RUN_S; timeout stops one that

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 from .data import StudyData, axis_text
@@ -72,6 +73,14 @@ def _sharing(doc: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
+def _devices(doc: dict[str, Any]) -> list[str]:
+    """The device name(s) a trial's provenance records."""
+    dev = _get(doc, "device", "devices")
+    if isinstance(dev, dict):
+        dev = dev.get("name") or dev.get("type")
+    return [str(x) for x in (dev if isinstance(dev, list) else [dev]) if x]
+
+
 def _shas(shas: list[str]) -> list[str]:
     """The full SHA when all trials ran from one commit, 12-character prefixes when from several."""
     return shas if len(shas) < 2 else [s[:12] for s in shas]
@@ -88,10 +97,7 @@ def provenance(study: StudyData) -> dict[str, Any]:
             versions.setdefault(pkg, set()).add(str(ver))
     device = []
     for d in docs:
-        dev = _get(d, "device", "devices")
-        if isinstance(dev, dict):
-            dev = dev.get("name") or dev.get("type")
-        device.extend(dev if isinstance(dev, list) else [dev])
+        device.extend(_devices(d))
     metrics: dict[str, dict[str, list[str]]] = {}
     for doc in study.metrics_meta.values():
         for metric, meta in sorted(doc.items()):
@@ -113,6 +119,8 @@ def provenance(study: StudyData) -> dict[str, Any]:
         # trials that ran with others on their device (--trials-per-gpu K): sharing -> how many trials
         "sharing": {k: sum(1 for d in done if _sharing(d) == k) for k in sorted({_sharing(d) for d in done})
                     if k and k > 1},
+        # completed trials per device: a study that continued on another card averages its cost cells across them
+        "trials_per_device": dict(sorted(Counter(dev for d in done for dev in _devices(d)).items())),
         "dropped_peaks": study.dropped_peaks,
         **({"superseded": study.superseded} if study.superseded else {}),
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
@@ -267,6 +275,11 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
                    + (", ".join(devices) if devices else "an unrecorded device")
                    + "; compare them only within one device.")
     for p in provs:
+        if len(per := p.get("trials_per_device", {})) > 1:
+            out.append(f"Caution: {p['study']}'s completed trials ran on {len(per)} devices ("
+                       + ", ".join(f"{d}: {n}" for d, n in per.items()) + "): a variant's cost cells (throughput, "
+                       "latency, memory, time) may average trials of different cards; the quality metrics do not "
+                       "depend on the card beyond floating-point differences.")
         failed = sum(v for k, v in p["trials"].items() if k not in ("completed", "missing"))
         missing = p["trials"].get("missing", 0)
         if failed:

@@ -141,10 +141,11 @@ objective: {metric: fd-effnet, direction: minimize}
 BACKBONE_BASE = {"zigma": (30.0, 1.20, 800.0), "vim": (36.0, 1.30, 600.0), "dit": (40.0, 1.10, 1000.0)}
 
 
-def write_results_study(root: Path, text: str, results_of, git_sha: str | None = "0" * 40) -> Path:
+def write_results_study(root: Path, text: str, results_of, git_sha: str | None = "0" * 40,
+                        device_of=lambda spec: "cpu (test fixture)") -> Path:
     """Write runs/<name>/ under root for the study YAML `text` from results.json files alone (no tracking store, so
     it is quick): each trial's results are results_of(spec) plus its params and seed, and its provenance.json
-    records `git_sha`. Returns the study folder."""
+    records `git_sha` and device_of(spec). Returns the study folder."""
     import yaml
 
     from harness.study import expand_trials, parse_study
@@ -157,7 +158,7 @@ def write_results_study(root: Path, text: str, results_of, git_sha: str | None =
         tdir.mkdir()
         (tdir / "results.json").write_text(json.dumps({**results_of(spec), "params": spec.params, "seed": spec.seed}))
         (tdir / "provenance.json").write_text(json.dumps(
-            {"git_sha": git_sha, "git_dirty": None, "device": "cpu (test fixture)", "precision": "fp32"}))
+            {"git_sha": git_sha, "git_dirty": None, "device": device_of(spec), "precision": "fp32"}))
     return folder
 
 

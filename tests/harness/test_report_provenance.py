@@ -217,3 +217,32 @@ def test_a_run_of_an_edited_study_file_says_its_earlier_trials_are_left_out(caps
     out = " ".join(capsys.readouterr().out.split())
     assert "1 recorded under the earlier file ran another configuration" in out
     assert "resuming edited: 0 of 1 done, 1 to run" in out
+
+
+def test_a_study_whose_trials_ran_on_two_cards_says_how_many_on_each(tmp_path):
+    from harness.report import build_report
+    from tests.harness.report_study import write_results_study
+
+    study = """\
+name: two_cards
+base:
+  dataset: {name: digits, resolution: 8}
+  backbone: {size: tiny, patch_size: 2}
+  eval: {num_samples: 16, metrics: [fd-effnet]}
+axes:
+  scan.name: [sweep-1, zigzag-8]
+seeds: [0, 1, 2]
+baseline: {scan.name: sweep-1}
+"""
+    # seeds 0 and 1 on one card, seed 2 continued on another: 4 + 2 trials
+    folder = write_results_study(tmp_path, study, lambda s: {"fd-effnet": 10.0 + s.seed, "train_images_per_s": 100.0},
+                                 device_of=lambda s: "NVIDIA H200" if s.seed < 2 else "NVIDIA H100 80GB HBM3")
+    summary = json.loads((build_report(folder, tmp_path / "report") / "summary.json").read_text())
+    assert summary["provenance"][0]["trials_per_device"] == {"NVIDIA H100 80GB HBM3": 2, "NVIDIA H200": 4}
+    (caution,) = [n for n in summary["notes"] if "devices (" in n]
+    assert caution.startswith("Caution: two_cards's completed trials ran on 2 devices (NVIDIA H100 80GB HBM3: 2, "
+                              "NVIDIA H200: 4)")
+    one = write_results_study(tmp_path / "one", study.replace("two_cards", "one_card"),
+                              lambda s: {"fd-effnet": 10.0 + s.seed})
+    summary = json.loads((build_report(one, tmp_path / "report1") / "summary.json").read_text())
+    assert not [n for n in summary["notes"] if "devices (" in n]
