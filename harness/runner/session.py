@@ -147,10 +147,37 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
             + (f"; {other} recorded under the earlier file ran another configuration (a changed base setting or "
                "axis value makes a new trial) and are left out of the counts and the report" if other else ""))
     if stored is not None:      # a rerun: say where the study stands before its trials start
+        if note := card_note(session.folder):
+            say(note)
         c = counts(session)
         say(f"resuming {study.name}: {c['done']} of {c['total']} done, {c['pending'] + c['running']} to run"
             + (f", {c['failed'] + c['pruned']} failed or pruned (--retry-failed runs them again)"
                if c["failed"] + c["pruned"] else ""))
+
+
+def card_note(folder: Path, here: set[str] | None = None) -> str | None:
+    """A note when the study's finished trials ran on cards this machine does not have (`here`: its CUDA device
+    names, or {'cpu'}): continuing mixes devices in the cost columns."""
+    import json
+
+    finished = set()
+    for prov in folder.glob("trials/*/provenance.json"):
+        if (prov.parent / "results.json").exists():
+            try:
+                info = json.loads(prov.read_text()).get("device_info") or {}
+            except (OSError, ValueError):
+                continue
+            finished.add(info.get("gpu") or info.get("device") or "unrecorded")
+    finished.discard("unrecorded")
+    if here is None:
+        import torch
+
+        here = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())} or {"cpu"}
+    if not finished or finished <= here:
+        return None
+    return (f"note: finished trials ran on {', '.join(sorted(finished))}; this machine has {', '.join(sorted(here))}:"
+            " the trials run here put another device in the cost columns (throughput, latency, memory), and the "
+            "report will say how many trials ran on each")
 
 
 def current_trials(session: Session) -> tuple[dict[str, FrozenTrial], int]:

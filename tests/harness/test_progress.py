@@ -117,3 +117,44 @@ def test_an_interrupted_run_says_how_to_continue(tmp_path, registries, capsys, m
         main(["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet"])
     assert exit_.value.code == 130
     assert "interrupted: rerun the same command to continue" in capsys.readouterr().out
+
+
+def test_card_note_names_the_cards_finished_trials_ran_on_when_this_machine_has_others(tmp_path):
+    import json
+
+    from harness.runner.session import card_note
+
+    def trial(key, info, finished=True):
+        d = tmp_path / "trials" / key
+        d.mkdir(parents=True)
+        (d / "provenance.json").write_text(json.dumps({"device_info": info}))
+        if finished:
+            (d / "results.json").write_text("{}")
+
+    assert card_note(tmp_path, {"cpu"}) is None                                     # nothing finished yet
+    trial("a", {"device": "cuda", "gpu": "NVIDIA H200"})
+    trial("b", {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3"}, finished=False)  # unfinished: not counted
+    assert card_note(tmp_path, {"NVIDIA H200"}) is None
+    note = card_note(tmp_path, {"NVIDIA H100 80GB HBM3"})
+    assert note.startswith("note: finished trials ran on NVIDIA H200; this machine has NVIDIA H100 80GB HBM3:")
+    trial("c", {"device": "cpu"})
+    assert card_note(tmp_path, {"cpu"}).startswith("note: finished trials ran on NVIDIA H200, cpu; this machine has cpu")
+
+
+def test_a_rerun_on_another_card_says_so_before_its_trials_start(tmp_path, registries, capsys):
+    import json
+
+    from harness.cli import main
+    from tests.harness.runner_support import seed_mlflow_db, write_study
+    path = write_study(tmp_path / "c.yaml", "c", axes={"backbone.width": [8]}, seeds=(0, 1))   # 2 trials
+    folder = tmp_path / "runs" / "c"
+    seed_mlflow_db(folder, tmp_path)
+    args = ["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet", "--no-report"]
+    main(args)
+    for prov in folder.glob("trials/*/provenance.json"):      # as if they had finished on a GPU machine
+        doc = json.loads(prov.read_text())
+        doc["device_info"] = {**doc["device_info"], "device": "cuda", "gpu": "NVIDIA H200"}
+        prov.write_text(json.dumps(doc))
+    capsys.readouterr()
+    main(args)
+    assert "note: finished trials ran on NVIDIA H200; this machine has cpu:" in capsys.readouterr().out
