@@ -241,10 +241,15 @@ FRAME = {"video-sst": [101.0, 103.0], "zigzag-3d": [83.0, 85.0], "sweep-2": [73.
 TEMPORAL = {"video-sst": [19.0, 21.0], "zigzag-3d": [59.0, 61.0], "sweep-2": [39.0, 41.0]}
 
 
-def test_a_second_quality_metric_that_picks_another_variant_is_said_to_disagree(tmp_path):
-    lines = _answer(write_results_study(tmp_path, VIDEO, lambda s: {
+def _video_answer(tmp_path, study: str) -> list[str]:
+    """The answer of the toy video study `study` with FRAME and TEMPORAL as its per-seed values."""
+    return _answer(write_results_study(tmp_path, study, lambda s: {
         "frame-fd": FRAME[s.params["scan.name"]][s.seed], "temporal-fd": TEMPORAL[s.params["scan.name"]][s.seed]}),
         tmp_path / "report")
+
+
+def test_a_second_quality_metric_that_picks_another_variant_is_said_to_disagree(tmp_path):
+    lines = _video_answer(tmp_path, VIDEO)
     assert lines[1].startswith("Lowest mean FD-EffNetLite0 per frame (↓): sweep-2 at 74")
     (line,) = [x for x in lines if x.startswith("On ")]
     # the pair's test, independently: Welch on the raw seeds, then Holm over temporal FD's 3 pairs by hand
@@ -276,9 +281,7 @@ def test_a_second_quality_metric_with_the_same_leader_says_so(tmp_path):
 
 def test_one_seed_a_variant_gives_values_not_means_and_no_noise_claim(tmp_path):
     study = VIDEO.replace("seeds: [0, 1]", "seeds: [0]")
-    lines = _answer(write_results_study(tmp_path, study, lambda s: {
-        "frame-fd": FRAME[s.params["scan.name"]][s.seed], "temporal-fd": TEMPORAL[s.params["scan.name"]][s.seed]}),
-        tmp_path / "report")
+    lines = _video_answer(tmp_path, study)
     (line,) = [x for x in lines if x.startswith("On ")]
     # by hand: temporal FD seed 0 -- video-sst 19, sweep-2 39 (frame FD's lowest, 73)
     assert line.startswith("On FD-EffNetLite0 of frame changes (↓) the lowest value is video-sst's, 19")
@@ -290,9 +293,7 @@ def test_with_two_variants_the_other_metric_line_cites_the_tables_test_against_t
     from scipy import stats
 
     study = VIDEO.replace("[video-sst, zigzag-3d, sweep-2]", "[video-sst, sweep-2]")
-    lines = _answer(write_results_study(tmp_path, study, lambda s: {
-        "frame-fd": FRAME[s.params["scan.name"]][s.seed], "temporal-fd": TEMPORAL[s.params["scan.name"]][s.seed]}),
-        tmp_path / "report")
+    lines = _video_answer(tmp_path, study)
     (line,) = [x for x in lines if x.startswith("On ")]
     p = stats.ttest_ind(TEMPORAL["video-sst"], TEMPORAL["sweep-2"], equal_var=False).pvalue   # one test: Holm = p
     assert line.endswith(f"(video-sst vs sweep-2 on FD-EffNetLite0 of frame changes: beyond the seed noise, "
