@@ -44,16 +44,9 @@ python3 -m harness.cli status "runs/$NAME" 2>/dev/null | tail -1
 # A study continues on the card its finished trials ran on: mixed cards would average its cost cells (the report
 # cautions when they do). MIXED_CARDS=1 continues anyway.
 if [ "${MIXED_CARDS:-0}" != 1 ]; then
-  python3 - "runs/$NAME" <<'PY' || { echo "not continued (MIXED_CARDS=1 continues on this card anyway)"; exit 3; }
-import glob, json, sys, torch
-here = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-done = {json.load(open(p)).get("device_info", {}).get("gpu") or json.load(open(p)).get("device", "")
-        for p in glob.glob(f"{sys.argv[1]}/trials/*/provenance.json")
-        if glob.glob(p.replace("provenance.json", "results.json"))}
-other = sorted(d for d in done if d and here not in d)
-print(f"finished trials ran on {other}, this machine has {here!r}" if other else f"card check: {here}")
-sys.exit(1 if other else 0)
-PY
+  python3 -c 'import sys, pathlib; from harness.runner.session import card_note
+note = card_note(pathlib.Path(sys.argv[1])); print(note or "card check: the finished trials ran on this card")
+sys.exit(1 if note else 0)' "runs/$NAME" || { echo "not continued (MIXED_CARDS=1 continues on this card anyway)"; exit 3; }
 fi
 
 RUN_S=$(( $(left) - RESERVE )); GPUS=${GPUS-all}

@@ -157,7 +157,8 @@ def sample_figures(studies: list[StudyData], multi: bool) -> list[Figure]:
                         if prompts.get("note") else "") + ","
                 except ValueError:              # a grid of another layout: shown as it is, without its prompts
                     pass
-            out.append(Figure(_unused(f"samples-{_slug(label)}.png", out), label, f"{what} from seed {t['seed']} (EMA weights).", png, "samples"))
+            out.append(Figure(_unused(f"samples-{_slug(label)}.png", out), label,
+                              f"{what} from seed {t['seed']} (EMA weights).", png, "samples"))
     if (seeds := seed_figure(studies, multi)) is not None:
         seeds.file = _unused(seeds.file, out)
         out.append(seeds)
