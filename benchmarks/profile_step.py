@@ -26,54 +26,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Self
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from zigma.mixer import FusedUnavailableError
 
 from .bench import DTYPES, Config, Variant, _build
 from .roofline import ADALN, GROUPS, card_peaks, header, markdown, retable, table
+from .step_counts import _Count, fused_mixer_counts, gated_norm_bytes, group_of, merge_shape_counts
 
 #: --mixers: name -> (MIXERS key, mixer options); 'mamba2-fla': Mamba-2 with its SSD by flash-linear-attention
 PROFILED = {"mamba1": ("mamba1", ()), "mamba2": ("mamba2", ()), "mamba2-fla": ("mamba2", (("ssd", "fla"),))}
-_KERNEL_RULES = (  # (group, regex on a CUDA kernel's name), first match wins
-    ("selective scan / SSD", (r"selective_scan|_chunk_scan|_chunk_state|_state_passing|_bmm_chunk|_chunk_cumsum|ssd"
-                              r"|chunk_(fwd|bwd)_kernel|chunk_local_cumsum")),  # the last two: fla's simple GLA
-    ("causal conv", r"causal_conv1d"),
-    ("optimizer", r"multi_tensor|adam"),
-    ("GEMMs", r"gemm|cutlass|nvjet|xmma|cublas|wgmma|matmul"),
-    (ADALN, r"norm"),
-)
-_OP_RULES = (  # (group, regex on the name of an op the kernel ran under), innermost op first
-    ("optimizer", r"^Optimizer\.|_fused_adamw|adamw"),
-    ("permutation gathers", r"PermuteTokens|^aten::(index|index_select|gather|take|_unsafe_index)"),
-    ("causal conv", r"CausalConv|causal_conv"),
-    ("selective scan / SSD", r"^_SelectiveScan|zigma::ssd|ChunkSimpleGLA"),  # the reference scans; fla's op
-    ("GEMMs", r"^aten::(mm|addmm|bmm|baddbmm|_scaled_mm|convolution|_convolution|cudnn_convolution|matmul|linear)\b"),
-    (ADALN, r"norm|^zigma::adaln$"),
-    ("mixer (other)", r"Mamba|SelectiveScanFn|Mixer"),             # any other kernel inside mamba-ssm's functions
-)
-
-
-def group_of(name: str, ancestors: list[str]) -> str:
-    """The group of a kernel/op `name` that ran under `ancestors` (innermost first)."""
-    for group, pattern in _KERNEL_RULES:
-        if re.search(pattern, name, re.IGNORECASE):
-            return group
-    for op in [name, *ancestors]:
-        for group, pattern in _OP_RULES:
-            if re.search(pattern, op):
-                return group
-    return "other"
-
-
 _BACKWARD = "autograd::engine::evaluate_function: "
 
 
@@ -153,91 +120,37 @@ def _ancestors(evt, tags: AdaLNTags | None = None) -> list[str]:
     return out
 
 
-def grouped_times(prof, device_type: str, tags: AdaLNTags | None = None) -> dict[str, float]:
-    """Microseconds per group: CUDA kernel time (device_type 'cuda') or leaf CPU ops' self time ('cpu')."""
+def grouped_times(prof, device_type: str, tags: AdaLNTags | None = None,
+                  by_kernel: dict | None = None) -> dict[str, float]:
+    """Microseconds per group: CUDA kernel time (device_type 'cuda') or leaf CPU ops' self time ('cpu').
+    by_kernel: filled with {group: {kernel or op name: microseconds}} when given."""
     out = dict.fromkeys(GROUPS, 0.0)
+    by_kernel = {} if by_kernel is None else by_kernel
+
+    def add(group: str, name: str, us: float) -> None:
+        out[group] += us
+        by_kernel.setdefault(group, defaultdict(float))[name] += us
+
     for evt in prof.events():
         if device_type == "cuda":
             for k in getattr(evt, "kernels", ()):
                 own = ["zigma::adaln"] if tags is not None and evt.name.startswith(_BACKWARD) \
                     and evt.sequence_nr in tags.seqs else []
-                out[group_of(k.name, [evt.name, *own, *_ancestors(evt, tags)])] += k.duration
+                add(group_of(k.name, [evt.name, *own, *_ancestors(evt, tags)]), k.name, k.duration)
         elif evt.device_type == torch.autograd.DeviceType.CPU and not evt.cpu_children:
-            out[group_of(evt.name, _ancestors(evt, tags))] += evt.self_cpu_time_total
+            add(group_of(evt.name, _ancestors(evt, tags)), evt.name, evt.self_cpu_time_total)
     return out
 
 
-_ALLOCATIONS = frozenset({"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"})
+def top_kernels(by_kernel: dict, steps: int, top: int = 6) -> dict[str, list[list]]:
+    """{group: [[name, ms a step], ...]}, each group's `top` largest, for the JSON (a group's time explained)."""
+    return {g: [[name, us / steps / 1e3] for name, us in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+            for g, d in by_kernel.items()}
 
 
-def _addressed_bytes(t: torch.Tensor) -> int:
-    """Bytes of the distinct elements a tensor addresses: a broadcast (stride-0) dimension is read once."""
-    n = 1
-    for size, stride in zip(t.shape, t.stride()):
-        n *= size if stride else 1
-    return n * t.element_size()
-
-
-def op_bytes(func, args, kwargs, out) -> int:
-    """Bytes an aten op moves: its tensor inputs read plus its outputs written, each tensor counted by the elements
-    it addresses. Views and other aliases (`view`, `t`, `expand`, `slice`, `_unsafe_view`, ...) and bare
-    allocations (`empty_like`, ...) move nothing and count 0; an in-place op reads and writes its target."""
-    name = func.overloadpacket.__name__
-    if name in _ALLOCATIONS:
-        return 0
-    ins = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-    outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-    if func.is_view or (not func._schema.is_mutable and outs and all(
-            any(o.untyped_storage().data_ptr() == i.untyped_storage().data_ptr() for i in ins) for o in outs)):
-        return 0
-    return sum(_addressed_bytes(t) for t in ins + outs)
-
-
-class _Count(TorchDispatchMode):
-    """FLOPs (torch's flop formulas, 2 per MAC) and bytes (`op_bytes`) per group of every aten op."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops, self.bytes = defaultdict(float), defaultdict(float)
-        self.force: str | None = None  # the group of every op while set (the optimizer step, an adaLN call)
-        self.tags: AdaLNTags | None = None
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        name = f"aten::{func.overloadpacket.__name__}"
-        group = self.force or (self.tags.backward_group() if self.tags is not None else None) or group_of(name, [])
-        self.bytes[group] += op_bytes(func, args, kwargs, out)
-        if func.overloadpacket in flop_registry:
-            self.flops[group] += flop_registry[func.overloadpacket](*args, **kwargs, out_val=out)
-        return out
-
-
-def fused_mixer_counts(model, batch: int, act_bytes: int) -> dict[str, tuple[float, float]]:
-    """(FLOPs, bytes) of the scan/SSD and causal-conv kernels of one training step (fwd + bwd = 3x fwd FLOPs),
-    from the shapes; the projections around them are GEMMs and counted there."""
-    scan, conv = [0.0, 0.0], [0.0, 0.0]
-    for blk in model.blocks:
-        m, length, k = blk.mixer, blk.orders.shape[1] // blk.segments, blk.mixer.num_directions
-        bl, e, n = batch * blk.orders.shape[1], m.d_inner, m.d_state
-        if hasattr(m, "nheads"):  # Mamba-2: chunked SSD (C.B^T, its product with x, chunk states in/out) + gate
-            q, channels = min(m.fused_chunk, length), e + 2 * m.ngroups * n
-            scores = m.nheads if m.ssd == "fla" else m.ngroups    # fla gets B and C expanded to heads
-            macs = bl * (q * scores * n + q * e + 2 * e * n) + bl * e
-            per_token = channels + m.nheads + e                   # x, B, C, dt in; y out (z is gated in the norm)
-        else:  # Mamba-1: selective scan 9 B L E N + D skip + z gate (fvcore's formula, as zigma.backbones.flops)
-            channels = e
-            macs = 9 * bl * e * n + 2 * bl * e
-            per_token = 4 * e + 2 * n                             # u, delta, z in; y out; B, C in
-        conv[0] += k * 3 * 2 * bl * channels * m.d_conv
-        conv[1] += k * 5 * bl * channels * act_bytes              # fwd: x in, y out; bwd: x, dy in, dx out
-        scan[0] += k * 3 * 2 * macs
-        scan[1] += k * 2 * bl * per_token * act_bytes * 2         # fwd once, bwd ~twice (inputs + dy, gradients)
-    return {"selective scan / SSD": tuple(scan), "causal conv": tuple(conv)}
-
-
-def profile(cfg: Config, variant: Variant, *, tokens: int, steps: int = 2) -> tuple[dict, dict, dict, int]:
-    """-> (us per group per step, flops per group, bytes per group, batch) of one training step."""
+def profile(cfg: Config, variant: Variant, *, tokens: int, steps: int = 2) -> tuple[dict, dict, dict, int, dict]:
+    """-> (us per group per step, flops per group, bytes per group, batch, each group's largest kernels) of one
+    training step."""
     device = torch.device(cfg.device)
     dtype = DTYPES[cfg.dtype] if device.type == "cuda" else torch.float32
     model = _build(variant, tokens, cfg, device)
@@ -270,7 +183,8 @@ def profile(cfg: Config, variant: Variant, *, tokens: int, steps: int = 2) -> tu
                 step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-        times = {k: v / steps for k, v in grouped_times(prof, device.type, tags).items()}
+        by_kernel: dict = {}
+        times = {k: v / steps for k, v in grouped_times(prof, device.type, tags, by_kernel).items()}
         counter = _Count()
         counter.tags, tags.counter = tags, counter
         with counter:
@@ -279,22 +193,8 @@ def profile(cfg: Config, variant: Variant, *, tokens: int, steps: int = 2) -> tu
     if variant.mixer_backend != "reference" and device.type == "cuda":
         act = 2 if dtype != torch.float32 else 4
         flops, bytes_ = merge_shape_counts(flops, bytes_, fused_mixer_counts(model, batch, act))
-    return times, flops, bytes_, batch
-
-
-def merge_shape_counts(flops: dict, bytes_: dict, shaped: dict[str, tuple[float, float]]) -> tuple[dict, dict]:
-    """The dispatch mode's (FLOPs, bytes) per group, with the groups of fused kernels filled from their shapes.
-
-    A fused kernel registered as a torch custom op (causal-conv1d's `causal_conv1d_fwd`/`_bwd`) is seen by the
-    dispatch mode: its bytes are then those of the real tensors, recomputations included, and stand; a kernel it
-    cannot see (mamba-ssm's selective scan, Triton SSD) gets the shape count. Custom ops have no FLOP formula, so a
-    group's FLOPs come from the shapes unless the dispatch mode counted some. Never both: adding them counted the
-    causal conv twice in the first H200 profile."""
-    flops, bytes_ = dict(flops), dict(bytes_)
-    for group, (f, b) in shaped.items():
-        flops[group] = flops.get(group) or f
-        bytes_[group] = bytes_.get(group) or b
-    return flops, bytes_
+        bytes_[ADALN] = bytes_.get(ADALN, 0.0) + gated_norm_bytes(model, batch, act)
+    return times, flops, bytes_, batch, top_kernels(by_kernel, steps)
 
 
 def tensor_core_groups(mixer: str) -> tuple[str, ...]:
@@ -353,7 +253,7 @@ def main(argv=None) -> int:
         variant = Variant("zigma", "profile", args.scan, "relative", mixer=PROFILED[mixer][0],
                           mixer_options=PROFILED[mixer][1])
         try:
-            times, flops, bytes_, batch = profile(cfg, variant, tokens=args.tokens, steps=args.steps)
+            times, flops, bytes_, batch, kernels = profile(cfg, variant, tokens=args.tokens, steps=args.steps)
         except FusedUnavailableError as err:  # e.g. mamba2-fla without fla-core: the other mixers still count
             doc["results"][mixer] = {"skipped": str(err)}
             md.append(f"## {mixer}: skipped ({err})\n")
@@ -362,12 +262,23 @@ def main(argv=None) -> int:
         tensor = tensor_core_groups(mixer)
         rows = table(times, flops, bytes_, peak_tflops=args.peak_tflops, peak_tbps=args.peak_tbps,
                      peak_scalar_tflops=args.peak_scalar_tflops, tensor_groups=tensor)
-        doc["results"][mixer] = {"batch": batch, "rows": rows, "tensor_core_groups": list(tensor)}
-        md.append(markdown(rows, header(vars(args), mixer, batch, card, tensor)))
+        doc["results"][mixer] = {"batch": batch, "rows": rows, "tensor_core_groups": list(tensor),
+                                 "top_kernels": kernels}
+        md.append(markdown(rows, header(vars(args), mixer, batch, card, tensor)) + kernel_lines(kernels))
         print(md[-1], flush=True)
         write(out, doc, md)  # after every mixer: a run cut short by its timeout keeps the mixers it finished
     write(out, doc, md)
     return 0
+
+
+def kernel_lines(kernels: dict[str, list[list]], top: int = 3) -> str:
+    """Each group's largest kernels (ms a step), names cut at 90 characters: what a group's time is made of."""
+    lines = ["", "Largest kernels a step, by group:", ""]
+    for group in GROUPS:
+        if kernels.get(group):
+            parts = ", ".join(f"`{name[:90]}` {ms:.2f} ms" for name, ms in kernels[group][:top])
+            lines.append(f"- {group}: {parts}")
+    return "\n".join(lines) + "\n"
 
 
 def write(out: Path, doc: dict, md: list[str]) -> None:

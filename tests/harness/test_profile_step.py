@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from benchmarks import profile_step as ps
+from benchmarks import step_counts as sc
 from benchmarks.bench import Config, Variant
 
 # real CUDA kernel names (H100/H200 traces of cuBLAS, PyTorch, mamba-ssm, causal-conv1d) and the ops above them
@@ -38,6 +39,10 @@ KERNELS = [
      ["aten::mul", "MambaInnerFn"], "mixer (other)"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>, ...>",
      ["aten::add", "autograd::engine::evaluate_function: AddBackward0"], "other"),
+    # mamba-ssm 2.3's gated RMSNorm (Triton, layernorm_gated.py) inside Mamba-2's fused layer, forward and backward
+    ("_layer_norm_fwd_1pass_kernel", ["MambaSplitConv1dScanCombinedFn"], "norms and adaLN"),
+    ("_layer_norm_bwd_kernel", ["autograd::engine::evaluate_function: MambaSplitConv1dScanCombinedFnBackward"],
+     "norms and adaLN"),
     # fla-core 0.6.0's simple-GLA Triton kernels (names from its source, not yet from a trace) and its autograd op
     ("chunk_fwd_kernel_h", ["ChunkSimpleGLAFunction"], "selective scan / SSD"),
     ("chunk_local_cumsum_scalar_kernel", ["ChunkSimpleGLAFunction"], "selective scan / SSD"),
@@ -50,13 +55,13 @@ KERNELS = [
 
 @pytest.mark.parametrize("name,ancestors,group", KERNELS, ids=[k[2] + f"-{i}" for i, k in enumerate(KERNELS)])
 def test_each_kernel_goes_to_its_group(name, ancestors, group):
-    assert ps.group_of(name, ancestors) == group
+    assert sc.group_of(name, ancestors) == group
 
 
 def test_a_cpu_profile_of_a_tiny_zigma_fills_the_scan_gemm_gather_and_optimizer_groups():
     torch.set_num_threads(1)
     cfg = Config(size="tiny", device="cpu", batch_tokens=32)
-    times, flops, bytes_, batch = ps.profile(cfg, Variant("zigma", "t", "zigzag-8", "relative"), tokens=16, steps=1)
+    times, flops, bytes_, batch, _ = ps.profile(cfg, Variant("zigma", "t", "zigzag-8", "relative"), tokens=16, steps=1)
     assert batch == 2 and set(times) == set(ps.GROUPS)
     for group in ("selective scan / SSD", "GEMMs", "permutation gathers", "optimizer"):
         assert times[group] > 0, group
@@ -88,7 +93,7 @@ def test_a_mixer_whose_kernel_is_missing_is_recorded_as_skipped_and_the_others_s
 
 
 def _counted_bytes(fn) -> float:
-    counter = ps._Count()
+    counter = sc._Count()
     with counter:
         fn()
     return sum(counter.bytes.values())
@@ -114,7 +119,7 @@ def test_a_broadcast_input_is_read_once_not_once_per_output_element():
 
 
 def test_a_fused_kernel_the_dispatch_mode_saw_keeps_its_counted_bytes_and_one_it_could_not_see_gets_the_shapes():
-    flops, bytes_ = ps.merge_shape_counts({"GEMMs": 5.0}, {"GEMMs": 7.0, "causal conv": 30.0},
+    flops, bytes_ = sc.merge_shape_counts({"GEMMs": 5.0}, {"GEMMs": 7.0, "causal conv": 30.0},
                                           {"causal conv": (2.0, 20.0), "selective scan / SSD": (9.0, 11.0)})
     assert bytes_ == {"GEMMs": 7.0, "causal conv": 30.0, "selective scan / SSD": 11.0}   # 30 + 20 would count twice
     assert flops == {"GEMMs": 5.0, "causal conv": 2.0, "selective scan / SSD": 9.0}     # custom ops: no FLOPs
@@ -126,7 +131,7 @@ def test_a_kernel_registered_as_a_custom_op_is_seen_by_the_byte_counter_in_its_g
         return x * 2
 
     x = torch.randn(3, 5)
-    counter = ps._Count()
+    counter = sc._Count()
     with counter:
         conv(x)
     assert counter.bytes["causal conv"] == (15 + 15) * 4
@@ -147,7 +152,7 @@ def _modulate_program(tags):
 
     g = torch.Generator().manual_seed(0)
     x, shift, scale = (torch.randn(*shape, generator=g).requires_grad_() for shape in ((2, 3, 4), (2, 4), (2, 4)))
-    counter = ps._Count()
+    counter = sc._Count()
     if tags is not None:
         counter.tags, tags.counter = tags, counter
     with counter:
@@ -170,7 +175,7 @@ def test_the_adaln_helpers_forward_and_backward_bytes_are_counted_in_their_group
 def test_a_tiny_zigmas_profile_puts_time_and_bytes_in_norms_and_adaln():
     torch.set_num_threads(1)
     cfg = Config(size="tiny", device="cpu", batch_tokens=32)
-    times, _, bytes_, _ = ps.profile(cfg, Variant("zigma", "t", "zigzag-8", "relative"), tokens=16, steps=1)
+    times, _, bytes_, _, _ = ps.profile(cfg, Variant("zigma", "t", "zigzag-8", "relative"), tokens=16, steps=1)
     assert times[ps.ADALN] > 0 and bytes_[ps.ADALN] > 0
 
 
@@ -221,3 +226,23 @@ def test_retable_keeps_the_measurements_and_recomputes_the_roofline_at_the_cards
     assert rows["selective scan / SSD"]["roofline_ms"] == pytest.approx(2.0)
     assert rows["selective scan / SSD"]["over_roofline"] == pytest.approx(25.0)
     assert "on NVIDIA H100 80GB HBM3 (peaks 989 TFLOP/s" in (tmp_path / "out" / "profile_step.md").read_text()
+
+
+def test_mamba2s_fused_gated_norm_bytes_are_eight_values_a_token_a_layer_and_mamba1_has_none(monkeypatch):
+    from benchmarks.bench import _build
+
+    cfg = Config(size="tiny", device="cpu", batch_tokens=32)
+    monkeypatch.setattr(sc, "_split_path", lambda m: hasattr(m, "nheads"))  # as on a GPU with mamba-ssm
+    m2 = _build(Variant("zigma", "t", "zigzag-8", "relative", mixer="mamba2"), 16, cfg, torch.device("cpu"))
+    m1 = _build(Variant("zigma", "t", "zigzag-8", "relative"), 16, cfg, torch.device("cpu"))
+    width, depth = m2.blocks[0].mixer.d_model, len(m2.blocks)
+    # forward: y, z in, out; backward: y, z, d_out in, dy, dz out -> 8 x d_inner (= 2 x width) a token, bf16
+    assert sc.gated_norm_bytes(m2, 2, 2) == depth * 8 * (2 * 16) * (2 * width) * 2
+    assert sc.gated_norm_bytes(m1, 2, 2) == 0
+
+
+def test_each_groups_largest_kernels_come_largest_first_in_ms_a_step():
+    by_kernel = {"GEMMs": {"a": 3000.0, "b": 1000.0, "c": 2000.0}, "other": {"x": 10.0}}
+    assert ps.top_kernels(by_kernel, steps=2, top=2) == {"GEMMs": [["a", 1.5], ["c", 1.0]], "other": [["x", 0.005]]}
+    text = ps.kernel_lines(ps.top_kernels(by_kernel, steps=2))
+    assert "- GEMMs: `a` 1.50 ms, `c` 1.00 ms, `b` 0.50 ms" in text
