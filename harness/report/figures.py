@@ -112,7 +112,7 @@ def pareto(tables: list[Table], shared: bool = False) -> tuple[Figure | None, di
 
 
 #: cost figures that trials sharing a device (--trials-per-gpu) distort
-SHARED_COSTS = ("sample_ms_per_image", "train_images_per_s", "train_seconds")
+SHARED_COSTS = ("sample_ms_per_image", "train_images_per_s", "train_seconds", "train_seconds_timed")
 
 
 def bench(paths: list[Path]) -> tuple[Figure | None, list[dict[str, Any]]]:

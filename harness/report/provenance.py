@@ -274,6 +274,12 @@ def notes(studies: list[StudyData], tables: list[Table], provs: list[dict[str, A
         out.append("Cost columns (throughput, latency, memory) were measured on "
                    + (", ".join(devices) if devices else "an unrecorded device")
                    + "; compare them only within one device.")
+    if any(m.name == "train_seconds_timed" for t in tables for m in t.metrics):
+        out.append("Train time is the seconds inside the timed training steps (CUDA events on a GPU), the clock of "
+                   "a gpu_seconds budget: every step but the first few of each run (at most 5; there compilation, "
+                   "CUDA-graph capture and kernel autotuning happen), without checkpoints or in-training "
+                   "evaluations, so a one-off compilation is not charged to whichever trial met it first. The "
+                   "wall-clock seconds of the whole training loop are results.csv's metrics.train_seconds.")
     for p in provs:
         if len(per := p.get("trials_per_device", {})) > 1:
             out.append(f"Caution: {p['study']}'s completed trials ran on {len(per)} devices ("

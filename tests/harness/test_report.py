@@ -450,3 +450,29 @@ def test_an_exact_cost_axis_does_not_enlarge_holms_family():
     # on the Pareto plot (lower is better on both): same size, B better beyond the noise, so B dominates A
     a, b = (params, Cell(6.4, 0.5, 3)), (params, Cell(5.0, 0.5, 3))
     assert pareto_front([a, b], x_higher=False, y_higher=False) == [1]
+
+
+def test_train_time_is_the_timed_steps_when_a_store_has_them_and_the_wall_clock_only_otherwise():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from harness.report.tables import _metric_names, metric_infos
+
+    s = SimpleNamespace(name="s", objective="fd-effnet", eval_metrics=["fd-effnet"])
+    both = pd.DataFrame({"metrics.fd-effnet": [1.0], "metrics.train_seconds": [81.5],
+                         "metrics.train_seconds_timed": [27.1]})
+    names = _metric_names([s], both)
+    assert "train_seconds_timed" in names and "train_seconds" not in names
+    assert {m.name: m.title for m in metric_infos(names)}["train_seconds_timed"] == "Train time"
+    older = both.drop(columns=["metrics.train_seconds_timed"])   # a store from before the timed clock
+    names = _metric_names([s], older)
+    assert "train_seconds" in names
+    assert {m.name: m.title for m in metric_infos(names)}["train_seconds"] == "Train wall time"
+    from harness.report.provenance import notes
+    from harness.report.tables import Table
+
+    timed = [Table("all", [], metric_infos(["fd-effnet", "train_seconds_timed"]), [], "")]
+    wall = [Table("all", [], metric_infos(["fd-effnet", "train_seconds"]), [], "")]
+    assert any(n.startswith("Train time is the seconds inside the timed training steps") for n in notes([], timed, []))
+    assert not any(n.startswith("Train time is") for n in notes([], wall, []))
