@@ -29,6 +29,8 @@
 # .gpu/kit/triton, else the committed benchmarks/gpu/triton-seed: Mamba-2's SSD kernels at size B, one H100, torch 2.11
 # / Triton 3.6.0; the cache keys hold the Triton version and the kernel source, so a seed that does not match is
 # unused, not wrong) they seed the caches, so a later call compiles only the chosen configurations instead of timing all.
+# STEPS_H100 / STEPS_H200: the steps when the card is that one (e.g. a study that must stay on the card it began on),
+# else STEPS; the card's name is in $OUT's chain.tgz (card.txt).
 # A step starts only with at least MIN_S (default 60) seconds left; the tarball is written even if the call is cut.
 set -uo pipefail
 LIMIT=${LIMIT:-570}; MIN_S=${MIN_S:-60}
@@ -57,6 +59,12 @@ pack() {
   tar czf "$OUT/chain.tgz" -C "$WORK" . 2>/dev/null
 }
 trap pack EXIT
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+echo "card: ${CARD:-none}" | tee "$WORK/card.txt"
+case "$CARD" in
+  *H200*) STEPS=${STEPS_H200:-${STEPS:-}} ;;
+  *H100*) STEPS=${STEPS_H100:-${STEPS:-}} ;;
+esac
 i=0
 for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.yaml"}; do
   i=$((i + 1)); name=$(echo "$step" | tr -c 'A-Za-z0-9_.\n-' '_'); dir="$WORK/$i-$name"; mkdir -p "$dir"
@@ -120,7 +128,7 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
       echo "multigpu run exit $?"; tail -2 "$dir/run.log"
       python3 -m benchmarks.gpu.multi_gpu_compare "runs/$name" --out "$dir" > /dev/null 2>&1; cat "$dir/multi_gpu.md"
       tar czf "$dir/runs.tgz" --exclude='checkpoint*.pt' "runs/$name" 2>/dev/null ;;
-    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, flaparity, profile, mixbench, multigpu)" | tee "$dir/error.txt" ;;
+    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, flaparity, profile, kernels, mixbench, multigpu)" | tee "$dir/error.txt" ;;
   esac
 done
 echo "chain done in $(( $(date +%s) - T0 )) s"
