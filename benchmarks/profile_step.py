@@ -19,7 +19,10 @@ every aten op (bytes = its tensor inputs + outputs, i.e. no reuse across ops: an
 views and allocations move nothing, a broadcast input is read once: `op_bytes`).
 The fused mamba-ssm / causal-conv1d / Triton kernels are invisible to it, so their groups are counted from the
 shapes: scan/SSD FLOPs = 3x the mixer's forward formula minus its projections; bytes = the fused kernels' inputs and
-outputs once forward and once backward (the least any implementation must move). See docs/ARCHITECTURE.md.
+outputs once forward and once backward (the least any implementation must move); Mamba-2's fused gated RMSNorm
+(Triton) adds its 8 x d_inner values a token a layer to the norms group. The counting lives in
+benchmarks/step_counts.py; each group's largest kernels are listed under its table and kept in the JSON. See
+docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -210,7 +213,8 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=4096, help="tokens a sample (a square grid)")
     p.add_argument("--batch-tokens", type=int, default=65536)
     p.add_argument("--mixers", default="mamba1,mamba2", help="comma separated, of: " + ", ".join(PROFILED))
-    p.add_argument("--scan", default="zigzag-8", choices=["zigzag-8", "sweep-1"])
+    p.add_argument("--scan", default="zigzag-8", choices=["zigzag-8", "sweep-1", "sweep-2"],
+                   help="sweep-2: two directions a layer (the ViM-style mixer path)")
     p.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     p.add_argument("--peak-tflops", type=float, help="dense bf16 tensor-core TFLOP/s (default: the card's, CARD_PEAKS)")
     p.add_argument("--peak-scalar-tflops", type=float,

@@ -15,8 +15,9 @@
 #                      with TRITON_F32_DEFAULT=ieee, side by side: does TF32 explain the fp32 parity miss? (MIXER2_S, 420)
 #   flaparity          benchmarks/gpu/fla_parity.py: Mamba-2's SSD by mamba-ssm and by fla against the fp64 reference,
 #                      Triton's default fp32 dots, then TRITON_F32_DEFAULT=ieee (FLA_S, 150 each)
-#   profile            benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1, mamba2 and mamba2-fla
-#                      (PROFILE_MIXERS; PROFILE_S, 300)
+#   profile[:SCAN]     benchmarks/profile_step.py: one ZigMa-B step at 4K tokens, mamba1, mamba2 and mamba2-fla
+#                      (PROFILE_MIXERS; PROFILE_SCAN: zigzag-8, sweep-1 or sweep-2 (two directions a layer);
+#                      PROFILE_S, 300)
 #   kernels            benchmarks/scan_kernels.py: Mamba-1's selective scan against its state size, with a memory probe,
 #                      and Mamba-2's SSD against chunk size and state size, timed alone at ZigMa-B's shapes (KERNELS_S, 240)
 #   mixbench           issue 18's bench (benchmarks/gpu/device_mixer2.sh PART=bench): ZigMa-B mamba1 / mamba2 (its SSD
@@ -107,10 +108,11 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
           --out "$dir/$prec" > "$dir/$prec.log" 2>&1
         echo "flaparity $prec exit $?"; unset TRITON_F32_DEFAULT; grep '^|' "$dir/$prec/fla_parity.md" 2>/dev/null
       done ;;
-    profile)
+    profile|profile:*)
+      scan=${step#profile}; scan=${scan#:}
       TRITON_CACHE_DIR=/tmp/triton-default timeout "${PROFILE_S:-300}" \
         python3 -m benchmarks.profile_step --size B --tokens 4096 --batch-tokens 65536 \
-        --mixers "${PROFILE_MIXERS:-mamba1,mamba2,mamba2-fla}" \
+        --mixers "${PROFILE_MIXERS:-mamba1,mamba2,mamba2-fla}" --scan "${scan:-${PROFILE_SCAN:-zigzag-8}}" \
         --out "$dir" > "$dir/profile.log" 2>&1
       echo "profile exit $?"; tail -14 "$dir/profile.log" ;;
     kernels)
@@ -128,7 +130,7 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
       echo "multigpu run exit $?"; tail -2 "$dir/run.log"
       python3 -m benchmarks.gpu.multi_gpu_compare "runs/$name" --out "$dir" > /dev/null 2>&1; cat "$dir/multi_gpu.md"
       tar czf "$dir/runs.tgz" --exclude='checkpoint*.pt' "runs/$name" 2>/dev/null ;;
-    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, flaparity, profile, kernels, mixbench, multigpu)" | tee "$dir/error.txt" ;;
+    *) echo "unknown step $step (tests, segment, publish:STUDY, throughput, mixer2, flaparity, profile[:SCAN], kernels, mixbench, multigpu)" | tee "$dir/error.txt" ;;
   esac
 done
 echo "chain done in $(( $(date +%s) - T0 )) s"
