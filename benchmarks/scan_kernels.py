@@ -83,12 +83,11 @@ def _mamba1_case(scan, u, delta, z, dy, n: int, reps: int, g) -> tuple[float, fl
     return t_fwd, timed(fwd_bwd, reps)
 
 
-def mamba1_sweep(args, dev) -> dict:
+def mamba1_sweep(args, dev, rows: list, save) -> dict:
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     b, length, e, bf = args.batch, args.tokens, args.d_inner, torch.bfloat16
     g = torch.Generator(dev).manual_seed(0)
-    rows = []
     u, delta, z = (torch.randn(b, e, length, device=dev, dtype=bf, generator=g, requires_grad=True) for _ in range(3))
     dy = torch.randn(b, e, length, device=dev, dtype=bf, generator=g)
     for n in args.states:
@@ -97,6 +96,7 @@ def mamba1_sweep(args, dev) -> dict:
         rows.append({"d_state": n, "fwd_ms": t_fwd, "fwd_bwd_ms": t_all, "fwd_gb": fb / 1e9, "bwd_gb": bb / 1e9,
                      "fwd_gflop": 2 * 9 * b * length * e * n / 1e9})
         print(f"mamba1 N={n:3d}: fwd {t_fwd:7.3f} ms, fwd+bwd {t_all:7.3f} ms", flush=True)
+        save()
     # the memory probe: the kernel's forward and backward tensors at N = 16, each read once and written once
     n = 16
     ins = ([torch.empty(b, e, length, device=dev, dtype=bf) for _ in range(4)]
@@ -121,7 +121,7 @@ def mamba1_sweep(args, dev) -> dict:
                              "kernel_bytes_at_probe_rate_ms": (fwd_gb + bwd_gb) / 1e9 / (probe_gb / probe_ms)}}
 
 
-def mamba2_sweep(args, dev) -> dict:
+def mamba2_sweep(args, dev, rows: list, save) -> dict:
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
     b, length, heads, p, bf = args.batch, args.tokens, args.d_inner // 64, 64, torch.bfloat16
@@ -130,8 +130,7 @@ def mamba2_sweep(args, dev) -> dict:
     dt = torch.randn(b, length, heads, device=dev, dtype=bf, generator=g).mul(0.5).sub(3).requires_grad_()
     A = -torch.rand(heads, device=dev, generator=g).mul(15).add(1).requires_grad_()
     dy = torch.randn(b, length, heads, p, device=dev, dtype=bf, generator=g)
-    rows = []
-    for n, chunk in [(64, 64), (64, 128), (64, 256), (16, 256), (128, 256)]:
+    for n, chunk in [(64, 256), (64, 128), (64, 64), (16, 256), (128, 256)]:  # default first
         B, C = (torch.randn(b, length, 1, n, device=dev, dtype=bf, generator=g, requires_grad=True) for _ in range(2))
 
         def run(chunk=chunk, B=B, C=C):
@@ -143,6 +142,7 @@ def mamba2_sweep(args, dev) -> dict:
         gb = b * length * (5 * heads * p + 3 * heads + 6 * n) * 2 / 1e9
         rows.append({"d_state": n, "chunk": chunk, "fwd_bwd_ms": ms, "gb_least": gb})
         print(f"mamba2 N={n:3d} chunk={chunk:3d}: fwd+bwd {ms:7.3f} ms", flush=True)
+        save()
     return {"rows": rows}
 
 
@@ -157,16 +157,19 @@ def markdown(doc: dict) -> str:
                   "| N | fwd ms | fwd+bwd ms | least GB fwd+bwd | fwd GFLOP (9BLEN MACs) |", "|---|---|---|---|---|"]
         lines += [(f"| {r['d_state']} | {r['fwd_ms']:.3f} | {r['fwd_bwd_ms']:.3f} | "
                    f"{r['fwd_gb'] + r['bwd_gb']:.2f} | {r['fwd_gflop']:.0f} |") for r in m1["rows"]]
-        f, p = m1["fit_fwd_bwd"], m1["memory_probe"]
-        fit = (f"Least squares fwd+bwd: t = {f['a_ms']:.3f} ms + {f['b_ms_per_state']:.3f} ms x N; at N = 16 "
-               f"the per-state part is {100 * f['state_share_at_16']:.0f} % of the time.")
-        probe = (f"Memory probe (the same tensors copied by torch): {p['gb']:.2f} GB in {p['ms']:.3f} ms = "
-                 f"{p['tb_per_s']:.2f} TB/s; the kernel's least bytes at N = 16 ({p['kernel_gb_at_16']:.2f} GB) "
-                 f"would take {p['kernel_bytes_at_probe_rate_ms']:.3f} ms at that rate.")
-        lines += ["", fit, probe, ""]
+        if "fit_fwd_bwd" in m1:  # absent when the run was cut before the sweep's end
+            f, p = m1["fit_fwd_bwd"], m1["memory_probe"]
+            fit = (f"Least squares fwd+bwd: t = {f['a_ms']:.3f} ms + {f['b_ms_per_state']:.3f} ms x N; at N = 16 "
+                   f"the per-state part is {100 * f['state_share_at_16']:.0f} % of the time.")
+            probe = (f"Memory probe (the same tensors copied by torch): {p['gb']:.2f} GB in {p['ms']:.3f} ms = "
+                     f"{p['tb_per_s']:.2f} TB/s; the kernel's least bytes at N = 16 ({p['kernel_gb_at_16']:.2f} GB) "
+                     f"would take {p['kernel_bytes_at_probe_rate_ms']:.3f} ms at that rate.")
+            lines += ["", fit, probe, ""]
     m2 = doc.get("mamba2")
     if m2:
-        lines += ["## Mamba-2 mamba_chunk_scan_combined (24 heads x 64, one group) against chunk size and N", "",
+        head = (f"## Mamba-2 mamba_chunk_scan_combined ({a['d_inner'] // 64} heads x 64, one group) against chunk "
+                "size and N")
+        lines += [head, "",
                   "| N | chunk | fwd+bwd ms | least GB |", "|---|---|---|---|"]
         lines += [f"| {r['d_state']} | {r['chunk']} | {r['fwd_bwd_ms']:.3f} | {r['gb_least']:.2f} |" for r in m2["rows"]]
     return "\n".join(lines) + "\n"
@@ -188,15 +191,18 @@ def main(argv=None) -> int:
     doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "args": vars(args)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, sweep in (("mamba1", mamba1_sweep), ("mamba2", mamba2_sweep)):
-        try:
-            doc[name] = sweep(args, dev)
-        except Exception as err:  # noqa: BLE001 - the other sweep still runs; the error is kept
-            doc[name] = None
-            doc[f"{name}_error"] = f"{type(err).__name__}: {err}"
-            print(f"{name}: {doc[f'{name}_error']}", flush=True)
+    def save() -> None:  # after every timing: a run cut by its timeout keeps what it measured
         (out / "scan_kernels.json").write_text(json.dumps(doc, indent=1))
         (out / "scan_kernels.md").write_text(markdown(doc))
+
+    for name, sweep in (("mamba1", mamba1_sweep), ("mamba2", mamba2_sweep)):
+        doc[name] = {"rows": []}
+        try:
+            doc[name].update(sweep(args, dev, doc[name]["rows"], save))
+        except Exception as err:  # noqa: BLE001 - the other sweep still runs; the error is kept
+            doc[f"{name}_error"] = f"{type(err).__name__}: {err}"
+            print(f"{name}: {doc[f'{name}_error']}", flush=True)
+        save()
     print(markdown(doc))
     return 0
 

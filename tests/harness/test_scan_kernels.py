@@ -25,3 +25,13 @@ def test_without_cuda_it_says_so_and_times_nothing(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as err:
         sk.main(["--out", str(tmp_path / "o")])
     assert err.value.code == 2 and not (tmp_path / "o").exists()
+
+
+def test_a_run_cut_before_the_end_of_a_sweep_still_writes_the_rows_it_timed():
+    doc = {"device": "NVIDIA H100 80GB HBM3", "args": {"batch": 16, "tokens": 4096, "d_inner": 1536, "reps": 10},
+           "mamba1": {"rows": [{"d_state": 1, "fwd_ms": 1.25, "fwd_bwd_ms": 4.5, "fwd_gb": 0.4, "bwd_gb": 0.7,
+                                "fwd_gflop": 1.8}]},
+           "mamba2": {"rows": []}}
+    text = sk.markdown(doc)
+    assert "| 1 | 1.250 | 4.500 | 1.10 | 2 |" in text and "Least squares" not in text
+    assert "(24 heads x 64, one group)" in text
