@@ -124,7 +124,8 @@ def run(study_file: Path = typer.Argument(..., metavar="STUDY.yaml", help="The s
         session = runner.open_session(loaded, folder=folder, storage=storage, tracking_uri=tracking_uri,
                                       create=True)
         line = LineProgress(total=lambda: runner.counts(session), left=lambda: runner.time_left(session))
-        runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say)
+        runner.prepare(session, yaml_text=yaml_text, preset=preset, retry_failed=retry_failed, say=line.say,
+                       devices={"cpu"} if workers else None)   # CPU workers use no GPU, whatever the machine has
     (folder / "study.yaml").write_text(runner.study_file_text(yaml_text, preset))
 
     try:

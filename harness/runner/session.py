@@ -109,8 +109,10 @@ def study_file_text(text: str, preset: str | None) -> str:
 
 
 def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_failed: bool = False,
-            say: Callable[[str], None] = print) -> None:
-    """Coordinator work before workers start: study attrs, parent run, dead workers, the queue, retries."""
+            say: Callable[[str], None] = print, devices: set[str] | None = None) -> None:
+    """Coordinator work before workers start: study attrs, parent run, dead workers, the queue, retries.
+    devices: the devices this run's trials will use ({'cpu'} for CPU workers; None: this machine's GPUs, else the
+    CPU), for the note on finished trials that ran elsewhere."""
     osd, study = session.optuna, session.study
     stored = osd.user_attrs.get("study_yaml")
     changed = stored is not None and (stored != yaml_text or osd.user_attrs.get("preset") != preset)
@@ -147,7 +149,7 @@ def prepare(session: Session, *, yaml_text: str, preset: str | None, retry_faile
             + (f"; {other} recorded under the earlier file ran another configuration (a changed base setting or "
                "axis value makes a new trial) and are left out of the counts and the report" if other else ""))
     if stored is not None:      # a rerun: say where the study stands before its trials start
-        if note := card_note(session.folder):
+        if note := card_note(session.folder, devices):
             say(note)
         c = counts(session)
         say(f"resuming {study.name}: {c['done']} of {c['total']} done, {c['pending'] + c['running']} to run"

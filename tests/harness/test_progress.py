@@ -158,3 +158,23 @@ def test_a_rerun_on_another_card_says_so_before_its_trials_start(tmp_path, regis
     capsys.readouterr()
     main(args)
     assert "note: finished trials ran on NVIDIA H200; this machine has cpu:" in capsys.readouterr().out
+
+
+def test_cpu_workers_on_a_gpu_machine_are_not_told_about_the_machines_cards(tmp_path, registries, capsys,
+                                                                           monkeypatch):
+    import torch
+
+    from harness.cli import main
+    from tests.harness.runner_support import seed_mlflow_db, write_study
+    path = write_study(tmp_path / "w.yaml", "w", axes={"backbone.width": [8]}, seeds=(0,))   # 1 trial, on this CPU
+    folder = tmp_path / "runs" / "w"
+    seed_mlflow_db(folder, tmp_path)
+    args = ["run", str(path), "--runs", str(tmp_path / "runs"), "--quiet", "--no-report"]
+    main(args)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)                  # as if an H100 were here
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3")
+    capsys.readouterr()
+    main([*args, "--workers", "1"])                  # the finished trial ran on the CPU, and so would these workers
+    assert "finished trials ran on" not in capsys.readouterr().out
+    main(args)                                       # this process would use the GPU: the note stands
+    assert "note: finished trials ran on cpu; this machine has NVIDIA H100 80GB HBM3:" in capsys.readouterr().out
