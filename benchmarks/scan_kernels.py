@@ -29,28 +29,18 @@ from pathlib import Path
 
 import torch
 
+from plugins.measure import time_calls
+
 
 def timed(fn, reps: int, warmup: int = 3) -> float:
-    """Median ms of `fn()` over `reps` CUDA-event timings after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        out.append(start.elapsed_time(end))
-    return statistics.median(out)
+    """Median ms of `fn()` over `reps` CUDA-event timings after `warmup` calls (plugins.measure, as the bench)."""
+    return time_calls(fn, device="cuda", warmup=warmup, iters=reps).median
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares (a, b) of y = a + b x."""
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return my - b * mx, b
+    """Least-squares (a, b) of y = a + b x (statistics.linear_regression, in this order)."""
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return intercept, slope
 
 
 def mamba1_bytes(batch: int, length: int, e: int, n: int, act: int = 2) -> tuple[float, float]:

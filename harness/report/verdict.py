@@ -135,17 +135,19 @@ def _other_quality_line(table: Table, m: MetricInfo, lead: Row, pairs: dict[str,
     # else the table's test of one against the other as its baseline (two variants have no pairwise section)
     cell = top.cells[m.name] if top.compared_with == lead.label else \
         lead.cells[m.name] if lead.compared_with == top.label else None
+    if pair is not None:
+        test = (pair["p_holm"], f"over its {len(pairs['pairs'])} pairs")
+    elif cell is not None and cell.noise is not None:
+        test = (cell.p_holm, "in the table's test against the baseline")
+    else:
+        test = None
     if single:
         why = "one seed a variant: no difference is tested"
-    elif pair is None and cell is not None and cell.noise is not None:
-        why = (f"{top.label} vs {lead.label} on {m.title}: {'within' if cell.noise else 'beyond'} the seed noise, "
-               f"Holm-adjusted p = {cell.p_holm:.2g} in the table's test against the baseline")
-    elif pair is None:
+    elif test is None:
         why = "the tables say which differences are beyond the seed noise"
     else:
-        beyond = "beyond" if pair["p_holm"] < ALPHA else "within"
-        why = (f"{top.label} vs {lead.label} on {m.title}: {beyond} the seed noise, Holm-adjusted p = "
-               f"{pair['p_holm']:.2g} over its {len(pairs['pairs'])} pairs")
+        why = (f"{top.label} vs {lead.label} on {m.title}: {'beyond' if test[0] < ALPHA else 'within'} the seed "
+               f"noise, Holm-adjusted p = {test[0]:.2g} {test[1]}")
     return (f"On {m.title} ({m.arrow}) the {best} {mean} is {top.label}'s, {_value(top.cells[m.name], d)}, not "
             f"{lead.label}'s ({_value(lead.cells[m.name], d)}): the quality metrics do not pick the same variant by "
             f"their {means} ({why}).")
