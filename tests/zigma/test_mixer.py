@@ -276,15 +276,17 @@ needs_fused = pytest.mark.skipif(not (torch.cuda.is_available() and fused_availa
 
 @pytest.mark.gpu
 @needs_fused
-@pytest.mark.parametrize("num_directions", [1, 2])
-def test_fused_equals_reference_on_outputs_and_gradients_in_fp32(num_directions):
+@pytest.mark.parametrize(("num_directions", "segments"), [(1, 3), (2, 3), (2, 1), (3, 1)])
+def test_fused_equals_reference_on_outputs_and_gradients_in_fp32(num_directions, segments):
+    """segments 1 with 2+ directions: each direction through mamba_inner_fn (the third one a gathered order)."""
     torch.manual_seed(0)
     fused = MambaMixer(64, num_directions=num_directions, backend="fused", device="cuda")
     ref = MambaMixer(64, num_directions=num_directions, backend="reference", device="cuda")
     ref.load_state_dict(fused.state_dict())
     x = torch.randn(2, 300, 64, device="cuda")
-    out_f, g_f = grads_of(fused, x, segments=3)
-    out_r, g_r = grads_of(ref, x, segments=3)
+    branch = [None, torch.randperm(300, device="cuda")] if num_directions == 3 else None
+    out_f, g_f = grads_of(fused, x, segments=segments, branch_index=branch)
+    out_r, g_r = grads_of(ref, x, segments=segments, branch_index=branch)
     assert rel_err(out_f, out_r) < 1e-4
     for name, g in g_f.items():
         assert rel_err(g, g_r[name]) < 1e-4, name

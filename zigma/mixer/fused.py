@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
+from zigma.scans.base import inverse as _inverse
+from zigma.scans.base import permute_tokens as _permute
+
 __all__ = ["FLA_INSTALL_HINT", "GLA_CHUNK", "INSTALL_HINT", "FusedUnavailableError", "causal_conv_silu",
            "fused_available", "fused_kernels", "gla_available", "gla_kernel", "gla_refusal", "gla_scan",
-           "mamba2_forward", "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
+           "mamba2_forward", "mamba_directions_forward", "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
 
 INSTALL_HINT = "pip install 'zigma-harness[cuda]'"
 FLA_INSTALL_HINT = "pip install 'zigma-harness[fla]'"
@@ -64,15 +67,53 @@ def mamba_forward(mixer, x):
     if kernels["mamba_inner_fn"] is None:  # no causal-conv1d: torch conv + mamba-ssm's selective scan
         y = ssm_branch(mixer.in_proj(x), mixer.conv1d, mixer.x_proj, mixer.dt_proj, mixer.A_log, mixer.D)
         return mixer.out_proj(y)  # (B, L, D)
+    return _inner(kernels, mixer, _in_proj_channels(mixer, x), 0, mixer.out_proj.bias)  # (B, L, D)
+
+
+def mamba_directions_forward(mixer, x, orders, combine):
+    """K >= 2 directions, each fully fused (mamba_inner_fn) on one shared in_proj output: x (B, L, D) in direction
+    0's order -> (B, L, D) in that order, the same function as `over_directions` with `ssm_branch` and out_proj.
+
+    in_proj runs once, channel-major as mamba_inner_fn wants it; direction k's copy is reversed (orders[k - 1]
+    None) or gathered along the sequence; each direction applies out_proj itself (no bias: out_proj is linear, so
+    the sum of the directions' projections is the projection of their sum; the bias is added once at the end).
+    Against the token-major path this saves each direction's transposes and the reversal of its d_inner-wide output
+    (the output reversed back is d_model wide), at the cost of one more out_proj GEMM a direction (the profile of a
+    two-direction ZigMa-B step: benchmarks/results/profile_step_sweep2_h100.md). mamba_inner_fn also recomputes the
+    convolution and dt in its backward instead of keeping them. Needs mamba_inner_fn (mamba-ssm + causal-conv1d)."""
+    kernels = fused_kernels()
+    xz = _in_proj_channels(mixer, x)  # (B, 2 * d_inner, L)
+    out = None
+    for k in range(len(orders) + 1):
+        idx = orders[k - 1] if k else None
+        inv = None if idx is None else _inverse(idx)
+        xz_k = xz if k == 0 else xz.flip(-1) if idx is None else _permute(xz, idx, inv, dim=-1)
+        y = _inner(kernels, mixer, xz_k, k, None)  # (B, L, D) in direction k's order
+        if k:
+            y = y.flip(1) if idx is None else _permute(y, inv, idx)  # back to order 0
+        out = y if out is None else out + y
+    if combine == "mean":
+        out = out / (len(orders) + 1)
+    bias = mixer.out_proj.bias
+    return out if bias is None else out + bias.to(dtype=out.dtype)  # (B, L, D)
+
+
+def _in_proj_channels(mixer, x):
+    """in_proj(x) channel-major, (B, L, D) -> (B, 2 * d_inner, L) (a view of one GEMM's output, as mamba_ssm.Mamba)."""
     length = x.shape[1]
     xz = rearrange(mixer.in_proj.weight @ rearrange(x, "b l d -> d (b l)"), "d (b l) -> b d l", l=length)
     if mixer.in_proj.bias is not None:
         xz = xz + rearrange(mixer.in_proj.bias.to(dtype=xz.dtype), "d -> d 1")
+    return xz
+
+
+def _inner(kernels, mixer, xz, k, out_bias):
+    """mamba_inner_fn with direction k's parameters: xz (B, 2 * d_inner, L) -> out_proj(y) (B, L, D)."""
+    conv1d, x_proj, dt_proj, A_log, D = mixer.direction_parameters(k)
     return kernels["mamba_inner_fn"](
-        xz, mixer.conv1d.weight, mixer.conv1d.bias, mixer.x_proj.weight, mixer.dt_proj.weight,
-        mixer.out_proj.weight, mixer.out_proj.bias, -torch.exp(mixer.A_log.float()), None, None,
-        mixer.D.float(), delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True,
-    )  # (B, L, D)
+        xz, conv1d.weight, conv1d.bias, x_proj.weight, dt_proj.weight, mixer.out_proj.weight, out_bias,
+        -torch.exp(A_log.float()), None, None, D.float(), delta_bias=dt_proj.bias.float(), delta_softplus=True,
+    )
 
 
 def ssm_branch(xz, conv1d, x_proj, dt_proj, A_log, D, *, packing=None):

@@ -162,6 +162,8 @@ class MambaMixer(nn.Module):
         if backend == "fused" and self.num_directions == 1 and not packed:
             out = _fused.mamba_forward(self, x.reshape(batch * segments, length // segments, -1))
             return out.reshape(batch, length, -1)  # (B, L, D)
+        if backend == "fused" and segments == 1 and _fused.fused_kernels()["mamba_inner_fn"] is not None:
+            return _fused.mamba_directions_forward(self, x, orders, self.combine)  # K fused layers, one in_proj
         branch = _fused.ssm_branch if backend == "fused" else _reference_branch
         packing = SegmentPacking(segments, length, self.d_conv) if packed else None
         xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)  # (B, L, 2 * d_inner)

@@ -49,8 +49,10 @@ def inverse(order: torch.Tensor) -> torch.Tensor:
 _GATHER = "auto"
 
 
-def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x[:, idx] by the `_GATHER` method."""
+def _gather(x: torch.Tensor, idx: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """x[:, idx] by the `_GATHER` method (another `dim`: index_select along it)."""
+    if dim not in (1, 1 - x.dim()):
+        return x.index_select(dim, idx)
     method = ("rows" if x.is_cuda else "index_select") if _GATHER == "auto" else _GATHER
     if method == "rows" and x.is_contiguous():
         n, length = x.shape[0], x.shape[1]
@@ -66,22 +68,24 @@ class _PermuteTokens(torch.autograd.Function):
     index_add_ scatter: about twice the time on an H100, benchmarks/results/bench_h100.log)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor, dim: int) -> torch.Tensor:
         ctx.save_for_backward(idx, inv)
-        return _gather(x, idx)
+        ctx.dim = dim
+        return _gather(x, idx, dim)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         idx, inv = ctx.saved_tensors
-        return _PermuteTokens.apply(grad, inv, idx), None, None  # itself differentiable (double backward)
+        return _PermuteTokens.apply(grad, inv, idx, ctx.dim), None, None, None  # differentiable (double backward)
 
 
-def permute_tokens(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor | None = None) -> torch.Tensor:
+def permute_tokens(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor | None = None, dim: int = 1) -> torch.Tensor:
     """x (N, L, ...) -> x[:, idx] for a permutation idx (L,); `inv` = inverse(idx), computed when not given.
-    Same values and gradients as x.index_select(1, idx); the backward is a gather instead of a scatter."""
+    Same values and gradients as x.index_select(dim, idx); the backward is a gather instead of a scatter. `dim`:
+    the sequence's dimension (e.g. -1 for a channel-major (N, C, L) tensor)."""
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return _gather(x, idx)
-    return _PermuteTokens.apply(x, idx, inverse(idx) if inv is None else inv)
+        return _gather(x, idx, dim)
+    return _PermuteTokens.apply(x, idx, inverse(idx) if inv is None else inv, dim)
 
 
 def relative_order(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
