@@ -1,11 +1,15 @@
-"""Two-direction Mamba-1 layers (sweep-2, the ViM-style backbone) on the fused kernels: the path they take now
-(each direction through mamba_inner_fn on one shared in_proj, `fused.mamba_directions_forward`) beside the path
-they took before (token-major reversal, causal_conv1d + selective_scan per direction, then one out_proj:
-`over_directions` + `fused.ssm_branch`), and one direction (mamba_inner_fn) for scale, in one run.
+"""Two-direction layers (sweep-2, the ViM-style backbone) on the fused kernels: the path they take now beside the
+path they took before, and one direction for scale, in one run, for each mixer.
+- Mamba-1: now each direction through mamba_inner_fn on one shared in_proj (`fused.mamba_directions_forward`);
+  before token-major reversal, causal_conv1d + selective_scan per direction, then one out_proj (`over_directions` +
+  `fused.ssm_branch`).
+- Mamba-2: now each direction through mamba-ssm's split conv + SSD kernel with its gate, then one norm
+  (`fused.mamba2_directions_forward`); before conv + SSD per direction, summed, then the gated norm
+  (`over_directions` + `Mamba2Mixer._ssm`).
 
-    python -m benchmarks.directions --out DIR          # CUDA with mamba-ssm + causal-conv1d; under a minute
+    python -m benchmarks.directions --out DIR          # CUDA with mamba-ssm + causal-conv1d; about a minute
 
-One MambaMixer at ZigMa-B's width (d_model 768, d_inner 1,536, d_state 16), batch 16 x 4,096 tokens, bf16 autocast,
+One mixer at ZigMa-B's width (d_model 768, d_inner 1,536; mamba-ssm's default d_state), batch 16 x 4,096 tokens, bf16 autocast,
 forward + backward (gradients of the input and every parameter): the median of `--reps` CUDA-event timings after
 warm-up (ms) and the allocator's peak above the inputs (GiB), each path in turn, then the ratios. The outputs and
 gradients of the two two-direction paths are compared too (relative L2 error, bf16), so a faster path that computes
@@ -21,8 +25,17 @@ from pathlib import Path
 import torch
 
 from plugins.measure import time_calls
-from zigma.mixer import MambaMixer, fused
+from zigma.mixer import Mamba2Mixer, MambaMixer, fused
 from zigma.mixer.mamba import branch_orders, over_directions
+
+
+def old_path2(mixer: Mamba2Mixer, x: torch.Tensor) -> torch.Tensor:
+    """Mamba-2's per-direction path (kept for segmented layers and ssd 'fla')."""
+    zxbcdt = mixer.in_proj(x)
+    z, xbcdt = zxbcdt[..., : mixer.d_inner], zxbcdt[..., mixer.d_inner:]
+    orders = branch_orders(mixer.num_directions, None, x.shape[1], x.device)
+    y = over_directions(xbcdt, orders, 1, lambda u, k: mixer._ssm(u, k, True), mixer.combine)
+    return mixer.out_proj(mixer.norm(y, z))
 
 
 def old_path(mixer: MambaMixer, x: torch.Tensor) -> torch.Tensor:
@@ -62,39 +75,47 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--mixers", default="mamba1,mamba2", help="which mixers' paths to time")
     p.add_argument("--out", default="directions-out")
     args = p.parse_args(argv)
-    if not (torch.cuda.is_available() and fused.fused_available()
+    if not (torch.cuda.is_available() and fused.fused_available() and fused.ssd_available()
             and fused.fused_kernels()["mamba_inner_fn"] is not None):
         p.error("needs a CUDA device with mamba-ssm and causal-conv1d (the fused paths are what is timed)")
-    torch.manual_seed(0)
-    one = MambaMixer(args.d_model, num_directions=1, backend="fused", device="cuda")
-    two = MambaMixer(args.d_model, num_directions=2, backend="fused", device="cuda")
     x = torch.randn(args.batch, args.tokens, args.d_model, device="cuda", requires_grad=True)
     dy = torch.randn(args.batch, args.tokens, args.d_model, device="cuda", dtype=torch.bfloat16)
-    cases = {"one direction (mamba_inner_fn)": (one, one),
-             "two directions, now (mamba_inner_fn each)": (two, two),
-             "two directions, before (token-major branches)": (lambda u: old_path(two, u), two)}
-    rows = {}
-    for name, (fn, mixer) in cases.items():
-        rows[name] = measure(fn, mixer, x, dy, args.reps)
-        print(f"{name}: {rows[name]['ms']:.3f} ms fwd+bwd, {rows[name]['peak_gib']:.2f} GiB peak", flush=True)
-    now, before = rows["two directions, now (mamba_inner_fn each)"], rows["two directions, before (token-major branches)"]
-    agree = {"grads_max_rel_err": max(rel(a, b) for a, b in zip(now["grads"], before["grads"]))}
-    base = rows["one direction (mamba_inner_fn)"]["ms"]
-    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "args": vars(args),
-           "rows": {k: {kk: vv for kk, vv in v.items() if kk != "grads"} for k, v in rows.items()},
-           "before_over_now": before["ms"] / now["ms"], "now_over_one": now["ms"] / base,
-           "before_over_one": before["ms"] / base, **agree}
-    title = (f"# Two-direction Mamba-1 layer paths on {doc['device']} (benchmarks/directions.py; batch {args.batch} "
+    rows, doc = {}, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "args": vars(args)}
+    for label, cls, before in (("mamba1", MambaMixer, old_path), ("mamba2", Mamba2Mixer, old_path2)):
+        if label not in args.mixers.split(","):
+            continue
+        torch.manual_seed(0)
+        one = cls(args.d_model, num_directions=1, backend="fused", device="cuda")
+        two = cls(args.d_model, num_directions=2, backend="fused", device="cuda")
+        cases = {"one direction": (one, one), "two directions, now": (two, two),
+                 "two directions, before": (lambda u, two=two, before=before: before(two, u), two)}
+        got = {}
+        for name, (fn, mixer) in cases.items():
+            got[name] = measure(fn, mixer, x, dy, args.reps)
+            rows[f"{label}: {name}"] = {k: v for k, v in got[name].items() if k != "grads"}
+            r = got[name]
+            print(f"{label}: {name}: {r['ms']:.3f} ms fwd+bwd, {r['peak_gib']:.2f} GiB peak", flush=True)
+        now, before_, base = got["two directions, now"], got["two directions, before"], got["one direction"]["ms"]
+        doc[label] = {"before_over_now": before_["ms"] / now["ms"], "now_over_one": now["ms"] / base,
+                      "before_over_one": before_["ms"] / base,
+                      "grads_max_rel_err": max(rel(a, b) for a, b in zip(now["grads"], before_["grads"]))}
+        del got, one, two
+    doc["rows"] = rows
+    title = (f"# Two-direction layer paths on {doc['device']} (benchmarks/directions.py; batch {args.batch} "
              f"x {args.tokens} tokens, d_model {args.d_model}, bf16 autocast, fwd+bwd, median of {args.reps} "
              "CUDA-event timings)")
     lines = [title, "", "| path | ms | peak GiB |", "|---|---|---|"]
-    lines += [f"| {k} | {v['ms']:.3f} | {v['peak_gib']:.2f} |" for k, v in doc["rows"].items()]
-    summary = (f"Before / now: {doc['before_over_now']:.2f}x; two directions now / one: {doc['now_over_one']:.2f}x "
-               f"(before: {doc['before_over_one']:.2f}x). Gradients of the two paths agree within a relative L2 "
-               f"error of {agree['grads_max_rel_err']:.1e} (bf16).")
-    lines += ["", summary]
+    lines += [f"| {k} | {v['ms']:.3f} | {v['peak_gib']:.2f} |" for k, v in rows.items()]
+    for label in ("mamba1", "mamba2"):
+        if label in doc:
+            r = doc[label]
+            line = (f"{label}: before / now {r['before_over_now']:.2f}x; two directions now / one "
+                    f"{r['now_over_one']:.2f}x (before: {r['before_over_one']:.2f}x); the two paths' gradients "
+                    f"agree within a relative L2 error of {r['grads_max_rel_err']:.1e} (bf16).")
+            lines += ["", line]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "directions.json").write_text(json.dumps(doc, indent=1))

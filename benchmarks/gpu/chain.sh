@@ -20,8 +20,9 @@
 #                      PROFILE_S, 300)
 #   kernels            benchmarks/scan_kernels.py: Mamba-1's selective scan against its state size, with a memory probe,
 #                      and Mamba-2's SSD against chunk size and state size, timed alone at ZigMa-B's shapes (KERNELS_S, 240)
-#   directions         benchmarks/directions.py: a two-direction Mamba-1 layer at size B, each direction through
-#                      mamba_inner_fn (now) against the token-major branch path (before), side by side (DIRECTIONS_S, 120)
+#   directions         benchmarks/directions.py: a two-direction layer at size B, Mamba-1 and Mamba-2, each direction
+#                      through the fused layer kernel (now) against the per-direction path (before), side by side
+#                      (DIRECTIONS_MIXERS, default mamba1,mamba2; DIRECTIONS_S, 150)
 #   mixbench           issue 18's bench (benchmarks/gpu/device_mixer2.sh PART=bench): ZigMa-B mamba1 / mamba2 (its SSD
 #                      by mamba-ssm and by fla) beside DiT-B at 1K / 4K / 16K tokens, eager and compiled, for the time left
 #   multigpu           issue 22, on 2+ GPUs: benchmarks/gpu/multi_gpu.yaml (one ZigMa-S trial on 1 and on 2 GPUs) with
@@ -121,7 +122,8 @@ for step in ${STEPS:?STEPS: e.g. "tests segment publish:studies/scan_ablation.ya
       timeout "${KERNELS_S:-240}" python3 -m benchmarks.scan_kernels --out "$dir" > "$dir/scan_kernels.log" 2>&1
       echo "kernels exit $?"; tail -30 "$dir/scan_kernels.log" ;;
     directions)
-      timeout "${DIRECTIONS_S:-120}" python3 -m benchmarks.directions --out "$dir" > "$dir/directions.log" 2>&1
+      timeout "${DIRECTIONS_S:-150}" python3 -m benchmarks.directions --mixers "${DIRECTIONS_MIXERS:-mamba1,mamba2}" \
+        --out "$dir" > "$dir/directions.log" 2>&1
       echo "directions exit $?"; tail -8 "$dir/directions.log" ;;
     mixbench)
       OUT=$dir PART=bench LIMIT=$(( $(left) - 10 )) bash benchmarks/gpu/device_mixer2.sh > "$dir/console.log" 2>&1

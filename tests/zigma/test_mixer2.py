@@ -203,16 +203,18 @@ def test_mixer_builds_on_the_meta_device_from_a_generator():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (torch.cuda.is_available() and ssd_available()), reason="needs CUDA and mamba-ssm")
-@pytest.mark.parametrize("num_directions", [1, 2])
-def test_fused_equals_reference_on_outputs_and_gradients_in_fp32(num_directions):
+@pytest.mark.parametrize(("num_directions", "segments"), [(1, 3), (2, 3), (2, 1), (3, 1)])
+def test_fused_equals_reference_on_outputs_and_gradients_in_fp32(num_directions, segments):
+    """segments 1 with 2+ directions: each direction through the split kernel (the third one a gathered order)."""
     torch.manual_seed(0)
     fused = Mamba2Mixer(128, num_directions=num_directions, backend="fused", device="cuda")
     ref = Mamba2Mixer(128, num_directions=num_directions, backend="reference", device="cuda")
     ref.load_state_dict(fused.state_dict())
     x = torch.randn(2, 300, 128, device="cuda", requires_grad=True)
+    branch = [None, torch.randperm(300, device="cuda")] if num_directions == 3 else None
     outs = []
     for m in (fused, ref):
-        out = m(x, segments=3)
+        out = m(x, segments=segments, branch_index=branch)
         outs.append((out, torch.autograd.grad(out.square().sum(), (x, *m.parameters()))))
     assert rel_err(outs[0][0], outs[1][0]) < 1e-4
     for gf, gr in zip(outs[0][1], outs[1][1]):

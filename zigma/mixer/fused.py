@@ -15,7 +15,7 @@ from zigma.scans.base import permute_tokens as _permute
 
 __all__ = ["FLA_INSTALL_HINT", "GLA_CHUNK", "INSTALL_HINT", "FusedUnavailableError", "causal_conv_silu",
            "fused_available", "fused_kernels", "gla_available", "gla_kernel", "gla_refusal", "gla_scan",
-           "mamba2_forward", "mamba_directions_forward", "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
+           "mamba2_directions_forward", "mamba2_forward", "mamba_directions_forward", "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
 
 INSTALL_HINT = "pip install 'zigma-harness[cuda]'"
 FLA_INSTALL_HINT = "pip install 'zigma-harness[fla]'"
@@ -224,6 +224,33 @@ def mamba2_forward(mixer, x):
         rmsnorm_weight=mixer.norm.weight, rmsnorm_eps=mixer.norm.eps, outproj_weight=mixer.out_proj.weight,
         outproj_bias=mixer.out_proj.bias, headdim=mixer.headdim, ngroups=mixer.ngroups, norm_before_gate=False,
     )  # (B, L, D)
+
+
+def mamba2_directions_forward(mixer, x, orders, combine):
+    """K >= 2 directions of a Mamba2Mixer, each through mamba-ssm's split conv + SSD kernel (its memory-efficient
+    layer: keeps its input and recomputes the convolution in the backward) with the gate and without the norm:
+    x (B, L, D) in direction 0's order -> (B, L, D), the same function as `over_directions` with `Mamba2Mixer._ssm`.
+
+    The kernel returns y_k * silu(z_k) in direction k's order (z_k: z in that order); back in order 0 the gate is
+    z's for every direction, so their sum is (sum_k y_k) * silu(z): the gated input of the shared norm, applied once
+    in torch, then out_proj. Needs the split kernel (mamba-ssm + causal-conv1d)."""
+    split = ssd_kernels()["split_conv1d_scan"]
+    zxbcdt = mixer.in_proj(x)  # (B, L, 2E + 2GN + H), token-major as the kernel wants it
+    gated = None
+    for k in range(len(orders) + 1):
+        idx = orders[k - 1] if k else None
+        inv = None if idx is None else _inverse(idx)
+        u = zxbcdt if k == 0 else zxbcdt.flip(1) if idx is None else _permute(zxbcdt, idx, inv)
+        conv1d, dt_bias, A_log, D = mixer.direction_parameters(k)
+        y = split(u, rearrange(conv1d.weight, "d 1 w -> d w"), conv1d.bias, dt_bias, -torch.exp(A_log.float()),
+                  D=D, chunk_size=mixer.chunk_size, activation="silu", headdim=mixer.headdim,
+                  ngroups=mixer.ngroups)  # (B, L, E): y_k * silu(z_k), direction k's order
+        if k:
+            y = y.flip(1) if idx is None else _permute(y, inv, idx)  # back to order 0
+        gated = y if gated is None else gated + y
+    if combine == "mean":
+        gated = gated / (len(orders) + 1)
+    return mixer.out_proj(mixer.norm(gated, None))  # (B, L, D)
 
 
 # ---- Mamba-2's SSD as scalar-gated linear attention: flash-linear-attention's Triton kernels (ssd 'fla') ----------

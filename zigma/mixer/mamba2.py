@@ -58,9 +58,11 @@ class GatedRMSNorm(nn.Module):
         self.eps, self.group_size = eps, group_size
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """z None: y is gated already (y * silu(z), as mamba-ssm's split kernel returns it without its norm)."""
         work = torch.promote_types(y.dtype, torch.float32)
-        g = rearrange(y.to(work) * F.silu(z.to(work)), "... (g d) -> ... g d", d=self.group_size)
+        gated = y.to(work) if z is None else y.to(work) * F.silu(z.to(work))
+        g = rearrange(gated, "... (g d) -> ... g d", d=self.group_size)
         g = g * torch.rsqrt(g.square().mean(dim=-1, keepdim=True) + self.eps)
         return (rearrange(g, "... g d -> ... (g d)") * self.weight.to(work)).to(y.dtype)
 
@@ -198,6 +200,9 @@ class Mamba2Mixer(nn.Module):
         if fused and self.num_directions == 1 and self.ssd == "mamba-ssm":
             out = _fused.mamba2_forward(self, x.reshape(batch * segments, length // segments, -1))
             return out.reshape(batch, length, -1)  # (B, L, D)
+        if (fused and self.ssd == "mamba-ssm" and segments == 1
+                and _fused.ssd_kernels()["split_conv1d_scan"] is not None):
+            return _fused.mamba2_directions_forward(self, x, orders, self.combine)  # K split kernels, one norm
         zxbcdt = self.in_proj(x)  # (B, L, 2E + 2GN + H)
         z, xbcdt = zxbcdt[..., : self.d_inner], zxbcdt[..., self.d_inner:]
         y = over_directions(xbcdt, orders, segments, lambda u, k: self._ssm(u, k, fused), self.combine)  # (B, L, E)
