@@ -82,20 +82,27 @@ def mamba_directions_forward(mixer, x, orders, combine):
     two-direction ZigMa-B step: benchmarks/results/profile_step_sweep2_h100.md). mamba_inner_fn also recomputes the
     convolution and dt in its backward instead of keeping them. Needs mamba_inner_fn (mamba-ssm + causal-conv1d)."""
     kernels = fused_kernels()
-    xz = _in_proj_channels(mixer, x)  # (B, 2 * d_inner, L)
-    out = None
-    for k in range(len(orders) + 1):
-        idx = orders[k - 1] if k else None
-        inv = None if idx is None else _inverse(idx)
-        xz_k = xz if k == 0 else xz.flip(-1) if idx is None else _permute(xz, idx, inv, dim=-1)
-        y = _inner(kernels, mixer, xz_k, k, None)  # (B, L, D) in direction k's order
-        if k:
-            y = y.flip(1) if idx is None else _permute(y, inv, idx)  # back to order 0
-        out = y if out is None else out + y
+    xz = _in_proj_channels(mixer, x)  # (B, 2 * d_inner, L): the sequence in the last dimension
+    out = _summed_directions(xz, orders, -1, lambda u, k: _inner(kernels, mixer, u, k, None))  # (B, L, D)
     if combine == "mean":
         out = out / (len(orders) + 1)
     bias = mixer.out_proj.bias
     return out if bias is None else out + bias.to(dtype=out.dtype)  # (B, L, D)
+
+
+def _summed_directions(u, orders, dim, run):
+    """sum over directions k of run(u in direction k's order, k), each result (B, L, ...) put back in order 0; u's
+    sequence is its dimension `dim`. orders[k - 1]: a gather index, or None for the reversed sequence."""
+    out = None
+    for k in range(len(orders) + 1):
+        idx = orders[k - 1] if k else None
+        inv = None if idx is None else _inverse(idx)
+        u_k = u if k == 0 else u.flip(dim) if idx is None else _permute(u, idx, inv, dim=dim)
+        y = run(u_k, k)  # (B, L, ...) in direction k's order
+        if k:
+            y = y.flip(1) if idx is None else _permute(y, inv, idx)  # back to order 0
+        out = y if out is None else out + y
+    return out
 
 
 def _in_proj_channels(mixer, x):
@@ -235,19 +242,13 @@ def mamba2_directions_forward(mixer, x, orders, combine):
     z's for every direction, so their sum is (sum_k y_k) * silu(z): the gated input of the shared norm, applied once
     in torch, then out_proj. Needs the split kernel (mamba-ssm + causal-conv1d)."""
     split = ssd_kernels()["split_conv1d_scan"]
-    zxbcdt = mixer.in_proj(x)  # (B, L, 2E + 2GN + H), token-major as the kernel wants it
-    gated = None
-    for k in range(len(orders) + 1):
-        idx = orders[k - 1] if k else None
-        inv = None if idx is None else _inverse(idx)
-        u = zxbcdt if k == 0 else zxbcdt.flip(1) if idx is None else _permute(zxbcdt, idx, inv)
+    def run(u, k):  # (B, L, E): y_k * silu(z_k) in direction k's order
         conv1d, dt_bias, A_log, D = mixer.direction_parameters(k)
-        y = split(u, rearrange(conv1d.weight, "d 1 w -> d w"), conv1d.bias, dt_bias, -torch.exp(A_log.float()),
-                  D=D, chunk_size=mixer.chunk_size, activation="silu", headdim=mixer.headdim,
-                  ngroups=mixer.ngroups)  # (B, L, E): y_k * silu(z_k), direction k's order
-        if k:
-            y = y.flip(1) if idx is None else _permute(y, inv, idx)  # back to order 0
-        gated = y if gated is None else gated + y
+        return split(u, rearrange(conv1d.weight, "d 1 w -> d w"), conv1d.bias, dt_bias, -torch.exp(A_log.float()),
+                     D=D, chunk_size=mixer.chunk_size, activation="silu", headdim=mixer.headdim, ngroups=mixer.ngroups)
+
+    # in_proj's output (B, L, 2E + 2GN + H) token-major, as the kernel wants it
+    gated = _summed_directions(mixer.in_proj(x), orders, 1, run)  # (B, L, E)
     if combine == "mean":
         gated = gated / (len(orders) + 1)
     return mixer.out_proj(mixer.norm(gated, None))  # (B, L, D)
