@@ -15,7 +15,8 @@ from zigma.scans.base import permute_tokens as _permute
 
 __all__ = ["FLA_INSTALL_HINT", "GLA_CHUNK", "INSTALL_HINT", "FusedUnavailableError", "causal_conv_silu",
            "fused_available", "fused_kernels", "gla_available", "gla_kernel", "gla_refusal", "gla_scan",
-           "mamba2_directions_forward", "mamba2_forward", "mamba_directions_forward", "mamba_forward", "ssd_as_gla", "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
+           "mamba2_directions_forward", "mamba2_forward", "mamba_directions_forward", "mamba_forward", "ssd_as_gla",
+           "ssd_available", "ssd_kernels", "ssd_scan", "ssm_branch"]
 
 INSTALL_HINT = "pip install 'zigma-harness[cuda]'"
 FLA_INSTALL_HINT = "pip install 'zigma-harness[fla]'"
@@ -242,6 +243,7 @@ def mamba2_directions_forward(mixer, x, orders, combine):
     z's for every direction, so their sum is (sum_k y_k) * silu(z): the gated input of the shared norm, applied once
     in torch, then out_proj. Needs the split kernel (mamba-ssm + causal-conv1d)."""
     split = ssd_kernels()["split_conv1d_scan"]
+
     def run(u, k):  # (B, L, E): y_k * silu(z_k) in direction k's order
         conv1d, dt_bias, A_log, D = mixer.direction_parameters(k)
         return split(u, rearrange(conv1d.weight, "d 1 w -> d w"), conv1d.bias, dt_bias, -torch.exp(A_log.float()),
