@@ -4,18 +4,19 @@ Each completed trial with intermediate evaluations gives, per seed, the objectiv
 GPU-hours (timed training-step seconds / 3600) and training TFLOPs, joined on the training step. Curves: one line
 per variant, the mean of the seeds' curves (each read linearly in log-compute on a shared grid inside the range
 every seed covers) with the min-max band. Iso-cost tables: each variant's quality at log-spaced budgets of equal
-GPU time and equal FLOPs over all trials' range, where at least two models reach them
-(harness/report/isocost.py), mean ± std over seeds.
+GPU time and equal FLOPs over the table's trials' range (one table a value of a `crossed_keys` key), where at
+least two models reach them (harness/report/isocost.py), mean ± std over seeds.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import numpy as np
 
-from harness.labels import model_label
+from harness.labels import BUDGET_KEYS, axis_text, model_label, short_key
 
 from . import plots
 from .data import StudyData
@@ -31,11 +32,45 @@ AXES = (("during/images", "training images", 1.0, None, "images"),
         ("during/train_tflops", "training TFLOPs", 1.0, "FLOPs", "TFLOP"))
 
 
-def _curves(study: StudyData, metric: str, multi: bool) -> tuple[dict[str, dict[str, list]], dict[str, str]]:
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def crossed_keys(study: StudyData) -> list[str]:
+    """Axis keys (not the baseline's, not labels.BUDGET_KEYS) that the study crosses with its models: every
+    completed trial has a value, there are two or more, and each value comes with two or more of the baseline
+    keys' values (e.g. backbone.patch_size [2, 1] for each of backbone.name zigma, vim, dit). Iso-cost verdicts
+    compare models within each value of these, as a results table compares each row with its own arm's baseline;
+    none without a baseline."""
+    done = study.trials[study.trials["status"] == "completed"] if len(study.trials) else study.trials
+    if not study.baseline or done.empty:
+        return []
+    ident = [f"axis.{k}" for k in study.baseline]
+    if not all(c in done.columns for c in ident):
+        return []
+    models = done[ident].astype(str).agg("|".join, axis=1)
+    keys = []
+    for col in done.columns:
+        key = col[5:]
+        if not col.startswith("axis.") or col in ident or key in BUDGET_KEYS:
+            continue
+        values = done[col].map(lambda v: None if _missing(v) else json.dumps(v, sort_keys=True, default=str))
+        if values.isna().any() or values.nunique() < 2:
+            continue
+        if all(models[values == v].nunique() >= 2 for v in values.unique()):
+            keys.append(key)
+    return keys
+
+
+def _curves(study: StudyData, metric: str, multi: bool
+            ) -> tuple[dict[str, dict[str, list]], dict[str, str], dict[str, str]]:
     """(axis history -> variant -> seeds' (compute, quality) curves of the completed trials, variant -> its model:
-    the variant's label without labels.BUDGET_KEYS)."""
+    the variant's label without labels.BUDGET_KEYS, variant -> its comparison group: the values of
+    `crossed_keys` ('' without))."""
     out: dict[str, dict[str, list]] = {a[0]: {} for a in AXES}
     models: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    crossed = crossed_keys(study)
     for _, t in study.trials.iterrows():
         if t["status"] != "completed" or not t["run_id"]:
             continue
@@ -43,12 +78,13 @@ def _curves(study: StudyData, metric: str, multi: bool) -> tuple[dict[str, dict[
         q = dict(during.get(f"during/{metric}", []))
         label = f"{study.name}: {t['variant']}" if multi else t["variant"]
         models[label] = f"{study.name}: {model_label(t)}" if multi else model_label(t)
+        groups[label] = ", ".join(f"{short_key(k)}={axis_text(t[f'axis.{k}'])}" for k in crossed)
         for name, _, scale, _, _ in AXES:
             xs = dict(during.get(name, []))
             pts = [(xs[s] * scale, v) for s, v in sorted(q.items()) if s in xs and math.isfinite(xs[s])]
             if len(pts) >= 2:
                 out[name].setdefault(label, []).append(pts)
-    return out, models
+    return out, models, groups
 
 
 def _mean_band(seeds: list[list[tuple[float, float]]]) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -110,9 +146,11 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
     info = metric_infos([metric])[0]
     merged: dict[str, dict[str, list]] = {a[0]: {} for a in AXES}
     models: dict[str, str] = {}
+    groups: dict[str, str] = {}
     for s in studies:
-        curves, of = _curves(s, metric, multi)
+        curves, of, grouped = _curves(s, metric, multi)
         models.update(of)
+        groups.update(grouped)
         for name, by_variant in curves.items():
             merged[name].update(by_variant)
     if not any(merged.values()):
@@ -125,14 +163,26 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
                  "against images, GPU-hours and TFLOPs; mean over seeds (each seed's curve read linearly in "
                  "log-compute) with the min–max band; one colour per model, one line style per arm of it.", png,
                  "compute")
-    tables = [_table(merged[name], models, info, what, unit) for name, _, _, what, unit in AXES
-              if what and merged[name]]
+    tables = []
+    for name, _, _, what, unit in AXES:
+        if not (what and merged[name]):
+            continue
+        for group in dict.fromkeys(groups.get(v, "") for v in merged[name]):   # in study order
+            part = {v: c for v, c in merged[name].items() if groups.get(v, "") == group}
+            table = _table(part, models, info, what, unit)
+            if group:
+                table["title"] += f", {group}"
+            tables.append(table)
     method = ("Iso-cost values: each seed's curve read at the budget by linear interpolation in log10(compute) "
               "between the two evaluations around it, never extrapolated (n/a when a seed's evaluations do not "
-              "reach the budget); mean ± sample std over seeds; budgets log-spaced over all trials' range, shown "
-              "where at least two models reach them. A model is named ahead only where Welch's t-test separates it "
+              "reach the budget); mean ± sample std over seeds; budgets log-spaced over the range of the table's "
+              "trials, shown where at least two models reach them. A model is named ahead only where Welch's t-test separates it "
               "from every other model at that budget, Holm-adjusted over the comparisons at all budgets; the arms of one "
               "model (rows differing only in train.steps, train.budget, eval.every or eval.intermediate_samples) "
               "count once, by the first arm whose seeds all reach the budget. "
               "Values are on the intermediate sample size, so they are not comparable with the final table.")
+    crossed = sorted({k for s in studies for k in crossed_keys(s)})
+    if crossed:
+        method += (f" Models are compared only with models of the same {', '.join(crossed)} (the study runs every "
+                   "model at each of its values, as it runs each arm against its own baseline): one table a value.")
     return {"figures": [fig], "tables": tables, "method": method}
