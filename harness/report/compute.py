@@ -170,6 +170,7 @@ def compute_section(studies: list[StudyData]) -> dict[str, Any] | None:
         for group in dict.fromkeys(groups.get(v, "") for v in merged[name]):   # in study order
             part = {v: c for v, c in merged[name].items() if groups.get(v, "") == group}
             table = _table(part, models, info, what, unit)
+            table["group"] = group
             if group:
                 table["title"] += f", {group}"
             tables.append(table)

@@ -270,6 +270,9 @@ def _write(out: Path, name: str, data: list[StudyData], tables: list[Table], pro
         "pairwise": _pairwise(data, tables, multi),
     }
     ctx["verdict"] = verdict(tables, data[0].objective, provs, {p["name"]: p for p in ctx["pairwise"]})
+    if compute:  # the equal-cost answers, one a table (a study crossing e.g. token counts: one per value)
+        ctx["verdict"]["lines"] += [(f"{t['group']}: " if t["group"] else "") + t["sentence"]
+                                    for t in compute["tables"]]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                              autoescape=jinja2.select_autoescape(["html"]))

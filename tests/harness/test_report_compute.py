@@ -99,6 +99,16 @@ def test_the_readme_names_no_winner_when_a_variant_has_one_seed(report):
     assert "At equal GPU time, no model is ahead beyond the seed noise at any compared budget" in readme
 
 
+def test_the_answer_carries_the_equal_cost_verdicts(report):
+    readme = (report / "README.md").read_text()
+    answer = readme.split("## Answer", 1)[1].split("\n## ", 1)[0]
+    assert "At equal GPU time, no model is ahead beyond the seed noise" in answer
+    assert "At equal FLOPs, " in answer
+    verdict = json.loads((report / "summary.json").read_text())["verdict"]["lines"]
+    assert [x for x in verdict if x.startswith("At equal ")] == [
+        t["sentence"] for t in json.loads((report / "summary.json").read_text())["iso_cost"]]
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_the_compute_curves_render_in_headless_chromium(report, tmp_path):

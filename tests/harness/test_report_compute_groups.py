@@ -55,3 +55,4 @@ def test_iso_cost_verdicts_stay_within_a_token_count():
         other_patch = "patch_size=1" if table["title"].endswith("2") else "patch_size=2"
         assert all(other_patch not in r["variant"] for r in table["rows"])
     assert "compared only with models of the same backbone.patch_size" in section["method"]
+
