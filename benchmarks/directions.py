@@ -83,45 +83,60 @@ def main(argv=None) -> int:
         p.error("needs a CUDA device with mamba-ssm and causal-conv1d (the fused paths are what is timed)")
     x = torch.randn(args.batch, args.tokens, args.d_model, device="cuda", requires_grad=True)
     dy = torch.randn(args.batch, args.tokens, args.d_model, device="cuda", dtype=torch.bfloat16)
-    rows, doc = {}, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "args": vars(args)}
+    doc = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "args": vars(args), "rows": {}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every timing: a run cut by its timeout keeps what it measured
+        (out / "directions.json").write_text(json.dumps(doc, indent=1))
+        (out / "directions.md").write_text(markdown(doc))
+
     for label, cls, before in (("mamba1", MambaMixer, old_path), ("mamba2", Mamba2Mixer, old_path2)):
         if label not in args.mixers.split(","):
             continue
-        torch.manual_seed(0)
-        one = cls(args.d_model, num_directions=1, backend="fused", device="cuda")
-        two = cls(args.d_model, num_directions=2, backend="fused", device="cuda")
-        cases = {"one direction": (one, one), "two directions, now": (two, two),
-                 "two directions, before": (lambda u, two=two, before=before: before(two, u), two)}
-        got = {}
-        for name, (fn, mixer) in cases.items():
-            got[name] = measure(fn, mixer, x, dy, args.reps)
-            rows[f"{label}: {name}"] = {k: v for k, v in got[name].items() if k != "grads"}
-            r = got[name]
-            print(f"{label}: {name}: {r['ms']:.3f} ms fwd+bwd, {r['peak_gib']:.2f} GiB peak", flush=True)
-        now, before_, base = got["two directions, now"], got["two directions, before"], got["one direction"]["ms"]
-        doc[label] = {"before_over_now": before_["ms"] / now["ms"], "now_over_one": now["ms"] / base,
-                      "before_over_one": before_["ms"] / base,
-                      "grads_max_rel_err": max(rel(a, b) for a, b in zip(now["grads"], before_["grads"]))}
-        del got, one, two
-    doc["rows"] = rows
-    title = (f"# Two-direction layer paths on {doc['device']} (benchmarks/directions.py; batch {args.batch} "
-             f"x {args.tokens} tokens, d_model {args.d_model}, bf16 autocast, fwd+bwd, median of {args.reps} "
+        try:
+            torch.manual_seed(0)
+            one = cls(args.d_model, num_directions=1, backend="fused", device="cuda")
+            two = cls(args.d_model, num_directions=2, backend="fused", device="cuda")
+            cases = {"one direction": (one, one), "two directions, now": (two, two),
+                     "two directions, before": (lambda u, two=two, before=before: before(two, u), two)}
+            got = {}
+            for name, (fn, mixer) in cases.items():
+                got[name] = r = measure(fn, mixer, x, dy, args.reps)
+                doc["rows"][f"{label}: {name}"] = {k: v for k, v in r.items() if k != "grads"}
+                print(f"{label}: {name}: {r['ms']:.3f} ms fwd+bwd, {r['peak_gib']:.2f} GiB peak", flush=True)
+                save()
+            now, then, base = got["two directions, now"], got["two directions, before"], got["one direction"]["ms"]
+            doc[label] = {"before_over_now": then["ms"] / now["ms"], "now_over_one": now["ms"] / base,
+                          "before_over_one": then["ms"] / base,
+                          "grads_max_rel_err": max(rel(a, b) for a, b in zip(now["grads"], then["grads"]))}
+            del got, one, two
+        except Exception as err:  # noqa: BLE001 - the other mixer still runs; the error is kept
+            doc[f"{label}_error"] = f"{type(err).__name__}: {err}"
+            print(f"{label}: {doc[f'{label}_error']}", flush=True)
+        torch.cuda.empty_cache()
+        save()
+    print(markdown(doc))
+    return 0
+
+
+def markdown(doc: dict) -> str:
+    """The run's table and each mixer's ratios (a mixer cut short or failed: its rows so far, its error)."""
+    a = doc["args"]
+    title = (f"# Two-direction layer paths on {doc['device']} (benchmarks/directions.py; batch {a['batch']} "
+             f"x {a['tokens']} tokens, d_model {a['d_model']}, bf16 autocast, fwd+bwd, median of {a['reps']} "
              "CUDA-event timings)")
     lines = [title, "", "| path | ms | peak GiB |", "|---|---|---|"]
-    lines += [f"| {k} | {v['ms']:.3f} | {v['peak_gib']:.2f} |" for k, v in rows.items()]
+    lines += [f"| {k} | {v['ms']:.3f} | {v['peak_gib']:.2f} |" for k, v in doc["rows"].items()]
     for label in ("mamba1", "mamba2"):
         if label in doc:
             r = doc[label]
-            line = (f"{label}: before / now {r['before_over_now']:.2f}x; two directions now / one "
-                    f"{r['now_over_one']:.2f}x (before: {r['before_over_one']:.2f}x); the two paths' gradients "
-                    f"agree within a relative L2 error of {r['grads_max_rel_err']:.1e} (bf16).")
-            lines += ["", line]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "directions.json").write_text(json.dumps(doc, indent=1))
-    (out / "directions.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+            lines += ["", (f"{label}: before / now {r['before_over_now']:.2f}x; two directions now / one "
+                           f"{r['now_over_one']:.2f}x (before: {r['before_over_one']:.2f}x); the two paths' "
+                           f"gradients agree within a relative L2 error of {r['grads_max_rel_err']:.1e} (bf16).")]
+        if f"{label}_error" in doc:
+            lines += ["", f"{label}: not finished: {doc[f'{label}_error']}"]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

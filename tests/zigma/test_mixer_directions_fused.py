@@ -92,3 +92,21 @@ def test_the_benchmarks_before_path_is_the_token_major_branch_path(calls):
     x = torch.randn(2, 21, 24, dtype=torch.float64)
     torch.testing.assert_close(old_path(fast, x), ref(x), rtol=1e-9, atol=1e-10)
     assert calls == []  # no mamba_inner_fn: the branch path
+
+
+def test_the_benchmarks_table_shows_each_path_and_the_ratios_and_a_cut_mixers_error():
+    from benchmarks.directions import markdown
+
+    doc = {"device": "GPU", "args": {"batch": 2, "tokens": 8, "d_model": 4, "reps": 3},
+           "rows": {"mamba1: one direction": {"ms": 1.0, "peak_gib": 0.5},
+                    "mamba1: two directions, now": {"ms": 1.5, "peak_gib": 0.75},
+                    "mamba1: two directions, before": {"ms": 3.0, "peak_gib": 1.25},
+                    "mamba2: one direction": {"ms": 0.8, "peak_gib": 0.25}},
+           "mamba1": {"before_over_now": 2.0, "now_over_one": 1.5, "before_over_one": 3.0, "grads_max_rel_err": 0.004},
+           "mamba2_error": "OutOfMemoryError: CUDA out of memory"}
+    text = markdown(doc)
+    assert "| mamba1: two directions, before | 3.000 | 1.25 |" in text
+    assert "mamba1: before / now 2.00x; two directions now / one 1.50x (before: 3.00x)" in text
+    assert "relative L2 error of 4.0e-03" in text
+    assert "| mamba2: one direction | 0.800 | 0.25 |" in text and "mamba2: before / now" not in text
+    assert "mamba2: not finished: OutOfMemoryError: CUDA out of memory" in text
