@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["BUDGET_KEYS", "axis_text", "model_label", "short_key", "variant_label"]
+__all__ = ["BUDGET_KEYS", "axis_text", "missing", "model_label", "short_key", "variant_label"]
 
 #: keys that set how long a trial trains and how often it is evaluated, not which model it trains: rows that differ
 #: only in these (a study's equal-steps / equal-GPU-time / equal-FLOPs arms) are one model, drawn in one colour and
@@ -47,8 +47,13 @@ def variant_label(values: dict[str, Any]) -> str:
     return ", ".join(f"{short_key(k)}={axis_text(v)}" for k, v in values.items())
 
 
+def missing(value: Any) -> bool:
+    """Whether a trial row's axis cell is empty: None, or NaN (a key this trial's axes block does not set)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def model_label(trial: Any) -> str:
     """A trial row's (a pandas Series with `axis.<key>` entries) variant label without BUDGET_KEYS: its model."""
     values = {c[5:]: v for c, v in trial.items() if c.startswith("axis.") and c[5:] not in BUDGET_KEYS
-              and not (v is None or (isinstance(v, float) and math.isnan(v)))}
+              and not missing(v)}
     return variant_label(values)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.labels import BUDGET_KEYS, axis_text, model_label, short_key
+from harness.labels import BUDGET_KEYS, axis_text, missing, model_label, short_key
 
 from . import plots
 from .data import StudyData
@@ -30,10 +30,6 @@ __all__ = ["compute_section"]
 AXES = (("during/images", "training images", 1.0, None, "images"),
         ("during/train_seconds", "GPU-hours (timed training steps)", 1 / 3600, "GPU time", "GPU-h"),
         ("during/train_tflops", "training TFLOPs", 1.0, "FLOPs", "TFLOP"))
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def crossed_keys(study: StudyData) -> list[str]:
@@ -54,7 +50,7 @@ def crossed_keys(study: StudyData) -> list[str]:
         key = col[5:]
         if not col.startswith("axis.") or col in ident or key in BUDGET_KEYS:
             continue
-        values = done[col].map(lambda v: None if _missing(v) else json.dumps(v, sort_keys=True, default=str))
+        values = done[col].map(lambda v: None if missing(v) else json.dumps(v, sort_keys=True, default=str))
         if values.isna().any() or values.nunique() < 2:
             continue
         if all(models[values == v].nunique() >= 2 for v in values.unique()):

@@ -57,22 +57,28 @@ def _pair(num_directions, combine, bias):
     return ref, fast
 
 
+def same_function(ref, fast, *, length, width, gathered, rtol_out, rtol_grad):
+    """Outputs and every gradient of `fast` against `ref` on one input, directions k >= 2 (if any) a gathered
+    order and direction 1 the reversed sequence; rtol_grad(name) -> the tolerance of that parameter's gradient."""
+    num_directions = ref.num_directions
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(1))
+    branch = [None] + [order] * (num_directions - 2) if gathered else None
+    x = torch.randn(2, length, width, dtype=torch.float64)
+    out_r, g_r = grads_of(ref, x, branch_index=branch)
+    out_f, g_f = grads_of(fast, x, branch_index=branch)
+    torch.testing.assert_close(out_f, out_r, rtol=rtol_out, atol=1e-10)
+    assert g_f.keys() == g_r.keys()
+    for name, g in g_f.items():
+        torch.testing.assert_close(g, g_r[name], rtol=rtol_grad(name), atol=1e-10, msg=name)
+
+
 @pytest.mark.parametrize(("num_directions", "gathered", "combine", "bias"),
                          [(2, False, "sum", False), (2, False, "mean", True), (3, True, "sum", True),
                           (3, True, "mean", False)])
 def test_directions_through_mamba_inner_fn_equal_the_reference_path(calls, num_directions, gathered, combine, bias):
     ref, fast = _pair(num_directions, combine, bias)
-    length = 29
-    order = torch.randperm(length, generator=torch.Generator().manual_seed(1))
-    branch = [None] + [order] * (num_directions - 2) if gathered else None  # reversed, then a gathered order
-    x = torch.randn(2, length, 24, dtype=torch.float64)
-    out_r, g_r = grads_of(ref, x, branch_index=branch)
-    out_f, g_f = grads_of(fast, x, branch_index=branch)
+    same_function(ref, fast, length=29, width=24, gathered=gathered, rtol_out=1e-9, rtol_grad=lambda name: 1e-8)
     assert len(calls) == num_directions and all(b is None for b in calls)  # every direction fused, bias added once
-    torch.testing.assert_close(out_f, out_r, rtol=1e-9, atol=1e-10)
-    assert g_f.keys() == g_r.keys()
-    for name, g in g_f.items():
-        torch.testing.assert_close(g, g_r[name], rtol=1e-8, atol=1e-10, msg=name)
 
 
 def test_segmented_multi_direction_layers_keep_the_branch_path(calls):
